@@ -1,0 +1,1 @@
+"""seqacts: look inside recurrent sequence models."""
