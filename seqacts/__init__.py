@@ -1,1 +1,34 @@
-"""seqacts: look inside recurrent sequence models."""
+"""seqacts: look inside recurrent sequence models.
+
+Record every layer of ``nn.RNN/LSTM/GRU`` stacks and recurrent cell loops, per timestep, into a
+labeled ``xarray.Dataset``.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .capture import Recorder, record
+from .discover import layers
+from .errors import LayerSelectionError, NoRecurrentModuleError, RecordingError, SeqactsError
+from .extract import extract
+from .specs import GATES, KINDS
+
+try:
+    __version__ = version("seqacts")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "GATES",
+    "KINDS",
+    "LayerSelectionError",
+    "NoRecurrentModuleError",
+    "Recorder",
+    "RecordingError",
+    "SeqactsError",
+    "__version__",
+    "extract",
+    "layers",
+    "record",
+]

@@ -1,0 +1,286 @@
+"""Dataset assembly: per-layer records (tensors) into padded numpy blocks, blocks into a Dataset.
+
+A *block* holds one forward call of the root model: arrays shaped like the final variables,
+already padded with NaN. Blocks concatenate along ``sample``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor, nn
+
+from .errors import RecordingError
+from .internals import LayerRecord
+from .specs import DIRECTIONS, VARIABLE_DOCS, LayerSpec
+
+__all__ = ["Block", "build_block", "build_dataset"]
+
+STEP_VARS = ("h",)
+STATE_VARS = ("h_0", "h_n")
+CELL_STATE_VARS = ("c_0", "c_n")
+
+
+@dataclass
+class Block:
+    """One root forward call's arrays, padded; sample-major."""
+
+    n_samples: int
+    n_steps: int
+    arrays: dict[str, np.ndarray]  # name -> (sample, layer, direction[, time], unit)
+    lengths: np.ndarray  # (sample, layer) int64
+    outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)  # name -> per call
+
+
+def _geometry(specs: Sequence[LayerSpec]) -> tuple[int, int, bool]:
+    n_dir = max(s.n_directions for s in specs)
+    width = max(max(s.n_units, s.n_cell_units) for s in specs)
+    any_lstm = any(s.kind in ("LSTM", "LSTMCell") for s in specs)
+    return n_dir, width, any_lstm
+
+
+def _float_dtype(tensors: list[Tensor]) -> np.dtype:
+    if any(t.dtype == torch.float64 for t in tensors):
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+def _to_torch_view(arr: np.ndarray) -> Tensor:
+    return torch.from_numpy(arr)
+
+
+def _copy(dst: np.ndarray, index: tuple[Any, ...], src: Tensor) -> None:
+    """Copy a tensor (any device and float dtype) into a numpy array slot."""
+    target = _to_torch_view(dst)[index]
+    if src.device.type != "cpu" or src.dtype not in (torch.float32, torch.float64):
+        src = src.to("cpu", dtype=target.dtype)
+    target.copy_(src)
+
+
+def build_block(
+    specs: Sequence[LayerSpec],
+    layers: dict[str, list[LayerRecord]],
+    outputs: dict[str, list[Tensor]],
+    internals: tuple[str, ...],
+) -> Block:
+    """Pad one forward call's records into arrays shaped like the dataset's variables.
+
+    Several records of one layer (a cell called once per step, a stack fed step by step)
+    stack along time.
+    """
+    n_dir, width, any_lstm = _geometry(specs)
+    records = [r for recs in layers.values() for r in recs]
+    n_samples = max([r.h.shape[1] for r in records] + [_outputs_samples(outputs)])
+    n_steps = max([sum(r.h.shape[0] for r in recs) for recs in layers.values()] + [0])
+    dtype = _float_dtype([r.h for r in records])
+    n_layers = len(specs)
+
+    def full(*shape: int) -> np.ndarray:
+        return np.full(shape, np.nan, dtype=dtype)
+
+    arrays = {"h": full(n_samples, n_layers, n_dir, n_steps, width)}
+    for name in STATE_VARS:
+        arrays[name] = full(n_samples, n_layers, n_dir, width)
+    if any_lstm:
+        for name in CELL_STATE_VARS:
+            arrays[name] = full(n_samples, n_layers, n_dir, width)
+    for name in internals:
+        arrays[name] = full(n_samples, n_layers, n_dir, n_steps, width)
+    lengths = np.zeros((n_samples, n_layers), dtype=np.int64)
+
+    for li, spec in enumerate(specs):
+        recs = layers.get(spec.label, [])
+        offset = 0
+        for i, rec in enumerate(recs):
+            steps, n, d, hw = rec.h.shape
+            seq = (slice(0, n), li, slice(0, d), slice(offset, offset + steps))
+            _copy(arrays["h"], (*seq, slice(0, hw)), rec.h.permute(1, 2, 0, 3))
+            for name, value in rec.extra.items():
+                _copy(arrays[name], (*seq, slice(0, value.shape[-1])), value.permute(1, 2, 0, 3))
+            state = (slice(0, n), li, slice(0, d))
+            if i == 0:
+                _copy(arrays["h_0"], (*state, slice(0, rec.h0.shape[-1])), rec.h0)
+                if rec.c0 is not None:
+                    _copy(arrays["c_0"], (*state, slice(0, rec.c0.shape[-1])), rec.c0)
+            _copy(arrays["h_n"], (*state, slice(0, rec.hn.shape[-1])), rec.hn)
+            if rec.cn is not None:
+                _copy(arrays["c_n"], (*state, slice(0, rec.cn.shape[-1])), rec.cn)
+            ends = np.where(rec.lengths.numpy() > 0, offset + rec.lengths.numpy(), 0)
+            lengths[:n, li] = np.maximum(lengths[:n, li], ends)
+            offset += steps
+    return Block(
+        n_samples=n_samples,
+        n_steps=n_steps,
+        arrays=arrays,
+        lengths=lengths,
+        outputs={k: [_output_array(t, n_samples) for t in v] for k, v in outputs.items()},
+    )
+
+
+def _outputs_samples(outputs: dict[str, list[Tensor]]) -> int:
+    return max([t.shape[0] if t.dim() else 1 for ts in outputs.values() for t in ts] + [0])
+
+
+def _output_array(t: Tensor, n_samples: int) -> np.ndarray:
+    t = t.detach().to("cpu")
+    if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64):
+        t = t.float()
+    if t.dim() == 0:
+        t = t.reshape(1)
+    if t.dim() > 1 and t.shape[0] != n_samples and t.shape[1] == n_samples:
+        t = t.transpose(0, 1)  # a time-major output: put the sample axis first
+    arr = t.numpy()
+    return arr if arr.dtype.kind == "f" else arr.astype(np.float64)
+
+
+def _concat(blocks: Sequence[Block], name: str, n_steps: int) -> np.ndarray:
+    first = blocks[0].arrays[name]
+    if len(blocks) == 1 and (first.ndim == 4 or first.shape[3] == n_steps):
+        return first
+    total = sum(b.n_samples for b in blocks)
+    dtype = np.result_type(*[b.arrays[name].dtype for b in blocks])
+    shape = (total, *first.shape[1:])
+    if first.ndim == 5:
+        shape = (total, first.shape[1], first.shape[2], n_steps, first.shape[4])
+    out = np.full(shape, np.nan, dtype=dtype)
+    start = 0
+    for b in blocks:
+        arr = b.arrays[name]
+        if arr.ndim == 5:
+            out[start : start + b.n_samples, :, :, : arr.shape[3], :] = arr
+        else:
+            out[start : start + b.n_samples] = arr
+        start += b.n_samples
+    return out
+
+
+def _padded_stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """Stack arrays of possibly different shapes along a new axis 0, NaN-padding each."""
+    ndim = max(a.ndim for a in arrays)
+    arrays = [a.reshape(a.shape + (1,) * (ndim - a.ndim)) for a in arrays]
+    shape = tuple(max(a.shape[i] for a in arrays) for i in range(ndim))
+    out = np.full((len(arrays), *shape), np.nan, dtype=np.result_type(*arrays))
+    for i, a in enumerate(arrays):
+        out[(i, *(slice(0, s) for s in a.shape))] = a
+    return out
+
+
+def _output_variables(blocks: Sequence[Block], reserved: set[str]) -> dict[str, xr.DataArray]:
+    names = list(dict.fromkeys(k for b in blocks for k in b.outputs))
+    variables = {}
+    for name in names:
+        n_calls = max(len(b.outputs.get(name, [])) for b in blocks)
+        per_block = []
+        for b in blocks:
+            calls = b.outputs.get(name, [])
+            if not calls:
+                calls = [np.full((b.n_samples,), np.nan)]
+            stacked = _padded_stack(calls)  # (call, sample, ...)
+            stacked = np.moveaxis(stacked, 0, 1)  # (sample, call, ...)
+            if stacked.shape[0] < b.n_samples:
+                stacked = _padded_stack([stacked, np.full((b.n_samples,), np.nan)])[0]
+            per_block.append(stacked)
+        data = per_block[0] if len(per_block) == 1 else np.concatenate(
+            [a for a in _padded_stack_tail(per_block)], axis=0
+        )
+        if n_calls == 1:
+            data = data[:, 0]
+        var = name if name not in reserved else f"module.{name}"
+        rest = [f"{var}.dim{i}" for i in range(1, data.ndim - (0 if n_calls == 1 else 1))]
+        dims = ["sample", *([f"{var}.call"] if n_calls > 1 else []), *rest]
+        variables[var] = xr.DataArray(
+            data, dims=dims, attrs={"long_name": f"output of {name}", "module": name}
+        )
+    return variables
+
+
+def _padded_stack_tail(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Pad arrays to a common shape in every axis but the first."""
+    ndim = max(a.ndim for a in arrays)
+    arrays = [a.reshape(a.shape + (1,) * (ndim - a.ndim)) for a in arrays]
+    tail = tuple(max(a.shape[i] for a in arrays) for i in range(1, ndim))
+    out = []
+    for a in arrays:
+        if a.shape[1:] == tail:
+            out.append(a)
+            continue
+        p = np.full((a.shape[0], *tail), np.nan, dtype=np.result_type(a.dtype, np.float32))
+        p[(slice(None), *(slice(0, s) for s in a.shape[1:]))] = a
+        out.append(p)
+    return out
+
+
+def _provenance(model: nn.Module, internals: tuple[str, ...]) -> dict[str, str]:
+    try:
+        seqacts_version = version("seqacts")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        seqacts_version = "unknown"
+    structure = hashlib.sha1(
+        "\n".join(f"{n}:{tuple(p.shape)}:{p.dtype}" for n, p in model.named_parameters()).encode()
+    ).hexdigest()
+    cls = type(model)
+    return {
+        "seqacts_version": seqacts_version,
+        "torch_version": torch.__version__,
+        "model_class": f"{cls.__module__}.{cls.__qualname__}",
+        "model_structure": structure,
+        "internals": " ".join(internals),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "Conventions": "CF-1.8",
+    }
+
+
+def build_dataset(
+    specs: Sequence[LayerSpec],
+    blocks: Sequence[Block],
+    internals: tuple[str, ...],
+    model: nn.Module,
+    time: Sequence[Any] | None,
+) -> xr.Dataset:
+    """Concatenate blocks along ``sample`` and label everything (see the README's schema)."""
+    n_dir, width, _ = _geometry(specs)
+    n_steps = max(b.n_steps for b in blocks)
+    data_vars: dict[str, Any] = {}
+    for name in blocks[0].arrays:
+        arr = _concat(blocks, name, n_steps)
+        dims = ("sample", "layer", "direction", "time", "unit") if arr.ndim == 5 else (
+            "sample", "layer", "direction", "unit")
+        long_name, description = VARIABLE_DOCS[name]
+        data_vars[name] = xr.Variable(dims, arr, {"long_name": long_name, "description": description})
+    lengths = np.concatenate([b.lengths for b in blocks], axis=0)
+    total = lengths.shape[0]
+    if time is None:
+        time_coord: Any = np.arange(n_steps)
+    else:
+        time_coord = time
+        if len(time) != n_steps:
+            raise RecordingError(
+                f"time: got {len(time)} labels for {n_steps} recorded timesteps; pass exactly "
+                "one label per timestep of the longest recorded sequence"
+            )
+    coords = {
+        "sample": np.arange(total),
+        "layer": [s.label for s in specs],
+        "direction": list(DIRECTIONS[:n_dir]),
+        "time": time_coord,
+        "unit": np.arange(width),
+        "module": ("layer", [s.module_path for s in specs]),
+        "kind": ("layer", [s.kind for s in specs]),
+        "n_units": ("layer", np.array([s.n_units for s in specs], dtype=np.int64)),
+        "n_cell_units": ("layer", np.array([s.n_cell_units for s in specs], dtype=np.int64)),
+        "n_directions": ("layer", np.array([s.n_directions for s in specs], dtype=np.int64)),
+        "length": (("sample", "layer"), lengths),
+    }
+    ds = xr.Dataset(data_vars, coords=coords, attrs=_provenance(model, internals))
+    reserved = set(ds.variables) | set(ds.dims)
+    for name, var in _output_variables(blocks, reserved).items():
+        ds[name] = var
+    return ds

@@ -1,0 +1,130 @@
+"""Find the recordable layers of a model and resolve ``layers=`` / ``modules=`` selections."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from fnmatch import fnmatchcase
+
+from torch import nn
+
+from .errors import LayerSelectionError, NoRecurrentModuleError
+from .specs import LayerSpec, kind_of
+
+__all__ = ["layers", "recurrent_layers", "select_layers", "select_modules"]
+
+
+def recurrent_layers(model: nn.Module) -> list[tuple[nn.Module, list[LayerSpec]]]:
+    """Every recurrent module of ``model`` with its layer specs, in module order.
+
+    Raises
+    ------
+    NoRecurrentModuleError
+        When the model holds no recurrent module; the message names the types it does hold.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"seqacts needs a torch.nn.Module, got {type(model).__name__}; "
+            "pass the model object itself, not its output or state_dict"
+        )
+    found = [
+        (module, LayerSpec.for_module(path, module))
+        for path, module in model.named_modules()
+        if kind_of(module) is not None
+    ]
+    if not found:
+        types = sorted({type(m).__name__ for m in model.modules()})
+        raise NoRecurrentModuleError(
+            f"{type(model).__name__} holds no recurrent module (nn.RNN, nn.LSTM, nn.GRU, "
+            f"nn.RNNCell, nn.LSTMCell, nn.GRUCell); module types found: {', '.join(types)}"
+        )
+    return found
+
+
+def layers(model: nn.Module) -> list[str]:
+    """List the recordable layer labels of a model, in module order.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any module holding ``nn.RNN/LSTM/GRU`` stacks or recurrent cells.
+
+    Returns
+    -------
+    list of str
+        ``"<module path>.l<k>"`` for layer k of a stack (``"l<k>"`` when the model itself is
+        the stack) and ``"<module path>"`` for a cell: the values ``layers=`` accepts.
+    """
+    return [spec.label for _, specs in recurrent_layers(model) for spec in specs]
+
+
+def _as_names(names: str | Iterable[str], option: str) -> list[str]:
+    if isinstance(names, str):
+        return [names]
+    names = list(names)
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise TypeError(f"{option}: expected names as strings, got {bad[0]!r}")
+    return names
+
+
+def select_layers(
+    model: nn.Module, names: str | Iterable[str] | None
+) -> list[tuple[nn.Module, list[LayerSpec]]]:
+    """Resolve ``layers=`` into the recurrent modules to watch and their selected layer specs.
+
+    A name selects a layer by its label, every layer of a module by the module's path, or any
+    label or path matching it as an fnmatch pattern (``"encoder.*"``).
+    """
+    found = recurrent_layers(model)
+    if names is None:
+        return found
+    wanted = _as_names(names, "layers")
+    if not wanted:
+        raise LayerSelectionError("layers: empty selection; pass None to record every layer")
+    unmatched = [
+        name
+        for name in wanted
+        if not any(_matches(name, spec) for _, specs in found for spec in specs)
+    ]
+    if unmatched:
+        available = ", ".join(spec.label for _, specs in found for spec in specs)
+        raise LayerSelectionError(
+            f"layers: no layer matches {', '.join(repr(n) for n in unmatched)}; "
+            f"available: {available}"
+        )
+    selected = []
+    for module, specs in found:
+        keep = [s for s in specs if any(_matches(name, s) for name in wanted)]
+        if keep:
+            selected.append((module, keep))
+    return selected
+
+
+def _matches(name: str, spec: LayerSpec) -> bool:
+    return (
+        name in (spec.label, spec.module_path)
+        or fnmatchcase(spec.label, name)
+        or (bool(spec.module_path) and fnmatchcase(spec.module_path, name))
+    )
+
+
+def select_modules(
+    model: nn.Module, names: str | Iterable[str] | None
+) -> list[tuple[str, nn.Module]]:
+    """Resolve ``modules=`` (paths or fnmatch patterns) into ``(path, module)`` pairs.
+
+    The root model itself is named ``"model"``.
+    """
+    if names is None:
+        return []
+    wanted = _as_names(names, "modules")
+    named = [(path or "model", module) for path, module in model.named_modules()]
+    unmatched = [n for n in wanted if not any(fnmatchcase(p, n) for p, _ in named)]
+    if unmatched:
+        paths = [p for p, _ in named]
+        shown = ", ".join(paths[:40]) + (f", ... ({len(paths) - 40} more)" if len(paths) > 40 else "")
+        raise LayerSelectionError(
+            f"modules: no module matches {', '.join(repr(n) for n in unmatched)}; "
+            f"available module paths: {shown}"
+        )
+    return [(p, m) for p, m in named if any(fnmatchcase(p, n) for n in wanted)]

@@ -1,0 +1,21 @@
+"""Exceptions raised by seqacts; each inherits from a builtin so plain ``except`` clauses work."""
+
+from __future__ import annotations
+
+__all__ = ["SeqactsError", "LayerSelectionError", "NoRecurrentModuleError", "RecordingError"]
+
+
+class SeqactsError(Exception):
+    """Base class of every error seqacts raises on purpose."""
+
+
+class LayerSelectionError(SeqactsError, ValueError):
+    """A ``layers=`` or ``modules=`` name matched nothing in the model."""
+
+
+class NoRecurrentModuleError(SeqactsError, ValueError):
+    """The model holds no ``nn.RNN/LSTM/GRU`` or recurrent cell."""
+
+
+class RecordingError(SeqactsError, RuntimeError):
+    """The recording could not be turned into a dataset (e.g. nothing was recorded)."""

@@ -1,0 +1,55 @@
+"""One-call extraction: run the model once under :func:`seqacts.record`."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
+
+import torch
+import xarray as xr
+from torch import nn
+
+from .capture import record
+
+__all__ = ["extract"]
+
+
+def extract(
+    model: nn.Module,
+    *args: Any,
+    layers: str | Iterable[str] | None = None,
+    internals: bool | Collection[str] = False,
+    time: Sequence[Any] | None = None,
+    modules: str | Iterable[str] | None = None,
+    **kwargs: Any,
+) -> xr.Dataset:
+    """Run ``model(*args, **kwargs)`` once and return what every recurrent layer computed.
+
+    The forward runs under ``torch.no_grad()`` (its output is not returned), in whatever
+    training mode the model is in.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any module holding ``nn.RNN/LSTM/GRU`` stacks or ``RNNCell/LSTMCell/GRUCell`` loops.
+    *args, **kwargs
+        The model's own inputs, passed through unchanged.
+    layers : str or list of str, optional
+        Labels, module paths or fnmatch patterns; default every layer (:func:`seqacts.layers`).
+    internals : bool or list of str, default False
+        Add per-timestep cell states and gates (``True``) or only the named variables.
+    time : sequence, optional
+        Labels for the ``time`` coordinate.
+    modules : str or list of str, optional
+        Other modules (paths or patterns) whose outputs to record too.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``h`` (sample, layer, direction, time, unit); ``h_0``, ``h_n`` and for LSTMs ``c_0``,
+        ``c_n`` (sample, layer, direction, unit); internals with ``h``'s dims.
+    """
+    rec = record(model, layers=layers, internals=internals, time=time, modules=modules)
+    with torch.no_grad(), rec:
+        model(*args, **kwargs)
+    return rec.to_dataset()

@@ -1,0 +1,155 @@
+"""Turn intercepted kernel calls into per-layer records, with per-timestep internals.
+
+A record is time-major and in the caller's sample order: ``PackedSequence`` data is padded
+(NaN past each sample's length) and un-sorted here, ``batch_first`` is undone here, so every
+later step sees one layout.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+
+from .errors import SeqactsError
+from .kernels import CellCall, StackCall
+from .specs import GATES, layer_weights
+
+__all__ = ["LayerRecord", "resolve_internals", "stack_internals", "cell_internals"]
+
+
+class InternalsError(SeqactsError, ValueError):
+    """``internals=`` names a variable that does not exist for the selected layers."""
+
+
+@dataclass
+class LayerRecord:
+    """One layer's values from one kernel call, time-major, in the caller's sample order."""
+
+    h: Tensor  # (T, N, D, H_out)
+    h0: Tensor  # (N, D, H_out)
+    hn: Tensor
+    c0: Tensor | None  # (N, D, H)
+    cn: Tensor | None
+    lengths: Tensor  # (N,) int64, on the CPU
+    extra: dict[str, Tensor] = field(default_factory=dict)  # internals, (T, N, D, H)
+
+
+def resolve_internals(internals: bool | str | Collection[str] | None, kinds: set[str]) -> tuple[str, ...]:
+    """Validate ``internals=`` against the stack kinds recorded; return the variable names."""
+    if internals is None or internals is False:
+        return ()
+    applicable = [n for kind, names in GATES.items() if kind in kinds for n in names]
+    if internals is True:
+        return tuple(dict.fromkeys(applicable))
+    wanted = [internals] if isinstance(internals, str) else list(internals)
+    every = {n for names in GATES.values() for n in names}
+    unknown = [n for n in wanted if n not in every]
+    if unknown:
+        raise InternalsError(
+            f"internals: unknown variable {', '.join(map(repr, unknown))}; choose from "
+            f"{', '.join(sorted(every))} (or pass internals=True for all)"
+        )
+    missing = [n for n in wanted if n not in applicable]
+    if missing:
+        raise InternalsError(
+            f"internals: {', '.join(map(repr, missing))} does not exist for the selected layers "
+            f"(kinds {', '.join(sorted(kinds))}); available: {', '.join(dict.fromkeys(applicable))}"
+        )
+    return tuple(dict.fromkeys(wanted))
+
+
+def _time_major(x: Tensor, batch_sizes: Tensor | None, batch_first: bool, fill: float) -> Tensor:
+    if batch_sizes is not None:
+        padded, _ = pad_packed_sequence(PackedSequence(x, batch_sizes), padding_value=fill)
+        return padded
+    return x.transpose(0, 1) if batch_first else x
+
+
+def _unsort(t: Tensor | None, order: Tensor | None, dim: int) -> Tensor | None:
+    if t is None or order is None:
+        return t
+    return t.index_select(dim, order.to(t.device))
+
+
+def stack_internals(
+    call: StackCall, k: int, unsorted: Tensor | None, names: tuple[str, ...], escapes: bool
+) -> LayerRecord:
+    """The record of layer ``k`` of a fused stack call, with the requested internals.
+
+    ``escapes`` marks the top layer, whose output the model receives and may later modify in
+    place, so it is copied.
+    """
+    run = call.layers[k]
+    n_dir = 2 if call.bidirectional else 1
+    bs = call.batch_sizes
+    out = _time_major(run.output, bs, call.batch_first, math.nan)
+    if escapes and bs is None:
+        out = out.clone()
+    steps, batch = out.shape[0], out.shape[1]
+    if bs is not None:
+        lengths = (bs.unsqueeze(0) > torch.arange(batch).unsqueeze(1)).sum(1)
+    else:
+        lengths = torch.full((batch,), steps, dtype=torch.int64)
+    h = out.reshape(steps, batch, n_dir, -1)
+    h0 = run.h0.clone().transpose(0, 1)
+    c0 = run.c0.clone().transpose(0, 1) if run.c0 is not None else None
+    extra: dict[str, Tensor] = {}
+    wanted = [n for n in names if n in GATES[call.kind]]
+    if wanted:
+        from .unroll import layer_internals
+
+        x = _time_major(run.input, bs, call.batch_first, 0.0)
+        per_dir = layer_weights(run.weights, call.has_biases, call.has_projection, call.bidirectional, 0)
+        dev_lengths = lengths.to(x.device) if bs is not None else None
+        parts = [
+            layer_internals(
+                call.kind, x, h[:, :, d], h0[:, d], c0[:, d] if c0 is not None else None,
+                w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr,
+                lengths=dev_lengths, reverse=d == 1, names=wanted,
+            )
+            for d, w in enumerate(per_dir)
+        ]
+        extra = {n: torch.stack([p[n] for p in parts], 2) for n in wanted}
+    order = unsorted if bs is not None else None
+    return LayerRecord(
+        h=_unsort(h, order, 1),  # type: ignore[arg-type]
+        h0=_unsort(h0, order, 0),  # type: ignore[arg-type]
+        hn=_unsort(run.hn.transpose(0, 1), order, 0),  # type: ignore[arg-type]
+        c0=_unsort(c0, order, 0),
+        cn=_unsort(run.cn.transpose(0, 1) if run.cn is not None else None, order, 0),
+        lengths=_unsort(lengths, order, 0),  # type: ignore[arg-type]
+        extra={n: _unsort(v, order, 1) for n, v in extra.items()},  # type: ignore[misc]
+    )
+
+
+def cell_internals(call: CellCall, names: tuple[str, ...]) -> LayerRecord:
+    """The record of one cell step (T = 1), with the requested internals."""
+    h = call.h.clone().reshape(1, call.h.shape[0], 1, -1)
+    c = call.c.clone().unsqueeze(1) if call.c is not None else None
+    extra: dict[str, Tensor] = {}
+    wanted = [n for n in names if n in GATES[call.kind]]
+    if wanted:
+        from .unroll import layer_internals
+
+        w_ih, w_hh, b_ih, b_hh = call.weights
+        parts = layer_internals(
+            call.kind, call.input.unsqueeze(0), call.h.unsqueeze(0), call.h_prev, call.c_prev,
+            w_ih, w_hh, b_ih, b_hh, None, names=wanted,
+        )
+        extra = {n: v.unsqueeze(2) for n, v in parts.items()}
+        if "c" in extra and c is not None:
+            extra["c"] = c.reshape(1, -1, 1, c.shape[-1])  # the kernel's own cell state
+    return LayerRecord(
+        h=h,
+        h0=call.h_prev.clone().unsqueeze(1),
+        hn=h[0],
+        c0=call.c_prev.clone().unsqueeze(1) if call.c_prev is not None else None,
+        cn=c,
+        lengths=torch.ones(call.h.shape[0], dtype=torch.int64),
+        extra=extra,
+    )

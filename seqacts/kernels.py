@@ -1,0 +1,242 @@
+"""Intercept PyTorch's recurrent kernels and run fused stacks one layer at a time.
+
+``nn.RNN/LSTM/GRU`` call ``torch._VF.<kind>`` once for the whole stack, which returns only the
+top layer's sequence. While a recorder is active, the wrapper installed here re-issues that call
+as one call of the *same* kernel per layer (re-applying the inter-layer dropout exactly as ATen
+does), so every layer's sequence is seen and the model receives the same values. Cell kernels
+(``torch._VF.lstm_cell`` ...) are observed as they are. Calls are matched to recorders by the
+identity of the weights they receive, so they are seen wherever they run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from .specs import CELL_KERNELS, STACK_KERNELS
+
+__all__ = ["StackCall", "LayerRun", "CellCall", "Sink", "install", "uninstall"]
+
+_MISSING = object()
+
+
+@dataclass
+class LayerRun:
+    """What one layer of a fused stack computed during one kernel call (kernel layout)."""
+
+    input: Tensor  # (T, N, I) / (N, T, I) when batch_first / packed data (sum(batch_sizes), I)
+    output: Tensor  # same layout as input, last dim D * H_out
+    h0: Tensor  # (D, N_sorted, H_out)
+    hn: Tensor
+    c0: Tensor | None  # (D, N_sorted, H) for LSTM
+    cn: Tensor | None
+    weights: list[Tensor]  # this layer's slice of the flat weight list
+
+
+@dataclass
+class StackCall:
+    """One call of a fused stack kernel, run layer by layer."""
+
+    kind: str
+    weights: Sequence[Tensor]
+    has_biases: bool
+    bidirectional: bool
+    batch_first: bool
+    batch_sizes: Tensor | None
+    has_projection: bool
+    layers: list[LayerRun] = field(default_factory=list)
+
+
+@dataclass
+class CellCall:
+    """One call of a cell kernel: one timestep."""
+
+    kind: str
+    input: Tensor  # (N, I)
+    h_prev: Tensor  # (N, H)
+    c_prev: Tensor | None
+    h: Tensor
+    c: Tensor | None
+    weights: tuple[Tensor, Tensor, Tensor | None, Tensor | None]
+
+
+class Sink(Protocol):
+    """A recorder, as the kernel wrappers see it."""
+
+    def watches(self, weight: Tensor, kind: str) -> bool: ...
+
+    def wants_inputs(self) -> bool: ...
+
+    def on_stack(self, call: StackCall) -> None: ...
+
+    def on_cell(self, call: CellCall) -> None: ...
+
+
+_LOCK = threading.RLock()
+_SINKS: list[Sink] = []
+_SAVED: dict[str, object] = {}
+
+
+def install(sink: Sink) -> None:
+    """Activate ``sink``; the first active sink patches ``torch._VF``."""
+    with _LOCK:
+        if not _SINKS:
+            vf = torch._VF
+            for name in (*STACK_KERNELS.values(), *CELL_KERNELS):
+                _SAVED[name] = vf.__dict__.get(name, _MISSING)
+                original = getattr(vf, name)
+                wrapper = _stack_wrapper(name, original) if name in STACK_KERNELS.values() else (
+                    _cell_wrapper(name, original)
+                )
+                setattr(vf, name, wrapper)
+        _SINKS.append(sink)
+
+
+def uninstall(sink: Sink) -> None:
+    """Deactivate ``sink``; the last one out restores ``torch._VF`` exactly as it was."""
+    with _LOCK:
+        if sink in _SINKS:
+            _SINKS.remove(sink)
+        if not _SINKS and _SAVED:
+            vf = torch._VF
+            for name, saved in _SAVED.items():
+                if saved is _MISSING:
+                    vf.__dict__.pop(name, None)
+                else:
+                    setattr(vf, name, saved)
+            _SAVED.clear()
+
+
+def _sinks_for(weight: Tensor, kind: str) -> list[Sink]:
+    with _LOCK:
+        return [s for s in _SINKS if s.watches(weight, kind)]
+
+
+_KIND_OF_KERNEL = {v: k for k, v in STACK_KERNELS.items()}
+
+
+def _stack_wrapper(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    kind = _KIND_OF_KERNEL[name]
+
+    def recorded_stack_kernel(*args: Any, **kwargs: Any) -> Any:
+        if kwargs or len(args) != 9:
+            return original(*args, **kwargs)
+        packed = isinstance(args[1], Tensor) and args[1].dim() == 1 and not args[1].is_floating_point()
+        params = args[3] if packed else args[2]
+        if not params:
+            return original(*args)
+        sinks = _sinks_for(params[0], kind)
+        if not sinks:
+            return original(*args)
+        return _run_layerwise(original, kind, args, packed, sinks)
+
+    recorded_stack_kernel.__wrapped__ = original  # type: ignore[attr-defined]
+    return recorded_stack_kernel
+
+
+def _run_layerwise(
+    original: Callable[..., Any], kind: str, args: tuple[Any, ...], packed: bool, sinks: list[Sink]
+) -> Any:
+    if packed:
+        x, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional = args
+        batch_first = False
+    else:
+        x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first = args
+        batch_sizes = None
+    is_lstm = kind == "LSTM"
+    n_dir = 2 if bidirectional else 1
+    per_direction = len(params) // (num_layers * n_dir)
+    has_projection = is_lstm and per_direction == (4 if has_biases else 2) + 1
+    per_layer = per_direction * n_dir
+    h_all, c_all = (hx[0], hx[1]) if is_lstm else (hx, None)
+    call = StackCall(
+        kind=kind,
+        weights=params,
+        has_biases=bool(has_biases),
+        bidirectional=bool(bidirectional),
+        batch_first=bool(batch_first),
+        batch_sizes=batch_sizes,
+        has_projection=has_projection,
+    )
+    keep_inputs = any(s.wants_inputs() for s in sinks)
+    layer_input = x
+    h_n, c_n = [], []
+    for k in range(num_layers):
+        h0 = h_all[k * n_dir : (k + 1) * n_dir]
+        c0 = c_all[k * n_dir : (k + 1) * n_dir] if c_all is not None else None
+        state = (h0, c0) if is_lstm else h0
+        weights = list(params[k * per_layer : (k + 1) * per_layer])
+        if packed:
+            res = original(layer_input, batch_sizes, state, weights, has_biases, 1, 0.0, train,
+                           bidirectional)
+        else:
+            res = original(layer_input, state, weights, has_biases, 1, 0.0, train,
+                           bidirectional, batch_first)
+        output = res[0]
+        h_n.append(res[1])
+        if is_lstm:
+            c_n.append(res[2])
+        call.layers.append(
+            LayerRun(
+                input=layer_input.detach() if keep_inputs else layer_input.new_empty(0),
+                output=output.detach(),
+                h0=h0.detach(),
+                hn=res[1].detach(),
+                c0=c0.detach() if c0 is not None else None,
+                cn=res[2].detach() if is_lstm else None,
+                weights=[w.detach() for w in weights],
+            )
+        )
+        # ATen applies the same op between layers: at::dropout(output, p, train=true).
+        if dropout != 0 and train and k < num_layers - 1:
+            layer_input = torch.dropout(output, dropout, True)
+        else:
+            layer_input = output
+    for sink in sinks:
+        sink.on_stack(call)
+    hidden = torch.cat(h_n, 0)
+    if is_lstm:
+        return layer_input, hidden, torch.cat(c_n, 0)
+    return layer_input, hidden
+
+
+def _cell_wrapper(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    kind = CELL_KERNELS[name]
+
+    def recorded_cell_kernel(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        if kwargs or len(args) < 4:
+            return result
+        sinks = _sinks_for(args[2], kind)
+        if not sinks:
+            return result
+        x, hx, w_ih, w_hh = args[:4]
+        b_ih = args[4] if len(args) > 4 else None
+        b_hh = args[5] if len(args) > 5 else None
+        if kind == "LSTM":
+            h_prev, c_prev = hx
+            h, c = result
+        else:
+            h_prev, c_prev, h, c = hx, None, result, None
+        call = CellCall(
+            kind=kind,
+            input=x.detach(),
+            h_prev=h_prev.detach(),
+            c_prev=c_prev.detach() if c_prev is not None else None,
+            h=h.detach(),
+            c=c.detach() if c is not None else None,
+            weights=(w_ih.detach(), w_hh.detach(),
+                     b_ih.detach() if b_ih is not None else None,
+                     b_hh.detach() if b_hh is not None else None),
+        )
+        for sink in sinks:
+            sink.on_cell(call)
+        return result
+
+    recorded_cell_kernel.__wrapped__ = original  # type: ignore[attr-defined]
+    return recorded_cell_kernel
