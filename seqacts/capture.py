@@ -23,14 +23,6 @@ __all__ = ["Recorder", "record"]
 
 
 @dataclass
-class _Frame:
-    """One active call of a watched recurrent module (to undo PackedSequence sorting)."""
-
-    module: nn.Module
-    unsorted_indices: Tensor | None
-
-
-@dataclass
 class _Group:
     """Everything recorded during one forward call of the root model."""
 
@@ -60,7 +52,6 @@ class Recorder:
         self._by_weight: dict[int, tuple[nn.Module, list[LayerSpec]]] = {}
         self._outputs = select_modules(model, modules)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._frames: list[_Frame] = []
         self._blocks: list[Block] = []
         self._group: _Group | None = None
         self._depth = 0
@@ -86,7 +77,6 @@ class Recorder:
         finally:
             kernels.uninstall(self)
             self._active = False
-            self._frames.clear()
             self._depth = 0
             if exc[0] is None:
                 self._close_group()
@@ -97,9 +87,6 @@ class Recorder:
         h = self._handles
         h.append(self.model.register_forward_pre_hook(self._root_pre))
         h.append(self.model.register_forward_hook(self._root_post, always_call=True))
-        for module, _ in self._watched:
-            h.append(module.register_forward_pre_hook(self._module_pre, with_kwargs=True))
-            h.append(module.register_forward_hook(self._module_post, always_call=True))
         for name, module in self._outputs:
             h.append(module.register_forward_hook(self._output_hook(name)))
 
@@ -130,17 +117,6 @@ class Recorder:
             else:
                 self._close_group()
 
-    def _module_pre(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict) -> None:
-        x = args[0] if args else kwargs.get("input")
-        unsorted = x.unsorted_indices if isinstance(x, PackedSequence) else None
-        self._frames.append(_Frame(module, unsorted))
-
-    def _module_post(self, module: nn.Module, args: tuple[Any, ...], result: Any) -> None:
-        for i in range(len(self._frames) - 1, -1, -1):
-            if self._frames[i].module is module:
-                del self._frames[i]
-                break
-
     def _output_hook(self, name: str) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], result: Any) -> None:
             tensors = _tensors_of(result)
@@ -163,37 +139,27 @@ class Recorder:
         self._blocks.append(build_block(self.specs, group.layers, group.outputs, self.internals))
 
     # -- kernels.Sink ------------------------------------------------------------------------
-    def watches(self, weight: Tensor, kind: str) -> bool:
-        if id(weight) in self._by_weight:
-            return True
-        frame = self._frames[-1] if self._frames else None
-        return frame is not None and _stack_kind(frame.module) == kind
+    def watches(self, weight: Tensor, owner: object) -> bool:
+        return self._resolve(weight, owner) is not None
 
     def wants_inputs(self) -> bool:
         return bool(self.internals)
 
-    def _resolve(self, weight: Tensor) -> tuple[nn.Module, list[LayerSpec]] | None:
+    def _resolve(self, weight: Tensor, owner: object) -> tuple[nn.Module, list[LayerSpec]] | None:
         hit = self._by_weight.get(id(weight))
         if hit is not None:
             return hit
-        if self._frames:  # weights computed on the fly (parametrizations): trust the frame
-            module = self._frames[-1].module
-            for m, specs in self._watched:
-                if m is module:
-                    return m, specs
+        for module, specs in self._watched:  # weights recomputed per call (parametrizations)
+            if module is owner:
+                return module, specs
         return None
 
     def on_stack(self, call: kernels.StackCall) -> None:
-        hit = self._resolve(call.weights[0])
+        hit = self._resolve(call.weights[0], call.owner)
         if hit is None:
             return
-        module, specs = hit
-        unsorted = None
-        if call.batch_sizes is not None:
-            for frame in reversed(self._frames):
-                if frame.module is module:
-                    unsorted = frame.unsorted_indices
-                    break
+        _, specs = hit
+        unsorted = call.unsorted_indices
         group = self._current_group()
         last = len(call.layers) - 1
         for spec in specs:
@@ -203,7 +169,7 @@ class Recorder:
             group.layers.setdefault(spec.label, []).append(rec)
 
     def on_cell(self, call: kernels.CellCall) -> None:
-        hit = self._resolve(call.weights[0])
+        hit = self._resolve(call.weights[0], call.owner)
         if hit is None:
             return
         _, specs = hit
@@ -241,15 +207,6 @@ def _first_weight(module: nn.Module) -> Tensor | None:
         flat = getattr(module, "_flat_weights", None)
         return flat[0] if flat else None
     return getattr(module, "weight_ih", None)
-
-
-def _stack_kind(module: nn.Module) -> str | None:
-    if isinstance(module, nn.RNNBase):
-        return str(module.mode)
-    if isinstance(module, nn.RNNCellBase):
-        return base_kind(type(module).__name__, module) if type(module).__name__ in (
-            "LSTMCell", "GRUCell", "RNNCell") else None
-    return None
 
 
 def _tensors_of(result: Any) -> list[Tensor]:

@@ -10,6 +10,7 @@ identity of the weights they receive, so they are seen wherever they run.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ class StackCall:
     batch_first: bool
     batch_sizes: Tensor | None
     has_projection: bool
+    owner: object  # the module whose forward issued the call, when it was an nn.RNNBase's
+    unsorted_indices: Tensor | None  # PackedSequence order to undo, read from that forward
     layers: list[LayerRun] = field(default_factory=list)
 
 
@@ -63,12 +66,13 @@ class CellCall:
     h: Tensor
     c: Tensor | None
     weights: tuple[Tensor, Tensor, Tensor | None, Tensor | None]
+    owner: object
 
 
 class Sink(Protocol):
     """A recorder, as the kernel wrappers see it."""
 
-    def watches(self, weight: Tensor, kind: str) -> bool: ...
+    def watches(self, weight: Tensor, owner: object) -> bool: ...
 
     def wants_inputs(self) -> bool: ...
 
@@ -112,9 +116,22 @@ def uninstall(sink: Sink) -> None:
             _SAVED.clear()
 
 
-def _sinks_for(weight: Tensor, kind: str) -> list[Sink]:
+def _sinks_for(weight: Tensor, owner: object) -> list[Sink]:
     with _LOCK:
-        return [s for s in _SINKS if s.watches(weight, kind)]
+        return [s for s in _SINKS if s.watches(weight, owner)]
+
+
+def _caller_locals(depth: int = 2) -> dict[str, Any]:
+    """Locals of the function that called the kernel (``RNNBase.forward`` for a module).
+
+    From there come the module itself (``self``: it identifies the module even when its
+    weights are recomputed per call, e.g. by parametrizations) and the ``unsorted_indices``
+    of a PackedSequence, which the kernel never sees.
+    """
+    try:
+        return sys._getframe(depth).f_locals
+    except ValueError:  # pragma: no cover - no such frame
+        return {}
 
 
 _KIND_OF_KERNEL = {v: k for k, v in STACK_KERNELS.items()}
@@ -130,17 +147,27 @@ def _stack_wrapper(name: str, original: Callable[..., Any]) -> Callable[..., Any
         params = args[3] if packed else args[2]
         if not params:
             return original(*args)
-        sinks = _sinks_for(params[0], kind)
+        caller = _caller_locals()
+        sinks = _sinks_for(params[0], caller.get("self"))
         if not sinks:
             return original(*args)
-        return _run_layerwise(original, kind, args, packed, sinks)
+        unsorted = caller.get("unsorted_indices") if packed else None
+        if not isinstance(unsorted, Tensor):
+            unsorted = None
+        return _run_layerwise(original, kind, args, packed, sinks, caller.get("self"), unsorted)
 
     recorded_stack_kernel.__wrapped__ = original  # type: ignore[attr-defined]
     return recorded_stack_kernel
 
 
 def _run_layerwise(
-    original: Callable[..., Any], kind: str, args: tuple[Any, ...], packed: bool, sinks: list[Sink]
+    original: Callable[..., Any],
+    kind: str,
+    args: tuple[Any, ...],
+    packed: bool,
+    sinks: list[Sink],
+    owner: object,
+    unsorted: Tensor | None,
 ) -> Any:
     if packed:
         x, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional = args
@@ -162,6 +189,8 @@ def _run_layerwise(
         batch_first=bool(batch_first),
         batch_sizes=batch_sizes,
         has_projection=has_projection,
+        owner=owner,
+        unsorted_indices=unsorted,
     )
     keep_inputs = any(s.wants_inputs() for s in sinks)
     layer_input = x
@@ -212,7 +241,8 @@ def _cell_wrapper(name: str, original: Callable[..., Any]) -> Callable[..., Any]
         result = original(*args, **kwargs)
         if kwargs or len(args) < 4:
             return result
-        sinks = _sinks_for(args[2], kind)
+        owner = _caller_locals().get("self")
+        sinks = _sinks_for(args[2], owner)
         if not sinks:
             return result
         x, hx, w_ih, w_hh = args[:4]
@@ -233,6 +263,7 @@ def _cell_wrapper(name: str, original: Callable[..., Any]) -> Callable[..., Any]
             weights=(w_ih.detach(), w_hh.detach(),
                      b_ih.detach() if b_ih is not None else None,
                      b_hh.detach() if b_hh is not None else None),
+            owner=owner,
         )
         for sink in sinks:
             sink.on_cell(call)

@@ -1,0 +1,31 @@
+"""Shared helpers for the benchmarks: timing with warm-up, and the machine line they print."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def timed(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` in seconds over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def machine() -> str:
+    """One line naming the machine, torch build and thread count."""
+    return (
+        f"{platform.machine()} {platform.processor() or ''} cores={os.cpu_count()} "
+        f"torch={torch.__version__} threads={torch.get_num_threads()}"
+    ).replace("  ", " ")
