@@ -162,60 +162,45 @@ def _concat(blocks: Sequence[Block], name: str, n_steps: int) -> np.ndarray:
     return out
 
 
-def _padded_stack(arrays: list[np.ndarray]) -> np.ndarray:
-    """Stack arrays of possibly different shapes along a new axis 0, NaN-padding each."""
-    ndim = max(a.ndim for a in arrays)
-    arrays = [a.reshape(a.shape + (1,) * (ndim - a.ndim)) for a in arrays]
-    shape = tuple(max(a.shape[i] for a in arrays) for i in range(ndim))
-    out = np.full((len(arrays), *shape), np.nan, dtype=np.result_type(*arrays))
-    for i, a in enumerate(arrays):
-        out[(i, *(slice(0, s) for s in a.shape))] = a
+def _pad_to(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``a`` NaN-padded (with trailing length-1 axes added) up to ``shape``."""
+    a = a.reshape(a.shape + (1,) * (len(shape) - a.ndim))
+    if a.shape == shape:
+        return a
+    out = np.full(shape, np.nan, dtype=np.result_type(a.dtype, np.float32))
+    out[tuple(slice(0, n) for n in a.shape)] = a
     return out
 
 
 def _output_variables(blocks: Sequence[Block], reserved: set[str]) -> dict[str, xr.DataArray]:
-    names = list(dict.fromkeys(k for b in blocks for k in b.outputs))
+    """Other modules' outputs: ``(sample[, <name>.call], <name>.dim1, ...)``, NaN-padded."""
     variables = {}
-    for name in names:
-        n_calls = max(len(b.outputs.get(name, [])) for b in blocks)
-        per_block = []
-        for b in blocks:
-            calls = b.outputs.get(name, [])
-            if not calls:
-                calls = [np.full((b.n_samples,), np.nan)]
-            stacked = _padded_stack(calls)  # (call, sample, ...)
-            stacked = np.moveaxis(stacked, 0, 1)  # (sample, call, ...)
-            if stacked.shape[0] < b.n_samples:
-                stacked = _padded_stack([stacked, np.full((b.n_samples,), np.nan)])[0]
-            per_block.append(stacked)
-        data = per_block[0] if len(per_block) == 1 else np.concatenate(
-            [a for a in _padded_stack_tail(per_block)], axis=0
+    for name in dict.fromkeys(k for b in blocks for k in b.outputs):
+        calls = [b.outputs.get(name, []) for b in blocks]
+        n_calls = max(len(c) for c in calls)
+        arrays = [a for c in calls for a in c]
+        ndim = max(a.ndim for a in arrays)
+        tail = tuple(max(a.shape[i] if i < a.ndim else 1 for a in arrays) for i in range(1, ndim))
+        data = np.concatenate(
+            [
+                np.stack(
+                    [_pad_to(a, (b.n_samples, *tail)) for a in c]
+                    + [np.full((b.n_samples, *tail), np.nan)] * (n_calls - len(c)),
+                    axis=1,
+                )
+                for b, c in zip(blocks, calls, strict=True)
+            ],
+            axis=0,
         )
         if n_calls == 1:
             data = data[:, 0]
         var = name if name not in reserved else f"module.{name}"
-        rest = [f"{var}.dim{i}" for i in range(1, data.ndim - (0 if n_calls == 1 else 1))]
-        dims = ["sample", *([f"{var}.call"] if n_calls > 1 else []), *rest]
+        dims = ["sample", *([f"{var}.call"] if n_calls > 1 else [])]
+        dims += [f"{var}.dim{i}" for i in range(1, len(tail) + 1)]
         variables[var] = xr.DataArray(
             data, dims=dims, attrs={"long_name": f"output of {name}", "module": name}
         )
     return variables
-
-
-def _padded_stack_tail(arrays: list[np.ndarray]) -> list[np.ndarray]:
-    """Pad arrays to a common shape in every axis but the first."""
-    ndim = max(a.ndim for a in arrays)
-    arrays = [a.reshape(a.shape + (1,) * (ndim - a.ndim)) for a in arrays]
-    tail = tuple(max(a.shape[i] for a in arrays) for i in range(1, ndim))
-    out = []
-    for a in arrays:
-        if a.shape[1:] == tail:
-            out.append(a)
-            continue
-        p = np.full((a.shape[0], *tail), np.nan, dtype=np.result_type(a.dtype, np.float32))
-        p[(slice(None), *(slice(0, s) for s in a.shape[1:]))] = a
-        out.append(p)
-    return out
 
 
 def _provenance(model: nn.Module, internals: tuple[str, ...]) -> dict[str, str]:
@@ -280,7 +265,7 @@ def build_dataset(
         "length": (("sample", "layer"), lengths),
     }
     ds = xr.Dataset(data_vars, coords=coords, attrs=_provenance(model, internals))
-    reserved = set(ds.variables) | set(ds.dims)
+    reserved = {str(k) for k in (*ds.variables, *ds.dims)}
     for name, var in _output_variables(blocks, reserved).items():
         ds[name] = var
     return ds
