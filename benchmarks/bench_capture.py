@@ -16,7 +16,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 import seqacts  # noqa: E402
-from common import machine, timed  # noqa: E402
+from common import machine, timed, timed_together  # noqa: E402
 
 
 def hand_written_unroll(lstm: nn.LSTM, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -63,8 +63,8 @@ def main() -> None:
         with torch.no_grad():
             return hand_written_unroll(model, x)
 
-    t_plain = timed(plain, args.repeats)
-    t_extract = timed(extract, args.repeats)
+    together = timed_together({"plain": plain, "extract": extract}, args.repeats)
+    t_plain, t_extract = together["plain"], together["extract"]
     t_unroll = timed(unroll, max(1, args.repeats // 2))
     print(f"machine: {machine()}")
     print(f"model: LSTM {n_layers} layers, batch {batch}, T={steps}, hidden {hidden}, "

@@ -23,6 +23,19 @@ def timed(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def timed_together(fns: dict[str, Callable[[], object]], repeats: int = 5) -> dict[str, float]:
+    """Median wall time of each function, run round-robin so drift hits all of them alike."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def machine() -> str:
     """One line naming the machine, torch build and thread count."""
     return (

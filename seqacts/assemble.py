@@ -65,6 +65,30 @@ def _copy(dst: np.ndarray, index: tuple[Any, ...], src: Tensor) -> None:
     target.copy_(src)
 
 
+def _place_steps(slot: np.ndarray, pieces: list[Tensor]) -> None:
+    """Write (N, D, T, W) pieces one after another along time into ``slot`` (S, D, T, U).
+
+    Only what no piece covers is set to NaN: a full-size single piece costs one copy.
+    """
+    covered = len(pieces) == 1 and tuple(pieces[0].shape) == slot.shape
+    if not covered:
+        slot.fill(np.nan)
+    offset = 0
+    for piece in pieces:
+        n, d, t, w = piece.shape
+        _copy(slot, (slice(0, n), slice(0, d), slice(offset, offset + t), slice(0, w)), piece)
+        offset += t
+
+
+def _place_state(slot: np.ndarray, value: Tensor | None) -> None:
+    """Write an (N, D, W) state into ``slot`` (S, D, U), NaN elsewhere."""
+    if value is None or tuple(value.shape) != slot.shape:
+        slot.fill(np.nan)
+    if value is not None:
+        n, d, w = value.shape
+        _copy(slot, (slice(0, n), slice(0, d), slice(0, w)), value)
+
+
 def build_block(
     specs: Sequence[LayerSpec],
     layers: dict[str, list[LayerRecord]],
@@ -83,39 +107,44 @@ def build_block(
     dtype = _float_dtype([r.h for r in records])
     n_layers = len(specs)
 
-    def full(*shape: int) -> np.ndarray:
-        return np.full(shape, np.nan, dtype=dtype)
+    def empty(*shape: int) -> np.ndarray:
+        return np.empty(shape, dtype=dtype)
 
-    arrays = {"h": full(n_samples, n_layers, n_dir, n_steps, width)}
+    arrays = {"h": empty(n_samples, n_layers, n_dir, n_steps, width)}
     for name in STATE_VARS:
-        arrays[name] = full(n_samples, n_layers, n_dir, width)
+        arrays[name] = empty(n_samples, n_layers, n_dir, width)
     if any_lstm:
         for name in CELL_STATE_VARS:
-            arrays[name] = full(n_samples, n_layers, n_dir, width)
+            arrays[name] = empty(n_samples, n_layers, n_dir, width)
     for name in internals:
-        arrays[name] = full(n_samples, n_layers, n_dir, n_steps, width)
+        arrays[name] = empty(n_samples, n_layers, n_dir, n_steps, width)
     lengths = np.zeros((n_samples, n_layers), dtype=np.int64)
 
     for li, spec in enumerate(specs):
         recs = layers.get(spec.label, [])
-        offset = 0
-        for i, rec in enumerate(recs):
-            steps, n, d, hw = rec.h.shape
-            seq = (slice(0, n), li, slice(0, d), slice(offset, offset + steps))
-            _copy(arrays["h"], (*seq, slice(0, hw)), rec.h.permute(1, 2, 0, 3))
+        steps: dict[str, list[Tensor]] = {}  # name -> per record (N, D, T, W)
+        for rec in recs:
+            steps.setdefault("h", []).append(rec.h.permute(1, 2, 0, 3))
             for name, value in rec.extra.items():
-                _copy(arrays[name], (*seq, slice(0, value.shape[-1])), value.permute(1, 2, 0, 3))
-            state = (slice(0, n), li, slice(0, d))
-            if i == 0:
-                _copy(arrays["h_0"], (*state, slice(0, rec.h0.shape[-1])), rec.h0)
-                if rec.c0 is not None:
-                    _copy(arrays["c_0"], (*state, slice(0, rec.c0.shape[-1])), rec.c0)
-            _copy(arrays["h_n"], (*state, slice(0, rec.hn.shape[-1])), rec.hn)
-            if rec.cn is not None:
-                _copy(arrays["c_n"], (*state, slice(0, rec.cn.shape[-1])), rec.cn)
+                steps.setdefault(name, []).append(value.permute(1, 2, 0, 3))
+        first, last = (recs[0], recs[-1]) if recs else (None, None)
+        states = {
+            "h_0": first.h0 if first else None,
+            "h_n": last.hn if last else None,
+            "c_0": first.c0 if first else None,
+            "c_n": last.cn if last else None,
+        }
+        for name, arr in arrays.items():
+            slot = arr[:, li]
+            if arr.ndim == 5:
+                _place_steps(slot, steps.get(name, []))
+            else:
+                _place_state(slot, states[name])
+        offset = 0
+        for rec in recs:
             ends = np.where(rec.lengths.numpy() > 0, offset + rec.lengths.numpy(), 0)
-            lengths[:n, li] = np.maximum(lengths[:n, li], ends)
-            offset += steps
+            lengths[: len(ends), li] = np.maximum(lengths[: len(ends), li], ends)
+            offset += rec.h.shape[0]
     return Block(
         n_samples=n_samples,
         n_steps=n_steps,
@@ -168,7 +197,7 @@ def _pad_to(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if a.shape == shape:
         return a
     out = np.full(shape, np.nan, dtype=np.result_type(a.dtype, np.float32))
-    out[tuple(slice(0, n) for n in a.shape)] = a
+    out[tuple(slice(0, int(size)) for size in a.shape)] = a
     return out
 
 
