@@ -197,7 +197,7 @@ def _pad_to(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if a.shape == shape:
         return a
     out = np.full(shape, np.nan, dtype=np.result_type(a.dtype, np.float32))
-    out[tuple(slice(0, int(size)) for size in a.shape)] = a
+    out[tuple(slice(0, a.shape[i]) for i in range(a.ndim))] = a
     return out
 
 
