@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-import seqacts  # noqa: E402
 from common import machine, timed, timed_together  # noqa: E402
+
+import seqacts  # noqa: E402
 
 
 def hand_written_unroll(lstm: nn.LSTM, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-import seqacts  # noqa: E402
 from common import machine, timed_together  # noqa: E402
+
+import seqacts  # noqa: E402
 
 
 def lstm_cell_loop(lstm: nn.LSTM, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
