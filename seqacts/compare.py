@@ -1,0 +1,396 @@
+"""Contrasts between groups of samples and anomaly scores from a model's own hidden states.
+
+:func:`compare` ranks units by how differently they respond to two groups of samples (Cohen's
+d); :func:`distance` scores each sample by the Mahalanobis distance of its final hidden state to
+a reference set, with a Ledoit-Wolf shrinkage covariance so it works with fewer samples than
+units; :func:`roc_auc` says how well a score separates two groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .analysis import MissingVariableError, _require, computed, masked, valid
+
+__all__ = [
+    "FEATURES",
+    "compare",
+    "distance",
+    "final_state",
+    "group_labels",
+    "ledoit_wolf",
+    "roc_auc",
+    "sample_feature",
+]
+
+#: Per-sample reductions over valid time that :func:`compare` accepts as ``feature``.
+FEATURES: dict[str, str] = {
+    "mean": "mean over valid time",
+    "std": "standard deviation over valid time",
+    "max": "maximum over valid time",
+    "min": "minimum over valid time",
+    "last": "value at the direction's last processed step (the final state)",
+}
+
+
+def group_labels(ds: xr.Dataset, group: str | xr.DataArray | Sequence[Any]) -> xr.DataArray:
+    """Resolve ``group`` (a variable name, a DataArray or a sequence) into labels along sample.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dim ``sample``, loaded into memory; named after the variable when one was given.
+    """
+    if isinstance(group, str):
+        if group not in ds.variables:
+            raise MissingVariableError(
+                f"no variable or coordinate {group!r} along 'sample'; attach one first, e.g. "
+                f"ds = ds.assign_coords({group}=('sample', labels))"
+            )
+        labels = ds[group]
+    elif isinstance(group, xr.DataArray):
+        labels = group
+    else:
+        values = np.asarray(group)
+        if values.shape != (ds.sizes["sample"],):
+            raise ValueError(
+                f"group: expected one label per sample ({ds.sizes['sample']}), "
+                f"got an array of shape {values.shape}"
+            )
+        labels = xr.DataArray(values, dims="sample", coords={"sample": ds["sample"]}, name="group")
+    if labels.dims != ("sample",):
+        raise ValueError(f"group: expected labels along 'sample' only, got dims {labels.dims}")
+    return labels.compute()
+
+
+def final_state(ds: xr.Dataset, var: str = "h") -> xr.DataArray:
+    """Each sample's last processed value of a per-step variable, per layer and direction.
+
+    The forward direction's value at step ``length - 1``, the backward direction's at step 0.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``sample, layer, direction, unit``; NaN where a sample has no valid step.
+    """
+    _require(ds, var, "final_state")
+    v = masked(ds, var)
+    if "length" not in ds.coords:
+        raise MissingVariableError("final_state: needs the 'length' coordinate of the schema")
+    last = v.isel(time=(ds["length"] - 1).clip(min=0))
+    if "direction" in v.dims:
+        last = xr.where(v["direction"] == "backward", v.isel(time=0), last)
+    last = last.where(ds["length"] > 0).drop_vars("time", errors="ignore")
+    return last.transpose(*[d for d in v.dims if d != "time"])
+
+
+def sample_feature(
+    ds: xr.Dataset, feature: str | xr.DataArray = "mean", var: str = "h"
+) -> xr.DataArray:
+    """One value per sample, layer, direction and unit, as :func:`compare` contrasts.
+
+    Parameters
+    ----------
+    feature : str or xarray.DataArray
+        A reduction of ``var`` over valid time (see ``FEATURES``), the name of a variable
+        without a time dimension (``"h_n"``, ``"c_n"``), or a ready DataArray.
+    var : str
+        The per-step variable a reduction applies to (``"h"``, ``"c"``, a gate).
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``sample, layer, direction, unit``.
+    """
+    if isinstance(feature, xr.DataArray):
+        return feature
+    if feature in ds.data_vars and "time" not in ds[feature].dims:
+        return masked(ds, feature)
+    if feature == "last":
+        return final_state(ds, var)
+    if feature not in FEATURES:
+        states = [str(v) for v in ds.data_vars if "time" not in ds[v].dims and "unit" in ds[v].dims]
+        raise ValueError(
+            f"feature: expected one of {', '.join(FEATURES)} or a state variable "
+            f"({', '.join(states)}), got {feature!r}"
+        )
+    _require(ds, var, "compare")
+    return getattr(masked(ds, var), feature)("time")
+
+
+def _levels(labels: xr.DataArray, baseline: Any) -> tuple[Any, list[Any]]:
+    values = pd.Series(labels.values).dropna()
+    counts = values.value_counts()
+    levels = sorted(counts.index.tolist(), key=lambda v: (str(type(v)), v))
+    if len(levels) < 2:
+        raise ValueError(
+            f"compare: group {labels.name!r} has a single value ({levels[0] if levels else '-'}) "
+            "across the samples; need samples from two groups"
+        )
+    if baseline is None:
+        binary = set(levels) <= {False, True}  # also 0/1
+        baseline = levels[0] if binary else counts.idxmax()
+    elif baseline not in levels:
+        raise ValueError(f"baseline: {baseline!r} is not a value of {labels.name!r}: {levels}")
+    small = [lv for lv in levels if counts[lv] < 2]
+    if small:
+        raise ValueError(f"compare: each group needs >= 2 samples; {small} have fewer")
+    return baseline, [lv for lv in levels if lv != baseline]
+
+
+def _group_stats(x: xr.DataArray, mask: np.ndarray) -> tuple[xr.DataArray, ...]:
+    sub = x.isel(sample=np.flatnonzero(mask))
+    return sub.count("sample"), sub.mean("sample"), sub.var("sample", ddof=1)
+
+
+def compare(
+    ds: xr.Dataset,
+    group: str | xr.DataArray | Sequence[Any],
+    *,
+    feature: str | xr.DataArray = "mean",
+    var: str = "h",
+    baseline: Any = None,
+) -> xr.Dataset:
+    """Rank units by Cohen's d between groups of samples (e.g. anomalous vs normal windows).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A seqacts dataset.
+    group : str, xarray.DataArray or sequence
+        Boolean or categorical labels along ``sample``, or the name of such a coordinate.
+    feature : str or xarray.DataArray
+        The per-sample value to contrast, see :func:`sample_feature`; default the mean of
+        ``var`` over each sample's valid steps. ``"h_n"`` contrasts final states.
+    var : str
+        Per-step variable to reduce (``"h"``; ``"c"`` or a gate with internals).
+    baseline : optional
+        The group the others are contrasted with; default ``False``/``0`` for binary labels,
+        else the most frequent label.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dim ``rank`` (1 = largest ``|d|``; padding and undefined entries dropped) with
+        coordinates ``layer``, ``direction``, ``unit`` (and ``level`` when more than two
+        groups): ``d`` = (mean(level) - mean(baseline)) / pooled std, ``mean``,
+        ``baseline_mean``, ``pooled_std``. Attributes name the group, levels and sizes.
+    """
+    labels = group_labels(ds, group)
+    name = str(labels.name if labels.name is not None else "group")
+    x = sample_feature(ds, feature, var)
+    baseline, tests = _levels(labels, baseline)
+    values = labels.values
+    n0, m0, v0 = _group_stats(x, values == baseline)
+    parts = []
+    for level in tests:
+        n1, m1, v1 = _group_stats(x, values == level)
+        pooled = (((n1 - 1) * v1 + (n0 - 1) * v0) / (n1 + n0 - 2)) ** 0.5
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = (m1 - m0) / pooled
+        parts.append(xr.Dataset({"d": d, "mean": m1, "baseline_mean": m0, "pooled_std": pooled}))
+    res = xr.concat(parts, dim=xr.DataArray([str(t) for t in tests], dims="level", name="level"))
+    res = computed(res.reset_coords(drop=True))
+    if len(tests) == 1:
+        res = res.isel(level=0, drop=True)
+    dims = [d for d in ("level", "layer", "direction", "unit") if d in res.dims]
+    flat = res.stack(rank=dims).reset_index("rank")
+    effect = flat["d"].values
+    keep = np.flatnonzero(~np.isnan(effect))
+    order = keep[np.argsort(-np.abs(effect[keep]), kind="stable")]
+    flat = flat.isel(rank=order).assign_coords(rank=np.arange(1, order.size + 1))
+    counts = pd.Series(values).value_counts()
+    flat.attrs = {
+        "group": name,
+        "baseline": str(baseline),
+        "levels": ", ".join(str(t) for t in tests),
+        "feature": feature if isinstance(feature, str) else str(feature.name),
+        "var": var,
+        **{f"n_{lv}": int(counts[lv]) for lv in [baseline, *tests]},
+    }
+    return flat
+
+
+def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Ledoit-Wolf (2004) shrinkage of the covariance of ``x`` (samples x features).
+
+    Returns the shrunk covariance ``(1 - s) S + s mu I`` (``S`` the maximum-likelihood
+    covariance, ``mu`` its mean eigenvalue) and the shrinkage ``s`` in [0, 1].
+    """
+    n, p = x.shape
+    xc = x - x.mean(axis=0)
+    s = xc.T @ xc / n
+    mu = np.trace(s) / p
+    delta = np.sum((s - mu * np.eye(p)) ** 2) / p
+    x2 = xc**2
+    beta = (np.sum(x2.T @ x2) / n - np.sum(s**2)) / (n * p)
+    shrink = 0.0 if delta <= 0 else float(min(beta, delta) / delta)
+    return (1.0 - shrink) * s + shrink * mu * np.eye(p), shrink
+
+
+def _fit(
+    ref: np.ndarray, shrinkage: float | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    if shrinkage is None:
+        cov, s = ledoit_wolf(ref)
+    else:
+        xc = ref - ref.mean(axis=0)
+        emp = xc.T @ xc / ref.shape[0]
+        mu = np.trace(emp) / ref.shape[1]
+        s = float(shrinkage)
+        cov = (1.0 - s) * emp + s * mu * np.eye(ref.shape[1])
+    evals, evecs = np.linalg.eigh(cov)
+    floor = max(float(evals.max()), 1e-300) * 1e-10  # constant features would divide by zero
+    return ref.mean(axis=0), evecs, np.maximum(evals, floor), s
+
+
+def _score(fit: tuple[np.ndarray, np.ndarray, np.ndarray, float], x: np.ndarray) -> np.ndarray:
+    mean, evecs, evals, _ = fit
+    z = (x - mean) @ evecs
+    return np.sqrt(np.sum(z**2 / evals, axis=1))
+
+
+def _state_matrix(ds: xr.Dataset, var: str, name: Hashable | None) -> np.ndarray:
+    """(sample, feature) matrix of one layer's final states, padding columns dropped."""
+    if var in ds.data_vars and "time" not in ds[var].dims:
+        x, mask = masked(ds, var), valid(ds, var)
+    else:
+        x, mask = final_state(ds, var), valid(ds, var)
+    if name is not None:
+        x = x.sel(layer=name)
+        mask = mask.sel(layer=name) if mask is not None and "layer" in mask.dims else mask
+    feature_dims = [d for d in ("direction", "unit") if d in x.dims]
+    x = x.transpose("sample", *feature_dims)
+    cols = np.ones(x.shape[1:], dtype=bool)
+    if mask is not None:
+        m = mask.any([d for d in mask.dims if d not in feature_dims])
+        cols = m.broadcast_like(x.isel(sample=0, drop=True)).transpose(*feature_dims).values
+    return np.asarray(x.values, dtype=np.float64).reshape(x.shape[0], -1)[:, cols.ravel()]
+
+
+def _reference_mask(ds: xr.Dataset, reference: Any) -> np.ndarray:
+    labels = group_labels(ds, reference)
+    if labels.dtype != bool:
+        raise TypeError(
+            f"reference: expected a boolean mask along 'sample' or a Dataset, got dtype "
+            f"{labels.dtype}; e.g. reference=~ds.is_anomaly"
+        )
+    return labels.values
+
+
+def distance(
+    ds: xr.Dataset,
+    reference: xr.Dataset | str | xr.DataArray | Sequence[bool],
+    *,
+    var: str = "h_n",
+    shrinkage: float | None = None,
+    folds: int = 5,
+) -> xr.DataArray:
+    """Mahalanobis distance of each sample's final hidden state to a reference set, per layer.
+
+    Both directions of a bidirectional layer form one vector. The covariance is shrunk towards
+    a multiple of the identity (Ledoit-Wolf unless ``shrinkage`` is given), so it is
+    well-conditioned with fewer reference samples than units.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The samples to score.
+    reference : xarray.Dataset or boolean mask along sample
+        Known-normal samples: another dataset with the same layers, or a mask (or the name of
+        a boolean coordinate) selecting them in ``ds``.
+    var : str
+        ``"h_n"`` (default), ``"c_n"``, or a per-step variable whose final state is used.
+    shrinkage : float, optional
+        Fixed shrinkage in [0, 1] instead of the Ledoit-Wolf estimate.
+    folds : int
+        With a mask, reference samples are scored by a covariance fitted on the other
+        ``folds - 1`` folds of the reference, so their scores are not biased low by having
+        been fitted; ``folds < 2`` scores them in-sample.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``distance``, dims ``sample, layer``; coordinate ``shrinkage`` along ``layer``.
+    """
+    if var not in ds:
+        raise MissingVariableError(f"distance: the dataset has no variable {var!r}")
+    ref_ds = reference if isinstance(reference, xr.Dataset) else None
+    mask = None if ref_ds is not None else _reference_mask(ds, reference)
+    names = list(ds["layer"].values) if "layer" in ds.dims else [None]
+    if ref_ds is not None and names != [None]:
+        missing = [n for n in names if n not in ref_ds["layer"].values]
+        if missing:
+            raise ValueError(f"reference: dataset lacks layers {missing} that ds has")
+    scores, shrinks = [], []
+    for name in names:
+        x = _state_matrix(ds, var, name)
+        ref = _state_matrix(ref_ds, var, name) if ref_ds is not None else x[mask]
+        if ref.shape[1] != x.shape[1]:
+            raise ValueError(
+                f"reference: layer {name} has {ref.shape[1]} state values per "
+                f"sample, ds has {x.shape[1]}; use a dataset of the same model"
+            )
+        ok = ~np.isnan(ref).any(axis=1)
+        if ok.sum() < 2:
+            raise ValueError(f"distance: need >= 2 reference samples, got {int(ok.sum())}")
+        fit = _fit(ref[ok], shrinkage)
+        out = _score(fit, x)
+        if mask is not None and folds >= 2:
+            idx = np.flatnonzero(mask)[ok]
+            fold = np.arange(idx.size) % folds
+            for k in range(folds):
+                train = ref[ok][fold != k]
+                if train.shape[0] >= 2 and np.any(fold == k):
+                    out[idx[fold == k]] = _score(_fit(train, shrinkage), x[idx[fold == k]])
+        scores.append(out)
+        shrinks.append(fit[3])
+    data = np.stack(scores, axis=1)
+    coords: dict[str, Any] = {"sample": ds["sample"].values}
+    if names != [None]:
+        coords.update(layer=names, shrinkage=("layer", shrinks))
+        result = xr.DataArray(data, dims=("sample", "layer"), coords=coords)
+    else:
+        coords["shrinkage"] = shrinks[0]
+        result = xr.DataArray(data[:, 0], dims=("sample",), coords=coords)
+    result.name = "distance"
+    result.attrs = {"long_name": "Mahalanobis distance", "var": var}
+    return result
+
+
+def _auc(score: np.ndarray, labels: np.ndarray) -> float:
+    ok = ~(pd.isna(score) | pd.isna(labels))
+    score, labels = score[ok], labels[ok].astype(bool)
+    n1, n0 = int(labels.sum()), int((~labels).sum())
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    ranks = pd.Series(score).rank(method="average").to_numpy()
+    return float((ranks[labels].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def roc_auc(score: xr.DataArray, labels: xr.DataArray | Sequence[bool]) -> xr.DataArray:
+    """Area under the ROC curve of ``score`` for telling ``labels == True`` from the rest.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``score``'s dims without ``sample`` (0-d for a 1-D score): 1 means every positive
+        scores above every negative, 0.5 chance. Ties count half.
+    """
+    labels = (
+        labels
+        if isinstance(labels, xr.DataArray)
+        else xr.DataArray(np.asarray(labels), dims="sample")
+    )
+    return xr.apply_ufunc(
+        _auc,
+        score,
+        labels.reset_coords(drop=True),
+        input_core_dims=[["sample"], ["sample"]],
+        vectorize=True,
+    ).rename("roc_auc")
