@@ -10,7 +10,13 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .capture import Recorder, record
 from .discover import layers
-from .errors import LayerSelectionError, NoRecurrentModuleError, RecordingError, SeqactsError
+from .errors import (
+    LayerSelectionError,
+    NoRecurrentModuleError,
+    OptionError,
+    RecordingError,
+    SeqactsError,
+)
 from .extract import extract
 from .specs import GATES, KINDS
 
@@ -24,6 +30,7 @@ __all__ = [
     "KINDS",
     "LayerSelectionError",
     "NoRecurrentModuleError",
+    "OptionError",
     "Recorder",
     "RecordingError",
     "SeqactsError",

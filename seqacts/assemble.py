@@ -18,7 +18,7 @@ import torch
 import xarray as xr
 from torch import Tensor, nn
 
-from .errors import RecordingError
+from .errors import OptionError
 from .internals import LayerRecord
 from .specs import DIRECTIONS, VARIABLE_DOCS, LayerSpec
 
@@ -276,7 +276,7 @@ def build_dataset(
     else:
         time_coord = time
         if len(time) != n_steps:
-            raise RecordingError(
+            raise OptionError(
                 f"time: got {len(time)} labels for {n_steps} recorded timesteps; pass exactly "
                 "one label per timestep of the longest recorded sequence"
             )

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["SeqactsError", "LayerSelectionError", "NoRecurrentModuleError", "RecordingError"]
+__all__ = [
+    "SeqactsError",
+    "LayerSelectionError",
+    "NoRecurrentModuleError",
+    "OptionError",
+    "RecordingError",
+]
 
 
 class SeqactsError(Exception):
@@ -19,3 +25,7 @@ class NoRecurrentModuleError(SeqactsError, ValueError):
 
 class RecordingError(SeqactsError, RuntimeError):
     """The recording could not be turned into a dataset (e.g. nothing was recorded)."""
+
+
+class OptionError(SeqactsError, ValueError):
+    """An option does not fit the model or what was recorded (``internals=``, ``time=``)."""

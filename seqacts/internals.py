@@ -15,15 +15,11 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from .errors import SeqactsError
+from .errors import OptionError
 from .kernels import CellCall, StackCall
 from .specs import GATES, layer_weights
 
 __all__ = ["LayerRecord", "resolve_internals", "stack_internals", "cell_internals"]
-
-
-class InternalsError(SeqactsError, ValueError):
-    """``internals=`` names a variable that does not exist for the selected layers."""
 
 
 @dataclass
@@ -50,13 +46,13 @@ def resolve_internals(internals: bool | str | Collection[str] | None, kinds: set
     every = {n for names in GATES.values() for n in names}
     unknown = [n for n in wanted if n not in every]
     if unknown:
-        raise InternalsError(
+        raise OptionError(
             f"internals: unknown variable {', '.join(map(repr, unknown))}; choose from "
             f"{', '.join(sorted(every))} (or pass internals=True for all)"
         )
     missing = [n for n in wanted if n not in applicable]
     if missing:
-        raise InternalsError(
+        raise OptionError(
             f"internals: {', '.join(map(repr, missing))} does not exist for the selected layers "
             f"(kinds {', '.join(sorted(kinds))}); available: {', '.join(dict.fromkeys(applicable))}"
         )

@@ -56,7 +56,8 @@ def test_recorded_states_are_consistent(cfg, data):
     if cfg["packed"]:
         arg = pack_padded_sequence(x, torch.as_tensor(lengths), batch_first=cfg["batch_first"],
                                    enforce_sorted=False)
-    plain = module(arg)
+    with torch.no_grad():  # oneDNN's grad-mode kernels round differently: compare like with like
+        plain = module(arg)
     with torch.no_grad(), seqacts.record(module) as rec:
         recorded = module(arg)
     out_a = plain[0].data if cfg["packed"] else plain[0]
