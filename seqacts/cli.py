@@ -318,7 +318,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
 
-    run_demo(args.out, DemoConfig(seed=args.seed))
+    config = DemoConfig(seed=args.seed)
+    if args.quick:
+        config = DemoConfig(seed=args.seed, n_train=256, n_reference=256, n_test=16, epochs=8)
+    run_demo(args.out, config)
     return 0
 
 
@@ -340,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--quick", action="store_true", help="tiny data and training (smoke test)")
 
     p = command("extract", cmd_extract, "record a model's activations over an input file")
     p.add_argument("model", metavar="MODEL", help="package.module:factory returning the nn.Module")

@@ -119,6 +119,19 @@ def train_autoencoder(
     model: nn.Module, x: np.ndarray, config: DemoConfig, log: Callable[[str], None] = print
 ) -> float:
     """Train on normal windows with Adam and a mean squared reconstruction error; final loss."""
+    # One thread: for a model this small, more threads only add synchronisation, and on a
+    # busy machine oversubscribed threads make training ten times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(model, x, config, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    model: nn.Module, x: np.ndarray, config: DemoConfig, log: Callable[[str], None]
+) -> float:
     gen = torch.Generator().manual_seed(config.seed)
     data = torch.from_numpy(x)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)

@@ -1,20 +1,20 @@
 """Figures of a seqacts dataset; each function returns a matplotlib Figure and never shows it.
 
 Labels come from the dataset's coordinates and attributes; time axes use the ``time``
-coordinate (dates when it holds datetimes). When no matplotlib backend was chosen (no
-``MPLBACKEND``, pyplot not yet imported), the non-interactive Agg backend is selected so that
-figures render headless.
+coordinate (dates when it holds datetimes). Without a chosen matplotlib backend (no
+``MPLBACKEND``, pyplot not yet imported) the non-interactive Agg backend is selected.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
+from matplotlib.ticker import MaxNLocator
 
 from . import analysis
 from . import compare as _compare
@@ -42,35 +42,27 @@ def _plt() -> Any:
 
 
 def _subplots(nrows: int, ncols: int = 1, **kwargs: Any) -> tuple[Figure, np.ndarray]:
-    fig, axes = _plt().subplots(nrows, ncols, squeeze=False, layout="constrained", **kwargs)
-    return fig, axes
+    return _plt().subplots(nrows, ncols, squeeze=False, layout="constrained", **kwargs)
 
 
 def _label(da: xr.DataArray | xr.Variable, default: str) -> str:
-    name = da.attrs.get("long_name", default)
-    units = da.attrs.get("units")
+    name, units = da.attrs.get("long_name", default), da.attrs.get("units")
     return f"{name} [{units}]" if units else str(name)
 
 
 def _time_axis(ax: Axes, ds: xr.Dataset | xr.DataArray) -> None:
+    dtype = ds["time"].dtype if "time" in ds.coords else np.dtype(int)
     ax.set_xlabel(_label(ds["time"], "time") if "time" in ds.coords else "time")
-    if "time" in ds.coords and np.issubdtype(ds["time"].dtype, np.datetime64):
-        for label in ax.get_xticklabels():
-            label.set_rotation(30)
-            label.set_horizontalalignment("right")
-
-
-def _default_layer(ds: xr.Dataset, layer: str | None) -> str:
-    return str(ds["layer"].values[0]) if layer is None else layer
+    if np.issubdtype(dtype, np.datetime64):
+        ax.tick_params(axis="x", labelrotation=25)
+    elif np.issubdtype(dtype, np.integer):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _sample_note(ds: xr.Dataset, sample: Any) -> str:
     """``is_anomaly=True, kind=spike``: the user's per-sample coordinates of one sample."""
-    notes = []
-    for name, coord in ds.coords.items():
-        if coord.dims == ("sample",) and name != "sample":
-            notes.append(f"{name}={coord.sel(sample=sample).values}")
-    return ", ".join(notes)
+    coords = [(k, c) for k, c in ds.coords.items() if c.dims == ("sample",) and k != "sample"]
+    return ", ".join(f"{k}={c.sel(sample=sample).values}" for k, c in coords)
 
 
 def group_colors(labels: xr.DataArray) -> dict[Any, str]:
@@ -85,23 +77,27 @@ def _group_name(labels: xr.DataArray, level: Any) -> str:
     return f"{labels.name or 'group'}={level}"
 
 
-def _panel(ax: Axes, ds: xr.Dataset, panel: str | xr.DataArray, sample: Any, layer: str) -> None:
-    if isinstance(panel, str) and panel == "step_change":
+def _along_time(
+    ds: xr.Dataset, spec: str | xr.DataArray, sample: Any, layer: str, option: str
+) -> xr.DataArray:
+    """Resolve a panel/highlight option into one sample's DataArray with ``time`` first."""
+    if isinstance(spec, str) and spec == "step_change":
         da = analysis.step_change(ds.sel(layer=[layer], sample=[sample])).isel(layer=0, sample=0)
-    elif isinstance(panel, str):
-        if panel not in ds:
+    elif isinstance(spec, str):
+        if spec not in ds:
             raise ValueError(
-                f"panel: no variable {panel!r}; use a variable along time or a DataArray"
+                f"{option}: no variable {spec!r}; name one along time or pass a DataArray"
             )
-        da = ds[panel]
+        da = ds[spec]
     else:
-        da = panel
-    if "sample" in da.dims:
-        da = da.sel(sample=sample)
+        da = spec
+    da = da.sel(sample=sample) if "sample" in da.dims else da
     if "time" not in da.dims:
-        raise ValueError(f"panel: expected a variable along 'time', got dims {da.dims}")
-    da = da.transpose("time", ...)
-    x = da["time"].values if "time" in da.coords else ds["time"].values[: da.sizes["time"]]
+        raise ValueError(f"{option}: expected a variable along 'time', got dims {da.dims}")
+    return da.transpose("time", ...)
+
+
+def _panel(ax: Axes, da: xr.DataArray, x: np.ndarray, name: str) -> None:
     values = da.values.reshape(da.sizes["time"], -1)
     other = [d for d in da.dims if d != "time"]
     names = da[other[0]].values if len(other) == 1 and other[0] in da.coords else None
@@ -111,7 +107,23 @@ def _panel(ax: Axes, ds: xr.Dataset, panel: str | xr.DataArray, sample: Any, lay
         ax.plot(x, values[:, col], lw=1, label=None if names is None else f"{other[0]} {names[i]}")
     if names is not None and 1 < len(names) <= 10:
         ax.legend(loc="upper left", fontsize="small", ncols=min(len(names), 5))
-    ax.set_ylabel(_label(da, str(da.name or panel)))
+    ax.set_ylabel(_label(da, str(da.name or name)))
+
+
+def _shade(axes: Iterable[Axes], on: np.ndarray, x: np.ndarray, panel: Axes | None) -> None:
+    """Mark the runs of steps where ``on`` is True: outlined on heatmaps, filled on the panel."""
+    half = (x[1] - x[0]) / 2 if len(x) > 1 else 0.5
+    padded = np.r_[False, on.astype(bool), False]
+    starts, ends = (
+        np.flatnonzero(padded[1:] & ~padded[:-1]),
+        np.flatnonzero(padded[:-1] & ~padded[1:]),
+    )
+    for a, b in zip(starts, ends - 1, strict=True):
+        span = (x[a] - half, x[b] + half)
+        for ax in axes:
+            ax.axvspan(*span, fill=False, edgecolor="black", lw=1.2, ls="--")
+        if panel is not None:
+            panel.axvspan(*span, color="#F2C14E", alpha=0.35, lw=0, zorder=0)
 
 
 def heatmap(
@@ -121,6 +133,7 @@ def heatmap(
     *,
     var: str = "h",
     panel: str | xr.DataArray | None = None,
+    highlight: str | xr.DataArray | None = None,
     cmap: str = "RdBu_r",
 ) -> Figure:
     """Units x time of one sample and layer, one panel per direction.
@@ -137,12 +150,15 @@ def heatmap(
         A second panel aligned in time below: the name of a variable along ``time`` (e.g. the
         model's input attached to the dataset), ``"step_change"``, or a DataArray such as an
         anomaly score per step.
+    highlight : str or xarray.DataArray, optional
+        A boolean variable along ``time`` (e.g. where an anomaly was injected) whose runs of
+        True steps are outlined on the heatmaps and shaded on the panel.
 
     Returns
     -------
     matplotlib.figure.Figure
     """
-    layer = _default_layer(ds, layer)
+    layer = str(ds["layer"].values[0]) if layer is None else layer
     sample = ds["sample"].values[0] if sample is None else sample
     one = analysis.layer(ds, layer).sel(sample=sample)
     if var not in one:
@@ -154,10 +170,9 @@ def heatmap(
     dirs = list(da["direction"].values)
     rows = len(dirs) + (panel is not None)
     fig, axes = _subplots(rows, 1, sharex=True, figsize=(9, 2.2 + 1.6 * rows))
-    finite = np.abs(da.values[np.isfinite(da.values)])
-    vmax = float(finite.max()) if finite.size else 1.0
-    sigmoid = var in analysis.SIGMOID_GATES
-    vmin, vmax, cmap = (0.0, 1.0, "viridis") if sigmoid else (-vmax, vmax, cmap)
+    sigmoid, finite = var in analysis.SIGMOID_GATES, np.isfinite(da.values).any()
+    vmax = float(np.nanmax(np.abs(da.values))) if finite and not sigmoid else 1.0
+    vmin, cmap = (0.0, "viridis") if sigmoid else (-vmax, cmap)
     for ax, direction in zip(axes[: len(dirs), 0], dirs, strict=True):
         part = da.sel(direction=direction).transpose("unit", "time")
         xy = (part["time"].values, part["unit"].values, part.values)
@@ -168,8 +183,14 @@ def heatmap(
     note = _sample_note(ds, sample)
     title = f"{var} of {layer} ({kind}), sample {sample}" + (f" — {note}" if note else "")
     axes[0, 0].set_title(title, loc="left", fontsize="medium")
+    x = da["time"].values
     if panel is not None:
-        _panel(axes[-1, 0], ds, panel, sample, layer)
+        extra = _along_time(ds, panel, sample, layer, "panel")
+        xs = extra["time"].values if "time" in extra.coords else x[: extra.sizes["time"]]
+        _panel(axes[-1, 0], extra, xs, str(panel))
+    if highlight is not None:
+        on = _along_time(ds, highlight, sample, layer, "highlight").values[: len(x)]
+        _shade(axes[: len(dirs), 0], on, x, axes[-1, 0] if panel is not None else None)
     _time_axis(axes[-1, 0], ds)
     return fig
 
@@ -201,7 +222,7 @@ def traces(
     -------
     matplotlib.figure.Figure
     """
-    layer = _default_layer(ds, layer)
+    layer = str(ds["layer"].values[0]) if layer is None else layer
     da = analysis.masked(ds.sel(layer=[layer]), var).sel(layer=layer)
     if "direction" in da.dims:
         da = da.sel(direction=direction)
@@ -214,21 +235,18 @@ def traces(
     if samples is None:
         samples = _pick_samples(ds, labels, max_samples)
     colors = group_colors(labels) if labels is not None else {}
+    sub = da.sel(sample=list(samples), unit=units).load()  # one read, also when lazy
+    levels = [None] * len(samples) if labels is None else labels.sel(sample=list(samples)).values
     fig, axes = _subplots(len(units), 1, sharex=True, figsize=(9, 1.2 + 1.7 * len(units)))
-    seen: set[Any] = set()
     for ax, unit in zip(axes[:, 0], units, strict=True):
-        for s in samples:
-            level = labels.sel(sample=s).item() if labels is not None else None
-            label = None
-            if labels is not None and level not in seen:
-                seen.add(level)
-                label = _group_name(labels, level)
-            line = da.sel(sample=s, unit=unit)
-            color = colors.get(level, CYCLE[0])
-            ax.plot(line["time"].values, line.values, lw=1, alpha=0.6, color=color, label=label)
+        for s, level in zip(samples, levels, strict=True):
+            name = None if labels is None else _group_name(labels, level)
+            y, color = sub.sel(sample=s, unit=unit).values, colors.get(level, CYCLE[0])
+            ax.plot(sub["time"].values, y, lw=1, alpha=0.6, color=color, label=name)
         ax.set_ylabel(f"unit {unit}")
-    if seen:
-        axes[0, 0].legend(loc="upper right", fontsize="small")
+    if labels is not None:
+        entries = dict(zip(*axes[0, 0].get_legend_handles_labels()[::-1], strict=True))
+        axes[0, 0].legend(entries.values(), entries.keys(), loc="upper right", fontsize="small")
     kind = f" ({ds['kind'].sel(layer=layer).values})" if "kind" in ds.coords else ""
     title = f"{var} of {layer}{kind}, {direction}, {len(samples)} samples"
     axes[0, 0].set_title(title, loc="left", fontsize="medium")
@@ -265,29 +283,22 @@ def saturation(ds: xr.Dataset, low: float = 0.1, high: float = 0.9) -> Figure:
         for j, layer in enumerate(sat["layer"].values):
             part = sat.sel(gate=gate, layer=layer)
             ok = np.isfinite(part["left"].values)
+            style = {"s": 14, "alpha": 0.7, "color": CYCLE[j % len(CYCLE)], "label": str(layer)}
             if ok.any():
-                ax.scatter(
-                    part["left"].values[ok],
-                    part["right"].values[ok],
-                    s=14,
-                    alpha=0.7,
-                    color=CYCLE[j % len(CYCLE)],
-                    label=str(layer),
-                )
+                ax.scatter(part["left"].values[ok], part["right"].values[ok], **style)
         ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), aspect="equal", title=gate.replace("_", " "))
         ax.set_xlabel(f"fraction left-saturated (< {low:g})")
         if i == 0:
             ax.set_ylabel(f"fraction right-saturated (> {high:g})")
     entries = {n: h for ax in axes[0] for h, n in zip(*ax.get_legend_handles_labels(), strict=True)}
-    handles, names = list(entries.values()), list(entries)
-    if handles:
-        fig.legend(handles, names, loc="outside right center", fontsize="small")
+    if entries:
+        fig.legend(entries.values(), entries.keys(), loc="outside right center", fontsize="small")
     return fig
 
 
 def compare(
-    ds: xr.Dataset | None,
-    group: str | xr.DataArray | Sequence[Any] | None = None,
+    ds: xr.Dataset,
+    group: str | xr.DataArray | Sequence[Any],
     *,
     top: int = 20,
     result: xr.Dataset | None = None,
@@ -300,16 +311,13 @@ def compare(
     group : str, xarray.DataArray or sequence
         Labels along sample, see :func:`seqacts.compare.compare` (other keywords go there).
     result : xarray.Dataset, optional
-        A ready :func:`seqacts.compare.compare` result (then ``ds`` and ``group`` are unused).
+        A ready :func:`seqacts.compare.compare` result of ``ds`` and ``group`` to draw.
 
     Returns
     -------
     matplotlib.figure.Figure
     """
-    if result is None:
-        if ds is None or group is None:
-            raise ValueError("compare: pass a dataset and a group, or result=")
-        result = _compare.compare(ds, group, **kwargs)
+    result = result if result is not None else _compare.compare(ds, group, **kwargs)
     res = result.isel(rank=slice(0, top))
     n = res.sizes["rank"]
     fig, axes = _subplots(1, 1, figsize=(7, 1.2 + 0.28 * max(n, 1)))
@@ -322,11 +330,8 @@ def compare(
     ax.axvline(0, color="0.3", lw=0.8)
     a = result.attrs
     ax.set_xlabel(f"Cohen's d: {a.get('group')}={a.get('levels')} vs {a.get('baseline')}")
-    ax.set_title(
-        f"units ranked by |d| of {a.get('feature')} of {a.get('var')}",
-        loc="left",
-        fontsize="medium",
-    )
+    title = f"units ranked by |d| of {a.get('feature')} of {a.get('var')}"
+    ax.set_title(title, loc="left", fontsize="medium")
     return fig
 
 
@@ -382,13 +387,8 @@ def distance(
         else:
             for level, color in group_colors(labels).items():
                 part = score.values[labels.values == level]
-                ax.hist(
-                    part[np.isfinite(part)],
-                    bins=edges,
-                    color=color,
-                    alpha=0.55,
-                    label=f"{_group_name(labels, level)} ({part.size})",
-                )
+                name = f"{_group_name(labels, level)} ({part.size})"
+                ax.hist(part[np.isfinite(part)], bins=edges, color=color, alpha=0.55, label=name)
             if set(labels.values.tolist()) <= {False, True}:
                 title += f"  AUC {float(_compare.roc_auc(score, labels)):.3f}"
         ax.set_title(title, fontsize="medium")

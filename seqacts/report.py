@@ -30,7 +30,7 @@ p.note { color: #555; margin-top: 0.2em; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
 th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #e4e4e4; text-align: right; }
 th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
-td.text { text-align: left; font-family: ui-monospace, monospace; }
+td.text { text-align: left; } code { font-size: 0.95em; }
 figure { margin: 0.8em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; }
 div.row { display: flex; flex-wrap: wrap; gap: 1.5em; } div.row > div { flex: 1 1 420px; }
@@ -84,12 +84,13 @@ def _default_group(ds: xr.Dataset) -> str | None:
     return None
 
 
-def _input_panel(ds: xr.Dataset) -> str:
-    """A user-attached variable along sample and time (e.g. the model input), else step_change."""
+def _per_step(ds: xr.Dataset, boolean: bool) -> str | None:
+    """The first user-attached variable along sample and time (not per layer), by dtype."""
     for name, var in ds.data_vars.items():
-        if "sample" in var.dims and "time" in var.dims and "layer" not in var.dims:
-            return str(name)
-    return "step_change"
+        if {"sample", "time"} <= set(var.dims) and "layer" not in var.dims:
+            if (var.dtype == bool) == boolean:
+                return str(name)
+    return None
 
 
 def _overview(page: _Page, ds: xr.Dataset, source: str | None) -> None:
@@ -99,7 +100,7 @@ def _overview(page: _Page, ds: xr.Dataset, source: str | None) -> None:
     page.add("<h2>Provenance</h2>" + _table(["attribute", "value"], attrs, (1,)))
     dims = ", ".join(f"{k}: {v}" for k, v in ds.sizes.items())
     rows = [
-        [name, ", ".join(map(str, v.dims)), str(v.dtype), v.attrs.get("long_name", "")]
+        [name, f"({', '.join(map(str, v.dims))})", str(v.dtype), v.attrs.get("long_name", "")]
         for name, v in ds.data_vars.items()
     ]
     page.add(
@@ -169,7 +170,7 @@ def _compare_section(page: _Page, ds: xr.Dataset, labels: xr.DataArray, top: int
         result = _compare.compare(ds, labels, feature=feature)
         results[feature] = result
         page.add("<div>")
-        fig = plots.compare(None, result=result, top=top)
+        fig = plots.compare(ds, labels, result=result, top=top)
         page.figure(fig, f"compare_{feature}", f"ranked effect sizes of {feature}")
         head = result.isel(rank=slice(0, top))
         rows = [
@@ -246,13 +247,16 @@ def report(
         sample, focus = _distance_section(page, ds, labels, reference)
         _compare_section(page, ds, labels, top)
     page.add("<h2>Activations</h2>")
+    why = " (the highest-scoring anomalous sample)" if sample is not None else ""
     sample = ds["sample"].values[0] if sample is None else sample
-    panel = _input_panel(ds)
+    panel = _per_step(ds, boolean=False) or "step_change"
+    highlight = _per_step(ds, boolean=True)
     for name in ds["layer"].values:
         if focus is not None and str(name) != focus and ds.sizes["layer"] > 3:
             continue
-        fig = plots.heatmap(ds, sample, str(name), panel=panel)
-        page.figure(fig, f"heatmap_{name}", f"hidden state of {name}, sample {sample}")
+        fig = plots.heatmap(ds, sample, str(name), panel=panel, highlight=highlight)
+        marked = f"; dashed boxes: {highlight}" if highlight else ""
+        page.figure(fig, f"heatmap_{name}", f"hidden state of {name}, sample {sample}{why}{marked}")
     if any(g in ds for g in analysis.SIGMOID_GATES):
         page.add(
             "<h2>Gate saturation</h2><p class=note>Fraction of valid steps each unit's gate "
