@@ -19,7 +19,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import seqacts
 
 TOL = {"rtol": 1e-9, "atol": 1e-9}
-N, T, I, H = 3, 6, 4, 5
+N, T, N_IN, H = 3, 6, 4, 5
 LENGTHS = np.array([6, 2, 4])
 KINDS = {
     "RNN_TANH": lambda **kw: nn.RNN(nonlinearity="tanh", **kw),
@@ -66,14 +66,14 @@ def _cases():
 @pytest.mark.parametrize("kind,layers,bidi,bf,proj,packed,init,unbatched", list(_cases()))
 def test_stack_matches_reference(kind, layers, bidi, bf, proj, packed, init, unbatched):
     torch.manual_seed(hash((kind, layers, bidi, bf, proj)) % 2**31)
-    kw = {"input_size": I, "hidden_size": H, "num_layers": layers, "bidirectional": bidi,
+    kw = {"input_size": N_IN, "hidden_size": H, "num_layers": layers, "bidirectional": bidi,
           "batch_first": bf}
     if proj:
         kw["proj_size"] = proj
     model = Wrapper(KINDS[kind](**kw)).double().eval()
     n_dir = 2 if bidi else 1
     h_out = proj or H
-    x = torch.randn(N, T, I, dtype=torch.float64)
+    x = torch.randn(N, T, N_IN, dtype=torch.float64)
     lengths = LENGTHS if packed else np.full(N, T)
     h0 = torch.randn(layers * n_dir, N, h_out, dtype=torch.float64) if init else None
     c0 = torch.randn(layers * n_dir, N, H, dtype=torch.float64) if init else None
@@ -122,13 +122,13 @@ def test_unidirectional_layer_has_nan_backward_direction():
     class TwoStacks(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.a = nn.GRU(I, H, bidirectional=True)
+            self.a = nn.GRU(N_IN, H, bidirectional=True)
             self.b = nn.LSTM(2 * H, 3)
 
         def forward(self, x):  # noqa: ANN001, ANN201
             return self.b(self.a(x)[0])
 
-    ds = seqacts.extract(TwoStacks().eval(), torch.randn(T, N, I))
+    ds = seqacts.extract(TwoStacks().eval(), torch.randn(T, N, N_IN))
     assert list(ds.direction.values) == ["forward", "backward"]
     assert np.isnan(ds.h.sel(layer="b.l0", direction="backward")).all()
     assert not np.isnan(ds.h.sel(layer="b.l0", direction="forward", unit=[0, 1, 2])).any()
@@ -137,11 +137,11 @@ def test_unidirectional_layer_has_nan_backward_direction():
 
 
 CELLS = {
-    "LSTMCell": lambda: nn.LSTMCell(I, H),
-    "GRUCell": lambda: nn.GRUCell(I, H),
-    "RNNCell-tanh": lambda: nn.RNNCell(I, H, nonlinearity="tanh"),
-    "RNNCell-relu": lambda: nn.RNNCell(I, H, nonlinearity="relu"),
-    "LSTMCell-nobias": lambda: nn.LSTMCell(I, H, bias=False),
+    "LSTMCell": lambda: nn.LSTMCell(N_IN, H),
+    "GRUCell": lambda: nn.GRUCell(N_IN, H),
+    "RNNCell-tanh": lambda: nn.RNNCell(N_IN, H, nonlinearity="tanh"),
+    "RNNCell-relu": lambda: nn.RNNCell(N_IN, H, nonlinearity="relu"),
+    "LSTMCell-nobias": lambda: nn.LSTMCell(N_IN, H, bias=False),
 }
 
 
@@ -168,7 +168,7 @@ class CellLoop(nn.Module):
 def test_cell_loop_matches_reference(name, init, unbatched):
     torch.manual_seed(7)
     model = CellLoop(CELLS[name]()).double()
-    x = torch.randn(N, T, I, dtype=torch.float64)
+    x = torch.randn(N, T, N_IN, dtype=torch.float64)
     is_lstm = name.startswith("LSTM")
     h = torch.randn(N, H, dtype=torch.float64) if init else torch.zeros(N, H, dtype=torch.float64)
     c = torch.randn(N, H, dtype=torch.float64) if init else torch.zeros(N, H, dtype=torch.float64)
@@ -192,3 +192,38 @@ def test_cell_loop_matches_reference(name, init, unbatched):
         hn, cn = ref["h"], ref.get("c", cn)
     np.testing.assert_allclose(layer.h_n.values, hn, **TOL)
     assert (ds.length.values == T).all()
+
+
+def _o_tanh_c(layer, w_hr=None):  # noqa: ANN001, ANN202
+    o, c = layer.output_gate.values, layer.c.values
+    h = o * np.tanh(c)
+    return h if w_hr is None else h @ w_hr.T
+
+
+@pytest.mark.parametrize("proj", [0, 3])
+def test_output_gate_times_tanh_c_reproduces_h_with_dropout_in_train_mode(proj):
+    torch.manual_seed(5)
+    kw = {"proj_size": proj} if proj else {}
+    lstm = nn.LSTM(N_IN, 6, num_layers=3, dropout=0.5, bidirectional=True, **kw).double().train()
+    ds = seqacts.extract(lstm, torch.randn(T, N, N_IN, dtype=torch.float64), internals=True)
+    width = proj or 6
+    for k in range(3):
+        for d, sfx in enumerate(("", "_reverse")):
+            layer = ds.sel(layer=f"l{k}").isel(direction=d, unit=slice(0, 6))
+            w_hr = getattr(lstm, f"weight_hr_l{k}{sfx}").detach().numpy() if proj else None
+            np.testing.assert_allclose(_o_tanh_c(layer, w_hr), layer.h.values[..., :width], **TOL)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_float32_model_within_float32_tolerance(kind):
+    torch.manual_seed(11)
+    module = KINDS[kind](input_size=N_IN, hidden_size=H, num_layers=2, bidirectional=True).eval()
+    x = torch.randn(T, N, N_IN)
+    ds = seqacts.extract(module, x, internals=True)
+    assert ds.h.dtype == np.float32
+    expected = reference_stack(module, x.transpose(0, 1).double().numpy())
+    for k, ref in enumerate(expected):
+        layer = ds.sel(layer=f"l{k}").isel(unit=slice(0, H))
+        for name in ("h", *INTERNALS[kind]):
+            np.testing.assert_allclose(layer[name].values, ref[name], rtol=1e-5, atol=1e-5,
+                                       err_msg=name)
