@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 
-from . import analysis, compare, summary
+from . import analysis
+from .compare import compare, distance, final_state
+from .summary import summary, summary_table
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -50,11 +52,11 @@ class SeqactsAccessor:
 
     def summary(self, low: float = 0.1, high: float = 0.9, tol: float = 1e-5) -> xr.Dataset:
         """Per-layer summary Dataset; see :func:`seqacts.summary.summary`."""
-        return summary.summary(self._ds, low=low, high=high, tol=tol)
+        return summary(self._ds, low=low, high=high, tol=tol)
 
     def summary_table(self, low: float = 0.1, high: float = 0.9, tol: float = 1e-5) -> str:
         """The summary as a printable table; see :func:`seqacts.summary.summary_table`."""
-        return summary.summary_table(self._ds, low=low, high=high, tol=tol)
+        return summary_table(self._ds, low=low, high=high, tol=tol)
 
     def step_change(self) -> xr.DataArray:
         """``||h_t - h_prev||`` per step; see :func:`seqacts.analysis.step_change`."""
@@ -62,7 +64,7 @@ class SeqactsAccessor:
 
     def final_state(self, var: str = "h") -> xr.DataArray:
         """Last processed value per sample; see :func:`seqacts.compare.final_state`."""
-        return compare.final_state(self._ds, var)
+        return final_state(self._ds, var)
 
     def compare(
         self,
@@ -72,7 +74,7 @@ class SeqactsAccessor:
         baseline: Any = None,
     ) -> xr.Dataset:
         """Units ranked by Cohen's d between groups; see :func:`seqacts.compare.compare`."""
-        return compare.compare(self._ds, group, feature=feature, var=var, baseline=baseline)
+        return compare(self._ds, group, feature=feature, var=var, baseline=baseline)
 
     def distance(
         self,
@@ -82,7 +84,7 @@ class SeqactsAccessor:
         folds: int = 5,
     ) -> xr.DataArray:
         """Mahalanobis anomaly score per sample and layer; see :func:`seqacts.compare.distance`."""
-        return compare.distance(self._ds, reference, var=var, shrinkage=shrinkage, folds=folds)
+        return distance(self._ds, reference, var=var, shrinkage=shrinkage, folds=folds)
 
 
 class PlotAccessor:

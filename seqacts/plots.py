@@ -17,7 +17,9 @@ import xarray as xr
 from matplotlib.ticker import MaxNLocator
 
 from . import analysis
-from . import compare as _compare
+from .compare import compare as compare_groups
+from .compare import distance as distance_scores
+from .compare import group_labels, roc_auc
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -165,8 +167,7 @@ def heatmap(
         raise analysis.MissingVariableError(f"heatmap: layer {layer!r} has no variable {var!r}")
     width = int(one["n_cell_units"] if var in analysis.CELL_WIDTH_VARS else one["n_units"])
     da = one[var].isel(time=slice(0, int(one["length"])), unit=slice(0, width))
-    if "direction" not in da.dims:
-        da = da.expand_dims(direction=["forward"])
+    da = da if "direction" in da.dims else da.expand_dims(direction=["forward"])
     dirs = list(da["direction"].values)
     rows = len(dirs) + (panel is not None)
     fig, axes = _subplots(rows, 1, sharex=True, figsize=(9, 2.2 + 1.6 * rows))
@@ -231,7 +232,7 @@ def traces(
         spread = da.isel(unit=slice(0, width)).std(["sample", "time"]).fillna(-1).values
         units = sorted(np.argsort(-spread, kind="stable")[: min(4, width)].tolist())
     units = [int(units)] if isinstance(units, (int, np.integer)) else [int(u) for u in units]
-    labels = None if group is None else _compare.group_labels(ds, group)
+    labels = None if group is None else group_labels(ds, group)
     if samples is None:
         samples = _pick_samples(ds, labels, max_samples)
     colors = group_colors(labels) if labels is not None else {}
@@ -258,9 +259,8 @@ def _pick_samples(ds: xr.Dataset, labels: xr.DataArray | None, limit: int) -> li
     values = ds["sample"].values
     if labels is None:
         return list(values[:limit])
-    levels = list(group_colors(labels))
-    per = max(1, limit // len(levels))
-    return [s for lv in levels for s in values[labels.values == lv][:per]]
+    per = max(1, limit // len(group_colors(labels)))
+    return [s for lv in group_colors(labels) for s in values[labels.values == lv][:per]]
 
 
 def saturation(ds: xr.Dataset, low: float = 0.1, high: float = 0.9) -> Figure:
@@ -317,7 +317,7 @@ def compare(
     -------
     matplotlib.figure.Figure
     """
-    result = result if result is not None else _compare.compare(ds, group, **kwargs)
+    result = result if result is not None else compare_groups(ds, group, **kwargs)
     res = result.isel(rank=slice(0, top))
     n = res.sizes["rank"]
     fig, axes = _subplots(1, 1, figsize=(7, 1.2 + 0.28 * max(n, 1)))
@@ -370,11 +370,11 @@ def distance(
     matplotlib.figure.Figure
     """
     if scores is None:
-        scores = _compare.distance(ds, reference, **kwargs)
+        scores = distance_scores(ds, reference, **kwargs)
     if group is None and reference is not None and not isinstance(reference, xr.Dataset):
-        mask = _compare.group_labels(ds, reference).values.astype(bool)
+        mask = group_labels(ds, reference).values.astype(bool)
         group = xr.DataArray(np.where(mask, "reference", "other"), dims="sample", name="set")
-    labels = None if group is None else _compare.group_labels(ds, group)
+    labels = None if group is None else group_labels(ds, group)
     layers = list(scores["layer"].values) if "layer" in scores.dims else [None]
     fig, axes = _subplots(1, len(layers), figsize=(3.6 * len(layers) + 0.5, 3.2))
     for ax, layer in zip(axes[0], layers, strict=True):
@@ -390,7 +390,7 @@ def distance(
                 name = f"{_group_name(labels, level)} ({part.size})"
                 ax.hist(part[np.isfinite(part)], bins=edges, color=color, alpha=0.55, label=name)
             if set(labels.values.tolist()) <= {False, True}:
-                title += f"  AUC {float(_compare.roc_auc(score, labels)):.3f}"
+                title += f"  AUC {float(roc_auc(score, labels)):.3f}"
         ax.set_title(title, fontsize="medium")
         ax.set_xlabel(f"Mahalanobis distance of {scores.attrs.get('var', 'h_n')}")
     axes[0, 0].set_ylabel("samples")

@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 
 from . import analysis, plots
-from . import compare as _compare
+from .compare import compare, distance, group_labels, roc_auc
 from .summary import summary, summary_rows
 
 __all__ = ["report"]
@@ -140,7 +140,7 @@ def _distance_section(
         reference = ~labels.astype(bool)
     if reference is None:
         return None, None
-    scores = _compare.distance(ds, reference)
+    scores = distance(ds, reference)
     where = "a separate reference dataset" if isinstance(reference, xr.Dataset) else (
         "the reference samples (scored out-of-fold)")  # fmt: skip
     page.add(
@@ -150,7 +150,7 @@ def _distance_section(
     page.figure(plots.distance(ds, scores=scores, group=labels), "distance", "score per group")
     if not binary:
         return None, None
-    auc = _compare.roc_auc(scores, labels)
+    auc = roc_auc(scores, labels)
     rows = [[str(k), f"{float(auc.sel(layer=k)):.3f}", f"{float(scores['shrinkage'].sel(layer=k)):.3f}"]
             for k in scores["layer"].values]  # fmt: skip
     page.add(_table(["layer", f"ROC AUC ({labels.name})", "shrinkage"], rows))
@@ -167,7 +167,7 @@ def _compare_section(page: _Page, ds: xr.Dataset, labels: xr.DataArray, top: int
     )
     results = {}
     for feature in ("mean", "h_n"):
-        result = _compare.compare(ds, labels, feature=feature)
+        result = compare(ds, labels, feature=feature)
         results[feature] = result
         page.add("<div>")
         fig = plots.compare(ds, labels, result=result, top=top)
@@ -243,7 +243,7 @@ def report(
     group = group if group is not None else _default_group(ds)
     sample, focus = (None, None)
     if group is not None:
-        labels = _compare.group_labels(ds, group)
+        labels = group_labels(ds, group)
         sample, focus = _distance_section(page, ds, labels, reference)
         _compare_section(page, ds, labels, top)
     page.add("<h2>Activations</h2>")
