@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import accessor as _accessor  # registers the ds.seqacts accessor
 from .capture import Recorder, record
 from .discover import layers
 from .errors import (
@@ -18,6 +19,7 @@ from .errors import (
     SeqactsError,
 )
 from .extract import extract
+from .report import report
 from .specs import GATES, KINDS
 
 try:
@@ -38,4 +40,7 @@ __all__ = [
     "extract",
     "layers",
     "record",
+    "report",
 ]
+
+del _accessor
