@@ -93,19 +93,13 @@ def load_weights(model: Any, state: Any, name: str) -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} (checkpoint {list(state[k].shape)}, model {list(own[k].shape)})"
-        for k in own
-        if k in state
-        and hasattr(state[k], "shape")
-        and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
+    fits = {
+        k: tuple(getattr(state.get(k), "shape", v.shape)) == tuple(v.shape) for k, v in own.items()
+    }
+    shapes = [f"{k} (checkpoint {list(state[k].shape)}, model {list(own[k].shape)})"
+              for k in own if not fits[k]]  # fmt: skip
     problems = []
-    for label, items in (
-        ("missing", missing),
-        ("unexpected", unexpected),
-        ("size mismatch", shapes),
-    ):
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
         if items:
             more = f" and {len(items) - 3} more" if len(items) > 3 else ""
             problems.append(f"{label}: {', '.join(items[:3])}{more}")
@@ -311,17 +305,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     ds = open_acts(args.file)
     if args.group is not None and args.group not in ds.variables:
         raise CLIError(f"--group: {args.file} has no variable {args.group!r} along sample")
-    print(report(ds, args.out, group=args.group))
+    reference = open_acts(args.reference) if args.reference else None
+    print(report(ds, args.out, group=args.group, reference=reference))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
 
-    config = DemoConfig(seed=args.seed)
-    if args.quick:
-        config = DemoConfig(seed=args.seed, n_train=256, n_reference=256, n_test=16, epochs=8)
-    run_demo(args.out, config)
+    quick = {"n_train": 256, "n_reference": 256, "n_test": 16, "epochs": 8} if args.quick else {}
+    run_demo(args.out, DemoConfig(seed=args.seed, **quick))
     return 0
 
 
@@ -369,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE.nc")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--group", help="boolean/categorical variable along sample to compare")
+    p.add_argument("--reference", metavar="NORMAL.nc", help="recording of known-normal samples "
+                   "for the anomaly score (default: the samples where --group is False)")  # fmt: skip
     return parser
 
 
