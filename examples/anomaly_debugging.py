@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 import seqacts
-import seqacts.accessor  # noqa: F401  (registers ds.seqacts on older installs)
 from seqacts.compare import roc_auc
 from seqacts.demo import (
     ANOMALIES,

@@ -21,7 +21,6 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import seqacts
-import seqacts.accessor  # noqa: F401  (registers ds.seqacts on older installs)
 
 
 class Seq2Seq(nn.Module):

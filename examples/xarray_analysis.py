@@ -23,7 +23,6 @@ import pandas as pd
 import torch
 
 import seqacts
-import seqacts.accessor  # noqa: F401  (registers ds.seqacts on older installs)
 from seqacts.demo import CHANNELS, DemoConfig, LSTMAutoencoder, sensor_windows, train_autoencoder
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

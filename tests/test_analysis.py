@@ -7,7 +7,6 @@ import pytest
 import xarray as xr
 from test_analysis_fixtures import SIGMOID, L, make_dataset
 
-import seqacts.accessor  # noqa: F401  (registers ds.seqacts)
 from seqacts.analysis import MissingVariableError, dead_units, layer, saturation, step_change
 from seqacts.errors import LayerSelectionError
 from seqacts.summary import summary, summary_table

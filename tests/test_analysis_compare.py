@@ -10,7 +10,6 @@ import xarray as xr
 from scipy.spatial.distance import mahalanobis
 from test_analysis_fixtures import L, make_dataset
 
-import seqacts.accessor  # noqa: F401  (registers ds.seqacts)
 from seqacts.analysis import MissingVariableError
 from seqacts.compare import compare, distance, final_state, ledoit_wolf, roc_auc
 

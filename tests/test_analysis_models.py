@@ -10,7 +10,6 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import seqacts
-import seqacts.accessor  # noqa: F401  (registers ds.seqacts)
 from seqacts.report import report
 
 

@@ -15,7 +15,6 @@ from matplotlib.collections import PathCollection, QuadMesh
 from matplotlib.figure import Figure
 from test_analysis_fixtures import make_dataset
 
-import seqacts.accessor  # noqa: F401  (registers ds.seqacts)
 from seqacts import plots
 from seqacts.analysis import saturation
 
