@@ -48,7 +48,7 @@ class Recorder:
             internals, {base_kind(s.kind, m) for m, specs in selected for s in specs}
         )
         self.time = time
-        self._watched = [(m, specs) for m, specs in selected]
+        self._watched = list(selected)
         self._by_weight: dict[int, tuple[nn.Module, list[LayerSpec]]] = {}
         self._outputs = select_modules(model, modules)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -185,8 +185,8 @@ class Recorder:
         xarray.Dataset
             Dims ``sample, layer, direction, time, unit``; see the README's schema.
         """
-        if self._active:
-            self._close_group() if self._depth == 0 else None
+        if self._active and self._depth == 0:
+            self._close_group()  # cell calls made outside any root forward
         if not self._blocks:
             raise RecordingError(
                 "nothing was recorded: run the model (model(x)) inside the `with "
