@@ -291,3 +291,22 @@ def test_cuda_matches_cpu():
     assert next(model.parameters()).is_cuda
     for name in ("h", "h_n", "c"):
         np.testing.assert_allclose(cpu[name].values, gpu[name].values, rtol=1e-4, atol=1e-5)
+
+
+def test_cell_calls_outside_the_root_forward_stack_along_time(seq2seq):
+    h = torch.zeros(2, 6)
+    state = (h, h)
+    with seqacts.record(seq2seq, layers="decoder") as rec:
+        for _ in range(3):  # driven by hand, not through seq2seq.forward
+            state = seq2seq.decoder(torch.randn(2, 1), state)
+    ds = rec.to_dataset()
+    assert ds.sizes["time"] == 3 and ds.sizes["sample"] == 2
+    np.testing.assert_array_equal(ds.h_n.sel(layer="decoder", direction="forward").values,
+                                  state[0].numpy())
+
+
+def test_model_that_is_a_cell_is_labelled_cell():
+    cell = nn.GRUCell(2, 3)
+    assert seqacts.layers(cell) == ["cell"]
+    ds = seqacts.extract(cell, torch.randn(4, 2))
+    assert ds.sizes["time"] == 1 and list(ds.kind.values) == ["GRUCell"]
