@@ -302,7 +302,7 @@ def test_cell_calls_outside_the_root_forward_stack_along_time(seq2seq):
     ds = rec.to_dataset()
     assert ds.sizes["time"] == 3 and ds.sizes["sample"] == 2
     np.testing.assert_array_equal(ds.h_n.sel(layer="decoder", direction="forward").values,
-                                  state[0].numpy())
+                                  state[0].detach().numpy())
 
 
 def test_model_that_is_a_cell_is_labelled_cell():
