@@ -1,0 +1,215 @@
+"""Streaming to netCDF: throughput, storage options, peak memory, and Dask workers, in one run.
+
+Model: 2-layer LSTM, hidden 256, input 32, T=256, batches of 64, CPU float32 (33.5 MB of ``h``
+per batch). Sections:
+
+1. ``extract_to_netcdf`` against the floor: in-memory ``extract()`` of every batch plus one plain
+   ``Dataset.to_netcdf`` of the concatenated arrays (target: streaming <= 1.2x the floor).
+2. Storage options on the same activations (write path only, model excluded): size, ratio,
+   write and read MB/s for ``compression=None/"zlib"/"zstd"`` and ``pack="int16"``.
+3. Peak RSS of a streaming run against the number of batches (target: flat).
+4. ``extract_distributed`` on a ``LocalCluster`` with 1 and 2 single-threaded workers.
+
+Prints; asserts nothing about time. ``--quick`` shrinks everything for a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+import xarray as xr
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine  # noqa: E402
+
+import seqacts  # noqa: E402
+from seqacts import stream  # noqa: E402
+from seqacts.capture import Recorder  # noqa: E402
+from seqacts.scale import extract_distributed, open_dataset  # noqa: E402
+
+STEPS, HIDDEN, INPUTS, BATCH = 256, 256, 32, 64
+
+
+def make_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.LSTM(INPUTS, HIDDEN, num_layers=2, batch_first=True).eval()
+
+
+def make_batches(n: int, steps: int = STEPS) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(BATCH, steps, INPUTS, generator=g) for _ in range(n)]
+
+
+def mb(ds: xr.Dataset) -> float:
+    return sum(v.nbytes for v in ds.variables.values() if "sample" in v.dims) / 1e6
+
+
+def floor_vs_stream(model: nn.Module, batches: list[torch.Tensor], work: Path,
+                    repeats: int) -> None:
+    def floor() -> tuple[float, float, float]:
+        start = time.perf_counter()
+        parts = [seqacts.extract(model, b) for b in batches]
+        t_extract = time.perf_counter() - start
+        whole = xr.concat(parts, dim="sample", combine_attrs="override")
+        start = time.perf_counter()
+        whole.to_netcdf(work / "floor.nc", engine="netcdf4")
+        return t_extract, time.perf_counter() - start, mb(whole)
+
+    def streamed() -> float:
+        start = time.perf_counter()
+        stream.extract_to_netcdf(model, batches, work / "stream.nc", progress=False,
+                                 overwrite=True)
+        return time.perf_counter() - start
+
+    seqacts.extract(model, batches[0])  # warm up
+    runs = [(floor(), streamed()) for _ in range(repeats)]  # round-robin; best of each
+    t_extract, t_write, size = min(r[0] for r in runs)
+    t_stream = min(r[1] for r in runs)
+    n = len(batches) * BATCH
+    floor_s = t_extract + t_write
+    print(f"\n1. {len(batches)} batches, {n} samples, {size:.0f} MB of activations "
+          f"(best of {repeats})")
+    print(f"   in-memory extract()        {t_extract:7.2f} s  {n / t_extract:8.0f} samples/s")
+    print(f"   + plain to_netcdf           {t_write:7.2f} s  {size / t_write:8.0f} MB/s")
+    print(f"   floor (extract + write)     {floor_s:7.2f} s  {n / floor_s:8.0f} samples/s "
+          f"{size / floor_s:6.0f} MB/s")
+    print(f"   extract_to_netcdf           {t_stream:7.2f} s  {n / t_stream:8.0f} samples/s "
+          f"{size / t_stream:6.0f} MB/s   {t_stream / floor_s:.2f}x floor (target <= 1.2x)")
+
+
+def write_only(model: nn.Module, parts: list[xr.Dataset], path: Path, compression: str | None,
+               pack: str | None) -> float:
+    """Seconds to stream already-extracted batches to ``path`` (the storage path alone)."""
+    options = stream._fingerprint(model, Recorder(model), None, compression, pack, 0)
+    start = time.perf_counter()
+    stream._create_atomic(path, parts[0], options, model)
+    writer = stream.Writer(path)
+    for ds in parts:
+        writer.append(ds)
+    writer.finish()
+    return time.perf_counter() - start
+
+
+def storage_options(model: nn.Module, batches: list[torch.Tensor], work: Path) -> None:
+    parts = [seqacts.extract(model, b) for b in batches]
+    size = sum(mb(p) for p in parts)
+    print(f"\n2. storage options, {size:.0f} MB of LSTM activations (write path only)")
+    print(f"   {'option':18s} {'size MB':>8s} {'ratio':>6s} {'write MB/s':>11s} "
+          f"{'read MB/s':>10s} {'max abs err':>12s}")
+    for label, compression, pack in [("None (default)", None, None), ("zlib", "zlib", None),
+                                      ("zstd", "zstd", None), ('pack="int16"', None, "int16"),
+                                      ("int16 + zstd", "zstd", "int16")]:
+        path = work / f"opt-{compression}-{pack}.nc"
+        seconds = write_only(model, parts, path, compression, pack)
+        start = time.perf_counter()
+        with open_dataset(path) as ds:
+            ds["h"].sum().compute()
+        read = time.perf_counter() - start
+        with xr.open_dataset(path) as ds:
+            err = float(abs(ds["h"][:BATCH] - parts[0]["h"]).max())
+        on_disk = path.stat().st_size / 1e6
+        print(f"   {label:18s} {on_disk:8.0f} {size / on_disk:6.2f} {size / seconds:11.0f} "
+              f"{size / read:10.0f} {err:12.1e}")
+        path.unlink()
+
+
+PEAK = """
+import sys, torch
+from pathlib import Path
+sys.path.insert(0, {here!r})
+from bench_stream import make_model
+from seqacts.stream import extract_to_netcdf
+model, g = make_model(), torch.Generator().manual_seed(1)
+batches = (torch.randn(64, {steps}, 32, generator=g) for _ in range(int(sys.argv[1])))
+extract_to_netcdf(model, batches, Path(sys.argv[2]), progress=False)
+# VmHWM, not ru_maxrss: the latter keeps the forked parent's peak across exec
+print(next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")))
+"""
+
+
+def peak_memory(work: Path, counts: list[int], steps: int) -> None:
+    print(f"\n3. peak RSS of a streaming run (batches of {BATCH} x T={steps})")
+    script = textwrap.dedent(PEAK).format(here=str(Path(__file__).parent), steps=steps)
+    for n in counts:
+        path = work / f"peak-{n}.nc"
+        out = subprocess.run([sys.executable, "-c", script, str(n), str(path)], check=True,
+                             capture_output=True, text=True)
+        peak = int(out.stdout.split()[-1])
+        print(f"   {n:4d} batches  file {path.stat().st_size / 1e6:7.0f} MB   "
+              f"peak RSS {peak / 1e6:6.0f} MB")
+        path.unlink()
+
+
+def workers(model: nn.Module, n_samples: int, steps: int, work: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    def load(start: int, stop: int) -> list[torch.Tensor]:
+        g = torch.Generator().manual_seed(start)
+        return list(torch.randn(stop - start, steps, INPUTS, generator=g).split(BATCH))
+
+    shard = max(1, n_samples // 8)
+    print(f"\n4. extract_distributed, {n_samples} samples, T={steps}, shards of {shard} samples")
+    start = time.perf_counter()
+    inputs = (b for s in range(0, n_samples, shard) for b in load(s, min(s + shard, n_samples)))
+    stream.extract_to_netcdf(model, inputs, work / "local.nc", progress=False)
+    local = time.perf_counter() - start
+    print(f"   no cluster {local:7.2f} s  {n_samples / local:7.0f} samples/s  (one process, "
+          f"torch threads={torch.get_num_threads()})")
+    base = None
+    for k in (1, 2):
+        with LocalCluster(n_workers=k, threads_per_worker=1, processes=True,
+                          dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+                Client(cluster) as client:
+            times = []
+            for _ in range(2):  # the first run also warms up the workers: keep the best
+                start = time.perf_counter()
+                extract_distributed(model, load, n_samples, work / f"dist-{k}", client=client,
+                                    shard_size=shard, overwrite=True, progress=False)
+                times.append(time.perf_counter() - start)
+            seconds = min(times)
+        with open_dataset(work / f"dist-{k}") as ds:
+            size = mb(ds)
+        base = base or seconds
+        print(f"   {k} worker{'s' if k > 1 else ' '} {seconds:7.2f} s  {n_samples / seconds:7.0f} "
+              f"samples/s  {size / seconds:6.0f} MB/s  speed-up {base / seconds:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--size-mb", type=float, default=1024, help="activations to write")
+    parser.add_argument("--skip", default="", help="sections to skip, e.g. 1,4")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    skip = {int(s) for s in args.skip.split(",") if s}
+    per_batch = BATCH * 2 * STEPS * HIDDEN * 4 / 1e6
+    n_batches = 3 if args.quick else max(2, round(args.size_mb / per_batch))
+    model = make_model()
+    print(f"machine: {machine()}")
+    print(f"model: LSTM 2 layers, hidden {HIDDEN}, input {INPUTS}, T={STEPS}, batch {BATCH}, "
+          f"CPU float32; {per_batch:.1f} MB of h per batch")
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        work = Path(tmp)
+        batches = make_batches(n_batches)
+        if 1 not in skip:
+            floor_vs_stream(model, batches, work, args.repeats)
+        if 2 not in skip:
+            storage_options(model, batches, work)
+        if 3 not in skip:
+            peak_memory(work, [2, 8] if args.quick else [4, 16, 64], 32 if args.quick else 64)
+        if 4 not in skip:
+            workers(model, 256 if args.quick else 2048, 32 if args.quick else 64, work)
+
+
+if __name__ == "__main__":
+    main()
