@@ -367,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(err: BaseException) -> str:
+    """An error message on one line (libraries' messages may span several)."""
+    return " ".join(str(err).split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``seqacts`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -378,12 +383,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SeqactsError, FileNotFoundError, FileExistsError) as err:
         if args.debug:
             raise
-        print(f"seqacts {args.command}: error: {err}", file=sys.stderr)
+        print(f"seqacts {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except Exception as err:
         if args.debug:
             raise
-        print(f"seqacts {args.command}: unexpected {type(err).__name__}: {err} "
+        print(f"seqacts {args.command}: unexpected {type(err).__name__}: {_one_line(err)} "
               "(rerun with --debug for the traceback)", file=sys.stderr)  # fmt: skip
         return 1
 
