@@ -246,7 +246,7 @@ def extract_distributed(
         As for :func:`seqacts.extract_to_netcdf`, for the whole directory; ``progress`` counts
         finished shards' samples.
     **options
-        ``layers``, ``internals``, ``modules``, ``inputs``, ``compression``, ``pack`` of
+        ``layers``, ``internals``, ``modules``, ``inputs``, ``time``, ``compression``, ``pack`` of
         :func:`seqacts.extract_to_netcdf`.
 
     Returns
@@ -256,7 +256,7 @@ def extract_distributed(
     """
     from distributed import as_completed, get_client
 
-    known = {"layers", "internals", "modules", "inputs", "compression", "pack"}
+    known = {"layers", "internals", "modules", "inputs", "time", "compression", "pack"}
     if unknown := set(options) - known:
         raise TypeError(f"extract_distributed: unknown options {sorted(unknown)}; "
                         f"expected some of {sorted(known)}")

@@ -19,12 +19,13 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import netCDF4
 import numpy as np
+import pandas as pd
 import torch
 import xarray as xr
 from torch import nn
@@ -193,7 +194,8 @@ def create(path: Path, ds: xr.Dataset, options: dict[str, Any],
             attrs = dict(ds.attrs)
             if rest := [c for c in coords if c not in listed]:
                 attrs["coordinates"] = " ".join(rest)
-            sizes = {str(d): 0 for d in ds.dims if d not in FIXED_DIMS}
+            sizes = {str(d): 0 if d == "sample" else n for d, n in ds.sizes.items()
+                     if d not in FIXED_DIMS}  # coordinates along the growing dims are written
             attrs.update({COMPLETE: 0, SAMPLES: 0, BATCHES: 0, SIZES: _padded_json(sizes)})
             nc.setncatts({**attrs, OPTIONS: json.dumps(options)})
             nc.sync()
@@ -210,6 +212,8 @@ def _padded_json(obj: Any) -> str:
 def _define(nc: netCDF4.Dataset, name: str, var: xr.Variable, compression: str | None,
             pack: tuple[float, float] | None, rows: int) -> None:
     dims = tuple(map(str, var.dims))
+    if var.dtype.kind in "mM":  # time labels: CF-encoded, as xarray would
+        var = xr.conventions.encode_cf_variable(var, name=name)
     if var.dtype.kind in "OUS":
         nc.createVariable(name, str, dims)[:] = np.asarray(var.values, dtype=object)
         nc[name].setncatts(var.attrs)
@@ -341,8 +345,10 @@ class Writer:
 
 
 def _fingerprint(model: nn.Module, rec: Recorder, modules: Any, compression: str | None,
-                 pack: str | None, first_sample: int) -> dict[str, Any]:
+                 pack: str | None, first_sample: int, time: Any = None) -> dict[str, Any]:
     cls = type(model)
+    labels = None if time is None else hashlib.sha1(
+        np.asarray(pd.Index(time).astype(str)).astype("U").tobytes()).hexdigest()
     return {
         "layers": [s.label for s in rec.specs],
         "internals": list(rec.internals),
@@ -354,6 +360,7 @@ def _fingerprint(model: nn.Module, rec: Recorder, modules: Any, compression: str
         "model_weights": _model_hash(model),
         "training": model.training,
         "first_sample": first_sample,
+        "time_labels": labels,
     }
 
 
@@ -374,6 +381,16 @@ def _check_resume(path: Path, expected: dict[str, Any]) -> bool:
             + "; ".join(diff) + "). Pass the same model and options, or overwrite=True to start over"
         )
     return complete
+
+
+def _label_time(ds: xr.Dataset, labels: Any) -> xr.Dataset:
+    """Give a batch the whole label sequence as ``time`` (shorter batches: NaN-padded)."""
+    if ds.sizes["time"] > len(labels):
+        raise ValueError(f"time: {len(labels)} labels, but a batch has {ds.sizes['time']} "
+                         "steps; pass one label per step of the longest batch")
+    labels = pd.Index(labels)
+    ds = ds.assign_coords(time=labels[: ds.sizes["time"]])
+    return ds if ds.sizes["time"] == len(labels) else ds.reindex(time=labels)
 
 
 def _model_args(batch: Any, inputs: Callable[[Any], Any] | None) -> tuple[tuple, dict]:
@@ -402,6 +419,7 @@ def extract_to_netcdf(
     internals: bool | Collection[str] = False,
     modules: str | Iterable[str] | None = None,
     inputs: Callable[[Any], Any] | None = None,
+    time: Sequence[Any] | None = None,
     compression: str | None = None,
     pack: str | None = None,
     overwrite: bool = False,
@@ -429,6 +447,9 @@ def extract_to_netcdf(
         As for :func:`seqacts.extract`.
     inputs : callable, optional
         Maps a batch to the model's arguments, e.g. ``lambda b: (b[0],)`` for ``(x, y)`` batches.
+    time : sequence, optional
+        Labels for the ``time`` coordinate (e.g. a ``pandas.DatetimeIndex``), one per step of
+        the longest batch; the file's ``time`` then has exactly these labels.
     compression : {None, "zlib", "zstd"}, default None
         Lossless compression of every per-sample variable (zstd with byte shuffle). Float
         activations barely compress (ratio ~1.1-1.2) and zlib is ~15x slower; see the README.
@@ -457,7 +478,7 @@ def extract_to_netcdf(
     if pack not in (None, "int16"):
         raise ValueError(f"pack: expected None or 'int16', got {pack!r}")
     opts = dict(layers=layers, internals=internals, modules=modules, inputs=inputs,
-                compression=compression, pack=pack)
+                compression=compression, pack=pack, time=time)
     return stream(model, batches, Path(path), opts, overwrite=overwrite, resume=resume,
                   progress=progress)
 
@@ -471,7 +492,7 @@ def stream(model: nn.Module, batches: Iterable[Any], path: Path, opts: dict[str,
     rec = Recorder(model, layers=opts["layers"], internals=opts["internals"],
                    modules=opts["modules"])  # resolves names; fails early on a bad one
     expected = _fingerprint(model, rec, opts["modules"], opts["compression"], opts["pack"],
-                            first_sample)
+                            first_sample, opts.get("time"))
     writer: Writer | None = None
     if path.exists() and not (overwrite or resume):
         raise FileExistsError(
@@ -497,6 +518,8 @@ def stream(model: nn.Module, batches: Iterable[Any], path: Path, opts: dict[str,
             args, kwargs = _model_args(batch, opts["inputs"])
             ds = extract(model, *args, layers=opts["layers"], internals=opts["internals"],
                          modules=opts["modules"], **kwargs)
+            if opts.get("time") is not None:
+                ds = _label_time(ds, opts["time"])
             if writer is None:
                 _create_atomic(target, ds, expected, model)
                 writer = Writer(target)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import netCDF4
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import xarray as xr
@@ -89,6 +90,20 @@ def test_other_modules_with_growing_dims(seq2seq: nn.Module, tmp_path: Path) -> 
                 region = {d: slice(0, n) for d, n in one[name].sizes.items() if d != "sample"}
                 np.testing.assert_array_equal(rows[name].isel(region).values, one[name].values)
                 assert int(rows[name].count()) == int(one[name].count())  # NaN elsewhere
+
+
+def test_time_labels_are_stored_like_xarray_does(lstm: nn.Module, tmp_path: Path) -> None:
+    labels = pd.date_range("2024-03-01 00:00", periods=7, freq="10min")
+    batches = batches_of([(3, 7), (2, 5)])  # a shorter batch is NaN-padded to every label
+    path = extract_to_netcdf(lstm, batches, tmp_path / "t.nc", time=labels, progress=False)
+    parts = [extract(lstm, b, time=labels[: b.shape[1]]) for b in batches]
+    expected = xr.concat(parts, dim="sample", join="outer", combine_attrs="override")
+    assert_stream_equals(path, expected.assign_coords(sample=np.arange(5)))
+    with pytest.raises(ValueError, match="7 labels, but a batch has 9 steps"):
+        extract_to_netcdf(lstm, batches_of([(2, 9)]), tmp_path / "u.nc", time=labels,
+                          progress=False)
+    with pytest.raises(StreamMismatchError, match="time_labels"):
+        extract_to_netcdf(lstm, batches, path, time=labels + pd.Timedelta("1h"), resume=True)
 
 
 @settings(max_examples=8, deadline=None)
