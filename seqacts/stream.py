@@ -369,7 +369,10 @@ def _check_resume(path: Path, expected: dict[str, Any]) -> bool:
     try:
         with LOCK, netCDF4.Dataset(path) as nc:
             found, complete = json.loads(nc.getncattr(OPTIONS)), bool(nc.getncattr(COMPLETE))
-    except (AttributeError, OSError, ValueError) as err:
+    except OSError as err:
+        raise OSError(f"resume: cannot read {path} ({err}); if another process is writing it, "
+                      "wait for it (HDF5 locks open files)") from err
+    except (AttributeError, ValueError) as err:
         raise StreamMismatchError(f"resume: {path} is not a seqacts stream file ({err})") from err
     diff = [f"{k}: file has {found.get(k)!r}, this call {v!r}" for k, v in expected.items()
             if found.get(k) != v and k != "model_weights"]
