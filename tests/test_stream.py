@@ -77,6 +77,17 @@ def test_stream_equals_concat_of_extract(lstm: nn.Module, tmp_path: Path, intern
     assert_stream_equals(path, reference(lstm, batches, internals=internals))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_stored_as_float32(tmp_path: Path, dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    model = nn.GRU(3, 4, batch_first=True).to(dtype).eval()
+    batches = [b.to(dtype) for b in batches_of([(2, 5), (3, 4)])]
+    path = extract_to_netcdf(model, batches, tmp_path / "half.nc", modules="*", progress=False)
+    with xr.open_dataset(path) as ds:
+        assert all(ds[v].dtype == np.float32 for v in ("h", "h_0", "h_n"))
+    assert_stream_equals(path, reference(model, batches, modules="*"))
+
+
 def test_other_modules_with_growing_dims(seq2seq: nn.Module, tmp_path: Path) -> None:
     """Module outputs whose trailing dims change per batch (encoder output: T) are NaN-padded."""
     batches = batches_of([(3, 5), (3, 8), (2, 3)])
