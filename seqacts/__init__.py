@@ -20,6 +20,8 @@ from .errors import (
 )
 from .extract import extract
 from .report import report
+from .scale import extract_distributed, open_dataset
+from .stream import IncompleteStreamWarning, StreamMismatchError, extract_to_netcdf
 from .specs import GATES, KINDS
 
 try:
@@ -29,6 +31,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "GATES",
+    "IncompleteStreamWarning",
     "KINDS",
     "LayerSelectionError",
     "NoRecurrentModuleError",
@@ -36,9 +39,13 @@ __all__ = [
     "Recorder",
     "RecordingError",
     "SeqactsError",
+    "StreamMismatchError",
     "__version__",
     "extract",
+    "extract_distributed",
+    "extract_to_netcdf",
     "layers",
+    "open_dataset",
     "record",
     "report",
 ]

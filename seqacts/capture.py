@@ -86,9 +86,10 @@ class Recorder:
     def _add_hooks(self) -> None:
         h = self._handles
         h.append(self.model.register_forward_pre_hook(self._root_pre))
-        h.append(self.model.register_forward_hook(self._root_post, always_call=True))
+        # output hooks first: the root's own output must land before _root_post closes the group
         for name, module in self._outputs:
             h.append(module.register_forward_hook(self._output_hook(name)))
+        h.append(self.model.register_forward_hook(self._root_post, always_call=True))
 
     def _remove_hooks(self) -> None:
         while self._handles:

@@ -310,3 +310,12 @@ def test_model_that_is_a_cell_is_labelled_cell():
     assert seqacts.layers(cell) == ["cell"]
     ds = seqacts.extract(cell, torch.randn(4, 2))
     assert ds.sizes["time"] == 1 and list(ds.kind.values) == ["GRUCell"]
+
+
+def test_root_model_output_joins_its_own_forward():
+    lstm = nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    ds = seqacts.extract(lstm, torch.randn(5, 7, 3), modules="*")
+    assert ds.sizes["sample"] == 5
+    assert ds["model"].dims == ("sample", "model.dim1", "model.dim2")
+    np.testing.assert_array_equal(ds["model"].values[..., 4:],
+                                  ds.h.sel(layer="l1", direction="backward").values)
