@@ -8,6 +8,7 @@ three cells driven in a loop.
 from __future__ import annotations
 
 import itertools
+import zlib
 
 import numpy as np
 import pytest
@@ -65,7 +66,7 @@ def _cases():
 
 @pytest.mark.parametrize("kind,layers,bidi,bf,proj,packed,init,unbatched", list(_cases()))
 def test_stack_matches_reference(kind, layers, bidi, bf, proj, packed, init, unbatched):
-    torch.manual_seed(hash((kind, layers, bidi, bf, proj)) % 2**31)
+    torch.manual_seed(zlib.crc32(f"{kind}{layers}{bidi}{bf}{proj}".encode()))  # stable per run
     kw = {"input_size": N_IN, "hidden_size": H, "num_layers": layers, "bidirectional": bidi,
           "batch_first": bf}
     if proj:
