@@ -89,6 +89,32 @@ def _place_state(slot: np.ndarray, value: Tensor | None) -> None:
         _copy(slot, (slice(0, n), slice(0, d), slice(0, w)), value)
 
 
+def _adopt(
+    specs: Sequence[LayerSpec],
+    layers: dict[str, list[LayerRecord]],
+    name: str,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+) -> np.ndarray | None:
+    """The buffer the records of ``name`` already fill, when it is exactly the block's array.
+
+    That is the common case, one stack call recorded whole on the CPU: the block then costs no
+    copy at all. Any other case (cells, several calls, a subset of layers, padding) is copied.
+    """
+    base = None
+    for li, spec in enumerate(specs):
+        recs = layers.get(spec.label, [])
+        hit = recs[0].shared.get(name) if len(recs) == 1 else None
+        if hit is None or hit[1] != li or (base is not None and hit[0] is not base):
+            return None
+        base = hit[0]
+    if base is None or base.device.type != "cpu" or tuple(base.shape) != shape:
+        return None
+    if base.dtype != (torch.float64 if dtype == np.float64 else torch.float32):
+        return None
+    return base.numpy()
+
+
 def build_block(
     specs: Sequence[LayerSpec],
     layers: dict[str, list[LayerRecord]],
@@ -102,31 +128,34 @@ def build_block(
     """
     n_dir, width, any_lstm = _geometry(specs)
     records = [r for recs in layers.values() for r in recs]
-    n_samples = max([r.h.shape[1] for r in records] + [_outputs_samples(outputs)])
-    n_steps = max([sum(r.h.shape[0] for r in recs) for recs in layers.values()] + [0])
+    n_samples = max([r.h.shape[0] for r in records] + [_outputs_samples(outputs)])
+    n_steps = max([sum(r.h.shape[2] for r in recs) for recs in layers.values()] + [0])
     dtype = _float_dtype([r.h for r in records])
     n_layers = len(specs)
 
     def empty(*shape: int) -> np.ndarray:
         return np.empty(shape, dtype=dtype)
 
-    arrays = {"h": empty(n_samples, n_layers, n_dir, n_steps, width)}
-    for name in STATE_VARS:
+    arrays: dict[str, np.ndarray] = {}
+    adopted: set[str] = set()
+    for name in ("h", *internals):
+        shape = (n_samples, n_layers, n_dir, n_steps, width)
+        found = _adopt(specs, layers, name, shape, dtype)
+        if found is not None:
+            adopted.add(name)
+        arrays[name] = found if found is not None else empty(*shape)
+    for name in STATE_VARS + (CELL_STATE_VARS if any_lstm else ()):
         arrays[name] = empty(n_samples, n_layers, n_dir, width)
-    if any_lstm:
-        for name in CELL_STATE_VARS:
-            arrays[name] = empty(n_samples, n_layers, n_dir, width)
-    for name in internals:
-        arrays[name] = empty(n_samples, n_layers, n_dir, n_steps, width)
+    arrays = {name: arrays[name] for name in _order(internals, any_lstm)}
     lengths = np.zeros((n_samples, n_layers), dtype=np.int64)
 
     for li, spec in enumerate(specs):
         recs = layers.get(spec.label, [])
         steps: dict[str, list[Tensor]] = {}  # name -> per record (N, D, T, W)
         for rec in recs:
-            steps.setdefault("h", []).append(rec.h.permute(1, 2, 0, 3))
+            steps.setdefault("h", []).append(rec.h)
             for name, value in rec.extra.items():
-                steps.setdefault(name, []).append(value.permute(1, 2, 0, 3))
+                steps.setdefault(name, []).append(value)
         first, last = (recs[0], recs[-1]) if recs else (None, None)
         states = {
             "h_0": first.h0 if first else None,
@@ -135,6 +164,8 @@ def build_block(
             "c_n": last.cn if last else None,
         }
         for name, arr in arrays.items():
+            if name in adopted:
+                continue
             slot = arr[:, li]
             if arr.ndim == 5:
                 _place_steps(slot, steps.get(name, []))
@@ -144,7 +175,7 @@ def build_block(
         for rec in recs:
             ends = np.where(rec.lengths.numpy() > 0, offset + rec.lengths.numpy(), 0)
             lengths[: len(ends), li] = np.maximum(lengths[: len(ends), li], ends)
-            offset += rec.h.shape[0]
+            offset += rec.h.shape[2]
     return Block(
         n_samples=n_samples,
         n_steps=n_steps,
@@ -152,6 +183,11 @@ def build_block(
         lengths=lengths,
         outputs={k: [_output_array(t, n_samples) for t in v] for k, v in outputs.items()},
     )
+
+
+def _order(internals: tuple[str, ...], any_lstm: bool) -> tuple[str, ...]:
+    """The dataset's variable order: h, states, internals."""
+    return ("h", *STATE_VARS, *(CELL_STATE_VARS if any_lstm else ()), *internals)
 
 
 def _outputs_samples(outputs: dict[str, list[Tensor]]) -> int:

@@ -1,13 +1,17 @@
 """Turn intercepted kernel calls into per-layer records, with per-timestep internals.
 
-A record is time-major and in the caller's sample order: ``PackedSequence`` data is padded
-(NaN past each sample's length) and un-sorted here, ``batch_first`` is undone here, so every
-later step sees one layout.
+A record is sample-major, ``(sample, direction, time, unit)``, and in the caller's sample
+order: ``PackedSequence`` data is padded (NaN past each sample's length) and un-sorted here,
+``batch_first`` is undone here, so every later step sees one layout. On the CPU the layers of
+one stack call are written into shared block-shaped buffers, ``(sample, layer, direction, time,
+unit)``, which ``assemble.build_block`` adopts as the dataset's arrays when they fit exactly:
+the one transposing copy out of the kernel's time-major output is then the only copy.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
@@ -18,21 +22,24 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 from .errors import OptionError
 from .kernels import CellCall, StackCall
 from .specs import GATES, layer_weights
+from .unroll import empty, gate_chunks, layer_internals
 
 __all__ = ["LayerRecord", "resolve_internals", "stack_internals", "cell_internals"]
 
 
 @dataclass
 class LayerRecord:
-    """One layer's values from one kernel call, time-major, in the caller's sample order."""
+    """One layer's values from one kernel call, sample-major, in the caller's sample order."""
 
-    h: Tensor  # (T, N, D, H_out)
+    h: Tensor  # (N, D, T, H_out)
     h0: Tensor  # (N, D, H_out)
     hn: Tensor
     c0: Tensor | None  # (N, D, H)
     cn: Tensor | None
     lengths: Tensor  # (N,) int64, on the CPU
-    extra: dict[str, Tensor] = field(default_factory=dict)  # internals, (T, N, D, H)
+    extra: dict[str, Tensor] = field(default_factory=dict)  # internals, (N, D, T, H)
+    #: name -> (buffer, k): the value is ``buffer[:, k]`` of a (N, L, D, T, W) buffer
+    shared: dict[str, tuple[Tensor, int]] = field(default_factory=dict)
 
 
 def resolve_internals(internals: bool | str | Collection[str] | None, kinds: set[str]) -> tuple[str, ...]:
@@ -72,78 +79,133 @@ def _unsort(t: Tensor | None, order: Tensor | None, dim: int) -> Tensor | None:
     return t.index_select(dim, order.to(t.device))
 
 
+#: Per live stack call, its sets of shared buffers, each with the layers it has handed out.
+_SHARED: dict[int, list[tuple[set[int], dict[str, Tensor]]]] = {}
+
+
+def _claim(call: StackCall, k: int) -> dict[str, Tensor]:
+    """The shared buffers, by name, in which layer ``k`` of ``call`` is to be written.
+
+    Every recorder watching the call (nested ``record()`` blocks) gets its own set: the first
+    set still missing layer ``k``, so no two datasets ever share memory.
+    """
+    key = id(call)
+    sets = _SHARED.get(key)
+    if sets is None:
+        sets = _SHARED[key] = []
+        weakref.finalize(call, _SHARED.pop, key, None)
+    for claimed, buffers in sets:
+        if k not in claimed:
+            claimed.add(k)
+            return buffers
+    sets.append(({k}, {}))
+    return sets[-1][1]
+
+
+def _slot(
+    buffers: dict[str, Tensor],
+    shared: dict[str, tuple[Tensor, int]],
+    name: str,
+    call: StackCall,
+    k: int,
+    shape: tuple[int, int, int, int],
+    like: Tensor,
+) -> Tensor:
+    """Layer ``k``'s ``(N, D, T, W)`` slot for ``name``, in a buffer shared across the layers.
+
+    Off the CPU each layer gets its own buffer: device memory is not allocated lazily.
+    """
+    n, d, t, w = shape
+    if like.device.type != "cpu":
+        return empty(shape, like)
+    if name not in buffers:
+        buffers[name] = empty((n, len(call.layers), d, t, w), like)
+    shared[name] = (buffers[name], k)
+    return buffers[name][:, k]
+
+
+def _store(slot: Tensor, time_major: Tensor, order: Tensor | None) -> None:
+    """Copy ``(T, N, ...)`` values, taking samples in ``order``, into a ``(N, ..., T, W)`` slot."""
+    if order is not None:
+        time_major = time_major.index_select(1, order.to(time_major.device))
+    slot.copy_(time_major.movedim(0, -2))
+
+
 def stack_internals(
     call: StackCall, k: int, unsorted: Tensor | None, names: tuple[str, ...], escapes: bool
 ) -> LayerRecord:
     """The record of layer ``k`` of a fused stack call, with the requested internals.
 
     ``escapes`` marks the top layer, whose output the model receives and may later modify in
-    place, so it is copied.
+    place; every record's ``h`` is a copy in its own buffer, so that needs nothing extra.
     """
     run = call.layers[k]
     n_dir = 2 if call.bidirectional else 1
     bs = call.batch_sizes
     out = _time_major(run.output, bs, call.batch_first, math.nan)
-    if escapes and bs is None:
-        out = out.clone()
     steps, batch = out.shape[0], out.shape[1]
     if bs is not None:
         lengths = (bs.unsqueeze(0) > torch.arange(batch).unsqueeze(1)).sum(1)
     else:
         lengths = torch.full((batch,), steps, dtype=torch.int64)
-    h = out.reshape(steps, batch, n_dir, -1)
+    order = unsorted if bs is not None else None
+    buffers = _claim(call, k)
+    shared: dict[str, tuple[Tensor, int]] = {}
+    out_h = out.reshape(steps, batch, n_dir, -1)
+    h = _slot(buffers, shared, "h", call, k, (batch, n_dir, steps, out_h.shape[3]), out)
+    _store(h, out_h, order)
     h0 = run.h0.clone().transpose(0, 1)
     c0 = run.c0.clone().transpose(0, 1) if run.c0 is not None else None
     extra: dict[str, Tensor] = {}
     wanted = [n for n in names if n in GATES[call.kind]]
     if wanted:
-        from .unroll import layer_internals
-
         x = _time_major(run.input, bs, call.batch_first, 0.0)
         per_dir = layer_weights(run.weights, call.has_biases, call.has_projection, call.bidirectional, 0)
         dev_lengths = lengths.to(x.device) if bs is not None else None
-        parts = [
-            layer_internals(
-                call.kind, x, h[:, :, d], h0[:, d], c0[:, d] if c0 is not None else None,
+        hidden = per_dir[0].w_ih.shape[0] // len(gate_chunks(call.kind))
+        shape = (batch, n_dir, steps, hidden)
+        extra = {n: _slot(buffers, shared, n, call, k, shape, out) for n in wanted}
+        for d, w in enumerate(per_dir):
+            values = layer_internals(
+                call.kind, x, out_h[:, :, d], h0[:, d], c0[:, d] if c0 is not None else None,
                 w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr,
                 lengths=dev_lengths, reverse=d == 1, names=wanted,
+                out={n: v[:, d] for n, v in extra.items()} if order is None else None,
             )
-            for d, w in enumerate(per_dir)
-        ]
-        extra = {n: torch.stack([p[n] for p in parts], 2) for n in wanted}
-    order = unsorted if bs is not None else None
+            if order is not None:  # computed in the kernel's sorted order: reorder on the way
+                for n, v in values.items():
+                    _store(extra[n][:, d], v, order)
     return LayerRecord(
-        h=_unsort(h, order, 1),  # type: ignore[arg-type]
+        h=h,
         h0=_unsort(h0, order, 0),  # type: ignore[arg-type]
         hn=_unsort(run.hn.transpose(0, 1), order, 0),  # type: ignore[arg-type]
         c0=_unsort(c0, order, 0),
         cn=_unsort(run.cn.transpose(0, 1) if run.cn is not None else None, order, 0),
         lengths=_unsort(lengths, order, 0),  # type: ignore[arg-type]
-        extra={n: _unsort(v, order, 1) for n, v in extra.items()},  # type: ignore[misc]
+        extra=extra,
+        shared=shared,
     )
 
 
 def cell_internals(call: CellCall, names: tuple[str, ...]) -> LayerRecord:
     """The record of one cell step (T = 1), with the requested internals."""
-    h = call.h.clone().reshape(1, call.h.shape[0], 1, -1)
+    h = call.h.clone().reshape(call.h.shape[0], 1, 1, -1)
     c = call.c.clone().unsqueeze(1) if call.c is not None else None
     extra: dict[str, Tensor] = {}
     wanted = [n for n in names if n in GATES[call.kind]]
     if wanted:
-        from .unroll import layer_internals
-
         w_ih, w_hh, b_ih, b_hh = call.weights
         parts = layer_internals(
             call.kind, call.input.unsqueeze(0), call.h.unsqueeze(0), call.h_prev, call.c_prev,
             w_ih, w_hh, b_ih, b_hh, None, names=wanted,
         )
-        extra = {n: v.unsqueeze(2) for n, v in parts.items()}
+        extra = {n: v.reshape(v.shape[1], 1, 1, -1) for n, v in parts.items()}
         if "c" in extra and c is not None:
-            extra["c"] = c.reshape(1, -1, 1, c.shape[-1])  # the kernel's own cell state
+            extra["c"] = c.reshape(c.shape[0], 1, 1, -1)  # the kernel's own cell state
     return LayerRecord(
         h=h,
         h0=call.h_prev.clone().unsqueeze(1),
-        hn=h[0],
+        hn=h[:, :, 0],
         c0=call.c_prev.clone().unsqueeze(1) if call.c_prev is not None else None,
         cn=c,
         lengths=torch.ones(call.h.shape[0], dtype=torch.int64),

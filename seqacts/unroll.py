@@ -8,7 +8,7 @@ the LSTM cell state needs a scan, ``c_t = f_t * c_{t-1} + i_t * g_t``, elementwi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection, Mapping
 
 import torch
 from torch import Tensor
@@ -16,7 +16,7 @@ from torch import Tensor
 from .errors import SeqactsError
 from .specs import CELL_BASE_KIND, GATES
 
-__all__ = ["GATES", "UnrollError", "layer_internals"]
+__all__ = ["GATES", "UnrollError", "empty", "layer_internals"]
 
 
 class UnrollError(SeqactsError, ValueError):
@@ -62,6 +62,7 @@ def layer_internals(
     lengths: Tensor | None = None,
     reverse: bool = False,
     names: Collection[str] | None = None,
+    out: Mapping[str, Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """Per-timestep internals of one direction of one recurrent layer, without a step loop.
 
@@ -93,19 +94,31 @@ def layer_internals(
     names
         Variables to compute, from ``GATES[kind]``; default all. Only what they need is
         computed (``"forget_gate"`` alone is one matmul with a quarter of the weights, no scan).
+    out
+        Where to write, one tensor per requested name, dims ``(batch, time, hidden)`` in ``x``'s
+        dtype and device, any strides (e.g. a slot of a sample-major dataset buffer); these
+        are then returned. Default: fresh time-major tensors.
 
     Returns
     -------
     dict[str, Tensor]
-        One tensor per requested name, in the order asked, dims ``(time, batch, hidden)``, in
-        ``x``'s dtype and device, NaN at ``t >= length``; each a fresh contiguous tensor, with
-        no autograd graph.
+        One tensor per requested name, in the order asked, in ``x``'s dtype and device, NaN at
+        ``t >= length``, with no autograd graph: ``out``'s tensors, else fresh contiguous ones
+        with dims ``(time, batch, hidden)``.
     """
     base = CELL_BASE_KIND.get(kind, kind)
     wanted = _check_names(base, names)
     with torch.no_grad():
         _check_shapes(base, x, h, h0, c0, w_ih, w_hh, w_hr, lengths, "c" in wanted)
-        return _internals(base, wanted, x, h, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
+        hidden = w_ih.shape[0] // len(gate_chunks(base))
+        if out is None:
+            fresh = {n: empty((x.shape[0], x.shape[1], hidden), x) for n in wanted}
+            dest = {n: v.transpose(0, 1) for n, v in fresh.items()}
+        else:
+            _check_out(base, wanted, out, (x.shape[1], x.shape[0], hidden), x)
+            fresh, dest = {n: out[n] for n in wanted}, dict(out)
+        _internals(base, wanted, dest, x, h, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
+        return fresh
 
 
 def _check_names(kind: str, names: Collection[str] | None) -> tuple[str, ...]:
@@ -170,9 +183,38 @@ def _check_shapes(
             )
 
 
+def _check_out(
+    kind: str, wanted: tuple[str, ...], out: Mapping[str, Tensor], shape: tuple[int, ...], x: Tensor
+) -> None:
+    missing = [n for n in wanted if n not in out]
+    if missing:
+        raise UnrollError(
+            f"{kind}: out has no tensor for {', '.join(map(repr, missing))}; pass one "
+            f"of shape {shape} (batch, time, hidden) per requested name"
+        )
+    for n in wanted:
+        t = out[n]
+        if tuple(t.shape) != shape or t.dtype != x.dtype or t.device != x.device:
+            raise UnrollError(
+                f"{kind}: Expected out[{n!r}] of shape {shape} (batch, time, hidden), "
+                f"{x.dtype} on {x.device}, got {tuple(t.shape)} {t.dtype} on {t.device}"
+            )
+
+
+def empty(shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """An uninitialised tensor in ``like``'s dtype and device, from torch's own allocator.
+
+    NumPy's allocation (transparent huge pages) makes first writes about 3x cheaper on an idle
+    machine, but measured slower in the benchmark's mixed runs (the kernel compacting memory
+    for huge pages: 2-core EPYC, internals 1.8 s vs 1.55 s), so it is not used.
+    """
+    return like.new_empty(shape)
+
+
 def _internals(
     kind: str,
     wanted: tuple[str, ...],
+    dest: dict[str, Tensor],
     x: Tensor,
     h: Tensor,
     h0: Tensor,
@@ -183,57 +225,59 @@ def _internals(
     b_hh: Tensor | None,
     lengths: Tensor | None,
     reverse: bool,
-) -> dict[str, Tensor]:
+) -> None:
+    """Write the ``wanted`` variables into ``dest``, dims ``(batch, time, hidden)``, any strides.
+
+    Everything runs on ``(batch, time, ...)`` views, so a sample-major destination needs no
+    transposing copy: each gate is one batched matmul written straight into its destination.
+    """
     steps, batch, n_in = x.shape
     chunks = gate_chunks(kind)
     hidden = w_ih.shape[0] // len(chunks)
     if steps == 0:
-        return {n: x.new_empty(0, batch, hidden) for n in wanted}
+        return
     needed = [g for g in chunks if any(g in NEEDS.get(n, (n,)) for n in wanted)]
-    rows = _stacked_inputs(x, h, h0, lengths, reverse).view(steps * batch, -1)
+    if "c" in wanted and "input_gate" not in wanted:
+        dest["input_gate"] = dest["c"]  # the scan builds c over i's values
+    # Time-major rows, read as (batch, time, features) with a row stride: bmm takes that as is.
+    rows = _stacked_inputs(x, h, h0, lengths, reverse).transpose(0, 1)
 
     def block(w: Tensor, j: int) -> Tensor:
         return w[j * hidden : (j + 1) * hidden].to(x)
 
     # One matmul per gate rather than one over all gates: each gate then lands in its own
-    # contiguous buffer, and the elementwise work is much faster on contiguous memory than on
-    # column slices of a (rows, 4H) buffer (2-core EPYC, 8.4M values: sigmoid_ 3.5 ms vs 13 ms).
+    # buffer, and the elementwise work is much faster there than on column slices of a
+    # (rows, 4H) buffer (2-core EPYC, 8.4M values: sigmoid_ 3.5 ms vs 13 ms).
     gates: dict[str, Tensor] = {}
     for g in needed:
         j = chunks.index(g)
         b_x = block(b_ih, j) if b_ih is not None else None
         b_h = block(b_hh, j) if b_hh is not None else None
+        target = dest[g] if g in dest else empty((batch, steps, hidden), x)
         if g == "new_gate":
             # GRU keeps the halves apart: n = tanh(W_in x + b_in + r * (W_hn h + b_hn)).
-            new = _affine(rows[:, n_in:], block(w_hh, j), b_h).mul_(gates["reset_gate"])
-            gates[g] = new.add_(_affine(rows[:, :n_in], block(w_ih, j), b_x)).tanh_()
+            _affine(target, rows[..., n_in:], block(w_hh, j), b_h).mul_(gates["reset_gate"])
+            if b_x is not None:
+                target.add_(b_x)
+            gates[g] = target.baddbmm_(rows[..., :n_in], _batched(block(w_ih, j), batch)).tanh_()
             continue
         bias = b_x + b_h if b_x is not None and b_h is not None else b_x if b_x is not None else b_h
-        gates[g] = _affine(rows, torch.cat([block(w_ih, j), block(w_hh, j)], 1), bias)
+        gates[g] = _affine(target, rows, torch.cat([block(w_ih, j), block(w_hh, j)], 1), bias)
         act = ACTIVATION[g]
         if act is not None:
             getattr(gates[g], act)()
-    gates = {g: v.view(steps, batch, hidden) for g, v in gates.items()}
     del rows
 
     invalid = None
     if lengths is not None:
-        t = torch.arange(steps, device=x.device).unsqueeze(1)
-        invalid = (t >= lengths.to(x.device).unsqueeze(0)).unsqueeze(2)
+        t = torch.arange(steps, device=x.device).unsqueeze(0)
+        invalid = (t >= lengths.to(x.device).unsqueeze(1)).unsqueeze(2)
     if "c" in wanted:
         assert c0 is not None  # checked in _check_shapes
-        gates["c"] = _cell_scan(
-            gates,
-            c0.to(x),
-            invalid if reverse else None,
-            reverse,
-            in_place="input_gate" not in wanted,
-        )
-    out = {n: gates[n] for n in wanted}
+        _cell_scan(gates, dest["c"], c0.to(x), invalid if reverse else None, reverse)
     if invalid is not None:
-        for v in out.values():
-            v.masked_fill_(invalid, float("nan"))
-    return out
+        for n in wanted:
+            dest[n].masked_fill_(invalid, float("nan"))
 
 
 def _stacked_inputs(
@@ -241,7 +285,7 @@ def _stacked_inputs(
 ) -> Tensor:
     """``[x_t, h_prev_t]`` for every step, dims ``(time, batch, input + out)``."""
     steps, batch, n_in = x.shape
-    xh = x.new_empty(steps, batch, n_in + h.shape[2])
+    xh = empty((steps, batch, n_in + h.shape[2]), x)
     xh[..., :n_in] = x
     prev = xh[..., n_in:]
     if reverse:
@@ -257,49 +301,45 @@ def _stacked_inputs(
     return xh
 
 
-def _affine(rows: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``rows @ weight.T + bias``, a fresh contiguous ``(rows, out)`` tensor.
+def _batched(weight: Tensor, batch: int) -> Tensor:
+    """``weight.T`` repeated (as a view) over ``batch``."""
+    return weight.t().expand(batch, *weight.t().shape)
 
-    On the CPU in float32 this uses oneDNN's matmul, 10-15% faster than MKL's sgemm on the
-    machine this was tuned on (AMD EPYC); anything else, or any failure, uses ``addmm``.
+
+def _affine(out: Tensor, rows: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``out = rows @ weight.T + bias`` over ``(batch, time, .)``, written in place.
+
+    One batched matmul into ``out``, whatever its strides: on the CPU in float32 it is as fast
+    as oneDNN's linear into a fresh contiguous buffer (2-core EPYC: 30 ms vs 34 ms for 32K x
+    288 x 256), and it saves that buffer and the copy out of it.
     """
-    if rows.device.type == "cpu" and rows.dtype == torch.float32 and _ONEDNN_LINEAR is not None:
-        try:
-            return _ONEDNN_LINEAR(rows, weight, bias, "none", [], "")
-        except RuntimeError:
-            pass
+    weights = _batched(weight, rows.shape[0])
     if bias is None:
-        return torch.mm(rows, weight.t())
-    return torch.addmm(bias, rows, weight.t())
-
-
-def _onednn_linear() -> Callable[..., Tensor] | None:
-    op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
-    return op if torch.backends.mkldnn.is_available() else None
-
-
-_ONEDNN_LINEAR = _onednn_linear()
+        return torch.bmm(rows, weights, out=out)
+    return torch.baddbmm(bias.expand(out.shape), rows, weights, out=out)
 
 
 def _cell_scan(
-    gates: dict[str, Tensor], c0: Tensor, invalid: Tensor | None, reverse: bool, in_place: bool
-) -> Tensor:
-    """``c_t = f_t * c_{t-1} + i_t * g_t`` over time, in ``(time, batch, hidden)``.
+    gates: dict[str, Tensor], c: Tensor, c0: Tensor, invalid: Tensor | None, reverse: bool
+) -> None:
+    """``c_t = f_t * c_{t-1} + i_t * g_t`` over time, into ``c``, dims ``(batch, time, hidden)``.
 
-    ``in_place`` writes ``c`` over the input gate's buffer, for callers that do not return it.
+    ``c`` may be the input gate's own buffer (when the caller does not want ``i``).
     """
     i, g, forget = gates["input_gate"], gates["cell_gate"], gates["forget_gate"]
-    c = i.mul_(g) if in_place else torch.mul(i, g)
+    if c is i:
+        c.mul_(g)
+    else:
+        torch.mul(i, g, out=c)
     if invalid is not None:
         # Backward runs start at each sample's own last step: past it, holding c at c0
         # (f = 1, i * g = 0) makes one scan from t = T - 1 start every sample from c0.
         c.masked_fill_(invalid, 0.0)
         forget.masked_fill_(invalid, 1.0)
-    # An in-place addcmul_ per step on preallocated time-major rows: the cheapest scan measured
-    # (about 13 us a step for 64 x 256 on one core; under 2% of the matmuls' time).
-    cs, fs = c.unbind(0), forget.unbind(0)
+    # An in-place addcmul_ per step on per-step views: the cheapest scan measured (about 13 us
+    # a step for 64 x 256 on one core; under 2% of the matmuls' time).
+    cs, fs = c.unbind(1), forget.unbind(1)
     prev = c0
     for t in range(len(cs) - 1, -1, -1) if reverse else range(len(cs)):
         cs[t].addcmul_(fs[t], prev)
         prev = cs[t]
-    return c

@@ -7,6 +7,7 @@ reproduce the module's own ``h``.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -292,6 +293,67 @@ def test_records_no_autograd_graph() -> None:
     )
     assert module.weight_ih_l0.requires_grad
     assert not any(v.requires_grad for v in got.values())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("names", [None, ["c", "forget_gate"], ["new_gate"], ["c"]])
+def test_out_writes_into_strided_slots(kind: str, packed: bool, names: list[str] | None) -> None:
+    """``out=`` slots of a sample-major (batch, layer, time, unit) buffer get exactly the values."""
+    module = make_module(kind)
+    wanted = [n for n in names or GATES[kind] if n in GATES[kind]]
+    if not wanted:
+        return
+    x, out, h0, c0, lengths = run_module(module, packed)
+    args = (x, out[..., HIDDEN:], h0[1], c0[1] if c0 is not None else None, *weights(module, 1))
+    fresh = layer_internals(kind, *args, lengths=lengths, reverse=True, names=wanted)
+    buffer = torch.full((BATCH, 3, STEPS, HIDDEN + 2), -7.0, dtype=torch.float64)
+    slots = {n: buffer[:, 1, :, 1 : HIDDEN + 1] for n in wanted[:1]}
+    slots.update({n: torch.empty(BATCH, STEPS, HIDDEN, dtype=torch.float64) for n in wanted[1:]})
+    got = layer_internals(kind, *args, lengths=lengths, reverse=True, names=wanted, out=slots)
+    for n in wanted:
+        assert got[n] is slots[n]
+        close(got[n].transpose(0, 1), fresh[n])  # matmuls may round by layout: 1 ulp
+    untouched = buffer.clone()
+    untouched[:, 1, :, 1 : HIDDEN + 1] = -7.0
+    assert (untouched == -7.0).all()  # nothing written outside the slot
+
+
+def test_out_must_cover_every_name() -> None:
+    module = make_module("LSTM")
+    x, out, h0, c0, _ = run_module(module, False)
+    w = weights(module, 0)
+    slot = torch.empty(BATCH, STEPS, HIDDEN, dtype=torch.float64)
+    with pytest.raises(UnrollError, match="out has no tensor for 'c'"):
+        layer_internals("LSTM", x, out[..., :HIDDEN], h0[0], c0[0], *w, names=["c"], out={})
+    with pytest.raises(UnrollError, match=r"Expected out\['c'\] of shape"):
+        layer_internals(
+            "LSTM", x, out[..., :HIDDEN], h0[0], c0[0], *w, names=["c"],
+            out={"c": slot.transpose(0, 1)},
+        )
+
+
+def test_records_own_their_memory() -> None:
+    """Zero-copy assembly never lets two datasets, or a dataset and the model output, share."""
+    import seqacts
+
+    torch.manual_seed(0)
+    model = nn.LSTM(N_IN, HIDDEN, num_layers=3).eval()
+    x = torch.randn(STEPS, BATCH, N_IN)
+    with seqacts.record(model, internals=True) as outer:
+        with seqacts.record(model, internals=["c"]) as inner:
+            with torch.no_grad():
+                y, _ = model(x)
+            y_before = y.clone()
+            y.mul_(0)  # the user's code changes the output in place
+    a, b = outer.to_dataset(), inner.to_dataset()
+    for name in ("h", "c"):
+        assert not np.shares_memory(a[name].values, b[name].values)
+        np.testing.assert_allclose(a[name].values, b[name].values, rtol=1e-5, atol=1e-6)
+    top = torch.from_numpy(a.h.sel(layer="l2", direction=a.direction[0]).values)
+    close(top.transpose(0, 1), y_before, 0.0)
+    a.h.values[:] = 0  # and a dataset can be changed without changing the other
+    assert (b.h.values != 0).any()
 
 
 def test_errors_say_what_to_do() -> None:
