@@ -21,8 +21,8 @@ from .errors import (
 from .extract import extract
 from .report import report
 from .scale import extract_distributed, open_dataset
-from .stream import IncompleteStreamWarning, StreamMismatchError, extract_to_netcdf
 from .specs import GATES, KINDS
+from .stream import IncompleteStreamWarning, StreamMismatchError, extract_to_netcdf
 
 try:
     __version__ = version("seqacts")
