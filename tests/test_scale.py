@@ -135,7 +135,12 @@ def test_distributed_shards_open_as_one_dataset(client: object, tmp_path: Path) 
     with open_dataset(out) as ds:  # (HDF5 locks the files while they are open)
         assert ds.attrs["seqacts_stream_complete"] == 1
         assert ds.attrs["seqacts_stream_samples"] == 30
-        xr.testing.assert_equal(ds.drop_attrs().load(), expected.drop_attrs())
+        got = ds.drop_attrs().load()
+        # h is the kernel's own output: exact; recomputed gates may differ by an ulp between
+        # batch shapes (matrix-product blocking), so they are compared with a float32 tolerance
+        states = ["h", "h_n", "c_n"]
+        xr.testing.assert_equal(got[states], expected.drop_attrs()[states])
+        xr.testing.assert_allclose(got, expected.drop_attrs(), rtol=1e-6, atol=1e-7)
 
     stamps = [p.stat().st_mtime_ns for p in parts]
     with pytest.raises(FileExistsError, match="resume=True"):
@@ -154,7 +159,8 @@ def test_distributed_shards_open_as_one_dataset(client: object, tmp_path: Path) 
                         compression="zstd", progress=False)  # redoes only the lost shard
     assert [p.stat().st_mtime_ns for i, p in enumerate(parts) if i != 1] == stamps[:1] + stamps[2:]
     with open_dataset(out) as ds:
-        xr.testing.assert_equal(ds.drop_attrs().load(), expected.drop_attrs())
+        xr.testing.assert_allclose(ds.drop_attrs().load(), expected.drop_attrs(), rtol=1e-6,
+                                   atol=1e-7)
 
 
 @pytest.mark.slow
