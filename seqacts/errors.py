@@ -8,6 +8,8 @@ __all__ = [
     "NoRecurrentModuleError",
     "OptionError",
     "RecordingError",
+    "StreamMismatchError",
+    "IncompleteStreamWarning",
 ]
 
 
@@ -29,3 +31,11 @@ class RecordingError(SeqactsError, RuntimeError):
 
 class OptionError(SeqactsError, ValueError):
     """An option does not fit the model or what was recorded (``internals=``, ``time=``)."""
+
+
+class StreamMismatchError(SeqactsError, ValueError):
+    """``resume=True`` met a file written with other layers, options or model weights."""
+
+
+class IncompleteStreamWarning(UserWarning):
+    """The opened file was not finished (an interrupted stream); it holds committed batches."""

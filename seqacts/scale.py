@@ -28,7 +28,7 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
-from .stream import (
+from .ncfile import (
     BATCHES,
     COMPLETE,
     LOCK,
@@ -36,10 +36,12 @@ from .stream import (
     PACK_RANGES,
     SAMPLES,
     SIZES,
-    IncompleteStreamWarning,
-    StreamMismatchError,
     Writer,
     create,
+)
+from .stream import (
+    IncompleteStreamWarning,
+    StreamMismatchError,
     stream,
 )
 

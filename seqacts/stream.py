@@ -11,12 +11,9 @@ that :func:`seqacts.extract` returns in memory.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import hashlib
 import json
 import os
-import threading
 import time
 import warnings
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -32,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .capture import Recorder
-from .errors import SeqactsError
+from .errors import IncompleteStreamWarning, StreamMismatchError
 from .extract import extract
 
 __all__ = [
@@ -43,72 +40,17 @@ __all__ = [
     "extract_to_netcdf",
 ]
 
-#: Lossless filters for ``compression=``: netCDF4 ``createVariable`` arguments. zstd gets the
-#: shuffle filter too (set through the C library: netCDF4-python only shuffles for zlib).
-COMPRESSIONS: dict[str, dict[str, Any]] = {
-    "zlib": {"compression": "zlib", "complevel": 1, "shuffle": True},
-    "zstd": {"compression": "zstd", "complevel": 1},
-}
-
-#: Variables ``pack="int16"`` stores as scaled int16, with the range their values cannot leave.
-#: ``h``/``h_n`` only when every recorded layer squashes its output (tanh, no projection).
-PACK_RANGES: dict[str, tuple[float, float]] = {
-    "h": (-1.0, 1.0),
-    "h_n": (-1.0, 1.0),
-    "input_gate": (0.0, 1.0),
-    "forget_gate": (0.0, 1.0),
-    "output_gate": (0.0, 1.0),
-    "reset_gate": (0.0, 1.0),
-    "update_gate": (0.0, 1.0),
-    "cell_gate": (-1.0, 1.0),
-    "new_gate": (-1.0, 1.0),
-}
-SQUASHING_KINDS = ("LSTM", "GRU", "RNN_TANH", "LSTMCell", "GRUCell")
-PACK_MAX = 32766  # int16 codes -32766..32766; -32767 is netCDF's default short _FillValue
-PACK_FILL = np.int16(-32767)
-PACK_BLOCK = 2**18  # values packed per step
-FIXED_DIMS = ("layer", "direction", "unit")  # set by the model; every other dim may grow
-CHUNK_BYTES = 2**21  # ~2 MiB chunks: one sample or one layer reads a few chunks, not the file
-WRITE_CACHE = 2**23  # HDF5 chunk cache per variable while writing (netCDF's default: 64 MiB)
-
-# Bookkeeping attributes (global): committed sizes of the growing dims, batches, options.
-COMPLETE = "seqacts_stream_complete"
-SAMPLES = "seqacts_stream_samples"
-BATCHES = "seqacts_stream_batches"
-SIZES = "seqacts_stream_sizes"
-OPTIONS = "seqacts_stream_options"
-
-try:  # share xarray's lock: netCDF-C/HDF5 are not thread-safe, and dask reads use this lock
-    from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK as LOCK
-except ImportError:  # pragma: no cover - older/newer xarray layout
-    LOCK = threading.Lock()
-
-
-class StreamMismatchError(SeqactsError, ValueError):
-    """``resume=True`` met a file written with other layers, options or model weights."""
-
-
-class IncompleteStreamWarning(UserWarning):
-    """The opened file was not finished (an interrupted stream); it holds committed batches."""
-
-
-@functools.lru_cache(maxsize=1)
-def _netcdf_c() -> Any:
-    """The netCDF-C library netCDF4-python loaded (Linux), or None."""
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                if "libnetcdf" in line and ".so" in line:
-                    return ctypes.CDLL(line.split()[-1])
-    except OSError:
-        pass
-    return None
-
-
-def _add_shuffle(nc: netCDF4.Dataset, var: netCDF4.Variable) -> None:
-    lib = _netcdf_c()
-    if lib is None or lib.nc_def_var_deflate(nc._grpid, var._varid, 1, 0, 0) != 0:
-        warnings.warn("zstd: could not add the shuffle filter; compressing without it", stacklevel=4)
+from .ncfile import (
+    COMPLETE,
+    COMPRESSIONS,
+    LOCK,
+    OPTIONS,
+    PACK_RANGES,
+    SQUASHING_KINDS,
+    Writer,
+    _rows,
+    create,
+)
 
 
 def _model_hash(model: nn.Module) -> str:
@@ -131,217 +73,6 @@ def _squashes(ds: xr.Dataset, model: nn.Module) -> bool:
         if kind not in SQUASHING_KINDS or n_units != n_cell:
             return False
     return True
-
-
-def _pack(x: np.ndarray, name: str, lo: float, hi: float) -> np.ndarray:
-    """Scale [lo, hi] onto int16 codes -32766..32766 and NaN onto the fill value."""
-    scale, offset = np.float32(PACK_MAX / ((hi - lo) / 2)), np.float32((hi + lo) / 2)
-    flat = np.ascontiguousarray(x).reshape(-1)
-    out = np.empty(flat.size, np.int16)
-    buf = np.empty(min(PACK_BLOCK, flat.size), np.float32)
-    top, bottom = -np.inf, np.inf
-    for start in range(0, flat.size, PACK_BLOCK):  # cache-sized blocks: 2x whole-array speed
-        q = buf[: min(PACK_BLOCK, flat.size - start)]
-        np.subtract(flat[start : start + q.size], offset, out=q)
-        q *= scale
-        np.rint(q, out=q)
-        np.nan_to_num(q, copy=False, nan=float(PACK_FILL))
-        top, bottom = max(top, float(q.max())), min(bottom, float(q.min()))
-        out[start : start + q.size] = q
-    if top > PACK_MAX or bottom < PACK_FILL:
-        raise ValueError(
-            f"pack='int16': {name} has values outside [{lo}, {hi}] (e.g. a GRU given an initial "
-            f"state beyond [-1, 1]); int16 packing would clip them. Use pack=None for this model"
-        )
-    return out.reshape(x.shape)
-
-
-def _rows(ds: xr.Dataset) -> int:
-    """Samples per chunk: ~CHUNK_BYTES per layer, a power of two dividing the batch size.
-
-    Batches then fill whole chunks, so a committed compressed chunk is never rewritten (HDF5
-    would move it and could reuse its old space before the next sync: a kill would lose it).
-    """
-    n = ds.sizes["sample"]
-    per_row = max(v.nbytes // max(n * v.sizes.get("layer", 1), 1) for v in ds.data_vars.values())
-    rows = int(np.clip(CHUNK_BYTES // max(per_row, 1), 1, 64))
-    rows = 1 << (rows.bit_length() - 1)
-    while n % rows:
-        rows //= 2
-    return rows
-
-
-def create(path: Path, ds: xr.Dataset, options: dict[str, Any],
-           packed: dict[str, tuple[float, float]], rows: int) -> None:
-    """Write ``ds``'s schema with no samples to ``path``, following xarray's conventions."""
-    ds = ds.isel(sample=slice(0, 0)).load()  # read lazy coordinates before taking the lock
-    coords = [str(c) for c in ds.coords if c not in ds.dims]
-    with LOCK:
-        nc = netCDF4.Dataset(path, "w", format="NETCDF4")
-        try:
-            nc.set_auto_maskandscale(False)
-            for dim, size in ds.sizes.items():
-                nc.createDimension(str(dim), size if dim in FIXED_DIMS else None)
-            for name, var in ds.variables.items():
-                _define(nc, str(name), var, options["compression"], packed.get(str(name)),
-                        rows if name in ds.data_vars else 4096)
-            listed: set[str] = set()
-            for name in ds.data_vars:
-                attached = [c for c in coords if set(ds[c].dims) <= set(ds[name].dims)]
-                if attached:
-                    nc[str(name)].setncattr("coordinates", " ".join(attached))
-                    listed.update(attached)
-            attrs = dict(ds.attrs)
-            if rest := [c for c in coords if c not in listed]:
-                attrs["coordinates"] = " ".join(rest)
-            sizes = {str(d): 0 if d == "sample" else n for d, n in ds.sizes.items()
-                     if d not in FIXED_DIMS}  # coordinates along the growing dims are written
-            attrs.update({COMPLETE: 0, SAMPLES: 0, BATCHES: 0, SIZES: _padded_json(sizes)})
-            nc.setncatts({**attrs, OPTIONS: json.dumps(options)})
-            nc.sync()
-        finally:
-            nc.close()
-
-
-def _padded_json(obj: Any) -> str:
-    # Fixed-size attribute values are rewritten in place; a resized one may move in the file.
-    text = json.dumps(obj)
-    return text.ljust(-(-len(text) // 256) * 256)
-
-
-def _define(nc: netCDF4.Dataset, name: str, var: xr.Variable, compression: str | None,
-            pack: tuple[float, float] | None, rows: int) -> None:
-    dims = tuple(map(str, var.dims))
-    if var.dtype.kind in "mM":  # time labels: CF-encoded, as xarray would
-        var = xr.conventions.encode_cf_variable(var, name=name)
-    if var.dtype.kind in "OUS":
-        nc.createVariable(name, str, dims)[:] = np.asarray(var.values, dtype=object)
-        nc[name].setncatts(var.attrs)
-        return
-    if var.dtype.kind not in "fiu":
-        raise TypeError(f"{name}: cannot stream a {var.dtype} variable; expected float or int")
-    dtype = np.dtype(np.float32) if var.dtype == np.float16 else var.dtype
-    kwargs: dict[str, Any] = {}
-    if var.dtype.kind == "f":
-        kwargs["fill_value"] = PACK_FILL if pack else dtype.type(np.nan)
-    if any(d not in FIXED_DIMS for d in dims):
-        sizes = {d: max(s, 1) for d, s in zip(dims, var.shape, strict=True)}
-        step = var.dtype.itemsize * int(np.prod([s for d, s in sizes.items() if d not in (
-            "sample", "layer", "time")]))
-        if "time" in sizes and step * sizes["time"] > 2 * CHUNK_BYTES:
-            sizes["time"] = max(1, CHUNK_BYTES // step)
-        sizes.update(sample=rows, layer=1)
-        kwargs["chunksizes"] = tuple(sizes[d] for d in dims)
-    if compression and rows != 4096 and "sample" in dims:
-        kwargs.update(COMPRESSIONS[compression])
-    v = nc.createVariable(name, np.dtype("i2") if pack else dtype, dims, **kwargs)
-    if compression == "zstd" and "compression" in kwargs:
-        _add_shuffle(nc, v)
-    attrs = dict(var.attrs)
-    if pack is not None:
-        lo, hi = pack
-        attrs.update(scale_factor=dtype.type((hi - lo) / 2 / PACK_MAX),
-                     add_offset=dtype.type((hi + lo) / 2))
-    v.setncatts(attrs)
-    if "sample" not in dims:
-        v[:] = var.values.astype(dtype, copy=False)
-
-
-class Writer:
-    """An open stream file: appends batches along ``sample``, grows dims, commits."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        with LOCK:
-            self.nc = netCDF4.Dataset(path, "a")
-            self.nc.set_auto_maskandscale(False)
-        attrs = {k: self.nc.getncattr(k) for k in self.nc.ncattrs()}
-        self.options: dict[str, Any] = json.loads(attrs[OPTIONS])
-        self.committed: dict[str, int] = json.loads(attrs[SIZES])
-        self.batches = int(attrs[BATCHES])
-        self.complete = bool(attrs[COMPLETE])
-        self.growing = [d for d in self.nc.dimensions if d not in FIXED_DIMS and d != "sample"]
-        self.rows = sorted((n for n, v in self.nc.variables.items() if "sample" in v.dimensions),
-                           key=lambda n: n == "sample")  # the sample coordinate last
-        self.packed = {n: PACK_RANGES[n] for n, v in self.nc.variables.items()
-                       if v.dtype == np.int16}
-        for name in self.rows:  # whole chunks are written: a big cache only holds memory
-            self.nc[name].set_var_chunk_cache(size=WRITE_CACHE)
-        self.chunk = min([int(v.chunking()[0]) for v in self.nc.variables.values()
-                          if v.filters().get("complevel")] or [1])
-
-    def _len(self, dim: str) -> int:
-        return len(self.nc.dimensions[dim])
-
-    def append(self, ds: xr.Dataset) -> int:
-        """Write one batch after the committed samples and commit it; return bytes written."""
-        start, n = self.committed["sample"], ds.sizes["sample"]
-        if set(map(str, ds.variables)) != set(self.nc.variables):
-            raise StreamMismatchError(
-                f"this batch's dataset has variables {sorted(map(str, ds.variables))} but the file "
-                f"has {sorted(self.nc.variables)}; every batch must record the same modules")
-        if start % self.chunk:
-            warnings.warn(
-                f"compression: this batch starts at sample {start}, inside a compressed chunk of "
-                f"{self.chunk} samples that a committed batch wrote; a crash now could lose that "
-                f"chunk. Use batch sizes that are multiples of {self.chunk}", stacklevel=4)
-        data: dict[str, np.ndarray] = {}  # encode outside the lock (lazy input reads take it)
-        for name in self.rows:
-            data[name] = np.asarray(ds.variables[name].values)
-            if name == "sample":
-                data[name] = np.arange(start, start + n) + self.options["first_sample"]
-            elif name in self.packed:
-                data[name] = _pack(data[name], name, *self.packed[name])
-            elif data[name].dtype == np.float16:
-                data[name] = data[name].astype(np.float32)
-        grown = {d: ds[d].values for d in self.growing if d in ds.variables and ds.sizes[d] > (
-            self.committed[d])}
-        with LOCK:
-            for d, values in grown.items():
-                self.nc[d][: len(values)] = values
-            for name, values in data.items():
-                dims = ds.variables[name].dims
-                self.nc[name][tuple(slice(start, start + n) if d == "sample" else slice(0, s)
-                                    for d, s in zip(dims, values.shape, strict=True))] = values
-            self._pad(start + n, ds)
-            self.committed = {"sample": start + n, **{d: max(self.committed[d], ds.sizes[d])
-                                                      for d in self.growing}}
-            self.batches += 1
-            self.nc.setncatts({SAMPLES: start + n, BATCHES: self.batches,
-                               SIZES: _padded_json(self.committed)})
-            self.nc.sync()
-        return sum(v.nbytes for v in data.values())
-
-    def _pad(self, row: int, ds: xr.Dataset) -> None:
-        """Give every variable the full extent of every grown dim, via a fill in the new row.
-
-        netCDF-C returns garbage, not the fill value, when reading beyond a variable's own extent
-        along an unlimited dim that another variable has grown.
-        """
-        for name in self.rows:
-            v, var = self.nc.variables[name], ds.variables[name]
-            if any(var.sizes[d] < self._len(d) for d in self.growing if d in var.dims):
-                v[tuple(row - 1 if d == "sample" else self._len(d) - 1 if d in self.growing
-                        else 0 for d in v.dimensions)] = v.getncattr("_FillValue")
-
-    def finish(self) -> None:
-        """Mark the file complete (first rewriting it if an interrupted run left extra rows)."""
-        overgrown = self._len("sample") > self.committed["sample"] or any(
-            self._len(d) > self.committed[d] for d in self.growing)
-        if not overgrown:
-            with LOCK:
-                self.nc.setncatts({COMPLETE: 1})
-                self.nc.sync()
-        self.close()
-        if overgrown:
-            from .scale import rewrite_trimmed
-
-            rewrite_trimmed(self.path)
-
-    def close(self) -> None:
-        with LOCK:
-            if self.nc.isopen():
-                self.nc.close()
 
 
 def _fingerprint(model: nn.Module, rec: Recorder, modules: Any, compression: str | None,
