@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
 
 import seqacts  # noqa: E402
-from seqacts import stream  # noqa: E402
-from seqacts.capture import Recorder  # noqa: E402
-from seqacts.scale import extract_distributed, open_dataset  # noqa: E402
+from seqacts.capture.recorder import Recorder  # noqa: E402
+from seqacts.io import stream  # noqa: E402
+from seqacts.io.scale import extract_distributed, open_dataset  # noqa: E402
 
 STEPS, HIDDEN, INPUTS, BATCH = 256, 256, 32, 64
 
@@ -128,7 +128,7 @@ import sys, torch
 from pathlib import Path
 sys.path.insert(0, {here!r})
 from bench_stream import make_model
-from seqacts.stream import extract_to_netcdf
+from seqacts.io.stream import extract_to_netcdf
 model, g = make_model(), torch.Generator().manual_seed(1)
 batches = (torch.randn(64, {steps}, 32, generator=g) for _ in range(int(sys.argv[1])))
 extract_to_netcdf(model, batches, Path(sys.argv[2]), progress=False)

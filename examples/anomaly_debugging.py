@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 import seqacts
-from seqacts.compare import roc_auc
+from seqacts.analysis.compare import roc_auc
 from seqacts.demo import (
     ANOMALIES,
     CHANNELS,
@@ -29,7 +29,7 @@ from seqacts.demo import (
     sensor_windows,
     train_autoencoder,
 )
-from seqacts.report import report
+from seqacts.viz.report import report
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", default="demo_out/anomaly_debugging", help="output directory")

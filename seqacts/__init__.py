@@ -9,8 +9,10 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from . import accessor as _accessor  # registers the ds.seqacts accessor
-from .capture import Recorder, record
-from .discover import layers
+from .capture.discovery import layers
+from .capture.extract import extract
+from .capture.recorder import Recorder, record
+from .capture.specs import GATES, KINDS
 from .errors import (
     LayerSelectionError,
     NoRecurrentModuleError,
@@ -18,11 +20,9 @@ from .errors import (
     RecordingError,
     SeqactsError,
 )
-from .extract import extract
-from .report import report
-from .scale import extract_distributed, open_dataset
-from .specs import GATES, KINDS
-from .stream import IncompleteStreamWarning, StreamMismatchError, extract_to_netcdf
+from .io.scale import extract_distributed, open_dataset
+from .io.stream import IncompleteStreamWarning, StreamMismatchError, extract_to_netcdf
+from .viz.report import report
 
 try:
     __version__ = version("seqacts")

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 
-from . import analysis
-from .compare import compare, distance, final_state
-from .summary import summary, summary_table
+from .analysis import core as analysis
+from .analysis.compare import compare, distance, final_state
+from .analysis.summary import summary, summary_table
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -95,30 +95,30 @@ class PlotAccessor:
 
     def heatmap(self, sample: Any = None, layer: str | None = None, **kwargs: Any) -> Figure:
         """Units x time of one sample and layer; see :func:`seqacts.plots.heatmap`."""
-        from . import plots
+        from .viz import plots
 
         return plots.heatmap(self._ds, sample=sample, layer=layer, **kwargs)
 
     def traces(self, units: Any = None, layer: str | None = None, **kwargs: Any) -> Figure:
         """Selected units over time, samples overlaid; see :func:`seqacts.plots.traces`."""
-        from . import plots
+        from .viz import plots
 
         return plots.traces(self._ds, units=units, layer=layer, **kwargs)
 
     def saturation(self, low: float = 0.1, high: float = 0.9, **kwargs: Any) -> Figure:
         """Left vs right gate saturation; see :func:`seqacts.plots.saturation`."""
-        from . import plots
+        from .viz import plots
 
         return plots.saturation(self._ds, low=low, high=high, **kwargs)
 
     def compare(self, group: Any, **kwargs: Any) -> Figure:
         """Ranked effect sizes; see :func:`seqacts.plots.compare`."""
-        from . import plots
+        from .viz import plots
 
         return plots.compare(self._ds, group, **kwargs)
 
     def distance(self, reference: Any, group: Any = None, **kwargs: Any) -> Figure:
         """Score histograms per group; see :func:`seqacts.plots.distance`."""
-        from . import plots
+        from .viz import plots
 
         return plots.distance(self._ds, reference, group=group, **kwargs)

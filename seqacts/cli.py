@@ -273,7 +273,7 @@ def open_acts(path: str) -> Any:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .summary import format_table, summary_table
+    from .analysis.summary import format_table, summary_table
 
     ds = open_acts(args.file)
     size = Path(args.file).stat().st_size
@@ -300,7 +300,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import report
+    from .viz.report import report
 
     ds = open_acts(args.file)
     if args.group is not None and args.group not in ds.variables:

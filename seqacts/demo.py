@@ -175,7 +175,7 @@ def _labelled(ds: xr.Dataset, x: np.ndarray, kinds: list[str], where: np.ndarray
 
 def _auc_rows(ds: xr.Dataset, scores: dict[str, xr.DataArray]) -> list[list[str]]:
     """ROC AUC of each score, over all anomalies and per anomaly kind (vs normal windows)."""
-    from .compare import roc_auc
+    from .analysis.compare import roc_auc
 
     rows = []
     for name, score in scores.items():
@@ -193,11 +193,11 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Train, record, score and report; write ``acts.nc`` and ``report.html`` into ``out_dir``."""
-    from .analysis import step_change
-    from .compare import compare, distance, roc_auc
-    from .extract import extract
-    from .report import report
-    from .summary import format_table, summary_table
+    from .analysis.compare import compare, distance, roc_auc
+    from .analysis.core import step_change
+    from .analysis.summary import format_table, summary_table
+    from .capture.extract import extract
+    from .viz.report import report
 
     config = config or DemoConfig()
     out = Path(out_dir)

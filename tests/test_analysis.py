@@ -7,9 +7,9 @@ import pytest
 import xarray as xr
 from test_analysis_fixtures import SIGMOID, L, make_dataset
 
-from seqacts.analysis import MissingVariableError, dead_units, layer, saturation, step_change
+from seqacts.analysis.core import MissingVariableError, dead_units, layer, saturation, step_change
+from seqacts.analysis.summary import summary, summary_table
 from seqacts.errors import LayerSelectionError
-from seqacts.summary import summary, summary_table
 
 
 def _valid_points(ds: xr.Dataset, var: str, li: int, d: int, u: int) -> np.ndarray:

@@ -10,8 +10,8 @@ import xarray as xr
 from scipy.spatial.distance import mahalanobis
 from test_analysis_fixtures import L, make_dataset
 
-from seqacts.analysis import MissingVariableError
-from seqacts.compare import compare, distance, final_state, ledoit_wolf, roc_auc
+from seqacts.analysis.compare import compare, distance, final_state, ledoit_wolf, roc_auc
+from seqacts.analysis.core import MissingVariableError
 
 
 def _cohens_d(a: np.ndarray, b: np.ndarray) -> float:

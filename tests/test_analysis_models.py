@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import seqacts
-from seqacts.report import report
+from seqacts.viz.report import report
 
 
 class Mixed(nn.Module):

@@ -15,8 +15,8 @@ from matplotlib.collections import PathCollection, QuadMesh
 from matplotlib.figure import Figure
 from test_analysis_fixtures import make_dataset
 
-from seqacts import plots
-from seqacts.analysis import saturation
+from seqacts.analysis.core import saturation
+from seqacts.viz import plots
 
 
 @pytest.fixture()
@@ -116,7 +116,7 @@ def test_distance_histograms_per_layer_with_auc(ds: xr.Dataset) -> None:
 
 
 def test_agg_is_chosen_only_when_no_backend_is_set(monkeypatch) -> None:
-    code = "import seqacts.plots as p; p._plt(); import matplotlib; print(matplotlib.get_backend())"
+    code = "import seqacts.viz.plots as p; p._plt(); import matplotlib; print(matplotlib.get_backend())"
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip().lower() == "agg", out.stderr

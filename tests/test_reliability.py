@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import seqacts
-from seqacts.specs import CELL_KERNELS, STACK_KERNELS
+from seqacts.capture.specs import CELL_KERNELS, STACK_KERNELS
 
 KERNELS = (*STACK_KERNELS.values(), *CELL_KERNELS)
 

@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 from test_analysis_fixtures import make_dataset
 
-from seqacts.report import report
+from seqacts.viz.report import report
 
 
 class _Tags(HTMLParser):

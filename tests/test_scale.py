@@ -19,8 +19,8 @@ import xarray as xr
 from torch import nn
 
 from seqacts import extract
-from seqacts.scale import extract_distributed, open_dataset
-from seqacts.stream import IncompleteStreamWarning, StreamMismatchError, extract_to_netcdf
+from seqacts.io.scale import extract_distributed, open_dataset
+from seqacts.io.stream import IncompleteStreamWarning, StreamMismatchError, extract_to_netcdf
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_open_dataset_is_lazy_and_follows_disk_chunks(streamed: tuple) -> None:
 REDUCE = """
 import json, os, sys
 import dask
-from seqacts.scale import open_dataset
+from seqacts.io.scale import open_dataset
 
 def hwm():
     for line in open("/proc/self/status"):

@@ -27,8 +27,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from seqacts import extract
-from seqacts.scale import open_dataset
-from seqacts.stream import IncompleteStreamWarning, StreamMismatchError, extract_to_netcdf
+from seqacts.io.scale import open_dataset
+from seqacts.io.stream import IncompleteStreamWarning, StreamMismatchError, extract_to_netcdf
 
 STREAM_ATTRS = ("seqacts_stream_complete", "seqacts_stream_samples", "seqacts_stream_batches",
                 "seqacts_stream_sizes", "seqacts_stream_options")
@@ -344,7 +344,7 @@ def test_memory_is_flat_in_the_number_of_batches(tmp_path: Path) -> None:
 CHILD = """
 import sys, torch
 from pathlib import Path
-import seqacts.stream as stream
+import seqacts.io.stream as stream
 
 append = stream.Writer.append
 def announce(self, ds):  # say when a batch's write begins, so the parent can kill mid-write

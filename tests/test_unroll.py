@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seqacts.unroll import GATES, UnrollError, layer_internals
+from seqacts.capture.unroll import GATES, UnrollError, layer_internals
 
 STEPS, BATCH, N_IN, HIDDEN = 7, 4, 3, 5
 LENGTHS = [7, 3, 5, 1]

@@ -18,8 +18,8 @@ import torch
 import xarray as xr
 from torch import Tensor, nn
 
-from .errors import OptionError
-from .internals import LayerRecord
+from ..errors import OptionError
+from .records import LayerRecord
 from .specs import DIRECTIONS, VARIABLE_DOCS, LayerSpec
 
 __all__ = ["Block", "build_block", "build_dataset"]

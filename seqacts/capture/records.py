@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from .errors import OptionError
+from ..errors import OptionError
 from .kernels import CellCall, StackCall
 from .specs import GATES, layer_weights
 from .unroll import empty, gate_chunks, layer_internals

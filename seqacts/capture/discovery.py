@@ -7,7 +7,7 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
-from .errors import LayerSelectionError, NoRecurrentModuleError
+from ..errors import LayerSelectionError, NoRecurrentModuleError
 from .specs import LayerSpec, kind_of
 
 __all__ = ["layers", "recurrent_layers", "select_layers", "select_modules"]

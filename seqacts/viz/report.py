@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import analysis, plots
-from .compare import compare, distance, group_labels, roc_auc
-from .summary import summary, summary_rows
+from ..analysis import core as analysis
+from ..analysis.compare import compare, distance, group_labels, roc_auc
+from ..analysis.summary import summary, summary_rows
+from . import plots
 
 __all__ = ["report"]
 

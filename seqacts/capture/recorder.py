@@ -12,11 +12,11 @@ import xarray as xr
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from ..errors import RecordingError
 from . import kernels
-from .assemble import Block, LayerRecord, build_block, build_dataset
-from .discover import select_layers, select_modules
-from .errors import RecordingError
-from .internals import cell_internals, resolve_internals, stack_internals
+from .assembly import Block, LayerRecord, build_block, build_dataset
+from .discovery import select_layers, select_modules
+from .records import cell_internals, resolve_internals, stack_internals
 from .specs import LayerSpec, base_kind
 
 __all__ = ["Recorder", "record"]

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .analysis import MissingVariableError, _require, computed, masked, valid
+from .core import MissingVariableError, _require, computed, masked, valid
 
 __all__ = [
     "FEATURES",

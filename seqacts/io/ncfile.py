@@ -20,7 +20,7 @@ import netCDF4
 import numpy as np
 import xarray as xr
 
-from .errors import StreamMismatchError
+from ..errors import StreamMismatchError
 
 #: Lossless filters for ``compression=``: netCDF4 ``createVariable`` arguments. zstd gets the
 #: shuffle filter too (set through the C library: netCDF4-python only shuffles for zlib).

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import xarray as xr
 
-from .analysis import (
+from .core import (
     SIGMOID_GATES,
     MissingVariableError,
     _dims,

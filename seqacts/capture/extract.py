@@ -9,7 +9,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from .capture import record
+from .recorder import record
 
 __all__ = ["extract"]
 

@@ -28,9 +28,9 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
-from .capture import Recorder
-from .errors import IncompleteStreamWarning, StreamMismatchError
-from .extract import extract
+from ..capture.extract import extract
+from ..capture.recorder import Recorder
+from ..errors import IncompleteStreamWarning, StreamMismatchError
 
 __all__ = [
     "COMPRESSIONS",

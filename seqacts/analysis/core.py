@@ -15,8 +15,8 @@ from typing import TypeVar
 import numpy as np
 import xarray as xr
 
-from .errors import LayerSelectionError, SeqactsError
-from .specs import CELL_BASE_KIND, GATES
+from ..capture.specs import CELL_BASE_KIND, GATES
+from ..errors import LayerSelectionError, SeqactsError
 
 __all__ = [
     "MissingVariableError",

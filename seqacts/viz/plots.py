@@ -16,10 +16,10 @@ import numpy as np
 import xarray as xr
 from matplotlib.ticker import MaxNLocator
 
-from . import analysis
-from .compare import compare as compare_groups
-from .compare import distance as distance_scores
-from .compare import group_labels, roc_auc
+from ..analysis import core as analysis
+from ..analysis.compare import compare as compare_groups
+from ..analysis.compare import distance as distance_scores
+from ..analysis.compare import group_labels, roc_auc
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping
 import torch
 from torch import Tensor
 
-from .errors import SeqactsError
+from ..errors import SeqactsError
 from .specs import CELL_BASE_KIND, GATES
 
 __all__ = ["GATES", "UnrollError", "empty", "layer_internals"]

@@ -1,0 +1,2 @@
+"""Analyses of recorded datasets: plain xarray in, plain xarray out; no torch.
+"""

@@ -1,0 +1,2 @@
+"""Storage: the netCDF file layer, streaming extraction, lazy reading, distributed extraction.
+"""

@@ -1,0 +1,2 @@
+"""Figures and the HTML report, built on ``seqacts.analysis``.
+"""
