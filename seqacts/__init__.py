@@ -12,7 +12,6 @@ from . import accessor as _accessor  # registers the ds.seqacts accessor
 from .capture.discovery import layers
 from .capture.extract import extract
 from .capture.recorder import Recorder, record
-from .capture.specs import GATES, KINDS
 from .errors import (
     LayerSelectionError,
     NoRecurrentModuleError,
@@ -22,6 +21,7 @@ from .errors import (
 )
 from .io.scale import extract_distributed, open_dataset
 from .io.stream import IncompleteStreamWarning, StreamMismatchError, extract_to_netcdf
+from .schema import INTERNALS, KINDS
 from .viz.report import report
 
 try:
@@ -31,6 +31,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "GATES",
+    "INTERNALS",
     "IncompleteStreamWarning",
     "KINDS",
     "LayerSelectionError",
@@ -49,5 +50,8 @@ __all__ = [
     "record",
     "report",
 ]
+
+#: The former name of :data:`INTERNALS`, kept so existing code keeps working.
+GATES = INTERNALS
 
 del _accessor

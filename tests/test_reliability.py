@@ -12,9 +12,9 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import seqacts
-from seqacts.capture.specs import CELL_KERNELS, STACK_KERNELS
+from seqacts.schema import CELL_KERNELS, STACK_KERNELS
 
-KERNELS = (*STACK_KERNELS.values(), *CELL_KERNELS)
+KERNELS = (*STACK_KERNELS.values(), *CELL_KERNELS.values())
 
 
 def no_hooks_left(model: nn.Module) -> bool:

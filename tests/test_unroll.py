@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seqacts.capture.unroll import GATES, UnrollError, layer_internals
+from seqacts.capture.unroll import UnrollError, layer_internals
+from seqacts.schema import INTERNALS as GATES
 
 STEPS, BATCH, N_IN, HIDDEN = 7, 4, 3, 5
 LENGTHS = [7, 3, 5, 1]

@@ -15,12 +15,11 @@ from typing import TypeVar
 import numpy as np
 import xarray as xr
 
-from ..capture.specs import CELL_BASE_KIND, GATES
 from ..errors import LayerSelectionError, SeqactsError
+from ..schema import CELL_WIDTH_VARS, INTERNALS, SIGMOID_GATES, TANH_BOUNDED_KINDS, base_kind
 
 __all__ = [
     "MissingVariableError",
-    "SIGMOID_GATES",
     "dead_units",
     "layer",
     "masked",
@@ -29,24 +28,8 @@ __all__ = [
     "valid",
 ]
 
-#: Gates squashed by a sigmoid into (0, 1): the ones with left/right saturation.
-SIGMOID_GATES: tuple[str, ...] = (
-    "input_gate",
-    "forget_gate",
-    "output_gate",
-    "reset_gate",
-    "update_gate",
-)
-#: Variables as wide as the cell (``n_cell_units``) rather than as ``h`` (``n_units``).
-CELL_WIDTH_VARS: frozenset[str] = frozenset(
-    [v for names in GATES.values() for v in names] + ["c_0", "c_n"]
-)
 #: Variables that exist only for LSTM layers besides the LSTM internals.
 LSTM_STATE_VARS: tuple[str, ...] = ("c_0", "c_n")
-#: Kinds whose ``h`` is bounded by tanh to [-1, 1] (before any projection).
-BOUNDED_KINDS: frozenset[str] = frozenset(
-    {"LSTM", "LSTMCell", "GRU", "GRUCell", "RNN_TANH", "RNNCell"}
-)
 SAMPLE_TIME = ("sample", "time")
 
 _T = TypeVar("_T", xr.Dataset, xr.DataArray)
@@ -61,13 +44,6 @@ def computed(obj: _T) -> _T:
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         return obj.compute()
-
-
-def base_kind(kind: str) -> str:
-    """The stack kind whose variables a layer of ``kind`` has (``RNNCell`` -> ``RNN_TANH``)."""
-    if kind == "RNNCell":
-        return "RNN_TANH"
-    return CELL_BASE_KIND.get(kind, kind)
 
 
 def _position(ds: xr.Dataset | xr.DataArray, dim: str) -> xr.DataArray:
@@ -151,7 +127,7 @@ def layer(ds: xr.Dataset, name: str) -> xr.Dataset:
     sub = ds.sel(layer=name)
     kind = base_kind(str(sub["kind"].values)) if "kind" in sub.coords else None
     if kind is not None:
-        other = set(CELL_WIDTH_VARS) - set(GATES.get(kind, ()))
+        other = set(CELL_WIDTH_VARS) - set(INTERNALS.get(kind, ()))
         if kind == "LSTM":
             other -= set(LSTM_STATE_VARS)
         sub = sub.drop_vars([v for v in other if v in sub.data_vars])
@@ -242,7 +218,7 @@ def dead_units(
     sat = (abs(h) >= level).sum(dims) / count.where(count > 0)
     bounded = abs(h).max([d for d in h.dims if d != "layer"]) <= 1.0 + 1e-6
     if "kind" in ds.coords:
-        bounded = bounded & ds["kind"].isin(list(BOUNDED_KINDS))
+        bounded = bounded & ds["kind"].isin(list(TANH_BOUNDED_KINDS))
     if "n_cell_units" in ds.coords and "n_units" in ds.coords:
         bounded = bounded & (ds["n_units"] == ds["n_cell_units"])
     has_data = count > 0

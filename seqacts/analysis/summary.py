@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import xarray as xr
 
+from ..schema import SIGMOID_GATES
 from .core import (
-    SIGMOID_GATES,
     MissingVariableError,
     _dims,
     _require,

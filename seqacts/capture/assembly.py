@@ -19,8 +19,9 @@ import xarray as xr
 from torch import Tensor, nn
 
 from ..errors import OptionError
+from ..schema import DIRECTIONS, VARIABLE_DOCS
 from .records import LayerRecord
-from .specs import DIRECTIONS, VARIABLE_DOCS, LayerSpec
+from .specs import LayerSpec
 
 __all__ = ["Block", "build_block", "build_dataset"]
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from .specs import CELL_KERNELS, STACK_KERNELS
+from ..schema import CELL_KERNELS, STACK_KERNELS, weights_per_direction
 
 __all__ = ["StackCall", "LayerRun", "CellCall", "Sink", "install", "uninstall"]
 
@@ -91,7 +91,7 @@ def install(sink: Sink) -> None:
     with _LOCK:
         if not _SINKS:
             vf = torch._VF
-            for name in (*STACK_KERNELS.values(), *CELL_KERNELS):
+            for name in (*STACK_KERNELS.values(), *CELL_KERNELS.values()):
                 _SAVED[name] = vf.__dict__.get(name, _MISSING)
                 original = getattr(vf, name)
                 wrapper = _stack_wrapper(name, original) if name in STACK_KERNELS.values() else (
@@ -134,7 +134,7 @@ def _caller_locals(depth: int = 2) -> dict[str, Any]:
         return {}
 
 
-_KIND_OF_KERNEL = {v: k for k, v in STACK_KERNELS.items()}
+_KIND_OF_KERNEL = {v: k for k, v in (*STACK_KERNELS.items(), *CELL_KERNELS.items())}
 
 
 def _stack_wrapper(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -178,7 +178,7 @@ def _run_layerwise(
     is_lstm = kind == "LSTM"
     n_dir = 2 if bidirectional else 1
     per_direction = len(params) // (num_layers * n_dir)
-    has_projection = is_lstm and per_direction == (4 if has_biases else 2) + 1
+    has_projection = is_lstm and per_direction == weights_per_direction(bool(has_biases), True)
     per_layer = per_direction * n_dir
     h_all, c_all = (hx[0], hx[1]) if is_lstm else (hx, None)
     call = StackCall(
@@ -235,7 +235,7 @@ def _run_layerwise(
 
 
 def _cell_wrapper(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
-    kind = CELL_KERNELS[name]
+    kind = _KIND_OF_KERNEL[name]
 
     def recorded_cell_kernel(*args: Any, **kwargs: Any) -> Any:
         result = original(*args, **kwargs)

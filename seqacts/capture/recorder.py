@@ -13,11 +13,12 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from ..errors import RecordingError
+from ..schema import base_kind
 from . import kernels
 from .assembly import Block, LayerRecord, build_block, build_dataset
 from .discovery import select_layers, select_modules
 from .records import cell_internals, resolve_internals, stack_internals
-from .specs import LayerSpec, base_kind
+from .specs import LayerSpec, nonlinearity
 
 __all__ = ["Recorder", "record"]
 
@@ -45,7 +46,7 @@ class Recorder:
         selected = select_layers(model, layers)
         self.specs: list[LayerSpec] = [s for _, specs in selected for s in specs]
         self.internals: tuple[str, ...] = resolve_internals(
-            internals, {base_kind(s.kind, m) for m, specs in selected for s in specs}
+            internals, {base_kind(s.kind, nonlinearity(m)) for m, specs in selected for s in specs}
         )
         self.time = time
         self._watched = list(selected)

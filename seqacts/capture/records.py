@@ -20,9 +20,10 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from ..errors import OptionError
+from ..schema import INTERNALS, gate_order
 from .kernels import CellCall, StackCall
-from .specs import GATES, layer_weights
-from .unroll import empty, gate_chunks, layer_internals
+from .specs import layer_weights
+from .unroll import empty, layer_internals
 
 __all__ = ["LayerRecord", "resolve_internals", "stack_internals", "cell_internals"]
 
@@ -46,11 +47,11 @@ def resolve_internals(internals: bool | str | Collection[str] | None, kinds: set
     """Validate ``internals=`` against the stack kinds recorded; return the variable names."""
     if internals is None or internals is False:
         return ()
-    applicable = [n for kind, names in GATES.items() if kind in kinds for n in names]
+    applicable = [n for kind, names in INTERNALS.items() if kind in kinds for n in names]
     if internals is True:
         return tuple(dict.fromkeys(applicable))
     wanted = [internals] if isinstance(internals, str) else list(internals)
-    every = {n for names in GATES.values() for n in names}
+    every = {n for names in INTERNALS.values() for n in names}
     unknown = [n for n in wanted if n not in every]
     if unknown:
         raise OptionError(
@@ -157,12 +158,12 @@ def stack_internals(
     h0 = run.h0.clone().transpose(0, 1)
     c0 = run.c0.clone().transpose(0, 1) if run.c0 is not None else None
     extra: dict[str, Tensor] = {}
-    wanted = [n for n in names if n in GATES[call.kind]]
+    wanted = [n for n in names if n in INTERNALS[call.kind]]
     if wanted:
         x = _time_major(run.input, bs, call.batch_first, 0.0)
         per_dir = layer_weights(run.weights, call.has_biases, call.has_projection, call.bidirectional, 0)
         dev_lengths = lengths.to(x.device) if bs is not None else None
-        hidden = per_dir[0].w_ih.shape[0] // len(gate_chunks(call.kind))
+        hidden = per_dir[0].w_ih.shape[0] // len(gate_order(call.kind))
         shape = (batch, n_dir, steps, hidden)
         extra = {n: _slot(buffers, shared, n, call, k, shape, out) for n in wanted}
         for d, w in enumerate(per_dir):
@@ -192,7 +193,7 @@ def cell_internals(call: CellCall, names: tuple[str, ...]) -> LayerRecord:
     h = call.h.clone().reshape(call.h.shape[0], 1, 1, -1)
     c = call.c.clone().unsqueeze(1) if call.c is not None else None
     extra: dict[str, Tensor] = {}
-    wanted = [n for n in names if n in GATES[call.kind]]
+    wanted = [n for n in names if n in INTERNALS[call.kind]]
     if wanted:
         w_ih, w_hh, b_ih, b_hh = call.weights
         parts = layer_internals(

@@ -1,7 +1,7 @@
-"""Facts about PyTorch's recurrent modules, kept as data in one place.
+"""What a recurrent module is, as capture needs to know it: its kind, its layers, its weights.
 
-Which kinds exist, which internals each computes, how many weight tensors a layer of a fused
-stack owns, and where each layer's weights sit in ``module._flat_weights``.
+The torch-free facts (kinds, internals, gate order, weights per direction) live in
+:mod:`seqacts.schema`; this module applies them to ``nn.Module`` objects and weight tensors.
 """
 
 from __future__ import annotations
@@ -11,37 +11,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["KINDS", "GATES", "CELL_BASE_KIND", "LayerSpec", "layer_weights", "kind_of"]
+from ..schema import weights_per_direction
 
-#: Recordable module kinds: the ``mode`` of an ``nn.RNNBase`` or the class of a cell.
-KINDS: tuple[str, ...] = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU", "LSTMCell", "GRUCell", "RNNCell")
-
-#: The per-timestep internals each stack kind computes, in PyTorch's gate order (i, f, g, o; r, z, n).
-GATES: dict[str, tuple[str, ...]] = {
-    "LSTM": ("c", "input_gate", "forget_gate", "cell_gate", "output_gate"),
-    "GRU": ("reset_gate", "update_gate", "new_gate"),
-    "RNN_TANH": ("preactivation",),
-    "RNN_RELU": ("preactivation",),
-}
-
-#: The stack kind whose equations a cell follows (RNNCell depends on its nonlinearity).
-CELL_BASE_KIND: dict[str, str] = {"LSTMCell": "LSTM", "GRUCell": "GRU"}
-
-#: Kernel names in ``torch._VF`` for fused stacks and for single cell steps.
-STACK_KERNELS: dict[str, str] = {
-    "LSTM": "lstm",
-    "GRU": "gru",
-    "RNN_TANH": "rnn_tanh",
-    "RNN_RELU": "rnn_relu",
-}
-CELL_KERNELS: dict[str, str] = {
-    "lstm_cell": "LSTM",
-    "gru_cell": "GRU",
-    "rnn_tanh_cell": "RNN_TANH",
-    "rnn_relu_cell": "RNN_RELU",
-}
-
-DIRECTIONS: tuple[str, str] = ("forward", "backward")
+__all__ = ["DirectionWeights", "LayerSpec", "kind_of", "layer_weights", "nonlinearity"]
 
 
 def kind_of(module: nn.Module) -> str | None:
@@ -57,11 +29,9 @@ def kind_of(module: nn.Module) -> str | None:
     return None
 
 
-def base_kind(kind: str, module: nn.Module) -> str:
-    """The stack kind (``LSTM``, ``GRU``, ``RNN_TANH``, ``RNN_RELU``) whose equations apply."""
-    if kind == "RNNCell":
-        return "RNN_RELU" if getattr(module, "nonlinearity", "tanh") == "relu" else "RNN_TANH"
-    return CELL_BASE_KIND.get(kind, kind)
+def nonlinearity(module: object) -> str:
+    """The ``nonlinearity`` of an ``RNNCell`` (``"tanh"`` for every other module)."""
+    return str(getattr(module, "nonlinearity", "tanh"))
 
 
 @dataclass(frozen=True)
@@ -126,12 +96,6 @@ class DirectionWeights:
     w_hr: torch.Tensor | None
 
 
-def weights_per_layer(has_biases: bool, has_projection: bool, bidirectional: bool) -> int:
-    """How many tensors of a fused stack's flat weight list belong to one layer."""
-    per_direction = 2 + (2 if has_biases else 0) + (1 if has_projection else 0)
-    return per_direction * (2 if bidirectional else 1)
-
-
 def layer_weights(
     flat: list[torch.Tensor], has_biases: bool, has_projection: bool, bidirectional: bool, k: int
 ) -> list[DirectionWeights]:
@@ -139,7 +103,7 @@ def layer_weights(
 
     PyTorch orders them per layer, per direction: ``w_ih, w_hh[, b_ih, b_hh][, w_hr]``.
     """
-    per_direction = 2 + (2 if has_biases else 0) + (1 if has_projection else 0)
+    per_direction = weights_per_direction(has_biases, has_projection)
     n_dir = 2 if bidirectional else 1
     start = k * per_direction * n_dir
     out = []
@@ -157,32 +121,3 @@ def layer_weights(
         )
     return out
 
-
-#: ``long_name`` and ``description`` attributes of every recorded variable.
-VARIABLE_DOCS: dict[str, tuple[str, str]] = {
-    "h": ("hidden state", "h_t: the layer's output at step t (after the projection when proj_size > 0)"),
-    "h_0": ("initial hidden state", "h_0, zeros when none was passed"),
-    "h_n": ("final hidden state", "h at each sample's last valid step"),
-    "c_0": ("initial cell state", "LSTM c_0, zeros when none was passed"),
-    "c_n": ("final cell state", "LSTM c at each sample's last valid step"),
-    "c": ("cell state", "c_t = f_t * c_{t-1} + i_t * g_t"),
-    "input_gate": ("input gate", "i_t = sigmoid(W_ii x_t + b_ii + W_hi h_{t-1} + b_hi)"),
-    "forget_gate": ("forget gate", "f_t = sigmoid(W_if x_t + b_if + W_hf h_{t-1} + b_hf)"),
-    "cell_gate": ("cell gate", "g_t = tanh(W_ig x_t + b_ig + W_hg h_{t-1} + b_hg)"),
-    "output_gate": (
-        "output gate",
-        "o_t = sigmoid(W_io x_t + b_io + W_ho h_{t-1} + b_ho); h_t = o_t * tanh(c_t) "
-        "(times W_hr when proj_size > 0)",
-    ),
-    "reset_gate": ("reset gate", "r_t = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)"),
-    "update_gate": ("update gate", "z_t = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)"),
-    "new_gate": (
-        "new gate",
-        "n_t = tanh(W_in x_t + b_in + r_t * (W_hn h_{t-1} + b_hn)); "
-        "h_t = (1 - z_t) * n_t + z_t * h_{t-1}",
-    ),
-    "preactivation": (
-        "pre-activation",
-        "a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh; h_t = tanh(a_t) or relu(a_t)",
-    ),
-}

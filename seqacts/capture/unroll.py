@@ -14,9 +14,9 @@ import torch
 from torch import Tensor
 
 from ..errors import SeqactsError
-from .specs import CELL_BASE_KIND, GATES
+from ..schema import CELL_BASE_KIND, INTERNAL_ACTIVATION, INTERNALS, gate_order
 
-__all__ = ["GATES", "UnrollError", "empty", "layer_internals"]
+__all__ = ["UnrollError", "empty", "layer_internals"]
 
 
 class UnrollError(SeqactsError, ValueError):
@@ -29,22 +29,10 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "new_gate": ("reset_gate", "new_gate"),
 }
 
-#: The in-place nonlinearity each gate applies to its pre-activation (None: kept as is).
-ACTIVATION: dict[str, str | None] = {
-    "input_gate": "sigmoid_",
-    "forget_gate": "sigmoid_",
-    "cell_gate": "tanh_",
-    "output_gate": "sigmoid_",
-    "reset_gate": "sigmoid_",
-    "update_gate": "sigmoid_",
-    "new_gate": "tanh_",
-    "preactivation": None,
+#: The in-place tensor method applying each gate's activation (None: kept as is).
+INPLACE_ACTIVATION: dict[str, str | None] = {
+    name: f"{act}_" if act else None for name, act in INTERNAL_ACTIVATION.items()
 }
-
-
-def gate_chunks(kind: str) -> tuple[str, ...]:
-    """The gates in their order of row chunks in ``weight_ih`` and ``weight_hh``: i,f,g,o; r,z,n."""
-    return tuple(n for n in GATES[kind] if n in ACTIVATION)
 
 
 def layer_internals(
@@ -70,7 +58,7 @@ def layer_internals(
     ----------
     kind
         ``"LSTM"``, ``"GRU"``, ``"RNN_TANH"`` or ``"RNN_RELU"``; ``"LSTMCell"`` and ``"GRUCell"``
-        are accepted as their stack kinds (map ``RNNCell`` with ``specs.base_kind``).
+        are accepted as their stack kinds (map ``RNNCell`` with ``seqacts.schema.base_kind``).
     x
         The direction's input, time-major, dims ``(time, batch, input)``.
     h
@@ -92,7 +80,7 @@ def layer_internals(
         The backward direction: each sample runs from ``t = length - 1`` (from ``h0``, ``c0``)
         down to ``t = 0``.
     names
-        Variables to compute, from ``GATES[kind]``; default all. Only what they need is
+        Variables to compute, from ``INTERNALS[kind]``; default all. Only what they need is
         computed (``"forget_gate"`` alone is one matmul with a quarter of the weights, no scan).
     out
         Where to write, one tensor per requested name, dims ``(batch, time, hidden)`` in ``x``'s
@@ -110,7 +98,7 @@ def layer_internals(
     wanted = _check_names(base, names)
     with torch.no_grad():
         _check_shapes(base, x, h, h0, c0, w_ih, w_hh, w_hr, lengths, "c" in wanted)
-        hidden = w_ih.shape[0] // len(gate_chunks(base))
+        hidden = w_ih.shape[0] // len(gate_order(base))
         if out is None:
             fresh = {n: empty((x.shape[0], x.shape[1], hidden), x) for n in wanted}
             dest = {n: v.transpose(0, 1) for n, v in fresh.items()}
@@ -122,19 +110,19 @@ def layer_internals(
 
 
 def _check_names(kind: str, names: Collection[str] | None) -> tuple[str, ...]:
-    if kind not in GATES:
+    if kind not in INTERNALS:
         raise UnrollError(
-            f"layer_internals: unknown kind {kind!r}; expected one of {', '.join(GATES)} "
-            f"(or {', '.join(CELL_BASE_KIND)}; map RNNCell with specs.base_kind)"
+            f"layer_internals: unknown kind {kind!r}; expected one of {', '.join(INTERNALS)} "
+            f"(or {', '.join(CELL_BASE_KIND)}; map RNNCell with seqacts.schema.base_kind)"
         )
     if names is None:
-        return GATES[kind]
+        return INTERNALS[kind]
     wanted = (names,) if isinstance(names, str) else tuple(dict.fromkeys(names))
-    unknown = [n for n in wanted if n not in GATES[kind]]
+    unknown = [n for n in wanted if n not in INTERNALS[kind]]
     if unknown:
         raise UnrollError(
             f"layer_internals: {kind} has no variable {', '.join(map(repr, unknown))}; "
-            f"available: {', '.join(GATES[kind])}"
+            f"available: {', '.join(INTERNALS[kind])}"
         )
     return wanted
 
@@ -158,12 +146,12 @@ def _check_shapes(
             )
     steps, batch, n_in = x.shape
     n_out = h.shape[2]
-    hidden = w_ih.shape[0] // len(gate_chunks(kind))
+    hidden = w_ih.shape[0] // len(gate_order(kind))
     expected = {
         "h": ((steps, batch, n_out), h.shape),
         "h0": ((batch, n_out), h0.shape),
-        "w_ih": ((len(gate_chunks(kind)) * hidden, n_in), w_ih.shape),
-        "w_hh": ((len(gate_chunks(kind)) * hidden, n_out), w_hh.shape),
+        "w_ih": ((len(gate_order(kind)) * hidden, n_in), w_ih.shape),
+        "w_hh": ((len(gate_order(kind)) * hidden, n_out), w_hh.shape),
     }
     if w_hr is not None:
         expected["w_hr"] = ((n_out, hidden), w_hr.shape)
@@ -232,7 +220,7 @@ def _internals(
     transposing copy: each gate is one batched matmul written straight into its destination.
     """
     steps, batch, n_in = x.shape
-    chunks = gate_chunks(kind)
+    chunks = gate_order(kind)
     hidden = w_ih.shape[0] // len(chunks)
     if steps == 0:
         return
@@ -263,7 +251,7 @@ def _internals(
             continue
         bias = b_x + b_h if b_x is not None and b_h is not None else b_x if b_x is not None else b_h
         gates[g] = _affine(target, rows, torch.cat([block(w_ih, j), block(w_hh, j)], 1), bias)
-        act = ACTIVATION[g]
+        act = INPLACE_ACTIVATION[g]
         if act is not None:
             getattr(gates[g], act)()
     del rows

@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import StreamMismatchError
+from ..schema import INTERNAL_RANGE
 
 #: Lossless filters for ``compression=``: netCDF4 ``createVariable`` arguments. zstd gets the
 #: shuffle filter too (set through the C library: netCDF4-python only shuffles for zlib).
@@ -34,15 +35,8 @@ COMPRESSIONS: dict[str, dict[str, Any]] = {
 PACK_RANGES: dict[str, tuple[float, float]] = {
     "h": (-1.0, 1.0),
     "h_n": (-1.0, 1.0),
-    "input_gate": (0.0, 1.0),
-    "forget_gate": (0.0, 1.0),
-    "output_gate": (0.0, 1.0),
-    "reset_gate": (0.0, 1.0),
-    "update_gate": (0.0, 1.0),
-    "cell_gate": (-1.0, 1.0),
-    "new_gate": (-1.0, 1.0),
+    **INTERNAL_RANGE,
 }
-SQUASHING_KINDS = ("LSTM", "GRU", "RNN_TANH", "LSTMCell", "GRUCell")
 PACK_MAX = 32766  # int16 codes -32766..32766; -32767 is netCDF's default short _FillValue
 PACK_FILL = np.int16(-32767)
 PACK_BLOCK = 2**18  # values packed per step

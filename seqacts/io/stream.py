@@ -30,7 +30,9 @@ from tqdm.auto import tqdm
 
 from ..capture.extract import extract
 from ..capture.recorder import Recorder
+from ..capture.specs import nonlinearity
 from ..errors import IncompleteStreamWarning, StreamMismatchError
+from ..schema import TANH_BOUNDED_KINDS, base_kind
 
 __all__ = [
     "COMPRESSIONS",
@@ -46,7 +48,6 @@ from .ncfile import (
     LOCK,
     OPTIONS,
     PACK_RANGES,
-    SQUASHING_KINDS,
     Writer,
     _rows,
     create,
@@ -68,9 +69,8 @@ def _squashes(ds: xr.Dataset, model: nn.Module) -> bool:
         ds["kind"].values, ds["module"].values, ds["n_units"].values, ds["n_cell_units"].values,
         strict=True,
     ):
-        if kind == "RNNCell":
-            kind = "RNN_TANH" if model.get_submodule(str(module)).nonlinearity == "tanh" else ""
-        if kind not in SQUASHING_KINDS or n_units != n_cell:
+        kind = base_kind(str(kind), nonlinearity(model.get_submodule(str(module))))
+        if kind not in TANH_BOUNDED_KINDS or n_units != n_cell:
             return False
     return True
 

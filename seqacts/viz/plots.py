@@ -20,6 +20,7 @@ from ..analysis import core as analysis
 from ..analysis.compare import compare as compare_groups
 from ..analysis.compare import distance as distance_scores
 from ..analysis.compare import group_labels, roc_auc
+from ..schema import CELL_WIDTH_VARS, SIGMOID_GATES
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -165,13 +166,13 @@ def heatmap(
     one = analysis.layer(ds, layer).sel(sample=sample)
     if var not in one:
         raise analysis.MissingVariableError(f"heatmap: layer {layer!r} has no variable {var!r}")
-    width = int(one["n_cell_units"] if var in analysis.CELL_WIDTH_VARS else one["n_units"])
+    width = int(one["n_cell_units"] if var in CELL_WIDTH_VARS else one["n_units"])
     da = one[var].isel(time=slice(0, int(one["length"])), unit=slice(0, width))
     da = da if "direction" in da.dims else da.expand_dims(direction=["forward"])
     dirs = list(da["direction"].values)
     rows = len(dirs) + (panel is not None)
     fig, axes = _subplots(rows, 1, sharex=True, figsize=(9, 2.2 + 1.6 * rows))
-    sigmoid, finite = var in analysis.SIGMOID_GATES, np.isfinite(da.values).any()
+    sigmoid, finite = var in SIGMOID_GATES, np.isfinite(da.values).any()
     vmax = float(np.nanmax(np.abs(da.values))) if finite and not sigmoid else 1.0
     vmin, cmap = (0.0, "viridis") if sigmoid else (-vmax, cmap)
     for ax, direction in zip(axes[: len(dirs), 0], dirs, strict=True):

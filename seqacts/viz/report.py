@@ -18,6 +18,7 @@ import xarray as xr
 from ..analysis import core as analysis
 from ..analysis.compare import compare, distance, group_labels, roc_auc
 from ..analysis.summary import summary, summary_rows
+from ..schema import SIGMOID_GATES
 from . import plots
 
 __all__ = ["report"]
@@ -258,7 +259,7 @@ def report(
         fig = plots.heatmap(ds, sample, str(name), panel=panel, highlight=highlight)
         marked = f"; dashed boxes: {highlight}" if highlight else ""
         page.figure(fig, f"heatmap_{name}", f"hidden state of {name}, sample {sample}{why}{marked}")
-    if any(g in ds for g in analysis.SIGMOID_GATES):
+    if any(g in ds for g in SIGMOID_GATES):
         page.add(
             "<h2>Gate saturation</h2><p class=note>Fraction of valid steps each unit's gate "
             "spends below 0.1 (left) or above 0.9 (right); points on the dashed line are "
