@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .core import MissingVariableError, _require, computed, masked, valid
+from .core import MissingVariableError, computed, masked, require_var, valid
 
 __all__ = [
     "FEATURES",
@@ -78,7 +78,7 @@ def final_state(ds: xr.Dataset, var: str = "h") -> xr.DataArray:
     xarray.DataArray
         Dims ``sample, layer, direction, unit``; NaN where a sample has no valid step.
     """
-    _require(ds, var, "final_state")
+    require_var(ds, var, "final_state")
     v = masked(ds, var)
     if "length" not in ds.coords:
         raise MissingVariableError("final_state: needs the 'length' coordinate of the schema")
@@ -119,7 +119,7 @@ def sample_feature(
             f"feature: expected one of {', '.join(FEATURES)} or a state variable "
             f"({', '.join(states)}), got {feature!r}"
         )
-    _require(ds, var, "compare")
+    require_var(ds, var, "compare")
     return getattr(masked(ds, var), feature)("time")
 
 

@@ -91,7 +91,8 @@ def masked(ds: xr.Dataset, name: str) -> xr.DataArray:
     return ds[name] if mask is None else ds[name].where(mask)
 
 
-def _require(ds: xr.Dataset, name: str, analysis: str) -> None:
+def require_var(ds: xr.Dataset, name: str, analysis: str) -> None:
+    """Raise :class:`MissingVariableError` naming ``analysis`` when ``ds`` lacks ``name``."""
     if name not in ds:
         raise MissingVariableError(
             f"{analysis}: the dataset has no variable {name!r}; variables: "
@@ -99,7 +100,8 @@ def _require(ds: xr.Dataset, name: str, analysis: str) -> None:
         )
 
 
-def _dims(da: xr.DataArray, dims: Sequence[str]) -> list[str]:
+def present_dims(da: xr.DataArray, dims: Sequence[str]) -> list[str]:
+    """The names in ``dims`` that ``da`` has, in that order (reductions over optional dims)."""
     return [d for d in dims if d in da.dims]
 
 
@@ -171,7 +173,7 @@ def saturation(ds: xr.Dataset, low: float = 0.1, high: float = 0.9) -> xr.Datase
     parts = []
     for gate in gates:
         v = masked(ds, gate)
-        dims = _dims(v, SAMPLE_TIME)
+        dims = present_dims(v, SAMPLE_TIME)
         count = v.notnull().sum(dims)
         total = count.where(count > 0)
         parts.append(
@@ -210,9 +212,9 @@ def dead_units(
         Dims ``layer, direction, unit``: ``dead`` = ``constant | saturated`` (bool, False on
         padding), ``constant``, ``saturated``, ``std`` and ``saturated_fraction``.
     """
-    _require(ds, "h", "dead_units")
+    require_var(ds, "h", "dead_units")
     h = masked(ds, "h")
-    dims = _dims(h, SAMPLE_TIME)
+    dims = present_dims(h, SAMPLE_TIME)
     count = h.count(dims)
     std = h.std(dims)
     sat = (abs(h) >= level).sum(dims) / count.where(count > 0)
@@ -250,7 +252,7 @@ def step_change(ds: xr.Dataset) -> xr.DataArray:
         ``step_change``, dims ``sample, layer, direction, time``; NaN past each sample's
         length and for missing directions. Lazy on Dask-backed data.
     """
-    _require(ds, "h", "step_change")
+    require_var(ds, "h", "step_change")
     h = masked(ds, "h")
     t = _position(h, "time")
     h0 = masked(ds, "h_0") if "h_0" in ds else xr.full_like(h.isel(time=0), np.nan)

@@ -11,11 +11,11 @@ import xarray as xr
 from ..schema import SIGMOID_GATES
 from .core import (
     MissingVariableError,
-    _dims,
-    _require,
     computed,
     dead_units,
     masked,
+    present_dims,
+    require_var,
 )
 
 __all__ = ["format_table", "summary", "summary_rows", "summary_table"]
@@ -68,7 +68,7 @@ def summary(
         ``dead_units`` (over both directions); coordinate ``kind``. :func:`summary_table`
         prints it.
     """
-    _require(ds, "h", "summary")
+    require_var(ds, "h", "summary")
     for name in ("layer", "length", "n_units", "n_cell_units", "n_directions"):
         if name not in ds.coords:
             raise MissingVariableError(
@@ -87,14 +87,14 @@ def summary(
             "cell_width": ds["n_cell_units"],
             "directions": ds["n_directions"],
             "samples": xr.full_like(ds["n_units"], ds.sizes.get("sample", 1)),
-            "steps": length.sum(_dims(length, ("sample",))),
-            "max_length": length.max(_dims(length, ("sample",))),
+            "steps": length.sum(present_dims(length, ("sample",))),
+            "max_length": length.max(present_dims(length, ("sample",))),
             "h_mean": h_mean,
             "h_std": h_std,
             "c_mean": c_mean,
             "c_std": c_std,
             "saturated": nan if saturated is None else saturated,
-            "dead_units": dead.sum(_dims(dead, ("direction", "unit"))),
+            "dead_units": dead.sum(present_dims(dead, ("direction", "unit"))),
         }
     ).reset_coords(drop=True)
     if "kind" in ds.coords:

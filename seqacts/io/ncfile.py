@@ -98,7 +98,7 @@ def _pack(x: np.ndarray, name: str, lo: float, hi: float) -> np.ndarray:
     return out.reshape(x.shape)
 
 
-def _rows(ds: xr.Dataset) -> int:
+def chunk_rows(ds: xr.Dataset) -> int:
     """Samples per chunk: ~CHUNK_BYTES per layer, a power of two dividing the batch size.
 
     Batches then fill whole chunks, so a committed compressed chunk is never rewritten (HDF5

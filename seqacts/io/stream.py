@@ -49,7 +49,7 @@ from .ncfile import (
     OPTIONS,
     PACK_RANGES,
     Writer,
-    _rows,
+    chunk_rows,
     create,
 )
 
@@ -296,7 +296,7 @@ def _create_atomic(path: Path, ds: xr.Dataset, options: dict[str, Any], model: n
                           "tanh layers); storing float", stacklevel=4)
     tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
     try:
-        create(tmp, ds.isel(sample=slice(0, 0)), options, packed, _rows(ds))
+        create(tmp, ds.isel(sample=slice(0, 0)), options, packed, chunk_rows(ds))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

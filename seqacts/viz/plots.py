@@ -33,7 +33,8 @@ BOOL_COLORS = {False: "#4C72B0", True: "#C44E52"}
 CYCLE = ("#4C72B0", "#C44E52", "#55A868", "#8172B2", "#CCB974", "#64B5CD", "#8C8C8C")
 
 
-def _plt() -> Any:
+def pyplot() -> Any:
+    """``matplotlib.pyplot``, selecting the Agg backend first when none was chosen."""
     import matplotlib
 
     if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
@@ -45,7 +46,7 @@ def _plt() -> Any:
 
 
 def _subplots(nrows: int, ncols: int = 1, **kwargs: Any) -> tuple[Figure, np.ndarray]:
-    return _plt().subplots(nrows, ncols, squeeze=False, layout="constrained", **kwargs)
+    return pyplot().subplots(nrows, ncols, squeeze=False, layout="constrained", **kwargs)
 
 
 def _label(da: xr.DataArray | xr.Variable, default: str) -> str:
@@ -323,7 +324,7 @@ def compare(
     n = res.sizes["rank"]
     fig, axes = _subplots(1, 1, figsize=(7, 1.2 + 0.28 * max(n, 1)))
     ax = axes[0, 0]
-    names = [_unit_name(res.isel(rank=i)) for i in range(n)]
+    names = [unit_label(res.isel(rank=i)) for i in range(n)]
     d = np.nan_to_num(res["d"].values, posinf=1e3, neginf=-1e3)
     ax.barh(np.arange(n), d, color=[BOOL_COLORS[bool(v > 0)] for v in d])
     ax.set_yticks(np.arange(n), names, fontsize="small")
@@ -336,7 +337,8 @@ def compare(
     return fig
 
 
-def _unit_name(row: xr.Dataset) -> str:
+def unit_label(row: xr.Dataset) -> str:
+    """A unit's short label in tables and legends: ``[level] layer [direction] u<k>``."""
     parts = [str(row["layer"].values)]
     if "direction" in row.coords and row["direction"].item() != "forward":
         parts.append(str(row["direction"].values))

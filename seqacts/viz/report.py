@@ -70,7 +70,7 @@ class _Page:
     def figure(self, fig: Any, name: str, caption: str) -> None:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110)
-        plots._plt().close(fig)
+        plots.pyplot().close(fig)
         data = buf.getvalue()
         (self.out_dir / f"{name}.png").write_bytes(data)
         b64 = base64.b64encode(data).decode("ascii")
@@ -176,7 +176,7 @@ def _compare_section(page: _Page, ds: xr.Dataset, labels: xr.DataArray, top: int
         page.figure(fig, f"compare_{feature}", f"ranked effect sizes of {feature}")
         head = result.isel(rank=slice(0, top))
         rows = [
-            [int(head["rank"][i]), plots._unit_name(head.isel(rank=i)),
+            [int(head["rank"][i]), plots.unit_label(head.isel(rank=i)),
              f"{float(head['d'][i]):+.2f}", f"{float(head['mean'][i]):+.3f}",
              f"{float(head['baseline_mean'][i]):+.3f}"]
             for i in range(head.sizes["rank"])

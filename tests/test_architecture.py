@@ -1,0 +1,128 @@
+"""The package's layout rules, read from the source: dependency direction, no private names
+across modules, no import cycles, torch-free analysis, every exception class in ``errors.py``."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "seqacts"
+ROOTS = [PACKAGE, PACKAGE.parent / "benchmarks", PACKAGE.parent / "examples"]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+TREES = {name: ast.parse(path.read_text()) for name, path in MODULES.items()}
+
+
+def _absolute(module: str, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    package = module.split(".")
+    if not MODULES[module].name == "__init__.py":
+        package = package[:-1]
+    base = package[: len(package) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _imports(module: str, top_level_only: bool = False) -> list[tuple[str, list[str]]]:
+    """``(imported module, names)`` for every import in ``module``."""
+    tree = TREES[module]
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found = []
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom):
+            target = _absolute(module, node)
+            names = [a.name for a in node.names]
+            found.append((target, names))
+            for name in names:  # `from . import kernels` imports a module
+                if f"{target}.{name}" in MODULES:
+                    found.append((f"{target}.{name}", []))
+        elif isinstance(node, ast.Import):
+            found.extend((a.name, []) for a in node.names)
+    return found
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m.startswith("seqacts.capture")])
+def test_capture_depends_on_nothing_above_it(module: str) -> None:
+    above = ("seqacts.io", "seqacts.analysis", "seqacts.viz", "seqacts.interventions",
+             "seqacts.cli", "seqacts.demo", "seqacts.accessor")
+    bad = [t for t, _ in _imports(module) if t.startswith(above)]
+    assert not bad, f"{module} imports {bad}"
+
+
+@pytest.mark.parametrize(
+    "module", [m for m in MODULES if m.startswith("seqacts.analysis") or m == "seqacts.schema"]
+)
+def test_analysis_and_schema_need_no_torch(module: str) -> None:
+    bad = [t for t, _ in _imports(module) if t == "torch" or t.startswith(("torch.", "seqacts.capture"))]
+    assert not bad, f"{module} imports {bad}"
+
+
+def _private_uses(path: Path, module: str | None) -> list[str]:
+    tree = ast.parse(path.read_text())
+    aliases: set[str] = set()
+    uses = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            target = _absolute(module, node) if module and isinstance(node, ast.ImportFrom) else (
+                getattr(node, "module", None) or "")
+            for a in node.names:
+                if isinstance(node, ast.ImportFrom) and a.name.startswith("_") and not (
+                    a.name.startswith("__") or target == "__future__"
+                ):
+                    uses.append(f"from {target} import {a.name}")
+                if isinstance(node, ast.Import) and a.name.startswith("seqacts"):
+                    aliases.add((a.asname or a.name).split(".")[0])
+                elif isinstance(node, ast.ImportFrom) and target.startswith("seqacts"):
+                    aliases.add(a.asname or a.name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in aliases:
+                uses.append(ast.unparse(node))
+    return uses
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for root in ROOTS for p in sorted(root.rglob("*.py"))],
+    ids=lambda p: str(p.relative_to(PACKAGE.parent)),
+)
+def test_no_private_name_crosses_a_module_border(path: Path) -> None:
+    module = _module_name(path) if path.is_relative_to(PACKAGE) else None
+    assert _private_uses(path, module) == []
+
+
+def test_no_import_cycles() -> None:
+    graph = {
+        m: {t for t, _ in _imports(m, top_level_only=True) if t in MODULES and t != m and not (
+            m.startswith(t + ".") and MODULES[t].name == "__init__.py")}
+        for m in MODULES
+    }
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                cycle = stack[stack.index(n):] + [n]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if n not in state:
+                visit(n)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
