@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each example trains a small model: ~1 minute together
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 NAMES = ("anomaly_debugging", "seq2seq_cells", "xarray_analysis")
 
