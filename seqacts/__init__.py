@@ -16,7 +16,9 @@ from .errors import (
     NoRecurrentModuleError,
     OptionError,
     RecordingError,
+    RecordingWarning,
     SeqactsError,
+    UnsupportedModelError,
 )
 from .extract import extract
 from .report import report
@@ -38,8 +40,10 @@ __all__ = [
     "OptionError",
     "Recorder",
     "RecordingError",
+    "RecordingWarning",
     "SeqactsError",
     "StreamMismatchError",
+    "UnsupportedModelError",
     "__version__",
     "extract",
     "extract_distributed",
