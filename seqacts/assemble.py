@@ -44,6 +44,7 @@ class Block:
     call_row: np.ndarray | None = None  # (sample, layer) int64: row within that call, -1
     n_calls: np.ndarray | None = None  # (layer,) calls of each layer in this block
     note: str | None = None  # the layers whose rows could not be aligned, with their row counts
+    plain: bool = True  # one chain per layer, aligned (no provenance coordinates needed)
 
 
 def _geometry(specs: Sequence[LayerSpec]) -> tuple[int, int, bool]:
@@ -202,6 +203,7 @@ def build_block(
         call_row=call_row,
         n_calls=layout.n_calls,
         note=layout.note,
+        plain=layout.plain,
     )
 
 
@@ -375,10 +377,12 @@ def build_dataset(
         "n_cell_units": ("layer", np.array([s.n_cell_units for s in specs], dtype=np.int64)),
         "n_directions": ("layer", np.array([s.n_directions for s in specs], dtype=np.int64)),
         "length": (("sample", "layer"), lengths),
-        "call": (("sample", "layer"), _calls(blocks)),
-        "call_row": (("sample", "layer"), np.concatenate([_int(b.call_row, b) for b in blocks])),
         "nonfinite": (("sample", "layer"), nonfinite_steps(data_vars["h"].values, lengths, specs)),
     }
+    if not all(b.plain for b in blocks):  # rows are not simply each call's batch: say whose
+        coords["call"] = (("sample", "layer"), _calls(blocks))
+        coords["call_row"] = (("sample", "layer"), np.concatenate([_int(b.call_row, b)
+                                                                    for b in blocks]))
     ds = xr.Dataset(data_vars, coords=coords, attrs=_provenance(model, internals))
     reserved = {str(k) for k in (*ds.variables, *ds.dims)}
     for name, var in _output_variables(blocks, reserved).items():

@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import xarray as xr
 from torch import Tensor, nn
@@ -229,8 +230,8 @@ class Recorder:
             )
         ds = build_dataset(self.specs, self._blocks, self.internals, self.model, self.time)
         notes = [b.note for b in self._blocks if b.note]
-        unused = [str(label) for label in ds["layer"].values
-                  if (ds["call"].sel(layer=label).values < 0).all()]
+        calls = sum(b.n_calls for b in self._blocks if b.n_calls is not None)
+        unused = [s.label for i, s in enumerate(self.specs) if not np.any(calls) or calls[i] == 0]
         report_problems(ds, notes, unused, self._failures)
         return ds
 

@@ -137,6 +137,11 @@ class Layout:
     n_calls: np.ndarray  # (layer,) int64: calls of each layer in the group
     note: str | None = None  # why the layers' rows could not be aligned
 
+    @property
+    def plain(self) -> bool:
+        """One chain per layer, aligned: the rows are simply the samples of one batch."""
+        return self.note is None and bool((self.call <= 0).all())
+
 
 def lay_out(labels: list[str], linker: Linker) -> Layout:
     """Assign every chain of every layer its sample rows (see the module docstring)."""
