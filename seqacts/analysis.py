@@ -15,6 +15,7 @@ from typing import TypeVar
 import numpy as np
 import xarray as xr
 
+from .diagnose import left_out
 from .errors import LayerSelectionError, SeqactsError
 from .specs import CELL_BASE_KIND, GATES
 
@@ -92,8 +93,9 @@ def valid(ds: xr.Dataset, name: str) -> xr.DataArray | None:
     -------
     xarray.DataArray or None
         Boolean, broadcastable against ``ds[name]``: timesteps before the sample's ``length``,
-        units below the layer's width, directions the layer has. ``None`` when ``ds[name]``
-        is not a per-unit variable of the schema (e.g. a user-attached input).
+        units below the layer's width, directions the layer has, samples whose states are
+        finite in that layer (``nonfinite == 0``). ``None`` when ``ds[name]`` is not a
+        per-unit variable of the schema (e.g. a user-attached input).
     """
     da = ds[name]
     if not _is_schema_var(da):
@@ -106,11 +108,18 @@ def valid(ds: xr.Dataset, name: str) -> xr.DataArray | None:
         mask = mask & (_position(da, "unit") < ds[width])
     if "direction" in da.dims and "n_directions" in ds.coords:
         mask = mask & (_position(da, "direction") < ds["n_directions"])
+    if "nonfinite" in ds.coords and "sample" in da.dims:
+        mask = mask & (ds["nonfinite"] == 0)
     return mask
 
 
 def masked(ds: xr.Dataset, name: str) -> xr.DataArray:
-    """``ds[name]`` with every padded position set to NaN (lazy on Dask-backed data)."""
+    """``ds[name]`` with every padded position set to NaN (lazy on Dask-backed data).
+
+    Samples with non-finite states (the ``nonfinite`` coordinate) are left out too, with a
+    warning saying how many.
+    """
+    left_out(ds, "seqacts analyses")
     mask = valid(ds, name)
     return ds[name] if mask is None else ds[name].where(mask)
 

@@ -19,9 +19,9 @@ import torch
 import xarray as xr
 from torch import Tensor, nn
 
-from .errors import OptionError
 from .chains import Layout, Placement
 from .diagnose import nonfinite_steps
+from .errors import OptionError
 from .specs import DIRECTIONS, VARIABLE_DOCS, LayerSpec
 
 __all__ = ["Block", "build_block", "build_dataset"]

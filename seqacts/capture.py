@@ -60,6 +60,9 @@ class Recorder:
         self._watched = list(selected)
         self._by_module = {id(m): (m, specs) for m, specs in selected}
         self._recurrent = {id(m) for m, _ in recurrent_layers(model)}
+        # a model that is itself one RNN or cell: its calls are the kernel calls, and a loop
+        # over them (state passed on) must chain, so its calls group like calls made outside
+        self._root_groups = id(model) not in self._recurrent
         self._by_weight: dict[int, tuple[nn.Module, list[LayerSpec]]] = {}
         self._outputs = {id(m): (name, m) for name, m in select_modules(model, modules)}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -102,7 +105,8 @@ class Recorder:
             torch_module.register_module_forward_hook(self._post_hook, always_call=True))
 
     def _pre_hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        if module is self.model and torch._C._current_graph_task_id() == -1:
+        if module is self.model and self._root_groups and (
+                torch._C._current_graph_task_id() == -1):
             self._root_pre(module, args)
 
     def _post_hook(self, module: nn.Module, args: tuple[Any, ...], result: Any) -> None:
@@ -112,7 +116,7 @@ class Recorder:
         if hit is not None and hit[1] is module:
             self._record_output(hit[0], result)
         # after the output: the root's own output must land before _root_post closes the group
-        if module is self.model:
+        if module is self.model and self._root_groups:
             self._root_post(module, args, result)
 
     def _remove_hooks(self) -> None:
@@ -230,8 +234,12 @@ class Recorder:
             )
         ds = build_dataset(self.specs, self._blocks, self.internals, self.model, self.time)
         notes = [b.note for b in self._blocks if b.note]
-        calls = sum(b.n_calls for b in self._blocks if b.n_calls is not None)
-        unused = [s.label for i, s in enumerate(self.specs) if not np.any(calls) or calls[i] == 0]
+        calls = np.zeros(len(self.specs), dtype=np.int64)
+        for block in self._blocks:
+            if block.n_calls is not None:
+                calls += block.n_calls
+        unused = [s.label for s, n in zip(self.specs, calls, strict=True)
+                  if n == 0 and s.label not in self._failures]
         report_problems(ds, notes, unused, self._failures)
         return ds
 

@@ -152,7 +152,7 @@ def lay_out(labels: list[str], linker: Linker) -> Layout:
     n_samples = 0
     if aligned:
         seq = next(iter(counts.values()), [])
-        shared = list(np.cumsum([0, *seq])[:-1])
+        shared = [int(s) for s in np.cumsum([0, *seq])[:-1]]
         starts = {label: shared for label in counts}
         n_samples = int(sum(seq))
     else:
@@ -164,9 +164,9 @@ def lay_out(labels: list[str], linker: Linker) -> Layout:
     placements: dict[str, list[Placement]] = {}
     for li, label in enumerate(labels):
         for chain, start in zip(linker.chains.get(label, []), starts.get(label, []), strict=True):
-            rows = chain.rows
-            call[start : start + rows, li] = chain.first_call
-            call_row[start : start + rows, li] = np.arange(rows)
+            n = chain.rows
+            call[start : start + n, li] = chain.first_call
+            call_row[start : start + n, li] = np.arange(n)
             placements.setdefault(label, []).extend(_place(chain, int(start)))
     note = None
     if not aligned:

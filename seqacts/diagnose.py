@@ -74,14 +74,14 @@ def report_problems(ds: xr.Dataset, notes: Sequence[str], unused: Sequence[str],
             RecordingWarning, stacklevel=3)
 
 
-def left_out(ds: xr.Dataset, what: str) -> int:
-    """Warn when samples with non-finite states are left out of ``what``; return how many."""
+def left_out(ds: xr.Dataset, what: str | None = None) -> int:
+    """How many samples have non-finite states (analyses leave them out); warn naming ``what``."""
     if "nonfinite" not in ds.coords or "sample" not in ds["nonfinite"].dims:
         return 0
     bad = ds["nonfinite"] > 0
     others = [d for d in bad.dims if d != "sample"]
     n = int(bad.any(others).sum()) if others else int(bad.sum())
-    if n:
+    if n and what:
         warnings.warn(
             f"{what}: {n} sample(s) with non-finite states (NaN/Inf, see the 'nonfinite' "
             "coordinate) are left out of the statistics", RecordingWarning, stacklevel=3)

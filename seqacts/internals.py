@@ -204,7 +204,8 @@ def cell_internals(call: CellCall, names: tuple[str, ...]) -> LayerRecord:
     wanted = [n for n in names if n in GATES[call.kind]]
     if wanted:
         dtype = call.h.dtype  # the dtype the kernel ran in (autocast may differ from the inputs')
-        w_ih, w_hh, b_ih, b_hh = (w.to(dtype) if w is not None else None for w in call.weights)
+        w_ih, w_hh = call.weights[0].to(dtype), call.weights[1].to(dtype)
+        b_ih, b_hh = (b.to(dtype) if b is not None else None for b in call.weights[2:])
         parts = layer_internals(
             call.kind, call.input.unsqueeze(0).to(dtype), call.h.unsqueeze(0), call.h_prev.to(dtype),
             call.c_prev.to(dtype) if call.c_prev is not None else None,

@@ -259,7 +259,8 @@ def _run_layerwise(
     hidden = torch.cat(h_n, 0)
     if is_lstm:
         cell = torch.cat(c_n, 0)
-        call.state_in, call.state_out = (h_all.detach(), c_all.detach()), (hidden.detach(), cell.detach())
+        call.state_in = (h_all.detach(), hx[1].detach())
+        call.state_out = (hidden.detach(), cell.detach())
         return call, (layer_input, hidden, cell)
     call.state_in, call.state_out = (h_all.detach(),), (hidden.detach(),)
     return call, (layer_input, hidden)

@@ -17,6 +17,7 @@ from .analysis import (
     dead_units,
     masked,
 )
+from .diagnose import left_out
 
 __all__ = ["format_table", "summary", "summary_rows", "summary_table"]
 
@@ -99,7 +100,7 @@ def summary(
     ).reset_coords(drop=True)
     if "kind" in ds.coords:
         out = out.assign_coords(kind=ds["kind"])
-    out.attrs = {"low": low, "high": high, "tol": tol}
+    out.attrs = {"low": low, "high": high, "tol": tol, "samples_left_out": left_out(ds)}
     return computed(out)
 
 
