@@ -227,6 +227,9 @@ class Recorder:
         if self._active and self._depth == 0:
             self._close_group()  # cell calls made outside any root forward
         if not self._blocks:
+            failed = "; ".join(f"{k}: {v[0]}" for k, v in self._failures.items())
+            if failed:
+                raise RecordingError(f"nothing was recorded: recording failed ({failed})")
             raise RecordingError(
                 "nothing was recorded: run the model (model(x)) inside the `with "
                 "seqacts.record(model) as rec:` block before calling rec.to_dataset(), and check "
@@ -280,7 +283,10 @@ def record(
     Parameters
     ----------
     model : torch.nn.Module
-        The root model; each of its forward calls inside the block appends samples.
+        The root model; each of its forward calls inside the block appends samples, and so do
+        calls made outside it (``model.loss(x)``, a submodule called directly). How calls
+        become samples is the README's "How calls become samples": calls passed the state the
+        previous call returned continue it along ``time``; any other call starts new samples.
     layers : str or list of str, optional
         Layer labels, module paths (all layers of that module) or fnmatch patterns
         (``"encoder.*"``); default every recurrent layer (see :func:`seqacts.layers`).
