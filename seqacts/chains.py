@@ -1,9 +1,9 @@
 """How calls become samples: link each layer's kernel calls into chains, lay chains out as rows.
 
 A call *continues* an earlier call of the same layer when the initial state it receives is
-provably the state that call returned: the same memory (the returned tensor, or a view of its
-first rows), or bitwise equal to the first ``n`` rows of it (h and, for an LSTM, c; an all-zero
-state counts only by identity). A chain's calls follow each other along ``time``; a call that
+provably the state that call returned: bitwise equal to its first ``n`` rows (h and, for an
+LSTM, c), and, when that state is all zeros (every fresh start's state), the returned tensor
+itself or a view of its first rows. A chain's calls follow each other along ``time``; a call that
 continues nothing starts a new chain, i.e. new sample rows. Only the last call of each chain can
 be continued, so a row that dropped out of a chain never comes back.
 
@@ -75,13 +75,13 @@ def _continued(chains: list[Chain], rec: LayerRecord) -> Chain | None:
         prev = chain.records[-1]
         if prev.hn.shape[0] < n or prev.hn.shape[1:] != rec.h0.shape[1:]:
             continue
+        if not (_equal_prefix(rec.h0, prev.hn) and _equal_prefix(rec.c0, prev.cn)):
+            continue  # also when the returned tensor was modified in place before being passed
         if _same_memory(rec.state_in, prev.state_out):
             return chain
         if fresh is None:
             fresh = not bool(rec.h0.any()) and (rec.c0 is None or not bool(rec.c0.any()))
-        if fresh:
-            continue  # zeros are every fresh start's state: only identity proves a continuation
-        if _equal_prefix(rec.h0, prev.hn) and _equal_prefix(rec.c0, prev.cn):
+        if not fresh:  # zeros are every fresh start's state: only identity proves a continuation
             return chain
     return None
 

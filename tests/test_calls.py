@@ -354,6 +354,7 @@ def test_nan_input_is_marked_warned_and_left_out_of_summaries():
 # -- 9. clear messages ---------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script:DeprecationWarning")
 def test_torchscript_and_compiled_models_are_named():
     lstm = nn.LSTM(3, 4)
     with pytest.raises(seqacts.UnsupportedModelError, match="TorchScript.*eager"):
@@ -415,3 +416,52 @@ def test_no_warning_in_the_usual_case(seq2seq):
         warnings.simplefilter("error")
         ds = seqacts.extract(seq2seq, torch.randn(3, 5, 3))
     assert "call" not in ds.coords and (ds.nonfinite == 0).all()
+
+
+def test_packed_stack_fed_chunk_by_chunk_chains_by_value():
+    """A PackedSequence LSTM continued with its (un-sorted, hence copied) state: bitwise match."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    torch.manual_seed(8)
+    lstm = nn.LSTM(2, 3)
+    lengths = [[2, 3, 1], [3, 1, 2]]  # per chunk; the rows' valid steps must stay a prefix
+    chunks = [torch.randn(3, 3, 2) for _ in lengths]
+    expected: list[list[np.ndarray]] = [[], [], []]
+    with torch.no_grad(), seqacts.record(lstm) as rec:
+        state = None
+        for x, lens in zip(chunks, lengths, strict=True):
+            out, state = lstm(pack_padded_sequence(x, torch.tensor(lens), enforce_sorted=False),
+                              state)
+            padded, _ = pad_packed_sequence(out)
+            for i, n in enumerate(lens):
+                expected[i].extend(padded[:n, i].numpy())
+    ds = rec.to_dataset()
+    assert ds.length.values[:, 0].tolist() == [5, 4, 3]
+    same_rows(rows_of(ds, "l0"), [np.stack(e) for e in expected])
+
+
+def test_unbatched_stepwise_lstm_chains_through_its_squeezed_state():
+    torch.manual_seed(9)
+    lstm = nn.LSTM(2, 3, num_layers=2)
+    x = torch.randn(4, 2)
+    with torch.no_grad(), seqacts.record(lstm) as rec:
+        state, outs = None, []
+        for t in range(4):
+            out, state = lstm(x[t : t + 1], state)
+            outs.append(out[0].numpy())
+    ds = rec.to_dataset()
+    assert ds.sizes["sample"] == 1 and ds.length.values.tolist() == [[4, 4]]
+    np.testing.assert_array_equal(ds.h.sel(layer="l1").values[0, 0], np.stack(outs))
+
+
+def test_a_state_modified_in_place_before_being_passed_starts_new_samples():
+    """Recurrent dropout applied in place: the state passed is no longer the one returned."""
+    torch.manual_seed(10)
+    cell = nn.GRUCell(2, 3)
+    with torch.no_grad(), seqacts.record(cell) as rec:
+        h = cell(torch.randn(2, 2))
+        h.mul_(2.0)  # same tensor, other values
+        h = cell(torch.randn(2, 2), h)
+        h = cell(torch.randn(2, 2), h)  # passed unchanged: continues
+    ds = rec.to_dataset()
+    assert ds.length.values[:, 0].tolist() == [1, 1, 2, 2]
