@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Collection, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,7 +201,7 @@ class Recorder:
         unsorted = call.unsorted_indices
         group = self._current_group()
         last = len(call.layers) - 1
-        with torch.autocast(call.weights[0].device.type, enabled=False):
+        with _no_autocast(call.weights[0].device.type):
             records = [stack_internals(call, spec.index, unsorted, self.internals,
                                        escapes=spec.index == last) for spec in specs]
         for spec, rec in zip(specs, records, strict=True):
@@ -211,7 +212,7 @@ class Recorder:
         if hit is None:
             return
         _, specs = hit
-        with torch.autocast(call.h.device.type, enabled=False):
+        with _no_autocast(call.h.device.type):
             rec = cell_internals(call, self.internals)
         self._current_group().linker.add(specs[0].label, rec)
 
@@ -252,6 +253,13 @@ class Recorder:
         self._blocks.clear()
         self._failures.clear()
         return ds
+
+
+def _no_autocast(device_type: str) -> AbstractContextManager[Any]:
+    """Internals are computed in the dtype the kernel ran in, not re-cast by an active autocast."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return nullcontext()
 
 
 def _first_weight(module: nn.Module) -> Tensor | None:
