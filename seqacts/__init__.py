@@ -17,7 +17,9 @@ from .errors import (
     NoRecurrentModuleError,
     OptionError,
     RecordingError,
+    RecordingWarning,
     SeqactsError,
+    UnsupportedModelError,
 )
 from .io.scale import extract_distributed, open_dataset
 from .io.stream import IncompleteStreamWarning, StreamMismatchError, extract_to_netcdf
@@ -39,8 +41,10 @@ __all__ = [
     "OptionError",
     "Recorder",
     "RecordingError",
+    "RecordingWarning",
     "SeqactsError",
     "StreamMismatchError",
+    "UnsupportedModelError",
     "__version__",
     "extract",
     "extract_distributed",

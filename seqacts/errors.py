@@ -10,6 +10,8 @@ __all__ = [
     "RecordingError",
     "StreamMismatchError",
     "IncompleteStreamWarning",
+    "RecordingWarning",
+    "UnsupportedModelError",
 ]
 
 
@@ -23,6 +25,10 @@ class LayerSelectionError(SeqactsError, ValueError):
 
 class NoRecurrentModuleError(SeqactsError, ValueError):
     """The model holds no ``nn.RNN/LSTM/GRU`` or recurrent cell."""
+
+
+class UnsupportedModelError(SeqactsError, TypeError):
+    """The model runs through TorchScript or ``torch.compile``, whose kernels cannot be recorded."""
 
 
 class RecordingError(SeqactsError, RuntimeError):
@@ -39,3 +45,11 @@ class StreamMismatchError(SeqactsError, ValueError):
 
 class IncompleteStreamWarning(UserWarning):
     """The opened file was not finished (an interrupted stream); it holds committed batches."""
+
+
+class RecordingWarning(UserWarning):
+    """The dataset was built, but something about the recording needs the user's attention.
+
+    Layers whose rows could not be aligned as the same samples, non-finite states, a selected
+    layer that saw no call, or a failure of seqacts' own bookkeeping during a forward.
+    """

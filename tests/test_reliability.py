@@ -18,9 +18,13 @@ KERNELS = (*STACK_KERNELS.values(), *CELL_KERNELS.values())
 
 
 def no_hooks_left(model: nn.Module) -> bool:
+    from torch.nn.modules import module as torch_module
+
+    no_global = not torch_module._global_forward_hooks and not (
+        torch_module._global_forward_pre_hooks)
     return all(
         not m._forward_hooks and not m._forward_pre_hooks for m in model.modules()
-    ) and not any(name in torch._VF.__dict__ for name in KERNELS)
+    ) and no_global and not any(name in torch._VF.__dict__ for name in KERNELS)
 
 
 class Stacked(nn.Module):

@@ -15,11 +15,12 @@ from typing import TypeVar
 import numpy as np
 import xarray as xr
 
-from ..errors import LayerSelectionError, SeqactsError
+from ..errors import LayerSelectionError, RecordingWarning, SeqactsError
 from ..schema import CELL_WIDTH_VARS, INTERNALS, SIGMOID_GATES, TANH_BOUNDED_KINDS, base_kind
 
 __all__ = [
     "MissingVariableError",
+    "left_out",
     "dead_units",
     "layer",
     "masked",
@@ -68,8 +69,9 @@ def valid(ds: xr.Dataset, name: str) -> xr.DataArray | None:
     -------
     xarray.DataArray or None
         Boolean, broadcastable against ``ds[name]``: timesteps before the sample's ``length``,
-        units below the layer's width, directions the layer has. ``None`` when ``ds[name]``
-        is not a per-unit variable of the schema (e.g. a user-attached input).
+        units below the layer's width, directions the layer has, samples whose states are
+        finite in that layer (``nonfinite == 0``). ``None`` when ``ds[name]`` is not a
+        per-unit variable of the schema (e.g. a user-attached input).
     """
     da = ds[name]
     if not _is_schema_var(da):
@@ -82,11 +84,18 @@ def valid(ds: xr.Dataset, name: str) -> xr.DataArray | None:
         mask = mask & (_position(da, "unit") < ds[width])
     if "direction" in da.dims and "n_directions" in ds.coords:
         mask = mask & (_position(da, "direction") < ds["n_directions"])
+    if "nonfinite" in ds.coords and "sample" in da.dims:
+        mask = mask & (ds["nonfinite"] == 0)
     return mask
 
 
 def masked(ds: xr.Dataset, name: str) -> xr.DataArray:
-    """``ds[name]`` with every padded position set to NaN (lazy on Dask-backed data)."""
+    """``ds[name]`` with every padded position set to NaN (lazy on Dask-backed data).
+
+    Samples with non-finite states (the ``nonfinite`` coordinate) are left out too, with a
+    warning saying how many.
+    """
+    left_out(ds, "seqacts analyses")
     mask = valid(ds, name)
     return ds[name] if mask is None else ds[name].where(mask)
 
@@ -268,3 +277,17 @@ def step_change(ds: xr.Dataset) -> xr.DataArray:
     norm.name = "step_change"
     norm.attrs = {"long_name": "step change", "description": "||h_t - h_prev|| over units"}
     return norm
+
+
+def left_out(ds: xr.Dataset, what: str | None = None) -> int:
+    """How many samples have non-finite states (analyses leave them out); warn naming ``what``."""
+    if "nonfinite" not in ds.coords or "sample" not in ds["nonfinite"].dims:
+        return 0
+    bad = ds["nonfinite"] > 0
+    others = [d for d in bad.dims if d != "sample"]
+    n = int(bad.any(others).sum()) if others else int(bad.sum())
+    if n and what:
+        warnings.warn(
+            f"{what}: {n} sample(s) with non-finite states (NaN/Inf, see the 'nonfinite' "
+            "coordinate) are left out of the statistics", RecordingWarning, stacklevel=3)
+    return n

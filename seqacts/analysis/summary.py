@@ -13,6 +13,7 @@ from .core import (
     MissingVariableError,
     computed,
     dead_units,
+    left_out,
     masked,
     present_dims,
     require_var,
@@ -99,7 +100,7 @@ def summary(
     ).reset_coords(drop=True)
     if "kind" in ds.coords:
         out = out.assign_coords(kind=ds["kind"])
-    out.attrs = {"low": low, "high": high, "tol": tol}
+    out.attrs = {"low": low, "high": high, "tol": tol, "samples_left_out": left_out(ds)}
     return computed(out)
 
 

@@ -1,7 +1,8 @@
 """Dataset assembly: per-layer records (tensors) into padded numpy blocks, blocks into a Dataset.
 
-A *block* holds one forward call of the root model: arrays shaped like the final variables,
-already padded with NaN. Blocks concatenate along ``sample``.
+A *block* holds one group (a forward call of the root model, or the calls made outside any):
+arrays shaped like the final variables, already padded with NaN, its rows laid out by
+:mod:`seqacts.chains`. Blocks concatenate along ``sample``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from torch import Tensor, nn
 
 from ..errors import OptionError
 from ..schema import DIRECTIONS, VARIABLE_DOCS
-from .records import LayerRecord
+from .chains import Layout, Placement
+from .diagnose import nonfinite_steps
 from .specs import LayerSpec
 
 __all__ = ["Block", "build_block", "build_dataset"]
@@ -39,6 +41,11 @@ class Block:
     arrays: dict[str, np.ndarray]  # name -> (sample, layer, direction[, time], unit)
     lengths: np.ndarray  # (sample, layer) int64
     outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)  # name -> per call
+    call: np.ndarray | None = None  # (sample, layer) int64: first call of the row's chain, -1
+    call_row: np.ndarray | None = None  # (sample, layer) int64: row within that call, -1
+    n_calls: np.ndarray | None = None  # (layer,) calls of each layer in this block
+    note: str | None = None  # the layers whose rows could not be aligned, with their row counts
+    plain: bool = True  # one chain per layer, aligned (no provenance coordinates needed)
 
 
 def _geometry(specs: Sequence[LayerSpec]) -> tuple[int, int, bool]:
@@ -66,33 +73,43 @@ def _copy(dst: np.ndarray, index: tuple[Any, ...], src: Tensor) -> None:
     target.copy_(src)
 
 
-def _place_steps(slot: np.ndarray, pieces: list[Tensor]) -> None:
-    """Write (N, D, T, W) pieces one after another along time into ``slot`` (S, D, T, U).
+def _place_steps(slot: np.ndarray, pieces: list[tuple[Placement, Tensor]]) -> None:
+    """Write (N, D, T, W) pieces at their rows and time offsets into ``slot`` (S, D, T, U).
 
-    Only what no piece covers is set to NaN: a full-size single piece costs one copy.
+    Only what no piece covers is set to NaN: a full-size single piece costs one copy. A piece
+    with one offset per row (a chain whose rows have different lengths) is copied row by row,
+    its valid steps only, so every row's valid steps stay a prefix.
     """
-    covered = len(pieces) == 1 and tuple(pieces[0].shape) == slot.shape
+    covered = len(pieces) == 1 and tuple(pieces[0][1].shape) == slot.shape and (
+        pieces[0][0].row == 0 and isinstance(pieces[0][0].offset, int) and pieces[0][0].offset == 0)
     if not covered:
         slot.fill(np.nan)
-    offset = 0
-    for piece in pieces:
+    for place, piece in pieces:
         n, d, t, w = piece.shape
-        _copy(slot, (slice(0, n), slice(0, d), slice(offset, offset + t), slice(0, w)), piece)
-        offset += t
+        rows, offset = place.row, place.offset
+        if isinstance(offset, int):
+            _copy(slot, (slice(rows, rows + n), slice(0, d), slice(offset, offset + t), slice(0, w)),
+                  piece)
+            continue
+        for j, length in enumerate(place.record.lengths.tolist()):
+            start = int(offset[j])
+            _copy(slot, (rows + j, slice(0, d), slice(start, start + length), slice(0, w)),
+                  piece[j, :, :length])
 
 
-def _place_state(slot: np.ndarray, value: Tensor | None) -> None:
-    """Write an (N, D, W) state into ``slot`` (S, D, U), NaN elsewhere."""
-    if value is None or tuple(value.shape) != slot.shape:
+def _place_states(slot: np.ndarray, pieces: list[tuple[Placement, Tensor | None]]) -> None:
+    """Write (N, D, W) states at their rows into ``slot`` (S, D, U), later pieces last, NaN elsewhere."""
+    present = [(p, v) for p, v in pieces if v is not None]
+    if not (len(present) == 1 and tuple(present[0][1].shape) == slot.shape and present[0][0].row == 0):
         slot.fill(np.nan)
-    if value is not None:
+    for place, value in present:
         n, d, w = value.shape
-        _copy(slot, (slice(0, n), slice(0, d), slice(0, w)), value)
+        _copy(slot, (slice(place.row, place.row + n), slice(0, d), slice(0, w)), value)
 
 
 def _adopt(
     specs: Sequence[LayerSpec],
-    layers: dict[str, list[LayerRecord]],
+    placed: dict[str, list[Placement]],
     name: str,
     shape: tuple[int, ...],
     dtype: np.dtype,
@@ -104,9 +121,11 @@ def _adopt(
     """
     base = None
     for li, spec in enumerate(specs):
-        recs = layers.get(spec.label, [])
-        hit = recs[0].shared.get(name) if len(recs) == 1 else None
+        places = placed.get(spec.label, [])
+        hit = places[0].record.shared.get(name) if len(places) == 1 else None
         if hit is None or hit[1] != li or (base is not None and hit[0] is not base):
+            return None
+        if places[0].row != 0 or places[0].offset != 0:  # type: ignore[comparison-overlap]
             return None
         base = hit[0]
     if base is None or base.device.type != "cpu" or tuple(base.shape) != shape:
@@ -116,21 +135,28 @@ def _adopt(
     return base.numpy()
 
 
+def _end(place: Placement) -> int:
+    if isinstance(place.offset, int):
+        return place.offset + int(place.record.h.shape[2])
+    return int((place.offset + place.record.lengths.numpy()).max())
+
+
 def build_block(
     specs: Sequence[LayerSpec],
-    layers: dict[str, list[LayerRecord]],
+    layout: Layout,
     outputs: dict[str, list[Tensor]],
     internals: tuple[str, ...],
 ) -> Block:
-    """Pad one forward call's records into arrays shaped like the dataset's variables.
+    """Pad one group's records into arrays shaped like the dataset's variables.
 
-    Several records of one layer (a cell called once per step, a stack fed step by step)
-    stack along time.
+    ``layout`` (:func:`seqacts.chains.lay_out`) says which rows and steps each record fills:
+    the calls of a chain follow each other along time, chains take their own rows.
     """
     n_dir, width, any_lstm = _geometry(specs)
-    records = [r for recs in layers.values() for r in recs]
-    n_samples = max([r.h.shape[0] for r in records] + [_outputs_samples(outputs)])
-    n_steps = max([sum(r.h.shape[2] for r in recs) for recs in layers.values()] + [0])
+    placed = layout.placements
+    records = [p.record for places in placed.values() for p in places]
+    n_samples = max(layout.n_samples, _outputs_samples(outputs))
+    n_steps = max([_end(p) for places in placed.values() for p in places] + [0])
     dtype = _float_dtype([r.h for r in records])
     n_layers = len(specs)
 
@@ -141,7 +167,7 @@ def build_block(
     adopted: set[str] = set()
     for name in ("h", *internals):
         shape = (n_samples, n_layers, n_dir, n_steps, width)
-        found = _adopt(specs, layers, name, shape, dtype)
+        found = _adopt(specs, placed, name, shape, dtype)
         if found is not None:
             adopted.add(name)
         arrays[name] = found if found is not None else empty(*shape)
@@ -151,39 +177,45 @@ def build_block(
     lengths = np.zeros((n_samples, n_layers), dtype=np.int64)
 
     for li, spec in enumerate(specs):
-        recs = layers.get(spec.label, [])
-        steps: dict[str, list[Tensor]] = {}  # name -> per record (N, D, T, W)
-        for rec in recs:
-            steps.setdefault("h", []).append(rec.h)
-            for name, value in rec.extra.items():
-                steps.setdefault(name, []).append(value)
-        first, last = (recs[0], recs[-1]) if recs else (None, None)
-        states = {
-            "h_0": first.h0 if first else None,
-            "h_n": last.hn if last else None,
-            "c_0": first.c0 if first else None,
-            "c_n": last.cn if last else None,
-        }
+        places = placed.get(spec.label, [])
         for name, arr in arrays.items():
             if name in adopted:
                 continue
             slot = arr[:, li]
             if arr.ndim == 5:
-                _place_steps(slot, steps.get(name, []))
+                _place_steps(slot, [(p, v) for p in places
+                                    if (v := p.record.h if name == "h" else p.record.extra.get(name))
+                                    is not None])
             else:
-                _place_state(slot, states[name])
-        offset = 0
-        for rec in recs:
-            ends = np.where(rec.lengths.numpy() > 0, offset + rec.lengths.numpy(), 0)
-            lengths[: len(ends), li] = np.maximum(lengths[: len(ends), li], ends)
-            offset += rec.h.shape[2]
+                _place_states(slot, [(p, _state(p, name)) for p in places])
+        for p in places:
+            lens = p.record.lengths.numpy()
+            rows = slice(p.row, p.row + len(lens))
+            lengths[rows, li] = np.maximum(lengths[rows, li], np.where(lens > 0, p.offset + lens, 0))
+    call, call_row = np.full((n_samples, n_layers), -1), np.full((n_samples, n_layers), -1)
+    call[: layout.n_samples], call_row[: layout.n_samples] = layout.call, layout.call_row
     return Block(
         n_samples=n_samples,
         n_steps=n_steps,
         arrays=arrays,
         lengths=lengths,
         outputs={k: [_output_array(t, n_samples) for t in v] for k, v in outputs.items()},
+        call=call,
+        call_row=call_row,
+        n_calls=layout.n_calls,
+        note=layout.note,
+        plain=layout.plain,
     )
+
+
+def _state(place: Placement, name: str) -> Tensor | None:
+    """``h_0``/``c_0`` from the first call of a chain, ``h_n``/``c_n`` from every call (last wins)."""
+    rec = place.record
+    if name in ("h_0", "c_0"):
+        if not place.first:
+            return None
+        return rec.h0 if name == "h_0" else rec.c0
+    return rec.hn if name == "h_n" else rec.cn
 
 
 def _order(internals: tuple[str, ...], any_lstm: bool) -> tuple[str, ...]:
@@ -289,6 +321,23 @@ def _provenance(model: nn.Module, internals: tuple[str, ...]) -> dict[str, str]:
     }
 
 
+def _int(arr: np.ndarray | None, block: Block) -> np.ndarray:
+    if arr is None:
+        return np.full(block.lengths.shape, -1, dtype=np.int64)
+    return arr.astype(np.int64, copy=False)
+
+
+def _calls(blocks: Sequence[Block]) -> np.ndarray:
+    """Each block's call numbers, counted on from the calls of the blocks before it."""
+    parts, seen = [], np.zeros(blocks[0].lengths.shape[1], dtype=np.int64)
+    for b in blocks:
+        call = _int(b.call, b)
+        parts.append(np.where(call >= 0, call + seen, -1))
+        if b.n_calls is not None:
+            seen = seen + b.n_calls
+    return np.concatenate(parts)
+
+
 def build_dataset(
     specs: Sequence[LayerSpec],
     blocks: Sequence[Block],
@@ -329,7 +378,12 @@ def build_dataset(
         "n_cell_units": ("layer", np.array([s.n_cell_units for s in specs], dtype=np.int64)),
         "n_directions": ("layer", np.array([s.n_directions for s in specs], dtype=np.int64)),
         "length": (("sample", "layer"), lengths),
+        "nonfinite": (("sample", "layer"), nonfinite_steps(data_vars["h"].values, lengths, specs)),
     }
+    if not all(b.plain for b in blocks):  # rows are not simply each call's batch: say whose
+        coords["call"] = (("sample", "layer"), _calls(blocks))
+        coords["call_row"] = (("sample", "layer"), np.concatenate([_int(b.call_row, b)
+                                                                    for b in blocks]))
     ds = xr.Dataset(data_vars, coords=coords, attrs=_provenance(model, internals))
     reserved = {str(k) for k in (*ds.variables, *ds.dims)}
     for name, var in _output_variables(blocks, reserved).items():

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
+import torch
 from torch import nn
 
-from ..errors import LayerSelectionError, NoRecurrentModuleError
+from ..errors import LayerSelectionError, NoRecurrentModuleError, UnsupportedModelError
 from .specs import LayerSpec, kind_of
 
 __all__ = ["layers", "recurrent_layers", "select_layers", "select_modules"]
@@ -26,6 +27,7 @@ def recurrent_layers(model: nn.Module) -> list[tuple[nn.Module, list[LayerSpec]]
             f"seqacts needs a torch.nn.Module, got {type(model).__name__}; "
             "pass the model object itself, not its output or state_dict"
         )
+    _check_eager(model)
     found = [
         (module, LayerSpec.for_module(path, module))
         for path, module in model.named_modules()
@@ -33,11 +35,34 @@ def recurrent_layers(model: nn.Module) -> list[tuple[nn.Module, list[LayerSpec]]
     ]
     if not found:
         types = sorted({type(m).__name__ for m in model.modules()})
+        scripted = [path or "the model" for path, m in model.named_modules()
+                    if isinstance(m, torch.jit.ScriptModule)]
+        if scripted:
+            raise UnsupportedModelError(
+                f"{type(model).__name__}: {', '.join(scripted[:5])} is TorchScript "
+                "(torch.jit.script/trace), whose recurrent kernels run outside Python and cannot "
+                "be recorded; record the eager nn.Module before scripting it")
         raise NoRecurrentModuleError(
             f"{type(model).__name__} holds no recurrent module (nn.RNN, nn.LSTM, nn.GRU, "
             f"nn.RNNCell, nn.LSTMCell, nn.GRUCell); module types found: {', '.join(types)}"
         )
     return found
+
+
+def _check_eager(model: nn.Module) -> None:
+    """Raise for TorchScript and ``torch.compile`` models, whose kernels seqacts cannot see."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is a TorchScript module (torch.jit.script/trace): its "
+            "recurrent kernels run outside Python and cannot be recorded; record the eager "
+            "nn.Module it was made from (before torch.jit.script)")
+    for path, module in model.named_modules():
+        if isinstance(getattr(module, "_orig_mod", None), nn.Module):
+            where = f"model.{path}" if path else "model"
+            raise UnsupportedModelError(
+                f"{where} is a torch.compile'd module ({type(module).__name__}): compiled code "
+                f"cannot be recorded; record the eager module it wraps, {where}._orig_mod "
+                "(it shares the weights), e.g. seqacts.extract(model._orig_mod, x)")
 
 
 def layers(model: nn.Module) -> list[str]:

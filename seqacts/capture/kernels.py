@@ -6,6 +6,10 @@ as one call of the *same* kernel per layer (re-applying the inter-layer dropout 
 does), so every layer's sequence is seen and the model receives the same values. Cell kernels
 (``torch._VF.lstm_cell`` ...) are observed as they are. Calls are matched to recorders by the
 identity of the weights they receive, so they are seen wherever they run.
+
+Two things never reach a recorder: calls that autograd makes while it recomputes a forward
+during backward (``torch.utils.checkpoint``), and failures of seqacts' own bookkeeping, which
+are handed to the recorder (``Sink.on_error``) while the model receives the kernel's result.
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ class StackCall:
     owner: object  # the module whose forward issued the call, when it was an nn.RNNBase's
     unsorted_indices: Tensor | None  # PackedSequence order to undo, read from that forward
     layers: list[LayerRun] = field(default_factory=list)
+    #: the initial and returned states as the kernel saw them (h[, c]), for chaining calls
+    state_in: tuple[Tensor, ...] = ()
+    state_out: tuple[Tensor, ...] = ()
 
 
 @dataclass
@@ -79,6 +86,8 @@ class Sink(Protocol):
     def on_stack(self, call: StackCall) -> None: ...
 
     def on_cell(self, call: CellCall) -> None: ...
+
+    def on_error(self, weight: Tensor, owner: object, error: BaseException) -> None: ...
 
 
 _LOCK = threading.RLock()
@@ -117,8 +126,18 @@ def uninstall(sink: Sink) -> None:
 
 
 def _sinks_for(weight: Tensor, owner: object) -> list[Sink]:
+    if torch._C._current_graph_task_id() != -1:
+        return []  # autograd recomputing a forward during backward (checkpointing)
     with _LOCK:
         return [s for s in _SINKS if s.watches(weight, owner)]
+
+
+def _report(sinks: list[Sink], weight: Tensor, owner: object, error: BaseException) -> None:
+    for sink in sinks:
+        try:
+            sink.on_error(weight, owner, error)
+        except Exception:  # pragma: no cover - nothing more can be done without breaking the model
+            pass
 
 
 def _caller_locals(depth: int = 2) -> dict[str, Any]:
@@ -154,7 +173,18 @@ def _stack_wrapper(name: str, original: Callable[..., Any]) -> Callable[..., Any
         unsorted = caller.get("unsorted_indices") if packed else None
         if not isinstance(unsorted, Tensor):
             unsorted = None
-        return _run_layerwise(original, kind, args, packed, sinks, caller.get("self"), unsorted)
+        owner = caller.get("self")
+        try:
+            call, result = _run_layerwise(original, kind, args, packed, sinks, owner, unsorted)
+        except Exception as error:  # seqacts' own failure: the model still gets its result
+            _report(sinks, params[0], owner, error)
+            return original(*args)
+        for sink in sinks:
+            try:
+                sink.on_stack(call)
+            except Exception as error:
+                _report([sink], params[0], owner, error)
+        return result
 
     recorded_stack_kernel.__wrapped__ = original  # type: ignore[attr-defined]
     return recorded_stack_kernel
@@ -168,7 +198,7 @@ def _run_layerwise(
     sinks: list[Sink],
     owner: object,
     unsorted: Tensor | None,
-) -> Any:
+) -> tuple[StackCall, Any]:
     if packed:
         x, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional = args
         batch_first = False
@@ -226,12 +256,14 @@ def _run_layerwise(
             layer_input = torch.dropout(output, dropout, True)
         else:
             layer_input = output
-    for sink in sinks:
-        sink.on_stack(call)
     hidden = torch.cat(h_n, 0)
     if is_lstm:
-        return layer_input, hidden, torch.cat(c_n, 0)
-    return layer_input, hidden
+        cell = torch.cat(c_n, 0)
+        call.state_in = (h_all.detach(), hx[1].detach())
+        call.state_out = (hidden.detach(), cell.detach())
+        return call, (layer_input, hidden, cell)
+    call.state_in, call.state_out = (h_all.detach(),), (hidden.detach(),)
+    return call, (layer_input, hidden)
 
 
 def _cell_wrapper(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -245,29 +277,41 @@ def _cell_wrapper(name: str, original: Callable[..., Any]) -> Callable[..., Any]
         sinks = _sinks_for(args[2], owner)
         if not sinks:
             return result
-        x, hx, w_ih, w_hh = args[:4]
-        b_ih = args[4] if len(args) > 4 else None
-        b_hh = args[5] if len(args) > 5 else None
-        if kind == "LSTM":
-            h_prev, c_prev = hx
-            h, c = result
-        else:
-            h_prev, c_prev, h, c = hx, None, result, None
-        call = CellCall(
-            kind=kind,
-            input=x.detach(),
-            h_prev=h_prev.detach(),
-            c_prev=c_prev.detach() if c_prev is not None else None,
-            h=h.detach(),
-            c=c.detach() if c is not None else None,
-            weights=(w_ih.detach(), w_hh.detach(),
-                     b_ih.detach() if b_ih is not None else None,
-                     b_hh.detach() if b_hh is not None else None),
-            owner=owner,
-        )
+        try:
+            call = _cell_call(kind, args, result, owner)
+        except Exception as error:
+            _report(sinks, args[2], owner, error)
+            return result
         for sink in sinks:
-            sink.on_cell(call)
+            try:
+                sink.on_cell(call)
+            except Exception as error:
+                _report([sink], args[2], owner, error)
         return result
 
     recorded_cell_kernel.__wrapped__ = original  # type: ignore[attr-defined]
     return recorded_cell_kernel
+
+
+def _cell_call(kind: str, args: tuple[Any, ...], result: Any, owner: object) -> CellCall:
+    x, hx, w_ih, w_hh = args[:4]
+    b_ih = args[4] if len(args) > 4 else None
+    b_hh = args[5] if len(args) > 5 else None
+    if kind == "LSTM":
+        h_prev, c_prev = hx
+        h, c = result
+    else:
+        h_prev, c_prev, h, c = hx, None, result, None
+    call = CellCall(
+        kind=kind,
+        input=x.detach(),
+        h_prev=h_prev.detach(),
+        c_prev=c_prev.detach() if c_prev is not None else None,
+        h=h.detach(),
+        c=c.detach() if c is not None else None,
+        weights=(w_ih.detach(), w_hh.detach(),
+                 b_ih.detach() if b_ih is not None else None,
+                 b_hh.detach() if b_hh is not None else None),
+        owner=owner,
+    )
+    return call

@@ -1,22 +1,32 @@
-"""Recording: hooks on the model, the kernel sink, and per-forward groups of segments."""
+"""Recording: the root-call boundaries, the kernel sink, and per-group chains of calls.
+
+Nothing is stored on the user's model: the root model's forward calls (and the ``modules=``
+outputs) are seen through torch's global module hooks, filtered by module identity, and the
+kernels through :mod:`seqacts.kernels`; both are removed when the block exits.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Collection, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import xarray as xr
 from torch import Tensor, nn
+from torch.nn.modules import module as torch_module
 from torch.nn.utils.rnn import PackedSequence
 
 from ..errors import RecordingError
 from ..schema import base_kind
 from . import kernels
-from .assembly import Block, LayerRecord, build_block, build_dataset
-from .discovery import select_layers, select_modules
+from .assembly import Block, build_block, build_dataset
+from .chains import Linker, lay_out
+from .diagnose import report_problems
+from .discovery import recurrent_layers, select_layers, select_modules
 from .records import cell_internals, resolve_internals, stack_internals
 from .specs import LayerSpec, nonlinearity
 
@@ -25,9 +35,9 @@ __all__ = ["Recorder", "record"]
 
 @dataclass
 class _Group:
-    """Everything recorded during one forward call of the root model."""
+    """Everything recorded during one forward call of the root model (or outside any)."""
 
-    layers: dict[str, list[LayerRecord]] = field(default_factory=dict)
+    linker: Linker = field(default_factory=Linker)
     outputs: dict[str, list[Tensor]] = field(default_factory=dict)
 
 
@@ -50,10 +60,16 @@ class Recorder:
         )
         self.time = time
         self._watched = list(selected)
+        self._by_module = {id(m): (m, specs) for m, specs in selected}
+        self._recurrent = {id(m) for m, _ in recurrent_layers(model)}
+        # a model that is itself one RNN or cell: its calls are the kernel calls, and a loop
+        # over them (state passed on) must chain, so its calls group like calls made outside
+        self._root_groups = id(model) not in self._recurrent
         self._by_weight: dict[int, tuple[nn.Module, list[LayerSpec]]] = {}
-        self._outputs = select_modules(model, modules)
+        self._outputs = {id(m): (name, m) for name, m in select_modules(model, modules)}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._blocks: list[Block] = []
+        self._failures: dict[str, list[str]] = {}
         self._group: _Group | None = None
         self._depth = 0
         self._active = False
@@ -85,12 +101,25 @@ class Recorder:
                 self._group = None
 
     def _add_hooks(self) -> None:
-        h = self._handles
-        h.append(self.model.register_forward_pre_hook(self._root_pre))
-        # output hooks first: the root's own output must land before _root_post closes the group
-        for name, module in self._outputs:
-            h.append(module.register_forward_hook(self._output_hook(name)))
-        h.append(self.model.register_forward_hook(self._root_post, always_call=True))
+        # global hooks: nothing on the model, so copies and pickles made inside the block are clean
+        self._handles.append(torch_module.register_module_forward_pre_hook(self._pre_hook))
+        self._handles.append(
+            torch_module.register_module_forward_hook(self._post_hook, always_call=True))
+
+    def _pre_hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if module is self.model and self._root_groups and (
+                torch._C._current_graph_task_id() == -1):
+            self._root_pre(module, args)
+
+    def _post_hook(self, module: nn.Module, args: tuple[Any, ...], result: Any) -> None:
+        if torch._C._current_graph_task_id() != -1:
+            return  # autograd recomputing a forward during backward (checkpointing)
+        hit = self._outputs.get(id(module))
+        if hit is not None and hit[1] is module:
+            self._record_output(hit[0], result)
+        # after the output: the root's own output must land before _root_post closes the group
+        if module is self.model and self._root_groups:
+            self._root_post(module, args, result)
 
     def _remove_hooks(self) -> None:
         while self._handles:
@@ -119,15 +148,14 @@ class Recorder:
             else:
                 self._close_group()
 
-    def _output_hook(self, name: str) -> Any:
-        def hook(module: nn.Module, args: tuple[Any, ...], result: Any) -> None:
-            tensors = _tensors_of(result)
-            group = self._current_group()
-            for i, t in enumerate(tensors):
-                key = name if len(tensors) == 1 else f"{name}[{i}]"
-                group.outputs.setdefault(key, []).append(t.detach().clone())
-
-        return hook
+    def _record_output(self, name: str, result: Any) -> None:
+        tensors = _tensors_of(result)
+        if not tensors:
+            return
+        group = self._current_group()
+        for i, t in enumerate(tensors):
+            key = name if len(tensors) == 1 else f"{name}[{i}]"
+            group.outputs.setdefault(key, []).append(t.detach().clone())
 
     def _current_group(self) -> _Group:
         if self._group is None:
@@ -136,9 +164,14 @@ class Recorder:
 
     def _close_group(self) -> None:
         group, self._group = self._group, None
-        if group is None or (not group.layers and not group.outputs):
+        if group is None or (not group.linker.chains and not group.outputs):
             return
-        self._blocks.append(build_block(self.specs, group.layers, group.outputs, self.internals))
+        try:
+            layout = lay_out([s.label for s in self.specs], group.linker)
+            group.linker.release()
+            self._blocks.append(build_block(self.specs, layout, group.outputs, self.internals))
+        except Exception as error:  # never break the user's forward: report it with the dataset
+            self._failures.setdefault("(assembly)", []).append(f"{type(error).__name__}: {error}")
 
     # -- kernels.Sink ------------------------------------------------------------------------
     def watches(self, weight: Tensor, owner: object) -> bool:
@@ -148,13 +181,18 @@ class Recorder:
         return bool(self.internals)
 
     def _resolve(self, weight: Tensor, owner: object) -> tuple[nn.Module, list[LayerSpec]] | None:
-        hit = self._by_weight.get(id(weight))
-        if hit is not None:
-            return hit
-        for module, specs in self._watched:  # weights recomputed per call (parametrizations)
-            if module is owner:
-                return module, specs
-        return None
+        """The watched module that made the call: the calling module itself when it is one of
+        the model's recurrent modules (tied weights, parametrizations), else by weight."""
+        if id(owner) in self._recurrent:
+            hit = self._by_module.get(id(owner))
+            return hit if hit is not None and hit[0] is owner else None
+        return self._by_weight.get(id(weight))
+
+    def on_error(self, weight: Tensor, owner: object, error: BaseException) -> None:
+        hit = self._resolve(weight, owner)
+        labels = [s.label for s in hit[1]] if hit is not None else ["(unknown layer)"]
+        for label in labels:
+            self._failures.setdefault(label, []).append(f"{type(error).__name__}: {error}")
 
     def on_stack(self, call: kernels.StackCall) -> None:
         hit = self._resolve(call.weights[0], call.owner)
@@ -164,19 +202,20 @@ class Recorder:
         unsorted = call.unsorted_indices
         group = self._current_group()
         last = len(call.layers) - 1
-        for spec in specs:
-            rec = stack_internals(
-                call, spec.index, unsorted, self.internals, escapes=spec.index == last
-            )
-            group.layers.setdefault(spec.label, []).append(rec)
+        with _no_autocast(call.weights[0].device.type):
+            records = [stack_internals(call, spec.index, unsorted, self.internals,
+                                       escapes=spec.index == last) for spec in specs]
+        for spec, rec in zip(specs, records, strict=True):
+            group.linker.add(spec.label, rec)
 
     def on_cell(self, call: kernels.CellCall) -> None:
         hit = self._resolve(call.weights[0], call.owner)
         if hit is None:
             return
         _, specs = hit
-        rec = cell_internals(call, self.internals)
-        self._current_group().layers.setdefault(specs[0].label, []).append(rec)
+        with _no_autocast(call.h.device.type):
+            rec = cell_internals(call, self.internals)
+        self._current_group().linker.add(specs[0].label, rec)
 
     # -- results -------------------------------------------------------------------------------
     def to_dataset(self) -> xr.Dataset:
@@ -190,18 +229,38 @@ class Recorder:
         if self._active and self._depth == 0:
             self._close_group()  # cell calls made outside any root forward
         if not self._blocks:
+            failed = "; ".join(f"{k}: {v[0]}" for k, v in self._failures.items())
+            if failed:
+                raise RecordingError(f"nothing was recorded: recording failed ({failed})")
             raise RecordingError(
                 "nothing was recorded: run the model (model(x)) inside the `with "
                 "seqacts.record(model) as rec:` block before calling rec.to_dataset(), and check "
                 f"that its forward reaches the selected layers ({', '.join(s.label for s in self.specs)})"
             )
-        return build_dataset(self.specs, self._blocks, self.internals, self.model, self.time)
+        ds = build_dataset(self.specs, self._blocks, self.internals, self.model, self.time)
+        notes = [b.note for b in self._blocks if b.note]
+        calls = np.zeros(len(self.specs), dtype=np.int64)
+        for block in self._blocks:
+            if block.n_calls is not None:
+                calls += block.n_calls
+        unused = [s.label for s, n in zip(self.specs, calls, strict=True)
+                  if n == 0 and s.label not in self._failures]
+        report_problems(ds, notes, unused, self._failures)
+        return ds
 
     def pop_dataset(self) -> xr.Dataset:
         """Like :meth:`to_dataset`, then forget what was recorded (bounded memory when streaming)."""
         ds = self.to_dataset()
         self._blocks.clear()
+        self._failures.clear()
         return ds
+
+
+def _no_autocast(device_type: str) -> AbstractContextManager[Any]:
+    """Internals are computed in the dtype the kernel ran in, not re-cast by an active autocast."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return nullcontext()
 
 
 def _first_weight(module: nn.Module) -> Tensor | None:
@@ -233,7 +292,10 @@ def record(
     Parameters
     ----------
     model : torch.nn.Module
-        The root model; each of its forward calls inside the block appends samples.
+        The root model; each of its forward calls inside the block appends samples, and so do
+        calls made outside it (``model.loss(x)``, a submodule called directly). How calls
+        become samples is the README's "How calls become samples": calls passed the state the
+        previous call returned continue it along ``time``; any other call starts new samples.
     layers : str or list of str, optional
         Layer labels, module paths (all layers of that module) or fnmatch patterns
         (``"encoder.*"``); default every recurrent layer (see :func:`seqacts.layers`).

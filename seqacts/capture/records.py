@@ -41,6 +41,10 @@ class LayerRecord:
     extra: dict[str, Tensor] = field(default_factory=dict)  # internals, (N, D, T, H)
     #: name -> (buffer, k): the value is ``buffer[:, k]`` of a (N, L, D, T, W) buffer
     shared: dict[str, tuple[Tensor, int]] = field(default_factory=dict)
+    #: the states exactly as the kernel received / returned them (h[, c]), kept only while
+    #: :mod:`seqacts.chains` may still need them to recognise a call continuing this one
+    state_in: tuple[Tensor, ...] = ()
+    state_out: tuple[Tensor, ...] = ()
 
 
 def resolve_internals(internals: bool | str | Collection[str] | None, kinds: set[str]) -> tuple[str, ...]:
@@ -160,15 +164,18 @@ def stack_internals(
     extra: dict[str, Tensor] = {}
     wanted = [n for n in names if n in INTERNALS[call.kind]]
     if wanted:
-        x = _time_major(run.input, bs, call.batch_first, 0.0)
-        per_dir = layer_weights(run.weights, call.has_biases, call.has_projection, call.bidirectional, 0)
+        x = _time_major(run.input, bs, call.batch_first, 0.0).to(out.dtype)
+        weights = [w.to(out.dtype) for w in run.weights]  # the dtype the kernel ran in (autocast)
+        per_dir = layer_weights(weights, call.has_biases, call.has_projection, call.bidirectional, 0)
         dev_lengths = lengths.to(x.device) if bs is not None else None
         hidden = per_dir[0].w_ih.shape[0] // len(gate_order(call.kind))
         shape = (batch, n_dir, steps, hidden)
         extra = {n: _slot(buffers, shared, n, call, k, shape, out) for n in wanted}
+        h0_k = h0.to(out.dtype)
+        c0_k = c0.to(out.dtype) if c0 is not None else None
         for d, w in enumerate(per_dir):
             values = layer_internals(
-                call.kind, x, out_h[:, :, d], h0[:, d], c0[:, d] if c0 is not None else None,
+                call.kind, x, out_h[:, :, d], h0_k[:, d], c0_k[:, d] if c0_k is not None else None,
                 w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr,
                 lengths=dev_lengths, reverse=d == 1, names=wanted,
                 out={n: v[:, d] for n, v in extra.items()} if order is None else None,
@@ -185,6 +192,8 @@ def stack_internals(
         lengths=_unsort(lengths, order, 0),  # type: ignore[arg-type]
         extra=extra,
         shared=shared,
+        state_in=call.state_in,
+        state_out=call.state_out,
     )
 
 
@@ -195,9 +204,12 @@ def cell_internals(call: CellCall, names: tuple[str, ...]) -> LayerRecord:
     extra: dict[str, Tensor] = {}
     wanted = [n for n in names if n in INTERNALS[call.kind]]
     if wanted:
-        w_ih, w_hh, b_ih, b_hh = call.weights
+        dtype = call.h.dtype  # the dtype the kernel ran in (autocast may differ from the inputs')
+        w_ih, w_hh = call.weights[0].to(dtype), call.weights[1].to(dtype)
+        b_ih, b_hh = (b.to(dtype) if b is not None else None for b in call.weights[2:])
         parts = layer_internals(
-            call.kind, call.input.unsqueeze(0), call.h.unsqueeze(0), call.h_prev, call.c_prev,
+            call.kind, call.input.unsqueeze(0).to(dtype), call.h.unsqueeze(0), call.h_prev.to(dtype),
+            call.c_prev.to(dtype) if call.c_prev is not None else None,
             w_ih, w_hh, b_ih, b_hh, None, names=wanted,
         )
         extra = {n: v.reshape(v.shape[1], 1, 1, -1) for n, v in parts.items()}
@@ -211,4 +223,6 @@ def cell_internals(call: CellCall, names: tuple[str, ...]) -> LayerRecord:
         cn=c,
         lengths=torch.ones(call.h.shape[0], dtype=torch.int64),
         extra=extra,
+        state_in=(call.h_prev, call.c_prev) if call.c_prev is not None else (call.h_prev,),
+        state_out=(call.h, call.c) if call.c is not None else (call.h,),
     )
