@@ -28,6 +28,8 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checkedread import CheckedStore
+from .integrity import explain_unreadable
 from .ncfile import (
     BATCHES,
     COMPLETE,
@@ -128,12 +130,15 @@ def _open(path: str | os.PathLike, chunks: Any, kwargs: dict[str, Any]) -> xr.Da
     with LOCK:
         netCDF4.set_chunk_cache(READ_CACHE, saved[1], saved[2])
     try:
-        with warnings.catch_warnings():  # sample/length sit in bigger chunks than the data
-            warnings.filterwarnings("ignore", "The specified chunks separate", UserWarning)
-            return xr.open_dataset(path, engine="netcdf4", chunks=chunks, **kwargs)
+        store = CheckedStore.open(str(path), mode="r")
+    except OSError as err:
+        raise explain_unreadable(Path(path), err) from err
     finally:
         with LOCK:
             netCDF4.set_chunk_cache(*saved)
+    with warnings.catch_warnings():  # sample/length sit in bigger chunks than the data
+        warnings.filterwarnings("ignore", "The specified chunks separate", UserWarning)
+        return xr.open_dataset(store, chunks=chunks, **kwargs)
 
 
 def _trim(ds: xr.Dataset, warn: bool = True) -> xr.Dataset:

@@ -11,6 +11,7 @@ that :func:`seqacts.extract` returns in memory.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -28,9 +29,11 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
+from .batchlog import batch_entry, difference, is_empty
 from .capture import Recorder
-from .errors import IncompleteStreamWarning, StreamMismatchError
+from .errors import DestinationError, IncompleteStreamWarning, StreamMismatchError
 from .extract import extract
+from .lock import StreamLock
 
 __all__ = [
     "COMPRESSIONS",
@@ -48,8 +51,8 @@ from .ncfile import (
     PACK_RANGES,
     SQUASHING_KINDS,
     Writer,
-    _rows,
     create,
+    rows_per_chunk,
 )
 
 
@@ -75,8 +78,10 @@ def _squashes(ds: xr.Dataset, model: nn.Module) -> bool:
     return True
 
 
-def _fingerprint(model: nn.Module, rec: Recorder, modules: Any, compression: str | None,
-                 pack: str | None, first_sample: int, time: Any = None) -> dict[str, Any]:
+def fingerprint(model: nn.Module, rec: Recorder, modules: Any, compression: str | None,
+                pack: str | None, first_sample: int, time: Any = None,
+                checksums: bool = True) -> dict[str, Any]:
+    """What a stream file records about how it was written; resume must match all of it."""
     cls = type(model)
     labels = None if time is None else hashlib.sha1(
         np.asarray(pd.Index(time).astype(str)).astype("U").tobytes()).hexdigest()
@@ -92,17 +97,19 @@ def _fingerprint(model: nn.Module, rec: Recorder, modules: Any, compression: str
         "training": model.training,
         "first_sample": first_sample,
         "time_labels": labels,
+        "checksums": checksums,
     }
 
 
-def _check_resume(path: Path, expected: dict[str, Any]) -> bool:
+def check_resume(path: Path, expected: dict[str, Any]) -> bool:
     """Raise unless ``path`` is a stream written with ``expected``; return whether complete."""
+    from .integrity import explain_unreadable
+
     try:
         with LOCK, netCDF4.Dataset(path) as nc:
             found, complete = json.loads(nc.getncattr(OPTIONS)), bool(nc.getncattr(COMPLETE))
     except OSError as err:
-        raise OSError(f"resume: cannot read {path} ({err}); if another process is writing it, "
-                      "wait for it (HDF5 locks open files)") from err
+        raise explain_unreadable(path, err, "resume") from err
     except (AttributeError, ValueError) as err:
         raise StreamMismatchError(f"resume: {path} is not a seqacts stream file ({err})") from err
     diff = [f"{k}: file has {found.get(k)!r}, this call {v!r}" for k, v in expected.items()
@@ -217,58 +224,112 @@ def extract_to_netcdf(
                   progress=progress)
 
 
+def check_destination(path: Path) -> None:
+    """Raise :class:`DestinationError` now, before any batch runs, if ``path`` cannot be one."""
+    if path.is_dir():
+        raise DestinationError(errno.EISDIR, f"{path} is a directory; pass a file path inside "
+                               f"it, e.g. {path / 'activations.nc'}", str(path))
+    if not path.parent.is_dir():
+        raise DestinationError(errno.ENOENT, f"the directory {path.parent} does not exist; "
+                               "create it first (e.g. Path(...).parent.mkdir(parents=True))",
+                               str(path))
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise DestinationError(errno.EACCES, f"the directory {path.parent} is not writable; "
+                               "pick another output path", str(path))
+
+
 def stream(model: nn.Module, batches: Iterable[Any], path: Path, opts: dict[str, Any], *,
            overwrite: bool = False, resume: bool = False, progress: bool = True,
-           first_sample: int = 0) -> Path:
-    """:func:`extract_to_netcdf` for samples numbered from ``first_sample`` (one shard)."""
+           first_sample: int = 0, guard: Callable[[], None] | None = None) -> Path:
+    """:func:`extract_to_netcdf` for samples numbered from ``first_sample`` (one shard).
+
+    ``guard()``, when given, runs before each batch is written and may raise to stop the run.
+    """
     if overwrite and resume:
         raise ValueError("overwrite=True and resume=True contradict each other; pick one")
+    check_destination(path)
     rec = Recorder(model, layers=opts["layers"], internals=opts["internals"],
                    modules=opts["modules"])  # resolves names; fails early on a bad one
-    expected = _fingerprint(model, rec, opts["modules"], opts["compression"], opts["pack"],
-                            first_sample, opts.get("time"))
+    expected = fingerprint(model, rec, opts["modules"], opts["compression"], opts["pack"],
+                           first_sample, opts.get("time"), opts.get("checksums", True))
+    with StreamLock(path):
+        return _locked(model, batches, path, opts, expected, overwrite=overwrite, resume=resume,
+                       progress=progress, guard=guard)
+
+
+def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: dict[str, Any],
+            expected: dict[str, Any], *, overwrite: bool, resume: bool, progress: bool,
+            guard: Callable[[], None] | None) -> Path:
     writer: Writer | None = None
     if path.exists() and not (overwrite or resume):
         raise FileExistsError(
             f"{path} exists; pass overwrite=True to replace it, or resume=True to finish an "
             "interrupted stream into it")
+    logged: list[dict[str, Any]] = []
+    complete = False
     if path.exists() and resume:
-        if _check_resume(path, expected):
-            return path
-        try:
-            writer = Writer(path)
-        except OSError as err:
-            raise OSError(f"resume: cannot append to {path} ({err}); HDF5 locks a file that "
-                          "another process has open, e.g. in xarray: close it first") from err
+        complete = check_resume(path, expected)
+        writer = Writer(path)
+        logged = writer.entries()
+        if complete:
+            writer.close()
     target = path.with_name(f".{path.name}.tmp-{os.getpid()}") if overwrite else path
     skip = writer.batches if writer else 0
     bar = tqdm(total=_total_samples(batches), initial=writer.committed["sample"] if writer else 0,
-               unit=" samples", desc=path.name, disable=not progress, dynamic_ncols=True)
+               unit=" samples", desc=path.name, disable=not progress or complete,
+               dynamic_ncols=True)
     sized, started, nbytes, i = hasattr(batches, "__len__"), time.perf_counter(), 0, -1
+    pending: list[dict[str, Any]] = []  # 0-sample batches before the file exists
     try:
         for i, batch in enumerate(batches):
-            if i < skip:
-                continue
             args, kwargs = _model_args(batch, opts["inputs"])
+            entry = batch_entry(args, kwargs)
+            if i < skip:
+                if i < len(logged) and (diff := difference(i, logged[i], entry)):
+                    raise StreamMismatchError(
+                        f"resume: {path} was written from other batches ({diff}); pass the same "
+                        "batches, in the same order and sizes, or overwrite=True to start over")
+                continue
+            if complete:
+                raise StreamMismatchError(
+                    f"resume: {path} is already complete with {skip} batches "
+                    f"({writer.committed['sample'] if writer else 0} samples), but batches "
+                    f"yielded more (batch {i} and on); pass the same batches, or write the "
+                    "others to another file")
+            if is_empty(args, kwargs):
+                entry["samples"] = 0
+                if writer is None:
+                    pending.append(entry)
+                else:
+                    writer.append(None, entry)
+                continue
             ds = extract(model, *args, layers=opts["layers"], internals=opts["internals"],
                          modules=opts["modules"], **kwargs)
+            entry["samples"] = ds.sizes["sample"]
             if opts.get("time") is not None:
                 ds = _label_time(ds, opts["time"])
+            if guard is not None:
+                guard()
             if writer is None:
-                _create_atomic(target, ds, expected, model)
+                create_exclusive(target, ds, expected, model, overwrite=overwrite)
                 writer = Writer(target)
-            nbytes += writer.append(ds)
+                for empty in pending:
+                    writer.append(None, empty)
+            nbytes += writer.append(ds, entry)
             if bar.total is None and sized:  # estimate from the first batch's size
                 bar.total = len(batches) * ds.sizes["sample"]  # type: ignore[arg-type]
             bar.set_postfix_str(f"{nbytes / 1e6 / (time.perf_counter() - started):.0f} MB/s",
                                 refresh=False)
             bar.update(ds.sizes["sample"])
         if writer is None:
-            raise ValueError("batches: the iterable yielded no batch; nothing to write")
+            raise ValueError("batches: the iterable yielded no batch with samples; nothing to "
+                             "write")
         if i + 1 < skip:
             raise StreamMismatchError(
                 f"resume: {path} already holds {skip} batches but batches yielded only {i + 1}; "
                 "pass the same batches, in the same order")
+        if complete:
+            return path
         writer.finish()
         if overwrite:
             os.replace(target, path)
@@ -284,11 +345,14 @@ def stream(model: nn.Module, batches: Iterable[Any], path: Path, opts: dict[str,
     return path
 
 
-def _create_atomic(path: Path, ds: xr.Dataset, options: dict[str, Any], model: nn.Module) -> None:
-    """Create the empty file under a temporary name and rename it: never a half-made file."""
+def create_exclusive(path: Path, ds: xr.Dataset, options: dict[str, Any], model: nn.Module | None,
+                     *, overwrite: bool = False) -> None:
+    """Create the empty stream file for batches like ``ds``: written under a temporary name,
+    then linked into place, failing if ``path`` appeared meanwhile (replacing it only when
+    ``overwrite``)."""
     packed = {}
     if options["pack"]:
-        squash = _squashes(ds, model)
+        squash = model is not None and _squashes(ds, model)
         packed = {n: r for n, r in PACK_RANGES.items()
                   if n in ds.data_vars and (squash or n not in ("h", "h_n"))}
         if not packed:
@@ -296,7 +360,24 @@ def _create_atomic(path: Path, ds: xr.Dataset, options: dict[str, Any], model: n
                           "tanh layers); storing float", stacklevel=4)
     tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
     try:
-        create(tmp, ds.isel(sample=slice(0, 0)), options, packed, _rows(ds))
-        os.replace(tmp, path)
+        create(tmp, ds.isel(sample=slice(0, 0)), options, packed, rows_per_chunk(ds))
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    """Put ``tmp`` at ``path`` unless something is there already."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(
+            errno.EEXIST, f"{path} was created by another process while this run started; "
+            "pass overwrite=True to replace it, or resume=True to finish it", str(path)) from None
+    except OSError:  # a filesystem without hard links: exclusive create, then rename over it
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        os.close(fd)
+        os.replace(tmp, path)
