@@ -8,6 +8,7 @@ sample range.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,9 @@ from xarray.backends import NetCDF4DataStore
 from xarray.backends.netCDF4_ import NetCDF4ArrayWrapper
 from xarray.core import indexing
 
+from .errors import StreamBusyError
 from .integrity import bad_samples, corrupt_chunk_error
+from .lock import describe, lock_holder
 
 __all__ = ["CheckedStore"]
 
@@ -34,6 +37,11 @@ class _CheckedArray(NetCDF4ArrayWrapper):
         with self.datastore.lock:
             var = self.get_array(needs_lock=False)
             path = var.group().filepath()
+            holder = lock_holder(Path(path))
+            if holder is not None:
+                return StreamBusyError(
+                    16, f"{path} is being written by {describe(holder)} and changed under this "
+                    f"read of {self.variable_name!r}; read it when that run has finished")
             if "sample" not in var.dimensions:
                 return corrupt_chunk_error(path, self.variable_name, [], err)
             k = key[var.dimensions.index("sample")]

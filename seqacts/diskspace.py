@@ -17,7 +17,7 @@ from pathlib import Path
 
 __all__ = ["preflight", "diagnose", "MARGIN"]
 
-MARGIN = 2**20  # HDF5 metadata written with a batch (chunk index, attributes): generous
+MARGIN = 2**16  # HDF5 metadata written with a batch (chunk index, attributes), plus 1%
 
 
 def _limit() -> int | None:
@@ -41,7 +41,7 @@ def _free(path: Path) -> int | None:
 
 def preflight(path: Path, nbytes: int) -> tuple[int, str] | None:
     """``(errno, reason)`` if writing ``nbytes`` more to ``path`` cannot fit, else None."""
-    need = nbytes + MARGIN
+    need = nbytes + nbytes // 100 + MARGIN
     limit = _limit()
     if limit is not None and _size(path) + need > limit:
         return errno.EFBIG, (f"the file would grow to ~{(_size(path) + need) / 1e6:.1f} MB, past "

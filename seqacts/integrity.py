@@ -22,9 +22,51 @@ import numpy as np
 from .errors import CorruptFileError, StreamBusyError
 from .lock import describe, lock_holder
 
-__all__ = ["VerifyReport", "verify", "explain_unreadable", "header_problem", "bad_samples"]
+__all__ = ["VerifyReport", "bad_samples", "explain_unreadable", "header_problem",
+           "repair_truncated", "verify"]
 
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _eof(path: Path) -> int | None:
+    """The end-of-file address in ``path``'s HDF5 superblock, or None if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    at = next((o for o in (0, 512, 1024, 2048) if head[o : o + 8] == SIGNATURE), None)
+    if at is None or head[at + 8] not in (0, 1, 2, 3):
+        return None
+    sb = head[at:]
+    offsets, base = (sb[13], 24 if sb[8] == 0 else 28) if sb[8] < 2 else (sb[9], 12)
+    fmt = {4: "<I", 8: "<Q"}.get(offsets)
+    if fmt is None:
+        return None
+    base_addr = struct.unpack_from(fmt, sb, base)[0]
+    return int(at + base_addr + struct.unpack_from(fmt, sb, base + 2 * offsets)[0])
+
+
+def repair_truncated(path: Path) -> bool:
+    """Give a truncated stream file back the length its header claims, if that makes every
+    committed chunk read back; return whether it did (else the file is left as it was).
+
+    A write that hit a file-size limit or a full disk leaves the header's end-of-file past the
+    bytes that reached the disk; the missing tail held only the batch being written, which was
+    never committed. Its bytes come back as a hole of zeros, and :func:`verify` (checksums)
+    proves the committed batches intact before the file is used again.
+    """
+    eof, size = _eof(path), path.stat().st_size
+    if eof is None or eof <= size:
+        return False
+    os.truncate(path, eof)
+    try:
+        ok = verify(path).ok
+    except Exception:  # noqa: BLE001 - any failure means: not repairable
+        ok = False
+    if not ok:
+        os.truncate(path, size)
+    return ok
 
 
 def header_problem(path: Path) -> str | None:
@@ -55,14 +97,14 @@ def header_problem(path: Path) -> str | None:
     if at + base_addr + eof > size:
         return (f"truncated: its header says {at + base_addr + eof} bytes but the file has "
                 f"{size}; the end of the file was lost (disk full, file-size limit, or a copy "
-                "cut short)")
+                "cut short). If a write failed, resume=True recovers its committed batches")
     return None
 
 
 def explain_unreadable(path: Path, err: BaseException, what: str = "open") -> OSError:
     """The error to raise when netCDF4 cannot open ``path``: busy, broken, or the original."""
     holder = lock_holder(path)
-    if holder is not None and holder.get("pid") != os.getpid():
+    if holder is not None:
         return StreamBusyError(
             getattr(err, "errno", None) or 16, f"{what}: {path} is being written by "
             f"{describe(holder)}; wait for it to finish (readers see its committed batches "
@@ -86,7 +128,7 @@ def bad_samples(var: netCDF4.Variable, start: int, stop: int) -> list[tuple[int,
     axis = var.dimensions.index("sample")
     chunking = var.chunking()
     rows = int(chunking[axis]) if chunking != "contiguous" else max(stop - start, 1)
-    bad = []
+    bad: list[tuple[int, int]] = []
     for lo in range(start - start % rows, stop, rows):
         index = [slice(None)] * var.ndim
         index[axis] = slice(max(lo, start), min(lo + rows, stop))

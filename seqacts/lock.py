@@ -61,9 +61,12 @@ def _stale(info: dict[str, Any]) -> bool:
 
 
 def lock_holder(path: Path) -> dict[str, Any] | None:
-    """The live writer holding ``path`` (pid, host, started), or None."""
+    """The live writer holding ``path`` (pid, host, started), or None (also when it is this
+    process)."""
     info = _read(lock_path(path))
     if info is None or _stale(info):
+        return None
+    if info.get("pid") == os.getpid() and info.get("host") == socket.gethostname():
         return None
     return info
 

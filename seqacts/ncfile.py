@@ -205,6 +205,16 @@ def _define(nc: netCDF4.Dataset, name: str, var: xr.Variable, options: dict[str,
         v[:] = var.values.astype(dtype, copy=False)
 
 
+def read_log(path: Path) -> tuple[int, int, list[dict[str, Any]]]:
+    """``(committed samples, committed batches, batch log)`` of a stream file, read-only."""
+    with LOCK, netCDF4.Dataset(path) as nc:
+        samples, batches = int(nc.getncattr(SAMPLES)), int(nc.getncattr(BATCHES))
+        if LOG_GROUP not in nc.groups:
+            return samples, batches, []
+        log = nc.groups[LOG_GROUP][LOG]
+        return samples, batches, [json.loads(e) for e in log[: min(batches, len(log))]]
+
+
 class Writer:
     """An open stream file: appends batches along ``sample``, grows dims, commits.
 
@@ -242,13 +252,6 @@ class Writer:
     def _len(self, dim: str) -> int:
         return len(self.nc.dimensions[dim])
 
-    def entries(self) -> list[dict[str, Any]]:
-        """The batch log of the committed batches (empty for files written before it)."""
-        if self.log is None:
-            return []
-        with LOCK:
-            return [json.loads(e) for e in self.log[: min(self.batches, len(self.log))]]
-
     def append(self, ds: xr.Dataset | None, entry: dict[str, Any] | None = None) -> int:
         """Write one batch after the committed samples and commit it; return bytes written.
 
@@ -268,8 +271,9 @@ class Writer:
                 f"{self.chunk} samples that a committed batch wrote; a crash now could lose that "
                 f"chunk. Use batch sizes that are multiples of {self.chunk}", stacklevel=4)
         data: dict[str, np.ndarray] = {}  # encode outside the lock (lazy input reads take it)
-        for name in self.rows if ds is not None and n else ():
-            data[name] = np.asarray(ds.variables[name].values)
+        variables = {} if ds is None else dict(ds.variables)
+        for name in self.rows if n else ():
+            data[name] = np.asarray(variables[name].values)
             if name == "sample":
                 data[name] = np.arange(start, start + n) + self.options["first_sample"]
             elif name in self.packed:
@@ -289,7 +293,7 @@ class Writer:
                 for d, values in grown.items():
                     self.nc[d][: len(values)] = values
                 for name, values in data.items():
-                    dims = ds.variables[name].dims
+                    dims = variables[name].dims
                     self.nc[name][tuple(slice(start, start + n) if d == "sample" else slice(0, s)
                                         for d, s in zip(dims, values.shape, strict=True))] = values
                 if ds is not None and n:

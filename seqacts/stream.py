@@ -31,8 +31,14 @@ from tqdm.auto import tqdm
 
 from .batchlog import batch_entry, difference, is_empty
 from .capture import Recorder
-from .errors import DestinationError, IncompleteStreamWarning, StreamMismatchError
+from .errors import (
+    CorruptFileError,
+    DestinationError,
+    IncompleteStreamWarning,
+    StreamMismatchError,
+)
 from .extract import extract
+from .integrity import explain_unreadable, repair_truncated, verify
 from .lock import StreamLock
 
 __all__ = [
@@ -52,6 +58,7 @@ from .ncfile import (
     SQUASHING_KINDS,
     Writer,
     create,
+    read_log,
     rows_per_chunk,
 )
 
@@ -103,8 +110,10 @@ def fingerprint(model: nn.Module, rec: Recorder, modules: Any, compression: str 
 
 def check_resume(path: Path, expected: dict[str, Any]) -> bool:
     """Raise unless ``path`` is a stream written with ``expected``; return whether complete."""
-    from .integrity import explain_unreadable
-
+    if repair_truncated(path):
+        warnings.warn(f"resume: {path} was cut short by a failed write; its committed batches "
+                      "read back intact (checksums verified), continuing after them",
+                      stacklevel=4)
     try:
         with LOCK, netCDF4.Dataset(path) as nc:
             found, complete = json.loads(nc.getncattr(OPTIONS)), bool(nc.getncattr(COMPLETE))
@@ -163,15 +172,19 @@ def extract_to_netcdf(
     time: Sequence[Any] | None = None,
     compression: str | None = None,
     pack: str | None = None,
+    checksums: bool = True,
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
 ) -> Path:
     """Run ``model`` over ``batches`` and append each batch's activations to one netCDF file.
 
-    Memory stays that of one batch. After every batch the file is synced and its committed
-    sample count updated, so a killed run leaves every finished batch readable and
-    ``resume=True`` finishes it. Open the result with :func:`seqacts.open_dataset` (lazy, Dask)
+    Memory stays that of one batch. Each batch is written and synced, then counted as
+    committed in a second synced step, so a killed run or a failed write (disk full, file-size
+    limit: :class:`~seqacts.errors.StreamWriteError` with its ``errno``) leaves every committed
+    batch readable and ``resume=True`` finishes it. A lock file next to ``path`` keeps a second
+    writer out (:class:`~seqacts.errors.StreamBusyError` names the process holding it). The
+    destination is checked before any batch runs; a batch of 0 samples is logged and skipped. Open the result with :func:`seqacts.open_dataset` (lazy, Dask)
     or ``xr.open_dataset``; it equals ``xr.concat`` of per-batch :func:`seqacts.extract` results
     (``sample`` numbered 0..N-1, ``time`` padded with NaN to the longest batch).
 
@@ -198,13 +211,19 @@ def extract_to_netcdf(
         Store variables with a known range (gates; ``h``/``h_n`` of tanh layers without
         projection) as int16 with ``scale_factor``/``add_offset`` (xarray decodes them):
         half the size, absolute error <= 1.6e-5. Other variables stay float.
+    checksums : bool, default True
+        Store a fletcher32 checksum with every chunk (HDF5 checks it on each read, so a
+        corrupted chunk raises :class:`~seqacts.errors.CorruptFileError` instead of reading
+        wrong values); its write cost is measured in the README.
     overwrite : bool, default False
         Replace an existing ``path``; the new file is written under a temporary name and
         renamed at the end, so a failure keeps the old file.
     resume : bool, default False
         Continue an interrupted file: the first batches already committed are skipped (not
-        run). The file must have been written with the same layers, options and model weights
-        (else :class:`StreamMismatchError`). A missing file starts afresh.
+        run) after checking each against the file's batch log (sample count, input shapes,
+        sha256 of the inputs) and reading back every committed chunk. The file must have been
+        written with the same layers, options and model weights (else
+        :class:`StreamMismatchError`). A missing file starts afresh.
     progress : bool, default True
         Show a tqdm bar in samples (with MB/s).
 
@@ -219,7 +238,7 @@ def extract_to_netcdf(
     if pack not in (None, "int16"):
         raise ValueError(f"pack: expected None or 'int16', got {pack!r}")
     opts = dict(layers=layers, internals=internals, modules=modules, inputs=inputs,
-                compression=compression, pack=pack, time=time)
+                compression=compression, pack=pack, time=time, checksums=bool(checksums))
     return stream(model, batches, Path(path), opts, overwrite=overwrite, resume=resume,
                   progress=progress)
 
@@ -266,16 +285,21 @@ def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: dict[str
             f"{path} exists; pass overwrite=True to replace it, or resume=True to finish an "
             "interrupted stream into it")
     logged: list[dict[str, Any]] = []
-    complete = False
+    complete, committed, skip = False, 0, 0
     if path.exists() and resume:
         complete = check_resume(path, expected)
-        writer = Writer(path)
-        logged = writer.entries()
-        if complete:
-            writer.close()
+        if not (report := verify(path)).ok:
+            raise CorruptFileError(
+                5, f"resume: {path} has committed batches that no longer read back ("
+                + "; ".join(report.problems) + "); rewrite it with overwrite=True", str(path))
+        committed, skip, logged = read_log(path)
+        if not complete:
+            try:
+                writer = Writer(path)
+            except OSError as err:
+                raise explain_unreadable(path, err, "resume") from err
     target = path.with_name(f".{path.name}.tmp-{os.getpid()}") if overwrite else path
-    skip = writer.batches if writer else 0
-    bar = tqdm(total=_total_samples(batches), initial=writer.committed["sample"] if writer else 0,
+    bar = tqdm(total=_total_samples(batches), initial=committed,
                unit=" samples", desc=path.name, disable=not progress or complete,
                dynamic_ncols=True)
     sized, started, nbytes, i = hasattr(batches, "__len__"), time.perf_counter(), 0, -1
@@ -293,7 +317,7 @@ def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: dict[str
             if complete:
                 raise StreamMismatchError(
                     f"resume: {path} is already complete with {skip} batches "
-                    f"({writer.committed['sample'] if writer else 0} samples), but batches "
+                    f"({committed} samples), but batches "
                     f"yielded more (batch {i} and on); pass the same batches, or write the "
                     "others to another file")
             if is_empty(args, kwargs):
@@ -321,15 +345,15 @@ def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: dict[str
             bar.set_postfix_str(f"{nbytes / 1e6 / (time.perf_counter() - started):.0f} MB/s",
                                 refresh=False)
             bar.update(ds.sizes["sample"])
-        if writer is None:
-            raise ValueError("batches: the iterable yielded no batch with samples; nothing to "
-                             "write")
         if i + 1 < skip:
             raise StreamMismatchError(
                 f"resume: {path} already holds {skip} batches but batches yielded only {i + 1}; "
                 "pass the same batches, in the same order")
         if complete:
             return path
+        if writer is None:
+            raise ValueError("batches: the iterable yielded no batch with samples; nothing to "
+                             "write")
         writer.finish()
         if overwrite:
             os.replace(target, path)

@@ -354,9 +354,9 @@ from pathlib import Path
 import seqacts.stream as stream
 
 append = stream.Writer.append
-def announce(self, ds):  # say when a batch's write begins, so the parent can kill mid-write
+def announce(self, ds, entry=None):  # say when a batch's write begins: the parent kills then
     print("writing", self.batches, flush=True)
-    return append(self, ds)
+    return append(self, ds, entry)
 stream.Writer.append = announce
 sys.path.insert(0, {tests!r})
 from test_stream import killed_model, killed_batches
