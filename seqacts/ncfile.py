@@ -59,8 +59,22 @@ BATCHES = "seqacts_stream_batches"
 SIZES = "seqacts_stream_sizes"
 OPTIONS = "seqacts_stream_options"
 # Per-batch log (samples, inputs digest, input shapes), in a group xarray does not read.
+# Fixed-size rows (JSON padded with spaces): rewritten in place after a kill, unlike VLEN strings.
 LOG_GROUP = "seqacts_stream"
 LOG = "batches"
+LOG_WIDTH = 512
+
+
+def encode_entry(entry: dict[str, Any]) -> np.ndarray:
+    """A batch-log entry as one fixed-width row of bytes (input shapes dropped if too long)."""
+    text = json.dumps(entry)
+    if len(text) > LOG_WIDTH:
+        text = json.dumps({k: v for k, v in entry.items() if k != "shapes"})
+    return np.frombuffer(text.ljust(LOG_WIDTH).encode(), np.uint8)
+
+
+def decode_entries(rows: np.ndarray) -> list[dict[str, Any]]:
+    return [json.loads(bytes(row).decode()) for row in np.asarray(rows, np.uint8)]
 
 try:  # share xarray's lock: netCDF-C/HDF5 are not thread-safe, and dask reads use this lock
     from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK as LOCK
@@ -153,7 +167,8 @@ def create(path: Path, ds: xr.Dataset, options: dict[str, Any],
             nc.setncatts({**attrs, OPTIONS: json.dumps(options)})
             log = nc.createGroup(LOG_GROUP)
             log.createDimension("batch", None)
-            log.createVariable(LOG, str, ("batch",))
+            log.createDimension("byte", LOG_WIDTH)
+            log.createVariable(LOG, np.uint8, ("batch", "byte"), chunksizes=(64, LOG_WIDTH))
             nc.sync()
         finally:
             nc.close()
@@ -212,7 +227,8 @@ def read_log(path: Path) -> tuple[int, int, list[dict[str, Any]]]:
         if LOG_GROUP not in nc.groups:
             return samples, batches, []
         log = nc.groups[LOG_GROUP][LOG]
-        return samples, batches, [json.loads(e) for e in log[: min(batches, len(log))]]
+        log.set_auto_maskandscale(False)
+        return samples, batches, decode_entries(log[: min(batches, len(log))])
 
 
 class Writer:
@@ -238,6 +254,8 @@ class Writer:
             self.close()
             raise
         self.log = self.nc.groups[LOG_GROUP][LOG] if LOG_GROUP in self.nc.groups else None
+        if self.log is not None:
+            self.log.set_auto_maskandscale(False)
         self.growing = [d for d in self.nc.dimensions if d not in FIXED_DIMS and d != "sample"]
         self.rows = sorted((n for n, v in self.nc.variables.items() if "sample" in v.dimensions),
                            key=lambda n: n == "sample")  # the sample coordinate last
@@ -299,7 +317,7 @@ class Writer:
                 if ds is not None and n:
                     self._pad(start + n, ds)
                 if self.log is not None and entry is not None:
-                    self.log[self.batches] = json.dumps(entry)
+                    self.log[self.batches] = encode_entry(entry)
                 self.nc.sync()
             with LOCK:  # step 2: the commit record, synced
                 self.nc.setncatts({SAMPLES: start + n, BATCHES: self.batches + 1,

@@ -42,6 +42,8 @@ from .ncfile import (
     SIZES,
     Writer,
     create,
+    encode_entry,
+    read_log,
 )
 from .stream import (
     IncompleteStreamWarning,
@@ -193,6 +195,7 @@ def rewrite_trimmed(path: Path) -> None:
     netCDF cannot shrink an unlimited dimension.
     """
     tmp = path.with_name(f".{path.name}.trim-{os.getpid()}")
+    entries = read_log(path)[2]
     with xr.open_dataset(path, engine="netcdf4", cache=False) as src:
         ds = _trim(src, warn=False)
         packed = {
@@ -210,6 +213,9 @@ def rewrite_trimmed(path: Path) -> None:
         for start in range(0, ds.sizes["sample"], step):
             writer.append(ds.isel(sample=slice(start, start + step)).load())
         with LOCK:
+            if writer.log is not None:
+                for k, entry in enumerate(entries):
+                    writer.log[k] = encode_entry(entry)
             writer.nc.setncatts({BATCHES: int(ds.attrs[BATCHES]), COMPLETE: 1})
         writer.close()
     os.replace(tmp, path)
