@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import functools
 import json
+import os
 import threading
 import warnings
 from pathlib import Path
@@ -372,7 +373,30 @@ class Writer:
 
     def close(self) -> None:
         """Close the file; a failing close (after a failed write) is not raised over the
-        error that caused it."""
-        with LOCK, contextlib.suppress(RuntimeError, OSError):
-            if self.nc.isopen():
-                self.nc.close()
+        error that caused it, and does not leave the file held open."""
+        with LOCK:
+            try:
+                if self.nc.isopen():
+                    self.nc.close()
+            except (RuntimeError, OSError):
+                _release_descriptors(self.path)
+
+
+def _release_descriptors(path: Path) -> None:
+    """Point this process's descriptors of ``path`` at /dev/null.
+
+    After a failed write, HDF5 cannot close the file: it keeps the descriptor, and with it the
+    file lock that makes every other process's open fail. Its later writes go to /dev/null.
+    """
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.is_dir():
+        return
+    target = os.path.realpath(path)
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for entry in fd_dir.iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                if os.readlink(entry) == target:
+                    os.dup2(null, int(entry.name))
+    finally:
+        os.close(null)
