@@ -13,16 +13,22 @@ from .capture.discovery import layers
 from .capture.extract import extract
 from .capture.recorder import Recorder, record
 from .errors import (
+    CorruptFileError,
+    DestinationError,
     LayerSelectionError,
     NoRecurrentModuleError,
     OptionError,
     RecordingError,
     RecordingWarning,
     SeqactsError,
+    StreamBusyError,
+    StreamWriteError,
     UnsupportedModelError,
 )
+from .io.integrity import VerifyReport, verify
 from .io.scale import extract_distributed, open_dataset
 from .io.stream import IncompleteStreamWarning, StreamMismatchError, extract_to_netcdf
+from .io.write import write_stream
 from .schema import INTERNALS, KINDS
 from .viz.report import report
 
@@ -32,6 +38,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "CorruptFileError",
+    "DestinationError",
     "GATES",
     "INTERNALS",
     "IncompleteStreamWarning",
@@ -43,8 +51,11 @@ __all__ = [
     "RecordingError",
     "RecordingWarning",
     "SeqactsError",
+    "StreamBusyError",
     "StreamMismatchError",
+    "StreamWriteError",
     "UnsupportedModelError",
+    "VerifyReport",
     "__version__",
     "extract",
     "extract_distributed",
@@ -53,6 +64,8 @@ __all__ = [
     "open_dataset",
     "record",
     "report",
+    "verify",
+    "write_stream",
 ]
 
 #: The former name of :data:`INTERNALS`, kept so existing code keeps working.

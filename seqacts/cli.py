@@ -264,6 +264,8 @@ def open_acts(path: str) -> Any:
     opener = _optional("open_dataset", "scale")
     try:
         ds = opener(p) if opener is not None else xr.open_dataset(p, chunks={})
+    except SeqactsError:
+        raise
     except (OSError, ValueError) as err:
         raise CLIError(f"FILE: cannot read {path} as netCDF ({err}); pass a .nc file") from err
     if "layer" not in ds.dims or "h" not in ds:
@@ -275,6 +277,12 @@ def open_acts(path: str) -> Any:
 def cmd_info(args: argparse.Namespace) -> int:
     from .analysis.summary import format_table, summary_table
 
+    if args.verify:
+        from .io.integrity import verify
+
+        report = verify(_file(args.file, "FILE"))
+        print(report)
+        return 0 if report.ok else 1
     ds = open_acts(args.file)
     size = Path(args.file).stat().st_size
     print(f"{args.file}: {size / 1e6:.1f} MB on disk, {ds.nbytes / 1e6:.1f} MB in memory")
@@ -357,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("info", cmd_info, "describe a recorded netCDF file")
     p.add_argument("file", metavar="FILE.nc")
     p.add_argument("--summary", action="store_true", help="also compute per-layer statistics")
+    p.add_argument("--verify", action="store_true", help="read every chunk, check its checksum "
+                   "and report problems (exit status 1 if any)")
 
     p = command("report", cmd_report, "write an HTML report of a recorded netCDF file")
     p.add_argument("file", metavar="FILE.nc")

@@ -9,6 +9,10 @@ __all__ = [
     "OptionError",
     "RecordingError",
     "StreamMismatchError",
+    "StreamBusyError",
+    "StreamWriteError",
+    "CorruptFileError",
+    "DestinationError",
     "IncompleteStreamWarning",
     "RecordingWarning",
     "UnsupportedModelError",
@@ -41,6 +45,24 @@ class OptionError(SeqactsError, ValueError):
 
 class StreamMismatchError(SeqactsError, ValueError):
     """``resume=True`` met a file written with other layers, options or model weights."""
+
+
+class StreamBusyError(SeqactsError, BlockingIOError):
+    """Another process (named in the message) is writing this stream file right now."""
+
+
+class StreamWriteError(SeqactsError, OSError):
+    """Writing a batch failed (``errno`` says why: ``ENOSPC``, ``EFBIG``...); the file keeps every
+    batch committed before it, and ``resume=True`` finishes it once the cause is fixed."""
+
+
+class CorruptFileError(SeqactsError, OSError):
+    """A file is truncated, has a broken header, or a chunk fails its checksum."""
+
+
+class DestinationError(SeqactsError, OSError):
+    """The output path cannot be written: its directory is missing, it is a directory, or the
+    directory is not writable. Raised before any batch is run."""
 
 
 class IncompleteStreamWarning(UserWarning):

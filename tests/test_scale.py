@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import subprocess
@@ -173,3 +174,47 @@ def test_distributed_checks_what_load_returns(client: object, tmp_path: Path) ->
     with pytest.raises(TypeError, match="unknown options"):
         extract_distributed(model, short, 10, tmp_path / "bad", client=client, overwrite=True,
                             layer="l0")
+
+
+def replacing_run(directory: str, start: int, stop: int) -> Iterator[torch.Tensor]:
+    """Shard loader that, for the shard at 8, first replaces the directory's run (as a newer
+    run or a refusal does) while the shard is already running."""
+    if start == 8:
+        manifest = Path(directory) / "shards.json"
+        plan = json.loads(manifest.read_text())
+        manifest.write_text(json.dumps({**plan, "run": "another"}))
+    return inputs_for(start, stop)
+
+
+@pytest.mark.slow
+def test_distributed_refuses_another_model_before_running_any_shard(
+    client: object, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    model, other = nn.GRU(3, 4, batch_first=True).eval(), nn.GRU(3, 4, batch_first=True).eval()
+    load = lambda start, stop: inputs_for(start, stop)  # noqa: E731 - shipped by value
+    out = tmp_path / "d"
+    parts = extract_distributed(model, load, 16, out, client=client, shard_size=8,
+                                progress=False)
+    parts[1].unlink()  # an unfinished run
+    stamps = parts[0].stat().st_mtime_ns
+    with pytest.raises(StreamMismatchError, match=r"model_weights.*no shard was run"):
+        extract_distributed(other, load, 16, out, client=client, resume=True, progress=False)
+    assert not parts[1].exists() and parts[0].stat().st_mtime_ns == stamps
+
+    # a part written by another model, slipped into the directory: open_dataset names it
+    extract_distributed(other, load, 16, tmp_path / "o", client=client, shard_size=8,
+                        progress=False)
+    (tmp_path / "o" / parts[1].name).rename(parts[1])
+    with pytest.raises(StreamMismatchError, match=rf"{parts[1].name} \(model_weights\)"):
+        open_dataset(out)
+
+
+@pytest.mark.slow
+def test_shard_of_a_replaced_run_does_not_write(client: object, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    model = nn.GRU(3, 4, batch_first=True).eval()
+    with pytest.raises(StreamMismatchError, match="current run is another.*not writing"):
+        extract_distributed(model, functools.partial(replacing_run, str(out)), 16, out,
+                            client=client, shard_size=8, progress=False)
+    assert not (out / "part-000000000008.nc").exists()

@@ -248,16 +248,23 @@ def test_failure_midway_keeps_committed_batches_and_resume_finishes(
         partial = open_dataset(path)
     xr.testing.assert_equal(partial.load(), reference(lstm, batches[:2]))
 
-    calls = []
-    extract_to_netcdf(lstm, batches, path, resume=True, progress=False,
-                      inputs=lambda b: calls.append(b.shape) or b)
-    assert calls == [b.shape for b in batches[2:]]  # committed batches were not run again
-    assert_stream_equals(path, reference(lstm, batches))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert open_dataset(path).attrs["seqacts_stream_complete"] == 1
-    # resuming a finished file does nothing (and does not touch the batches)
-    extract_to_netcdf(lstm, dies_after(0), path, resume=True, progress=False)
+    calls: list = []
+    handle = lstm.register_forward_pre_hook(lambda _, args: calls.append(args[0].shape))
+    try:
+        extract_to_netcdf(lstm, batches, path, resume=True, progress=False)
+        assert calls == [b.shape for b in batches[2:]]  # committed batches were not run again
+        assert_stream_equals(path, reference(lstm, batches))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert open_dataset(path).attrs["seqacts_stream_complete"] == 1
+        # resuming a finished file checks the batches against the file's, runs nothing
+        calls.clear()
+        extract_to_netcdf(lstm, batches, path, resume=True, progress=False)
+        assert calls == []
+    finally:
+        handle.remove()
+    with pytest.raises(StreamMismatchError, match="already complete with 4 batches.*batch 4"):
+        extract_to_netcdf(lstm, batches + batches[:1], path, resume=True, progress=False)
 
 
 def test_resume_refuses_other_options_model_or_batches(lstm: nn.Module, tmp_path: Path) -> None:
@@ -347,9 +354,9 @@ from pathlib import Path
 import seqacts.io.stream as stream
 
 append = stream.Writer.append
-def announce(self, ds):  # say when a batch's write begins, so the parent can kill mid-write
+def announce(self, ds, entry=None):  # say when a batch's write begins: the parent kills then
     print("writing", self.batches, flush=True)
-    return append(self, ds)
+    return append(self, ds, entry)
 stream.Writer.append = announce
 sys.path.insert(0, {tests!r})
 from test_stream import killed_model, killed_batches

@@ -8,9 +8,11 @@ the bookkeeping attribute names, :func:`create` (an empty file shaped like a dat
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import json
+import os
 import threading
 import warnings
 from pathlib import Path
@@ -20,8 +22,9 @@ import netCDF4
 import numpy as np
 import xarray as xr
 
-from ..errors import StreamMismatchError
+from ..errors import StreamMismatchError, StreamWriteError
 from ..schema import INTERNAL_RANGE
+from .diskspace import diagnose, preflight
 
 #: Lossless filters for ``compression=``: netCDF4 ``createVariable`` arguments. zstd gets the
 #: shuffle filter too (set through the C library: netCDF4-python only shuffles for zlib).
@@ -50,6 +53,23 @@ SAMPLES = "seqacts_stream_samples"
 BATCHES = "seqacts_stream_batches"
 SIZES = "seqacts_stream_sizes"
 OPTIONS = "seqacts_stream_options"
+# Per-batch log (samples, inputs digest, input shapes), in a group xarray does not read.
+# Fixed-size rows (JSON padded with spaces): rewritten in place after a kill, unlike VLEN strings.
+LOG_GROUP = "seqacts_stream"
+LOG = "batches"
+LOG_WIDTH = 512
+
+
+def encode_entry(entry: dict[str, Any]) -> np.ndarray:
+    """A batch-log entry as one fixed-width row of bytes (input shapes dropped if too long)."""
+    text = json.dumps(entry)
+    if len(text) > LOG_WIDTH:
+        text = json.dumps({k: v for k, v in entry.items() if k != "shapes"})
+    return np.frombuffer(text.ljust(LOG_WIDTH).encode(), np.uint8)
+
+
+def decode_entries(rows: np.ndarray) -> list[dict[str, Any]]:
+    return [json.loads(bytes(row).decode()) for row in np.asarray(rows, np.uint8)]
 
 try:  # share xarray's lock: netCDF-C/HDF5 are not thread-safe, and dask reads use this lock
     from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK as LOCK
@@ -98,7 +118,7 @@ def _pack(x: np.ndarray, name: str, lo: float, hi: float) -> np.ndarray:
     return out.reshape(x.shape)
 
 
-def chunk_rows(ds: xr.Dataset) -> int:
+def rows_per_chunk(ds: xr.Dataset) -> int:
     """Samples per chunk: ~CHUNK_BYTES per layer, a power of two dividing the batch size.
 
     Batches then fill whole chunks, so a committed compressed chunk is never rewritten (HDF5
@@ -125,7 +145,7 @@ def create(path: Path, ds: xr.Dataset, options: dict[str, Any],
             for dim, size in ds.sizes.items():
                 nc.createDimension(str(dim), size if dim in FIXED_DIMS else None)
             for name, var in ds.variables.items():
-                _define(nc, str(name), var, options["compression"], packed.get(str(name)),
+                _define(nc, str(name), var, options, packed.get(str(name)),
                         rows if name in ds.data_vars else 4096)
             listed: set[str] = set()
             for name in ds.data_vars:
@@ -140,6 +160,10 @@ def create(path: Path, ds: xr.Dataset, options: dict[str, Any],
                      if d not in FIXED_DIMS}  # coordinates along the growing dims are written
             attrs.update({COMPLETE: 0, SAMPLES: 0, BATCHES: 0, SIZES: _padded_json(sizes)})
             nc.setncatts({**attrs, OPTIONS: json.dumps(options)})
+            log = nc.createGroup(LOG_GROUP)
+            log.createDimension("batch", None)
+            log.createDimension("byte", LOG_WIDTH)
+            log.createVariable(LOG, np.uint8, ("batch", "byte"), chunksizes=(64, LOG_WIDTH))
             nc.sync()
         finally:
             nc.close()
@@ -151,8 +175,9 @@ def _padded_json(obj: Any) -> str:
     return text.ljust(-(-len(text) // 256) * 256)
 
 
-def _define(nc: netCDF4.Dataset, name: str, var: xr.Variable, compression: str | None,
+def _define(nc: netCDF4.Dataset, name: str, var: xr.Variable, options: dict[str, Any],
             pack: tuple[float, float] | None, rows: int) -> None:
+    compression = options["compression"]
     dims = tuple(map(str, var.dims))
     if var.dtype.kind in "mM":  # time labels: CF-encoded, as xarray would
         var = xr.conventions.encode_cf_variable(var, name=name)
@@ -163,7 +188,8 @@ def _define(nc: netCDF4.Dataset, name: str, var: xr.Variable, compression: str |
     if var.dtype.kind not in "fiu":
         raise TypeError(f"{name}: cannot stream a {var.dtype} variable; expected float or int")
     dtype = np.dtype(np.float32) if var.dtype == np.float16 else var.dtype
-    kwargs: dict[str, Any] = {}
+    # fletcher32: HDF5 checks each chunk on read, so a flipped byte raises instead of reading
+    kwargs: dict[str, Any] = {"fletcher32": bool(options.get("checksums", True))}
     if var.dtype.kind == "f":
         kwargs["fill_value"] = PACK_FILL if pack else dtype.type(np.nan)
     if any(d not in FIXED_DIMS for d in dims):
@@ -189,19 +215,42 @@ def _define(nc: netCDF4.Dataset, name: str, var: xr.Variable, compression: str |
         v[:] = var.values.astype(dtype, copy=False)
 
 
+def read_log(path: Path) -> tuple[int, int, list[dict[str, Any]]]:
+    """``(committed samples, committed batches, batch log)`` of a stream file, read-only."""
+    with LOCK, netCDF4.Dataset(path) as nc:
+        samples, batches = int(nc.getncattr(SAMPLES)), int(nc.getncattr(BATCHES))
+        if LOG_GROUP not in nc.groups:
+            return samples, batches, []
+        log = nc.groups[LOG_GROUP][LOG]
+        log.set_auto_maskandscale(False)
+        return samples, batches, decode_entries(log[: min(batches, len(log))])
+
+
 class Writer:
-    """An open stream file: appends batches along ``sample``, grows dims, commits."""
+    """An open stream file: appends batches along ``sample``, grows dims, commits.
+
+    Each batch is committed in two synced steps: its data (and its batch-log entry) first, then
+    the attributes counting it. A failure or kill before the second sync leaves the batch
+    uncounted: readers and ``resume`` see only the batches before it.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         with LOCK:
             self.nc = netCDF4.Dataset(path, "a")
             self.nc.set_auto_maskandscale(False)
-        attrs = {k: self.nc.getncattr(k) for k in self.nc.ncattrs()}
-        self.options: dict[str, Any] = json.loads(attrs[OPTIONS])
-        self.committed: dict[str, int] = json.loads(attrs[SIZES])
-        self.batches = int(attrs[BATCHES])
-        self.complete = bool(attrs[COMPLETE])
+        try:
+            attrs = {k: self.nc.getncattr(k) for k in self.nc.ncattrs()}
+            self.options: dict[str, Any] = json.loads(attrs[OPTIONS])
+            self.committed: dict[str, int] = json.loads(attrs[SIZES])
+            self.batches = int(attrs[BATCHES])
+            self.complete = bool(attrs[COMPLETE])
+        except BaseException:
+            self.close()
+            raise
+        self.log = self.nc.groups[LOG_GROUP][LOG] if LOG_GROUP in self.nc.groups else None
+        if self.log is not None:
+            self.log.set_auto_maskandscale(False)
         self.growing = [d for d in self.nc.dimensions if d not in FIXED_DIMS and d != "sample"]
         self.rows = sorted((n for n, v in self.nc.variables.items() if "sample" in v.dimensions),
                            key=lambda n: n == "sample")  # the sample coordinate last
@@ -209,50 +258,82 @@ class Writer:
                        if v.dtype == np.int16}
         for name in self.rows:  # whole chunks are written: a big cache only holds memory
             self.nc[name].set_var_chunk_cache(size=WRITE_CACHE)
+        self.compressed = any(v.filters().get("complevel") for v in self.nc.variables.values())
         self.chunk = min([int(v.chunking()[0]) for v in self.nc.variables.values()
                           if v.filters().get("complevel")] or [1])
 
     def _len(self, dim: str) -> int:
         return len(self.nc.dimensions[dim])
 
-    def append(self, ds: xr.Dataset) -> int:
-        """Write one batch after the committed samples and commit it; return bytes written."""
-        start, n = self.committed["sample"], ds.sizes["sample"]
-        if set(map(str, ds.variables)) != set(self.nc.variables):
+    def append(self, ds: xr.Dataset | None, entry: dict[str, Any] | None = None) -> int:
+        """Write one batch after the committed samples and commit it; return bytes written.
+
+        ``ds=None`` commits a batch of 0 samples. ``entry`` (the batch's samples and inputs
+        digest) goes to the batch log. Raises :class:`StreamWriteError` (with ``errno``) when
+        the data cannot be written; the file then still holds every committed batch, and this
+        writer is closed.
+        """
+        start, n = self.committed["sample"], 0 if ds is None else ds.sizes["sample"]
+        if ds is not None and set(map(str, ds.variables)) != set(self.nc.variables):
             raise StreamMismatchError(
                 f"this batch's dataset has variables {sorted(map(str, ds.variables))} but the file "
                 f"has {sorted(self.nc.variables)}; every batch must record the same modules")
-        if start % self.chunk:
+        if start % self.chunk and n:
             warnings.warn(
                 f"compression: this batch starts at sample {start}, inside a compressed chunk of "
                 f"{self.chunk} samples that a committed batch wrote; a crash now could lose that "
                 f"chunk. Use batch sizes that are multiples of {self.chunk}", stacklevel=4)
         data: dict[str, np.ndarray] = {}  # encode outside the lock (lazy input reads take it)
-        for name in self.rows:
-            data[name] = np.asarray(ds.variables[name].values)
+        variables = {} if ds is None else dict(ds.variables)
+        for name in self.rows if n else ():
+            data[name] = np.asarray(variables[name].values)
             if name == "sample":
                 data[name] = np.arange(start, start + n) + self.options["first_sample"]
             elif name in self.packed:
                 data[name] = _pack(data[name], name, *self.packed[name])
             elif data[name].dtype == np.float16:
                 data[name] = data[name].astype(np.float32)
-        grown = {d: ds[d].values for d in self.growing if d in ds.variables and ds.sizes[d] > (
-            self.committed[d])}
-        with LOCK:
-            for d, values in grown.items():
-                self.nc[d][: len(values)] = values
-            for name, values in data.items():
-                dims = ds.variables[name].dims
-                self.nc[name][tuple(slice(start, start + n) if d == "sample" else slice(0, s)
-                                    for d, s in zip(dims, values.shape, strict=True))] = values
-            self._pad(start + n, ds)
-            self.committed = {"sample": start + n, **{d: max(self.committed[d], ds.sizes[d])
-                                                      for d in self.growing}}
-            self.batches += 1
-            self.nc.setncatts({SAMPLES: start + n, BATCHES: self.batches,
-                               SIZES: _padded_json(self.committed)})
-            self.nc.sync()
-        return sum(v.nbytes for v in data.values())
+        nbytes = sum(v.nbytes for v in data.values())
+        if not self.compressed and (short := preflight(self.path, nbytes)):
+            self._fail(short[0], short[1], None, written=False)
+        sizes = {} if ds is None or not n else dict(ds.sizes)
+        grown = {d: ds[d].values for d in self.growing
+                 if ds is not None and d in ds.variables and sizes.get(d, 0) > self.committed[d]}
+        committed = {"sample": start + n, **{d: max(self.committed[d], int(sizes.get(d, 0)))
+                                             for d in self.growing}}
+        try:
+            with LOCK:  # step 1: the data, synced
+                for d, values in grown.items():
+                    self.nc[d][: len(values)] = values
+                for name, values in data.items():
+                    dims = variables[name].dims
+                    self.nc[name][tuple(slice(start, start + n) if d == "sample" else slice(0, s)
+                                        for d, s in zip(dims, values.shape, strict=True))] = values
+                if ds is not None and n:
+                    self._pad(start + n, ds)
+                if self.log is not None and entry is not None:
+                    self.log[self.batches] = encode_entry(entry)
+                self.nc.sync()
+            with LOCK:  # step 2: the commit record, synced
+                self.nc.setncatts({SAMPLES: start + n, BATCHES: self.batches + 1,
+                                   SIZES: _padded_json(committed)})
+                self.nc.sync()
+        except (RuntimeError, OSError) as err:
+            errno_, reason = diagnose(self.path, nbytes, err)
+            self._fail(errno_, reason, err, written=True)
+        self.committed = committed
+        self.batches += 1
+        return nbytes
+
+    def _fail(self, errno_: int | None, reason: str, err: BaseException | None,
+              written: bool) -> None:
+        committed, batches = self.committed["sample"], self.batches
+        self.close()
+        where = "writing" if written else "before writing"
+        raise StreamWriteError(
+            errno_, f"{where} batch {batches} ({reason}); the file keeps the {committed} "
+            f"samples of its {batches} committed batches. Free space (or raise the limit) and "
+            "rerun with resume=True to finish it", str(self.path)) from err
 
     def _pad(self, row: int, ds: xr.Dataset) -> None:
         """Give every variable the full extent of every grown dim, via a fill in the new row.
@@ -271,9 +352,13 @@ class Writer:
         overgrown = self._len("sample") > self.committed["sample"] or any(
             self._len(d) > self.committed[d] for d in self.growing)
         if not overgrown:
-            with LOCK:
-                self.nc.setncatts({COMPLETE: 1})
-                self.nc.sync()
+            try:
+                with LOCK:
+                    self.nc.setncatts({COMPLETE: 1})
+                    self.nc.sync()
+            except (RuntimeError, OSError) as err:
+                errno_, reason = diagnose(self.path, 0, err)
+                self._fail(errno_, reason, err, written=True)
         self.close()
         if overgrown:
             from .scale import rewrite_trimmed
@@ -281,6 +366,31 @@ class Writer:
             rewrite_trimmed(self.path)
 
     def close(self) -> None:
+        """Close the file; a failing close (after a failed write) is not raised over the
+        error that caused it, and does not leave the file held open."""
         with LOCK:
-            if self.nc.isopen():
-                self.nc.close()
+            try:
+                if self.nc.isopen():
+                    self.nc.close()
+            except (RuntimeError, OSError):
+                _release_descriptors(self.path)
+
+
+def _release_descriptors(path: Path) -> None:
+    """Point this process's descriptors of ``path`` at /dev/null.
+
+    After a failed write, HDF5 cannot close the file: it keeps the descriptor, and with it the
+    file lock that makes every other process's open fail. Its later writes go to /dev/null.
+    """
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.is_dir():
+        return
+    target = os.path.realpath(path)
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for entry in fd_dir.iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                if os.readlink(entry) == target:
+                    os.dup2(null, int(entry.name))
+    finally:
+        os.close(null)

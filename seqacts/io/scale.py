@@ -17,6 +17,7 @@ import math
 import os
 import pickle
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -28,6 +29,9 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..capture.recorder import Recorder
+from .checkedread import CheckedStore
+from .integrity import explain_unreadable
 from .ncfile import (
     BATCHES,
     COMPLETE,
@@ -38,10 +42,13 @@ from .ncfile import (
     SIZES,
     Writer,
     create,
+    encode_entry,
+    read_log,
 )
 from .stream import (
     IncompleteStreamWarning,
     StreamMismatchError,
+    fingerprint,
     stream,
 )
 
@@ -88,6 +95,7 @@ def open_dataset(
     if not paths:
         raise FileNotFoundError(f"{path}: no {PART.format(0)}-style part files found")
     parts = [_trim(_open(p, chunks, kwargs), warn=False) for p in paths]
+    _same_run(parts, paths)
     parts.sort(key=lambda p: json.loads(p.attrs.get(OPTIONS, "{}")).get("first_sample", 0))
     ds = xr.concat(parts, dim="sample", data_vars="minimal", coords="minimal",
                    compat="override", join="outer", combine_attrs="override")
@@ -105,6 +113,30 @@ def open_dataset(
     ds = _load_small(ds)
     ds.set_close(functools.partial(_close_all, parts))
     return ds
+
+
+def _run_options(attrs: dict[str, Any]) -> dict[str, Any]:
+    """A part's fingerprint without what differs between the shards of one run."""
+    options = json.loads(attrs.get(OPTIONS, "{}"))
+    options.pop("first_sample", None)
+    return options
+
+
+def _same_run(parts: list[xr.Dataset], paths: list[Path]) -> None:
+    """Refuse parts written with another model or options than the first part."""
+    first = _run_options(parts[0].attrs)
+    odd = {}
+    for part, p in zip(parts[1:], paths[1:], strict=True):
+        options = _run_options(part.attrs)
+        if options != first:
+            odd[p.name] = sorted(k for k in {*options, *first} if options.get(k) != first.get(k))
+    if odd:
+        _close_all(parts)
+        listed = "; ".join(f"{name} ({', '.join(keys)})" for name, keys in odd.items())
+        raise StreamMismatchError(
+            f"{paths[0].parent}: parts written with another model or options than "
+            f"{paths[0].name}: {listed}. Remove them and rerun extract_distributed(..., "
+            "resume=True), or start over with overwrite=True")
 
 
 def _close_all(parts: list[xr.Dataset]) -> None:
@@ -128,12 +160,15 @@ def _open(path: str | os.PathLike, chunks: Any, kwargs: dict[str, Any]) -> xr.Da
     with LOCK:
         netCDF4.set_chunk_cache(READ_CACHE, saved[1], saved[2])
     try:
-        with warnings.catch_warnings():  # sample/length sit in bigger chunks than the data
-            warnings.filterwarnings("ignore", "The specified chunks separate", UserWarning)
-            return xr.open_dataset(path, engine="netcdf4", chunks=chunks, **kwargs)
+        store = CheckedStore.open(str(path), mode="r")
+    except OSError as err:
+        raise explain_unreadable(Path(path), err) from err
     finally:
         with LOCK:
             netCDF4.set_chunk_cache(*saved)
+    with warnings.catch_warnings():  # sample/length sit in bigger chunks than the data
+        warnings.filterwarnings("ignore", "The specified chunks separate", UserWarning)
+        return xr.open_dataset(store, chunks=chunks, **kwargs)
 
 
 def _trim(ds: xr.Dataset, warn: bool = True) -> xr.Dataset:
@@ -160,6 +195,7 @@ def rewrite_trimmed(path: Path) -> None:
     netCDF cannot shrink an unlimited dimension.
     """
     tmp = path.with_name(f".{path.name}.trim-{os.getpid()}")
+    entries = read_log(path)[2]
     with xr.open_dataset(path, engine="netcdf4", cache=False) as src:
         ds = _trim(src, warn=False)
         packed = {
@@ -177,6 +213,9 @@ def rewrite_trimmed(path: Path) -> None:
         for start in range(0, ds.sizes["sample"], step):
             writer.append(ds.isel(sample=slice(start, start + step)).load())
         with LOCK:
+            if writer.log is not None:
+                for k, entry in enumerate(entries):
+                    writer.log[k] = encode_entry(entry)
             writer.nc.setncatts({BATCHES: int(ds.attrs[BATCHES]), COMPLETE: 1})
         writer.close()
     os.replace(tmp, path)
@@ -197,12 +236,24 @@ def _unship(payload: bytes) -> _Shipped:
     return _Shipped(pickle.loads(payload))
 
 
+def _current_run(manifest: Path, run: str) -> None:
+    """Raise unless ``run`` is still the directory's current run (not refused, not replaced)."""
+    current = json.loads(manifest.read_text()).get("run")
+    if current != run:
+        raise StreamMismatchError(
+            f"{manifest.parent}: this shard belongs to run {run}, but the directory's current "
+            f"run is {current} (refused or replaced); not writing")
+
+
 def _run_shard(shipped: _Shipped, load: Callable[[int, int], Iterable[Any]], start: int,
-               stop: int, path: str, opts: dict[str, Any]) -> dict[str, Any]:
-    """One task: stream samples [start, stop) into ``path`` (resuming it if present)."""
+               stop: int, path: str, opts: dict[str, Any], run: str) -> dict[str, Any]:
+    """One task: stream samples [start, stop) into ``path`` (resuming it if present), each
+    batch only while ``run`` is the directory's current run."""
     began, model = time.perf_counter(), shipped.model
+    guard = functools.partial(_current_run, Path(path).parent / MANIFEST, run)
+    guard()
     stream(model, load(start, stop), Path(path), opts, resume=True, progress=False,
-           first_sample=start)
+           first_sample=start, guard=guard)
     with xr.open_dataset(path, engine="netcdf4") as ds:
         n = int(ds.attrs[SAMPLES])
     if n != stop - start:
@@ -258,11 +309,14 @@ def extract_distributed(
     """
     from distributed import as_completed, get_client
 
-    known = {"layers", "internals", "modules", "inputs", "time", "compression", "pack"}
+    known = {"layers", "internals", "modules", "inputs", "time", "compression", "pack",
+             "checksums"}
     if unknown := set(options) - known:
         raise TypeError(f"extract_distributed: unknown options {sorted(unknown)}; "
                         f"expected some of {sorted(known)}")
-    opts = {k: options.get(k) for k in known} | {"internals": options.get("internals", False)}
+    opts: dict[str, Any] = {k: options.get(k) for k in known}
+    opts.update(internals=options.get("internals", False),
+                checksums=bool(options.get("checksums", True)))
     client = client if client is not None else get_client()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -275,8 +329,14 @@ def extract_distributed(
     elif (existing or manifest.exists()) and not resume:
         raise FileExistsError(f"{directory} already holds shards; pass overwrite=True to replace "
                               "them, or resume=True to finish an interrupted run")
-    if manifest.exists():
-        plan = json.loads(manifest.read_text())
+    rec = Recorder(model, layers=opts["layers"], internals=opts["internals"],
+                   modules=opts["modules"])
+    expected = fingerprint(model, rec, opts["modules"], opts["compression"], opts["pack"], 0,
+                           opts["time"], opts["checksums"])
+    expected.pop("first_sample")
+    expected = json.loads(json.dumps(expected))  # as stored: lists, not tuples
+    plan = json.loads(manifest.read_text()) if manifest.exists() else {}
+    if plan:
         if plan["n_samples"] != n_samples or shard_size not in (None, plan["shard_size"]):
             raise StreamMismatchError(
                 f"resume: {directory} was planned for n_samples={plan['n_samples']}, shard_size="
@@ -285,19 +345,51 @@ def extract_distributed(
     else:
         workers = max(1, len(client.scheduler_info()["workers"]))
         shard_size = shard_size or max(1, math.ceil(n_samples / (4 * workers)))
-        tmp = manifest.with_name(f".{MANIFEST}.tmp")
-        tmp.write_text(json.dumps({"n_samples": n_samples, "shard_size": shard_size}))
-        os.replace(tmp, manifest)
+    _check_parts(directory, plan.get("fingerprint"), expected)
+    run = uuid.uuid4().hex
+    _write_manifest(manifest, {"n_samples": n_samples, "shard_size": shard_size,
+                               "fingerprint": expected, "run": run})
     shards = [(s, min(s + shard_size, n_samples)) for s in range(0, n_samples, shard_size)]
     paths = [directory / PART.format(s) for s, _ in shards]
     remote_model = client.scatter(_Shipped(model), broadcast=True, hash=False)
-    futures = [client.submit(_run_shard, remote_model, load, s, e, str(p), opts, pure=False,
+    futures = [client.submit(_run_shard, remote_model, load, s, e, str(p), opts, run, pure=False,
                              retries=1) for (s, e), p in zip(shards, paths, strict=True)]
     bar = tqdm(total=n_samples, unit=" samples", desc=directory.name, disable=not progress)
     try:
         for future in as_completed(futures):
             bar.update(future.result()["samples"])
+    except BaseException:
+        # running shards cannot be stopped; retiring the run stops them before their next batch
+        _write_manifest(manifest, {**json.loads(manifest.read_text()), "run": None})
+        raise
     finally:
         bar.close()
         client.cancel([f for f in futures if not f.done()])
     return paths
+
+
+def _write_manifest(manifest: Path, plan: dict[str, Any]) -> None:
+    tmp = manifest.with_name(f".{MANIFEST}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(plan))
+    os.replace(tmp, manifest)
+
+
+def _check_parts(directory: Path, planned: dict[str, Any] | None,
+                 expected: dict[str, Any]) -> None:
+    """Refuse, before any shard runs, a directory written with another model or options."""
+    found: dict[str, dict[str, Any]] = {}
+    if planned is not None:
+        found[MANIFEST] = planned
+    for part in sorted(directory.glob(PART.replace("{:012d}", "*"))):
+        try:
+            with LOCK, netCDF4.Dataset(part) as nc:
+                found[part.name] = _run_options({OPTIONS: nc.getncattr(OPTIONS)})
+        except (OSError, AttributeError, RuntimeError):
+            continue  # unreadable or not yet created: its shard decides
+    odd = {name: sorted(k for k in {*options, *expected} if options.get(k) != expected.get(k))
+           for name, options in found.items() if options != expected}
+    if odd:
+        listed = "; ".join(f"{name} ({', '.join(keys)})" for name, keys in odd.items())
+        raise StreamMismatchError(
+            f"resume: {directory} was written with another model or options: {listed}. Pass "
+            "the same model and options, or overwrite=True to start over; no shard was run")

@@ -11,6 +11,7 @@ that :func:`seqacts.extract` returns in memory.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -31,8 +32,16 @@ from tqdm.auto import tqdm
 from ..capture.extract import extract
 from ..capture.recorder import Recorder
 from ..capture.specs import nonlinearity
-from ..errors import IncompleteStreamWarning, StreamMismatchError
+from ..errors import (
+    CorruptFileError,
+    DestinationError,
+    IncompleteStreamWarning,
+    StreamMismatchError,
+)
 from ..schema import TANH_BOUNDED_KINDS, base_kind
+from .batchlog import batch_entry, difference, is_empty
+from .integrity import explain_unreadable, repair_truncated, verify
+from .lock import StreamLock
 
 __all__ = [
     "COMPRESSIONS",
@@ -49,8 +58,9 @@ from .ncfile import (
     OPTIONS,
     PACK_RANGES,
     Writer,
-    chunk_rows,
     create,
+    read_log,
+    rows_per_chunk,
 )
 
 
@@ -75,8 +85,10 @@ def _squashes(ds: xr.Dataset, model: nn.Module) -> bool:
     return True
 
 
-def _fingerprint(model: nn.Module, rec: Recorder, modules: Any, compression: str | None,
-                 pack: str | None, first_sample: int, time: Any = None) -> dict[str, Any]:
+def fingerprint(model: nn.Module, rec: Recorder, modules: Any, compression: str | None,
+                pack: str | None, first_sample: int, time: Any = None,
+                checksums: bool = True) -> dict[str, Any]:
+    """What a stream file records about how it was written; resume must match all of it."""
     cls = type(model)
     labels = None if time is None else hashlib.sha1(
         np.asarray(pd.Index(time).astype(str)).astype("U").tobytes()).hexdigest()
@@ -92,17 +104,21 @@ def _fingerprint(model: nn.Module, rec: Recorder, modules: Any, compression: str
         "training": model.training,
         "first_sample": first_sample,
         "time_labels": labels,
+        "checksums": checksums,
     }
 
 
-def _check_resume(path: Path, expected: dict[str, Any]) -> bool:
+def check_resume(path: Path, expected: dict[str, Any]) -> bool:
     """Raise unless ``path`` is a stream written with ``expected``; return whether complete."""
+    if repair_truncated(path):
+        warnings.warn(f"resume: {path} was cut short by a failed write; its committed batches "
+                      "read back intact (checksums verified), continuing after them",
+                      stacklevel=4)
     try:
         with LOCK, netCDF4.Dataset(path) as nc:
             found, complete = json.loads(nc.getncattr(OPTIONS)), bool(nc.getncattr(COMPLETE))
     except OSError as err:
-        raise OSError(f"resume: cannot read {path} ({err}); if another process is writing it, "
-                      "wait for it (HDF5 locks open files)") from err
+        raise explain_unreadable(path, err, "resume") from err
     except (AttributeError, ValueError) as err:
         raise StreamMismatchError(f"resume: {path} is not a seqacts stream file ({err})") from err
     diff = [f"{k}: file has {found.get(k)!r}, this call {v!r}" for k, v in expected.items()
@@ -156,15 +172,19 @@ def extract_to_netcdf(
     time: Sequence[Any] | None = None,
     compression: str | None = None,
     pack: str | None = None,
+    checksums: bool = True,
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
 ) -> Path:
     """Run ``model`` over ``batches`` and append each batch's activations to one netCDF file.
 
-    Memory stays that of one batch. After every batch the file is synced and its committed
-    sample count updated, so a killed run leaves every finished batch readable and
-    ``resume=True`` finishes it. Open the result with :func:`seqacts.open_dataset` (lazy, Dask)
+    Memory stays that of one batch. Each batch is written and synced, then counted as
+    committed in a second synced step, so a killed run or a failed write (disk full, file-size
+    limit: :class:`~seqacts.errors.StreamWriteError` with its ``errno``) leaves every committed
+    batch readable and ``resume=True`` finishes it. A lock file next to ``path`` keeps a second
+    writer out (:class:`~seqacts.errors.StreamBusyError` names the process holding it). The
+    destination is checked before any batch runs; a batch of 0 samples is logged and skipped. Open the result with :func:`seqacts.open_dataset` (lazy, Dask)
     or ``xr.open_dataset``; it equals ``xr.concat`` of per-batch :func:`seqacts.extract` results
     (``sample`` numbered 0..N-1, ``time`` padded with NaN to the longest batch).
 
@@ -191,13 +211,19 @@ def extract_to_netcdf(
         Store variables with a known range (gates; ``h``/``h_n`` of tanh layers without
         projection) as int16 with ``scale_factor``/``add_offset`` (xarray decodes them):
         half the size, absolute error <= 1.6e-5. Other variables stay float.
+    checksums : bool, default True
+        Store a fletcher32 checksum with every chunk (HDF5 checks it on each read, so a
+        corrupted chunk raises :class:`~seqacts.errors.CorruptFileError` instead of reading
+        wrong values); its write cost is measured in the README.
     overwrite : bool, default False
         Replace an existing ``path``; the new file is written under a temporary name and
         renamed at the end, so a failure keeps the old file.
     resume : bool, default False
         Continue an interrupted file: the first batches already committed are skipped (not
-        run). The file must have been written with the same layers, options and model weights
-        (else :class:`StreamMismatchError`). A missing file starts afresh.
+        run) after checking each against the file's batch log (sample count, input shapes,
+        sha256 of the inputs) and reading back every committed chunk. The file must have been
+        written with the same layers, options and model weights (else
+        :class:`StreamMismatchError`). A missing file starts afresh.
     progress : bool, default True
         Show a tqdm bar in samples (with MB/s).
 
@@ -212,63 +238,122 @@ def extract_to_netcdf(
     if pack not in (None, "int16"):
         raise ValueError(f"pack: expected None or 'int16', got {pack!r}")
     opts = dict(layers=layers, internals=internals, modules=modules, inputs=inputs,
-                compression=compression, pack=pack, time=time)
+                compression=compression, pack=pack, time=time, checksums=bool(checksums))
     return stream(model, batches, Path(path), opts, overwrite=overwrite, resume=resume,
                   progress=progress)
 
 
+def check_destination(path: Path) -> None:
+    """Raise :class:`DestinationError` now, before any batch runs, if ``path`` cannot be one."""
+    if path.is_dir():
+        raise DestinationError(errno.EISDIR, f"{path} is a directory; pass a file path inside "
+                               f"it, e.g. {path / 'activations.nc'}", str(path))
+    if not path.parent.is_dir():
+        raise DestinationError(errno.ENOENT, f"the directory {path.parent} does not exist; "
+                               "create it first (e.g. Path(...).parent.mkdir(parents=True))",
+                               str(path))
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise DestinationError(errno.EACCES, f"the directory {path.parent} is not writable; "
+                               "pick another output path", str(path))
+
+
 def stream(model: nn.Module, batches: Iterable[Any], path: Path, opts: dict[str, Any], *,
            overwrite: bool = False, resume: bool = False, progress: bool = True,
-           first_sample: int = 0) -> Path:
-    """:func:`extract_to_netcdf` for samples numbered from ``first_sample`` (one shard)."""
+           first_sample: int = 0, guard: Callable[[], None] | None = None) -> Path:
+    """:func:`extract_to_netcdf` for samples numbered from ``first_sample`` (one shard).
+
+    ``guard()``, when given, runs before each batch is written and may raise to stop the run.
+    """
     if overwrite and resume:
         raise ValueError("overwrite=True and resume=True contradict each other; pick one")
+    check_destination(path)
     rec = Recorder(model, layers=opts["layers"], internals=opts["internals"],
                    modules=opts["modules"])  # resolves names; fails early on a bad one
-    expected = _fingerprint(model, rec, opts["modules"], opts["compression"], opts["pack"],
-                            first_sample, opts.get("time"))
+    expected = fingerprint(model, rec, opts["modules"], opts["compression"], opts["pack"],
+                           first_sample, opts.get("time"), opts.get("checksums", True))
+    with StreamLock(path):
+        return _locked(model, batches, path, opts, expected, overwrite=overwrite, resume=resume,
+                       progress=progress, guard=guard)
+
+
+def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: dict[str, Any],
+            expected: dict[str, Any], *, overwrite: bool, resume: bool, progress: bool,
+            guard: Callable[[], None] | None) -> Path:
     writer: Writer | None = None
     if path.exists() and not (overwrite or resume):
         raise FileExistsError(
             f"{path} exists; pass overwrite=True to replace it, or resume=True to finish an "
             "interrupted stream into it")
+    logged: list[dict[str, Any]] = []
+    complete, committed, skip = False, 0, 0
     if path.exists() and resume:
-        if _check_resume(path, expected):
-            return path
-        try:
-            writer = Writer(path)
-        except OSError as err:
-            raise OSError(f"resume: cannot append to {path} ({err}); HDF5 locks a file that "
-                          "another process has open, e.g. in xarray: close it first") from err
+        complete = check_resume(path, expected)
+        if not (report := verify(path)).ok:
+            raise CorruptFileError(
+                5, f"resume: {path} has committed batches that no longer read back ("
+                + "; ".join(report.problems) + "); rewrite it with overwrite=True", str(path))
+        committed, skip, logged = read_log(path)
+        if not complete:
+            try:
+                writer = Writer(path)
+            except OSError as err:
+                raise explain_unreadable(path, err, "resume") from err
     target = path.with_name(f".{path.name}.tmp-{os.getpid()}") if overwrite else path
-    skip = writer.batches if writer else 0
-    bar = tqdm(total=_total_samples(batches), initial=writer.committed["sample"] if writer else 0,
-               unit=" samples", desc=path.name, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=_total_samples(batches), initial=committed,
+               unit=" samples", desc=path.name, disable=not progress or complete,
+               dynamic_ncols=True)
     sized, started, nbytes, i = hasattr(batches, "__len__"), time.perf_counter(), 0, -1
+    pending: list[dict[str, Any]] = []  # 0-sample batches before the file exists
     try:
         for i, batch in enumerate(batches):
-            if i < skip:
-                continue
             args, kwargs = _model_args(batch, opts["inputs"])
+            entry = batch_entry(args, kwargs)
+            if i < skip:
+                if i < len(logged) and (diff := difference(i, logged[i], entry)):
+                    raise StreamMismatchError(
+                        f"resume: {path} was written from other batches ({diff}); pass the same "
+                        "batches, in the same order and sizes, or overwrite=True to start over")
+                continue
+            if complete:
+                raise StreamMismatchError(
+                    f"resume: {path} is already complete with {skip} batches "
+                    f"({committed} samples), but batches "
+                    f"yielded more (batch {i} and on); pass the same batches, or write the "
+                    "others to another file")
+            if is_empty(args, kwargs):
+                entry["samples"] = 0
+                if writer is None:
+                    pending.append(entry)
+                else:
+                    writer.append(None, entry)
+                continue
             ds = extract(model, *args, layers=opts["layers"], internals=opts["internals"],
                          modules=opts["modules"], **kwargs)
+            entry["samples"] = ds.sizes["sample"]
             if opts.get("time") is not None:
                 ds = _label_time(ds, opts["time"])
+            if guard is not None:
+                guard()
             if writer is None:
-                _create_atomic(target, ds, expected, model)
+                create_exclusive(target, ds, expected, model, overwrite=overwrite)
                 writer = Writer(target)
-            nbytes += writer.append(ds)
+                for empty in pending:
+                    writer.append(None, empty)
+            nbytes += writer.append(ds, entry)
             if bar.total is None and sized:  # estimate from the first batch's size
                 bar.total = len(batches) * ds.sizes["sample"]  # type: ignore[arg-type]
             bar.set_postfix_str(f"{nbytes / 1e6 / (time.perf_counter() - started):.0f} MB/s",
                                 refresh=False)
             bar.update(ds.sizes["sample"])
-        if writer is None:
-            raise ValueError("batches: the iterable yielded no batch; nothing to write")
         if i + 1 < skip:
             raise StreamMismatchError(
                 f"resume: {path} already holds {skip} batches but batches yielded only {i + 1}; "
                 "pass the same batches, in the same order")
+        if complete:
+            return path
+        if writer is None:
+            raise ValueError("batches: the iterable yielded no batch with samples; nothing to "
+                             "write")
         writer.finish()
         if overwrite:
             os.replace(target, path)
@@ -284,11 +369,14 @@ def stream(model: nn.Module, batches: Iterable[Any], path: Path, opts: dict[str,
     return path
 
 
-def _create_atomic(path: Path, ds: xr.Dataset, options: dict[str, Any], model: nn.Module) -> None:
-    """Create the empty file under a temporary name and rename it: never a half-made file."""
+def create_exclusive(path: Path, ds: xr.Dataset, options: dict[str, Any], model: nn.Module | None,
+                     *, overwrite: bool = False) -> None:
+    """Create the empty stream file for batches like ``ds``: written under a temporary name,
+    then linked into place, failing if ``path`` appeared meanwhile (replacing it only when
+    ``overwrite``)."""
     packed = {}
     if options["pack"]:
-        squash = _squashes(ds, model)
+        squash = model is not None and _squashes(ds, model)
         packed = {n: r for n, r in PACK_RANGES.items()
                   if n in ds.data_vars and (squash or n not in ("h", "h_n"))}
         if not packed:
@@ -296,7 +384,24 @@ def _create_atomic(path: Path, ds: xr.Dataset, options: dict[str, Any], model: n
                           "tanh layers); storing float", stacklevel=4)
     tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
     try:
-        create(tmp, ds.isel(sample=slice(0, 0)), options, packed, chunk_rows(ds))
-        os.replace(tmp, path)
+        create(tmp, ds.isel(sample=slice(0, 0)), options, packed, rows_per_chunk(ds))
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    """Put ``tmp`` at ``path`` unless something is there already."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(
+            errno.EEXIST, f"{path} was created by another process while this run started; "
+            "pass overwrite=True to replace it, or resume=True to finish it", str(path)) from None
+    except OSError:  # a filesystem without hard links: exclusive create, then rename over it
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        os.close(fd)
+        os.replace(tmp, path)

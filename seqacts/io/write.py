@@ -1,0 +1,75 @@
+"""Streaming datasets that are already in memory (e.g. from :func:`seqacts.extract`) to one file.
+
+The storage half of :func:`seqacts.extract_to_netcdf`, without a model: same file layout,
+options, two-step commit, lock and checks. Its throughput is the write path the README reports.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import xarray as xr
+
+from ..errors import OptionError
+from .lock import StreamLock
+from .ncfile import COMPRESSIONS, Writer
+from .stream import check_destination, create_exclusive
+
+__all__ = ["write_stream"]
+
+
+def write_stream(datasets: Iterable[xr.Dataset], path: str | os.PathLike, *,
+                 compression: str | None = None, pack: str | None = None,
+                 checksums: bool = True, overwrite: bool = False) -> Path:
+    """Append datasets of the :func:`seqacts.extract` schema along ``sample`` into one file.
+
+    Parameters
+    ----------
+    datasets : iterable of xarray.Dataset
+        Batches recorded from the same layers (same variables); ``time`` may grow.
+    path : path
+        The netCDF4 file to write; it must not exist unless ``overwrite``.
+    compression, pack, checksums
+        As for :func:`seqacts.extract_to_netcdf` (``pack`` packs gates only: without the model,
+        ``h`` is not known to be bounded).
+    overwrite : bool, default False
+        Replace an existing file (written under a temporary name, renamed at the end).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``, readable with :func:`seqacts.open_dataset`.
+    """
+    if compression not in (None, *COMPRESSIONS):
+        raise OptionError(f"compression: expected None, 'zlib' or 'zstd', got {compression!r}")
+    if pack not in (None, "int16"):
+        raise OptionError(f"pack: expected None or 'int16', got {pack!r}")
+    path = Path(path)
+    check_destination(path)
+    options = {"compression": compression, "pack": pack, "checksums": bool(checksums),
+               "first_sample": 0, "model_weights": None}
+    target = path.with_name(f".{path.name}.tmp-{os.getpid()}") if overwrite else path
+    with StreamLock(path):
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        writer = None
+        try:
+            for ds in datasets:
+                if writer is None:
+                    create_exclusive(target, ds, options, None, overwrite=overwrite)
+                    writer = Writer(target)
+                writer.append(ds, {"samples": ds.sizes["sample"]})
+            if writer is None:
+                raise ValueError("datasets: the iterable yielded no dataset; nothing to write")
+            writer.finish()
+            if overwrite:
+                os.replace(target, path)
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            if overwrite:
+                target.unlink(missing_ok=True)
+            raise
+    return path
