@@ -10,6 +10,7 @@ __all__ = [
     "RecordingError",
     "StreamMismatchError",
     "IncompleteStreamWarning",
+    "WorkspaceWarning",
 ]
 
 
@@ -39,3 +40,7 @@ class StreamMismatchError(SeqactsError, ValueError):
 
 class IncompleteStreamWarning(UserWarning):
     """The opened file was not finished (an interrupted stream); it holds committed batches."""
+
+
+class WorkspaceWarning(RuntimeWarning):
+    """LSTM gates could not be read from the kernel's workspace; they are recomputed instead."""

@@ -22,7 +22,7 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 from .errors import OptionError
 from .kernels import CellCall, StackCall
 from .specs import GATES, layer_weights
-from .unroll import empty, gate_chunks, layer_internals
+from .unroll import empty, gate_chunks, layer_internals, lstm_internals_from_gates
 
 __all__ = ["LayerRecord", "resolve_internals", "stack_internals", "cell_internals"]
 
@@ -166,6 +166,12 @@ def stack_internals(
         shape = (batch, n_dir, steps, hidden)
         extra = {n: _slot(buffers, shared, n, call, k, shape, out) for n in wanted}
         for d, w in enumerate(per_dir):
+            if run.gates and order is None:  # the kernel's own gates, read from its workspace
+                lstm_internals_from_gates(
+                    run.gates[d], c0[:, d] if c0 is not None else None, reverse=d == 1,
+                    names=wanted, out={n: v[:, d] for n, v in extra.items()},
+                )
+                continue
             values = layer_internals(
                 call.kind, x, out_h[:, :, d], h0[:, d], c0[:, d] if c0 is not None else None,
                 w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr,

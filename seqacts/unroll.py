@@ -16,7 +16,7 @@ from torch import Tensor
 from .errors import SeqactsError
 from .specs import CELL_BASE_KIND, GATES
 
-__all__ = ["GATES", "UnrollError", "empty", "layer_internals"]
+__all__ = ["GATES", "UnrollError", "empty", "layer_internals", "lstm_internals_from_gates"]
 
 
 class UnrollError(SeqactsError, ValueError):
@@ -119,6 +119,61 @@ def layer_internals(
             fresh, dest = {n: out[n] for n in wanted}, dict(out)
         _internals(base, wanted, dest, x, h, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
         return fresh
+
+
+def lstm_internals_from_gates(
+    gates: Tensor,
+    c0: Tensor | None,
+    *,
+    out: Mapping[str, Tensor],
+    names: Collection[str] | None = None,
+    reverse: bool = False,
+) -> None:
+    """An LSTM direction's internals from the post-activation gates its kernel computed.
+
+    Parameters
+    ----------
+    gates
+        Dims ``(step, batch, 4 * hidden)``, any strides, gates i, f, g, o along the last dim,
+        steps in the order the kernel ran them: time reversed when ``reverse``.
+    c0
+        The initial cell state, dims ``(batch, hidden)``; needed for ``"c"``.
+    out
+        Where to write, one tensor per requested name, dims ``(batch, time, hidden)``, any
+        strides, in ``gates``' dtype.
+    names
+        Variables from ``GATES["LSTM"]``; default all.
+    reverse
+        The backward direction.
+    """
+    wanted = _check_names("LSTM", names)
+    steps, batch, width = gates.shape
+    hidden = width // 4
+    chunks = gate_chunks("LSTM")
+    _check_out("LSTM", wanted, out, (batch, steps, hidden), gates)
+    if "c" in wanted and c0 is None:
+        raise UnrollError(f"LSTM: the cell state 'c' needs c0; pass zeros of shape ({batch}, {hidden})")
+    part = {g: gates[..., j * hidden : (j + 1) * hidden] for j, g in enumerate(chunks)}
+    with torch.no_grad():
+        backwards = torch.arange(steps - 1, -1, -1, device=gates.device) if reverse else None
+        for n in wanted:
+            if n == "c":
+                continue
+            dest = out[n].transpose(0, 1)  # (time, batch, hidden) view of the destination
+            if backwards is None:
+                dest.copy_(part[n])
+            else:
+                dest.index_copy_(0, backwards, part[n])
+        if "c" in wanted:
+            assert c0 is not None
+            # c_t = f_t * c_{t-1} + i_t * g_t, in the kernel's step order, each step written
+            # into its time slot of the destination.
+            cs, prev = out["c"].unbind(1), c0.to(gates)
+            i, f, g = part["input_gate"], part["forget_gate"], part["cell_gate"]
+            for s in range(steps):
+                c = cs[steps - 1 - s if reverse else s]
+                torch.mul(f[s], prev, out=c).addcmul_(i[s], g[s])
+                prev = c
 
 
 def _check_names(kind: str, names: Collection[str] | None) -> tuple[str, ...]:
