@@ -23,9 +23,11 @@ from torch import Tensor
 from .errors import WorkspaceWarning
 from .unroll import ACTIVATION, gate_chunks
 
-__all__ = ["lstm_layer", "gate_rows", "gates_match", "warned"]
+__all__ = ["OP_NAME", "gate_rows", "gates_match", "lstm_layer", "warned"]
 
-#: oneDNN's mode number for an LSTM cell (``ideep::rnn_kind::LSTM``).
+#: The op ``torch._VF.lstm`` runs per layer and direction on the CPU, and oneDNN's mode number
+#: for an LSTM cell (``ideep::rnn_kind::LSTM``).
+OP_NAME = "mkldnn_rnn_layer"
 _LSTM_MODE = 2
 
 #: Reasons already warned about in this process (one warning each).
@@ -145,10 +147,10 @@ def lstm_layer(
     per_dir = len(weights) // n_dir
     if c0 is None or per_dir != (4 if has_biases else 2) or not _applies(x, [h0, c0, *weights]):
         return None
-    op = getattr(torch.ops.aten, "mkldnn_rnn_layer", None)
-    if op is None:  # pragma: no cover - a torch without the op
-        _warn_once("op", "torch.ops.aten.mkldnn_rnn_layer is missing in this torch build; "
-                   "LSTM gates are recomputed instead of read from the kernel's workspace")
+    op = getattr(torch.ops.aten, OP_NAME, None)
+    if op is None:
+        _warn_once("op", f"torch.ops.aten.{OP_NAME} is missing in this torch build; LSTM gates "
+                   "are recomputed instead of read from the kernel's workspace")
         return None
     hidden = h0.shape[-1]
     # The same steps as ATen's mkldnn_rnn: time-major contiguous input, one op per direction.
