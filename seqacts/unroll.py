@@ -167,12 +167,16 @@ def lstm_internals_from_gates(
                 dest.index_copy_(0, backwards, part[n])
         if "c" in wanted:
             assert c0 is not None
-            # c_t = f_t * c_{t-1} + i_t * g_t, in the kernel's step order, each step written
-            # into its time slot of the destination.
-            cs, prev = out["c"].unbind(1), c0.to(gates)
             i, f, g = part["input_gate"], part["forget_gate"], part["cell_gate"]
+            if not reverse:
+                in_time = {n: v.transpose(0, 1) for n, v in part.items()}  # (batch, time, hidden)
+                _cell_scan(in_time, out["c"], c0.to(gates), None, False)
+                return
+            # c_t = f_t * c_{t-1} + i_t * g_t in the kernel's step order, each step written into
+            # its time slot of the destination (a whole-sequence i * g would need the time flipped).
+            cs, prev = out["c"].unbind(1), c0.to(gates)
             for s in range(steps):
-                c = cs[steps - 1 - s if reverse else s]
+                c = cs[steps - 1 - s]
                 torch.mul(f[s], prev, out=c).addcmul_(i[s], g[s])
                 prev = c
 
