@@ -253,6 +253,19 @@ def test_missing_op_falls_back_with_a_warning(spy, fresh_warnings, monkeypatch):
 
 
 @needs_onednn
+def test_nan_input_keeps_the_workspace_path(spy, fresh_warnings):
+    lstm, arg, state, _ = _model_and_inputs(1, True, False, True, True)
+    arg = arg.clone()
+    arg[0, 1] = float("nan")  # sample 1 is NaN from its first step on (backward: at its last)
+    with torch.enable_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", WorkspaceWarning)
+        ds = seqacts.extract(lstm, arg, state, internals=True, grad=True)
+    assert spy == {"workspace": 1, "fallback": 0}
+    assert np.isnan(ds.forget_gate.isel(sample=1, direction=0).values).all()
+    assert np.isfinite(ds.forget_gate.isel(sample=[0, 2], direction=0).values).all()
+
+
+@needs_onednn
 @pytest.mark.filterwarnings("ignore:TF32 acceleration")  # torch.backends.mkldnn.flags' own note
 def test_layers_off_the_onednn_training_kernel_are_recomputed(spy):
     lstm, arg, state, x = _model_and_inputs(1, False, False, True, True)
