@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -74,7 +76,9 @@ def lstm_gate_loop(lstm: nn.LSTM, x: torch.Tensor) -> list[dict[str, torch.Tenso
     return collected
 
 
-def rows(model: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
+def rows(
+    model: nn.Module, x: torch.Tensor, repeats: int, clock: Callable[[], float]
+) -> dict[str, float]:
     def plain() -> object:
         with torch.no_grad():
             return model(x)
@@ -101,7 +105,7 @@ def rows(model: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
     if isinstance(model, nn.LSTM):
         fns["hand-written loop (h, c, 4 gates)"] = no_grad(lstm_gate_loop)
         fns["hand-written LSTMCell loop (h, c)"] = no_grad(lstm_cell_loop)
-    return timed_together(fns, repeats)
+    return timed_together(fns, repeats, clock)
 
 
 def main() -> None:
@@ -109,13 +113,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time this process's CPU time instead of wall time (steadier on a "
+                        "shared machine; use with --threads 1)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     batch, steps, hidden, inputs, n_layers = (64, 512, 256, 32, 3)
     if args.quick:
         batch, steps, hidden = 8, 64, 32
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; {'CPU' if args.cpu_time else 'wall'} time, median of "
+          f"{args.repeats} round-robin runs")
     print(f"{n_layers} layers, batch {batch}, T={steps}, hidden {hidden}, input {inputs}, "
           "CPU float32; targets: grad internals <= 1.35x grad forward; no-grad internals <= "
           "the loop keeping c and 4 gates and <= 2.3x plain")
@@ -123,7 +131,8 @@ def main() -> None:
     for kind in (nn.LSTM, nn.GRU):
         torch.manual_seed(0)
         model = kind(inputs, hidden, num_layers=n_layers).eval()
-        times = rows(model, x, args.repeats)
+        clock = time.process_time if args.cpu_time else time.perf_counter
+        times = rows(model, x, args.repeats, clock)
         base, base_grad = times["plain forward (no grad)"], times["plain forward (grad)"]
         print(f"\n{kind.__name__}{'':<38} {'time':>9}  {'/plain':>6} {'/grad fwd':>9}")
         for name, t in times.items():
