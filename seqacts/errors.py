@@ -16,6 +16,7 @@ __all__ = [
     "IncompleteStreamWarning",
     "RecordingWarning",
     "UnsupportedModelError",
+    "WorkspaceWarning",
 ]
 
 
@@ -75,3 +76,7 @@ class RecordingWarning(UserWarning):
     Layers whose rows could not be aligned as the same samples, non-finite states, a selected
     layer that saw no call, or a failure of seqacts' own bookkeeping during a forward.
     """
+
+
+class WorkspaceWarning(RuntimeWarning):
+    """LSTM gates could not be read from the kernel's workspace; they are recomputed instead."""

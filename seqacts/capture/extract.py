@@ -21,12 +21,13 @@ def extract(
     internals: bool | Collection[str] = False,
     time: Sequence[Any] | None = None,
     modules: str | Iterable[str] | None = None,
+    grad: bool = False,
     **kwargs: Any,
 ) -> xr.Dataset:
     """Run ``model(*args, **kwargs)`` once and return what every recurrent layer computed.
 
     The forward runs under ``torch.no_grad()`` (its output is not returned), in whatever
-    training mode the model is in.
+    training mode the model is in; ``grad=True`` runs it with autograd on instead.
 
     Parameters
     ----------
@@ -42,6 +43,12 @@ def extract(
         Labels for the ``time`` coordinate.
     modules : str or list of str, optional
         Other modules (paths or patterns) whose outputs to record too.
+    grad : bool, default False
+        Run the forward under ``torch.enable_grad()``, recording what the model computes in a
+        training step (PyTorch's training kernels; on the CPU their last bits can differ from
+        no-grad ones from the second layer on). The graph is discarded. With ``internals``, the
+        gates of LSTM layers on the CPU are then read from the kernel's own workspace rather
+        than recomputed, which costs much less (see the README's Performance section).
 
     Returns
     -------
@@ -50,6 +57,6 @@ def extract(
         ``c_n`` (sample, layer, direction, unit); internals with ``h``'s dims.
     """
     rec = record(model, layers=layers, internals=internals, time=time, modules=modules)
-    with torch.no_grad(), rec:
+    with torch.set_grad_enabled(grad), rec:
         model(*args, **kwargs)
     return rec.to_dataset()

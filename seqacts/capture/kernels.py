@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..schema import CELL_KERNELS, STACK_KERNELS, weights_per_direction
+from . import workspace
 
 __all__ = ["StackCall", "LayerRun", "CellCall", "Sink", "install", "uninstall"]
 
@@ -41,6 +42,8 @@ class LayerRun:
     c0: Tensor | None  # (D, N_sorted, H) for LSTM
     cn: Tensor | None
     weights: list[Tensor]  # this layer's slice of the flat weight list
+    #: per direction, the kernel's own gates when read from its workspace (see workspace.py)
+    gates: tuple[Tensor, ...] = ()
 
 
 @dataclass
@@ -230,7 +233,14 @@ def _run_layerwise(
         c0 = c_all[k * n_dir : (k + 1) * n_dir] if c_all is not None else None
         state = (h0, c0) if is_lstm else h0
         weights = list(params[k * per_layer : (k + 1) * per_layer])
-        if packed:
+        fused = None
+        if is_lstm and keep_inputs and not packed:  # internals wanted: keep the kernel's gates
+            fused = workspace.lstm_layer(layer_input, h0, c0, weights, has_biases=has_biases,
+                                         train=train, bidirectional=bidirectional,
+                                         batch_first=batch_first)
+        if fused is not None:
+            res, gates = fused
+        elif packed:
             res = original(layer_input, batch_sizes, state, weights, has_biases, 1, 0.0, train,
                            bidirectional)
         else:
@@ -249,6 +259,7 @@ def _run_layerwise(
                 c0=c0.detach() if c0 is not None else None,
                 cn=res[2].detach() if is_lstm else None,
                 weights=[w.detach() for w in weights],
+                gates=gates if fused is not None else (),
             )
         )
         # ATen applies the same op between layers: at::dropout(output, p, train=true).

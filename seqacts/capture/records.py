@@ -23,7 +23,7 @@ from ..errors import OptionError
 from ..schema import INTERNALS, gate_order
 from .kernels import CellCall, StackCall
 from .specs import layer_weights
-from .unroll import empty, layer_internals
+from .unroll import empty, layer_internals, lstm_internals_from_gates
 
 __all__ = ["LayerRecord", "resolve_internals", "stack_internals", "cell_internals"]
 
@@ -174,6 +174,12 @@ def stack_internals(
         h0_k = h0.to(out.dtype)
         c0_k = c0.to(out.dtype) if c0 is not None else None
         for d, w in enumerate(per_dir):
+            if run.gates and order is None:  # the kernel's own gates, read from its workspace
+                lstm_internals_from_gates(
+                    run.gates[d], c0[:, d] if c0 is not None else None, reverse=d == 1,
+                    names=wanted, out={n: v[:, d] for n, v in extra.items()},
+                )
+                continue
             values = layer_internals(
                 call.kind, x, out_h[:, :, d], h0_k[:, d], c0_k[:, d] if c0_k is not None else None,
                 w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr,

@@ -15,8 +15,9 @@ from torch import Tensor
 
 from ..errors import SeqactsError
 from ..schema import CELL_BASE_KIND, INTERNAL_ACTIVATION, INTERNALS, gate_order
+from .rows import Rows, batched, empty
 
-__all__ = ["UnrollError", "empty", "layer_internals"]
+__all__ = ["UnrollError", "empty", "layer_internals", "lstm_internals_from_gates"]
 
 
 class UnrollError(SeqactsError, ValueError):
@@ -109,6 +110,65 @@ def layer_internals(
         return fresh
 
 
+def lstm_internals_from_gates(
+    gates: Tensor,
+    c0: Tensor | None,
+    *,
+    out: Mapping[str, Tensor],
+    names: Collection[str] | None = None,
+    reverse: bool = False,
+) -> None:
+    """An LSTM direction's internals from the post-activation gates its kernel computed.
+
+    Parameters
+    ----------
+    gates
+        Dims ``(step, batch, 4 * hidden)``, any strides, gates i, f, g, o along the last dim,
+        steps in the order the kernel ran them: time reversed when ``reverse``.
+    c0
+        The initial cell state, dims ``(batch, hidden)``; needed for ``"c"``.
+    out
+        Where to write, one tensor per requested name, dims ``(batch, time, hidden)``, any
+        strides, in ``gates``' dtype.
+    names
+        Variables from ``INTERNALS["LSTM"]``; default all.
+    reverse
+        The backward direction.
+    """
+    wanted = _check_names("LSTM", names)
+    steps, batch, width = gates.shape
+    hidden = width // 4
+    chunks = gate_order("LSTM")
+    _check_out("LSTM", wanted, out, (batch, steps, hidden), gates)
+    if "c" in wanted and c0 is None:
+        raise UnrollError(f"LSTM: the cell state 'c' needs c0; pass zeros of shape ({batch}, {hidden})")
+    part = {g: gates[..., j * hidden : (j + 1) * hidden] for j, g in enumerate(chunks)}
+    with torch.no_grad():
+        backwards = torch.arange(steps - 1, -1, -1, device=gates.device) if reverse else None
+        for n in wanted:
+            if n == "c":
+                continue
+            dest = out[n].transpose(0, 1)  # (time, batch, hidden) view of the destination
+            if backwards is None:
+                dest.copy_(part[n])
+            else:
+                dest.index_copy_(0, backwards, part[n])
+        if "c" in wanted:
+            assert c0 is not None
+            i, f, g = part["input_gate"], part["forget_gate"], part["cell_gate"]
+            if not reverse:
+                in_time = {n: v.transpose(0, 1) for n, v in part.items()}  # (batch, time, hidden)
+                _cell_scan(in_time, out["c"], c0.to(gates), None, False)
+                return
+            # c_t = f_t * c_{t-1} + i_t * g_t in the kernel's step order, each step written into
+            # its time slot of the destination (a whole-sequence i * g would need the time flipped).
+            cs, prev = out["c"].unbind(1), c0.to(gates)
+            for s in range(steps):
+                c = cs[steps - 1 - s]
+                torch.mul(f[s], prev, out=c).addcmul_(i[s], g[s])
+                prev = c
+
+
 def _check_names(kind: str, names: Collection[str] | None) -> tuple[str, ...]:
     if kind not in INTERNALS:
         raise UnrollError(
@@ -189,16 +249,6 @@ def _check_out(
             )
 
 
-def empty(shape: tuple[int, ...], like: Tensor) -> Tensor:
-    """An uninitialised tensor in ``like``'s dtype and device, from torch's own allocator.
-
-    NumPy's allocation (transparent huge pages) makes first writes about 3x cheaper on an idle
-    machine, but measured slower in the benchmark's mixed runs (the kernel compacting memory
-    for huge pages: 2-core EPYC, internals 1.8 s vs 1.55 s), so it is not used.
-    """
-    return like.new_empty(shape)
-
-
 def _internals(
     kind: str,
     wanted: tuple[str, ...],
@@ -227,8 +277,7 @@ def _internals(
     needed = [g for g in chunks if any(g in NEEDS.get(n, (n,)) for n in wanted)]
     if "c" in wanted and "input_gate" not in wanted:
         dest["input_gate"] = dest["c"]  # the scan builds c over i's values
-    # Time-major rows, read as (batch, time, features) with a row stride: bmm takes that as is.
-    rows = _stacked_inputs(x, h, h0, lengths, reverse).transpose(0, 1)
+    rows = Rows(x, h, h0, lengths, reverse)
 
     def block(w: Tensor, j: int) -> Tensor:
         return w[j * hidden : (j + 1) * hidden].to(x)
@@ -244,13 +293,13 @@ def _internals(
         target = dest[g] if g in dest else empty((batch, steps, hidden), x)
         if g == "new_gate":
             # GRU keeps the halves apart: n = tanh(W_in x + b_in + r * (W_hn h + b_hn)).
-            _affine(target, rows[..., n_in:], block(w_hh, j), b_h).mul_(gates["reset_gate"])
+            rows.hidden_affine(target, block(w_hh, j), b_h).mul_(gates["reset_gate"])
             if b_x is not None:
                 target.add_(b_x)
-            gates[g] = target.baddbmm_(rows[..., :n_in], _batched(block(w_ih, j), batch)).tanh_()
+            gates[g] = target.baddbmm_(rows.inputs, batched(block(w_ih, j), batch)).tanh_()
             continue
         bias = b_x + b_h if b_x is not None and b_h is not None else b_x if b_x is not None else b_h
-        gates[g] = _affine(target, rows, torch.cat([block(w_ih, j), block(w_hh, j)], 1), bias)
+        gates[g] = rows.affine(target, block(w_ih, j), block(w_hh, j), bias)
         act = INPLACE_ACTIVATION[g]
         if act is not None:
             getattr(gates[g], act)()
@@ -266,45 +315,6 @@ def _internals(
     if invalid is not None:
         for n in wanted:
             dest[n].masked_fill_(invalid, float("nan"))
-
-
-def _stacked_inputs(
-    x: Tensor, h: Tensor, h0: Tensor, lengths: Tensor | None, reverse: bool
-) -> Tensor:
-    """``[x_t, h_prev_t]`` for every step, dims ``(time, batch, input + out)``."""
-    steps, batch, n_in = x.shape
-    xh = empty((steps, batch, n_in + h.shape[2]), x)
-    xh[..., :n_in] = x
-    prev = xh[..., n_in:]
-    if reverse:
-        prev[:-1] = h[1:]
-        prev[-1] = h0
-        if lengths is not None:
-            # A shorter sample starts at its own last step; rows past it are never read.
-            last = (lengths.to(x.device) - 1).clamp(min=0)
-            prev[last, torch.arange(batch, device=x.device)] = h0.to(x)
-    else:
-        prev[1:] = h[:-1]
-        prev[0] = h0
-    return xh
-
-
-def _batched(weight: Tensor, batch: int) -> Tensor:
-    """``weight.T`` repeated (as a view) over ``batch``."""
-    return weight.t().expand(batch, *weight.t().shape)
-
-
-def _affine(out: Tensor, rows: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``out = rows @ weight.T + bias`` over ``(batch, time, .)``, written in place.
-
-    One batched matmul into ``out``, whatever its strides: on the CPU in float32 it is as fast
-    as oneDNN's linear into a fresh contiguous buffer (2-core EPYC: 30 ms vs 34 ms for 32K x
-    288 x 256), and it saves that buffer and the copy out of it.
-    """
-    weights = _batched(weight, rows.shape[0])
-    if bias is None:
-        return torch.bmm(rows, weights, out=out)
-    return torch.baddbmm(bias.expand(out.shape), rows, weights, out=out)
 
 
 def _cell_scan(
