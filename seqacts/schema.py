@@ -9,11 +9,13 @@ from __future__ import annotations
 __all__ = [
     "CELL_BASE_KIND",
     "CELL_KERNELS",
+    "COMPRESSION_NAMES",
     "DIRECTIONS",
     "INTERNALS",
     "INTERNAL_ACTIVATION",
     "INTERNAL_RANGE",
     "KINDS",
+    "PACK_NAMES",
     "SIGMOID_GATES",
     "STACK_KERNELS",
     "STACK_KINDS",
@@ -87,6 +89,10 @@ CELL_KERNELS: dict[str, str] = {
     "RNN_TANH": "rnn_tanh_cell",
     "RNN_RELU": "rnn_relu_cell",
 }
+
+#: Storage options: lossless compressions, and packings of bounded variables.
+COMPRESSION_NAMES: tuple[str, ...] = ("zlib", "zstd")
+PACK_NAMES: tuple[str, ...] = ("int16",)
 
 #: Labels of the ``direction`` dimension.
 DIRECTIONS: tuple[str, str] = ("forward", "backward")

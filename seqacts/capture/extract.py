@@ -9,9 +9,10 @@ import torch
 import xarray as xr
 from torch import nn
 
-from .recorder import record
+from ..options import Options
+from .recorder import Recorder
 
-__all__ = ["extract"]
+__all__ = ["extract", "extract_with"]
 
 
 def extract(
@@ -56,7 +57,20 @@ def extract(
         ``h`` (sample, layer, direction, time, unit); ``h_0``, ``h_n`` and for LSTMs ``c_0``,
         ``c_n`` (sample, layer, direction, unit); internals with ``h``'s dims.
     """
-    rec = record(model, layers=layers, internals=internals, time=time, modules=modules)
+    options = Options(layers=layers, internals=internals, time=time, modules=modules)
+    return extract_with(model, options, args, kwargs, grad=grad)
+
+
+def extract_with(
+    model: nn.Module,
+    options: Options,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    grad: bool = False,
+) -> xr.Dataset:
+    """:func:`extract` with its options as one :class:`~seqacts.options.Options`."""
+    rec = Recorder(model, options)
     with torch.set_grad_enabled(grad), rec:
         model(*args, **kwargs)
     return rec.to_dataset()

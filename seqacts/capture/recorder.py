@@ -21,6 +21,7 @@ from torch.nn.modules import module as torch_module
 from torch.nn.utils.rnn import PackedSequence
 
 from ..errors import RecordingError
+from ..options import Options
 from ..schema import base_kind
 from . import kernels
 from .assembly import Block, build_block, build_dataset
@@ -44,21 +45,17 @@ class _Group:
 class Recorder:
     """Records every selected recurrent layer while active; see :func:`record`."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        layers: str | Iterable[str] | None = None,
-        internals: bool | Collection[str] = False,
-        time: Sequence[Any] | None = None,
-        modules: str | Iterable[str] | None = None,
-    ) -> None:
+    def __init__(self, model: nn.Module, options: Options | None = None) -> None:
+        options = Options() if options is None else options
         self.model = model
-        selected = select_layers(model, layers)
+        self.options = options
+        selected = select_layers(model, options.layers)
         self.specs: list[LayerSpec] = [s for _, specs in selected for s in specs]
         self.internals: tuple[str, ...] = resolve_internals(
-            internals, {base_kind(s.kind, nonlinearity(m)) for m, specs in selected for s in specs}
+            options.internals,
+            {base_kind(s.kind, nonlinearity(m)) for m, specs in selected for s in specs},
         )
-        self.time = time
+        self.time = options.time
         self._watched = list(selected)
         self._by_module = {id(m): (m, specs) for m, specs in selected}
         self._recurrent = {id(m) for m, _ in recurrent_layers(model)}
@@ -66,7 +63,7 @@ class Recorder:
         # over them (state passed on) must chain, so its calls group like calls made outside
         self._root_groups = id(model) not in self._recurrent
         self._by_weight: dict[int, tuple[nn.Module, list[LayerSpec]]] = {}
-        self._outputs = {id(m): (name, m) for name, m in select_modules(model, modules)}
+        self._outputs = {id(m): (name, m) for name, m in select_modules(model, options.modules)}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._blocks: list[Block] = []
         self._failures: dict[str, list[str]] = {}
@@ -282,6 +279,7 @@ def _tensors_of(result: Any) -> list[Tensor]:
 
 def record(
     model: nn.Module,
+    *,
     layers: str | Iterable[str] | None = None,
     internals: bool | Collection[str] = False,
     time: Sequence[Any] | None = None,
@@ -312,4 +310,4 @@ def record(
     Recorder
         A context manager; ``rec.to_dataset()`` returns the ``xarray.Dataset``.
     """
-    return Recorder(model, layers=layers, internals=internals, time=time, modules=modules)
+    return Recorder(model, Options(layers=layers, internals=internals, time=time, modules=modules))

@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..capture.recorder import Recorder
+from ..options import Options
 from .checkedread import CheckedStore
 from .integrity import explain_unreadable
 from .ncfile import (
@@ -246,7 +247,7 @@ def _current_run(manifest: Path, run: str) -> None:
 
 
 def _run_shard(shipped: _Shipped, load: Callable[[int, int], Iterable[Any]], start: int,
-               stop: int, path: str, opts: dict[str, Any], run: str) -> dict[str, Any]:
+               stop: int, path: str, opts: Options, run: str) -> dict[str, Any]:
     """One task: stream samples [start, stop) into ``path`` (resuming it if present), each
     batch only while ``run`` is the directory's current run."""
     began, model = time.perf_counter(), shipped.model
@@ -299,8 +300,9 @@ def extract_distributed(
         As for :func:`seqacts.extract_to_netcdf`, for the whole directory; ``progress`` counts
         finished shards' samples.
     **options
-        ``layers``, ``internals``, ``modules``, ``inputs``, ``time``, ``compression``, ``pack`` of
-        :func:`seqacts.extract_to_netcdf`.
+        The recording and storage options of :func:`seqacts.extract_to_netcdf` (``layers``,
+        ``internals``, ``modules``, ``inputs``, ``time``, ``compression``, ``pack``,
+        ``checksums``: the fields of :class:`seqacts.options.Options`).
 
     Returns
     -------
@@ -309,14 +311,7 @@ def extract_distributed(
     """
     from distributed import as_completed, get_client
 
-    known = {"layers", "internals", "modules", "inputs", "time", "compression", "pack",
-             "checksums"}
-    if unknown := set(options) - known:
-        raise TypeError(f"extract_distributed: unknown options {sorted(unknown)}; "
-                        f"expected some of {sorted(known)}")
-    opts: dict[str, Any] = {k: options.get(k) for k in known}
-    opts.update(internals=options.get("internals", False),
-                checksums=bool(options.get("checksums", True)))
+    opts = Options.of("extract_distributed", options)
     client = client if client is not None else get_client()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -329,10 +324,9 @@ def extract_distributed(
     elif (existing or manifest.exists()) and not resume:
         raise FileExistsError(f"{directory} already holds shards; pass overwrite=True to replace "
                               "them, or resume=True to finish an interrupted run")
-    rec = Recorder(model, layers=opts["layers"], internals=opts["internals"],
-                   modules=opts["modules"])
-    expected = fingerprint(model, rec, opts["modules"], opts["compression"], opts["pack"], 0,
-                           opts["time"], opts["checksums"])
+    rec = Recorder(model, opts)
+    expected = fingerprint(model, rec, opts.modules, opts.compression, opts.pack, 0, opts.time,
+                           opts.checksums)
     expected.pop("first_sample")
     expected = json.loads(json.dumps(expected))  # as stored: lists, not tuples
     plan = json.loads(manifest.read_text()) if manifest.exists() else {}

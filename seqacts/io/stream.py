@@ -18,6 +18,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..capture.extract import extract
+from ..capture.extract import extract_with
 from ..capture.recorder import Recorder
 from ..capture.specs import nonlinearity
 from ..errors import (
@@ -38,6 +39,7 @@ from ..errors import (
     IncompleteStreamWarning,
     StreamMismatchError,
 )
+from ..options import Options
 from ..schema import TANH_BOUNDED_KINDS, base_kind
 from .batchlog import batch_entry, difference, is_empty
 from .integrity import explain_unreadable, repair_truncated, verify
@@ -233,12 +235,8 @@ def extract_to_netcdf(
         ``path``, holding ``h`` (sample, layer, direction, time, unit) and the rest of the
         :func:`seqacts.extract` schema, plus ``seqacts_stream_*`` bookkeeping attributes.
     """
-    if compression not in (None, *COMPRESSIONS):
-        raise ValueError(f"compression: expected None, 'zlib' or 'zstd', got {compression!r}")
-    if pack not in (None, "int16"):
-        raise ValueError(f"pack: expected None or 'int16', got {pack!r}")
-    opts = dict(layers=layers, internals=internals, modules=modules, inputs=inputs,
-                compression=compression, pack=pack, time=time, checksums=bool(checksums))
+    opts = Options(layers=layers, internals=internals, modules=modules, inputs=inputs,
+                   compression=compression, pack=pack, time=time, checksums=checksums)
     return stream(model, batches, Path(path), opts, overwrite=overwrite, resume=resume,
                   progress=progress)
 
@@ -257,7 +255,7 @@ def check_destination(path: Path) -> None:
                                "pick another output path", str(path))
 
 
-def stream(model: nn.Module, batches: Iterable[Any], path: Path, opts: dict[str, Any], *,
+def stream(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options, *,
            overwrite: bool = False, resume: bool = False, progress: bool = True,
            first_sample: int = 0, guard: Callable[[], None] | None = None) -> Path:
     """:func:`extract_to_netcdf` for samples numbered from ``first_sample`` (one shard).
@@ -267,16 +265,15 @@ def stream(model: nn.Module, batches: Iterable[Any], path: Path, opts: dict[str,
     if overwrite and resume:
         raise ValueError("overwrite=True and resume=True contradict each other; pick one")
     check_destination(path)
-    rec = Recorder(model, layers=opts["layers"], internals=opts["internals"],
-                   modules=opts["modules"])  # resolves names; fails early on a bad one
-    expected = fingerprint(model, rec, opts["modules"], opts["compression"], opts["pack"],
-                           first_sample, opts.get("time"), opts.get("checksums", True))
+    rec = Recorder(model, opts)  # resolves names; fails early on a bad one
+    expected = fingerprint(model, rec, opts.modules, opts.compression, opts.pack,
+                           first_sample, opts.time, opts.checksums)
     with StreamLock(path):
         return _locked(model, batches, path, opts, expected, overwrite=overwrite, resume=resume,
                        progress=progress, guard=guard)
 
 
-def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: dict[str, Any],
+def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options,
             expected: dict[str, Any], *, overwrite: bool, resume: bool, progress: bool,
             guard: Callable[[], None] | None) -> Path:
     writer: Writer | None = None
@@ -306,7 +303,7 @@ def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: dict[str
     pending: list[dict[str, Any]] = []  # 0-sample batches before the file exists
     try:
         for i, batch in enumerate(batches):
-            args, kwargs = _model_args(batch, opts["inputs"])
+            args, kwargs = _model_args(batch, opts.inputs)
             entry = batch_entry(args, kwargs)
             if i < skip:
                 if i < len(logged) and (diff := difference(i, logged[i], entry)):
@@ -327,11 +324,10 @@ def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: dict[str
                 else:
                     writer.append(None, entry)
                 continue
-            ds = extract(model, *args, layers=opts["layers"], internals=opts["internals"],
-                         modules=opts["modules"], **kwargs)
+            ds = extract_with(model, replace(opts, time=None), args, kwargs)
             entry["samples"] = ds.sizes["sample"]
-            if opts.get("time") is not None:
-                ds = _label_time(ds, opts["time"])
+            if opts.time is not None:
+                ds = _label_time(ds, opts.time)
             if guard is not None:
                 guard()
             if writer is None:

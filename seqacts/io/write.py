@@ -12,9 +12,9 @@ from pathlib import Path
 
 import xarray as xr
 
-from ..errors import OptionError
+from ..options import Options
 from .lock import StreamLock
-from .ncfile import COMPRESSIONS, Writer
+from .ncfile import Writer
 from .stream import check_destination, create_exclusive
 
 __all__ = ["write_stream"]
@@ -42,14 +42,11 @@ def write_stream(datasets: Iterable[xr.Dataset], path: str | os.PathLike, *,
     pathlib.Path
         ``path``, readable with :func:`seqacts.open_dataset`.
     """
-    if compression not in (None, *COMPRESSIONS):
-        raise OptionError(f"compression: expected None, 'zlib' or 'zstd', got {compression!r}")
-    if pack not in (None, "int16"):
-        raise OptionError(f"pack: expected None or 'int16', got {pack!r}")
+    storage = Options(compression=compression, pack=pack, checksums=checksums)
     path = Path(path)
     check_destination(path)
-    options = {"compression": compression, "pack": pack, "checksums": bool(checksums),
-               "first_sample": 0, "model_weights": None}
+    options = {"compression": storage.compression, "pack": storage.pack,
+               "checksums": storage.checksums, "first_sample": 0, "model_weights": None}
     target = path.with_name(f".{path.name}.tmp-{os.getpid()}") if overwrite else path
     with StreamLock(path):
         if path.exists() and not overwrite:
