@@ -12,10 +12,10 @@ from .analysis import (
     SIGMOID_GATES,
     MissingVariableError,
     _dims,
-    _require,
     computed,
     dead_units,
     masked,
+    require,
 )
 
 __all__ = ["format_table", "summary", "summary_rows", "summary_table"]
@@ -68,7 +68,7 @@ def summary(
         ``dead_units`` (over both directions); coordinate ``kind``. :func:`summary_table`
         prints it.
     """
-    _require(ds, "h", "summary")
+    require(ds, "h", "summary")
     for name in ("layer", "length", "n_units", "n_cell_units", "n_directions"):
         if name not in ds.coords:
             raise MissingVariableError(
