@@ -17,6 +17,7 @@ import xarray as xr
 
 from . import analysis, plots
 from .compare import compare, distance, group_labels, roc_auc
+from .figure_style import pyplot
 from .summary import summary, summary_rows
 
 __all__ = ["report"]
@@ -68,7 +69,7 @@ class _Page:
     def figure(self, fig: Any, name: str, caption: str) -> None:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110)
-        plots._plt().close(fig)
+        pyplot().close(fig)
         data = buf.getvalue()
         (self.out_dir / f"{name}.png").write_bytes(data)
         b64 = base64.b64encode(data).decode("ascii")

@@ -15,7 +15,7 @@ from matplotlib.collections import PathCollection, QuadMesh
 from matplotlib.figure import Figure
 from test_analysis_fixtures import make_dataset
 
-from seqacts import plots
+from seqacts import figure_style, plots
 from seqacts.analysis import saturation
 
 
@@ -30,7 +30,7 @@ def ds() -> xr.Dataset:
 
 @pytest.fixture(autouse=True)
 def _no_show(monkeypatch):
-    plt = plots._plt()
+    plt = figure_style.pyplot()
     monkeypatch.setattr(plt, "show", lambda *a, **k: pytest.fail("plots must not call show()"))
     yield
     plt.close("all")
@@ -116,7 +116,7 @@ def test_distance_histograms_per_layer_with_auc(ds: xr.Dataset) -> None:
 
 
 def test_agg_is_chosen_only_when_no_backend_is_set(monkeypatch) -> None:
-    code = "import seqacts.plots as p; p._plt(); import matplotlib; print(matplotlib.get_backend())"
+    code = "import seqacts.figure_style as fs; fs.pyplot(); import matplotlib; print(matplotlib.get_backend())"
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip().lower() == "agg", out.stderr
@@ -124,4 +124,4 @@ def test_agg_is_chosen_only_when_no_backend_is_set(monkeypatch) -> None:
     monkeypatch.setenv("MPLBACKEND", "svg")
     monkeypatch.delitem(sys.modules, "matplotlib.pyplot")
     monkeypatch.setattr(matplotlib, "use", lambda *a, **k: pytest.fail("backend overridden"))
-    plots._plt()
+    figure_style.pyplot()
