@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["compare", "distance", "group_colors", "heatmap", "saturation", "traces"]
+__all__ = ["compare", "distance", "group_colors", "heatmap", "saturation", "traces", "unit_name"]
 
 def _sample_note(ds: xr.Dataset, sample: Any) -> str:
     """``is_anomaly=True, kind=spike``: the user's per-sample coordinates of one sample."""
@@ -291,7 +291,7 @@ def compare(
     n = res.sizes["rank"]
     fig, axes = subplots(1, 1, figsize=(7, 1.2 + 0.28 * max(n, 1)))
     ax = axes[0, 0]
-    names = [_unit_name(res.isel(rank=i)) for i in range(n)]
+    names = [unit_name(res.isel(rank=i)) for i in range(n)]
     d = np.nan_to_num(res["d"].values, posinf=1e3, neginf=-1e3)
     ax.barh(np.arange(n), d, color=[BOOL_COLORS[bool(v > 0)] for v in d])
     ax.set_yticks(np.arange(n), names, fontsize=SMALL)
@@ -304,7 +304,7 @@ def compare(
     return fig
 
 
-def _unit_name(row: xr.Dataset) -> str:
+def unit_name(row: xr.Dataset) -> str:
     parts = [str(row["layer"].values)]
     if "direction" in row.coords and row["direction"].item() != "forward":
         parts.append(str(row["direction"].values))
