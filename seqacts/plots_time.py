@@ -7,6 +7,7 @@ so both groups are compared at the same steps.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -119,8 +120,8 @@ def bands(
             part = values[labels.values == level]
             enough = np.sum(np.isfinite(part), axis=0) >= max(2, part.shape[0] // 4)
             keep |= enough
-            with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
-                sup.filter(RuntimeWarning)
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
                 mid = np.where(enough, np.nanmean(part, axis=0), np.nan)
                 lo, hi = np.nanpercentile(np.where(enough, part, 0.0), [low, high], axis=0)
             color = colors.get(level, "0.4")

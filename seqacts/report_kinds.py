@@ -192,6 +192,24 @@ def _ablation_table(
     page.add(table(headers, rows, (0,)))
 
 
+def _ablation_top(page: Page, ablation: xr.Dataset, k: Kinds, kind: Any, top: int) -> None:
+    if "effect" in ablation and "sample" in ablation["effect"].dims:
+        e = ablation["effect"].isel(sample=np.flatnonzero(k.labels.values == kind)).mean("sample")
+    elif "mean_effect" in ablation:
+        e = ablation["mean_effect"]
+    else:
+        page.add("<p class=note>The ablation scan holds neither effect nor mean_effect.</p>")
+        return
+    flat = e.stack(p=[d for d in ("layer", "direction", "unit") if d in e.dims]).dropna("p")
+    order = np.argsort(-np.abs(flat.values), kind="stable")[:top]
+    rows = [
+        [" ".join(str(flat[d].values[i]) for d in ("layer", "direction") if d in flat.coords)
+         + f" u{int(flat['unit'].values[i])}", f"{float(flat.values[i]):+.4g}"]
+        for i in order
+    ]  # fmt: skip
+    page.add(table(["unit", f"ablation effect on {k.name(kind)}"], rows, (0,)))
+
+
 def kind_section(
     page: Page,
     ds: xr.Dataset,
@@ -239,7 +257,11 @@ def kind_section(
          f"{float(head['baseline_mean'][i]):+.3f}"]
         for i in range(head.sizes["rank"])
     ]  # fmt: skip
-    page.add(table(["rank", "unit", "d", "effect size", "group mean", "baseline"], rows, (1, 3)))
+    if not rows:
+        page.add(f"<p class=note>No {html.escape(name)} window has a step in "
+                 f"{html.escape(where_text)}: nothing to localize.</p>")  # fmt: skip
+    else:
+        page.add(table(["rank", "unit", "d", "effect size", "group mean", "baseline"], rows, (1, 3)))
     strong = head.isel(rank=slice(0, 4))
     if strong.sizes["rank"]:
         if str(strong["magnitude"].values[0]) in ("negligible", "small"):
@@ -261,10 +283,13 @@ def kind_section(
             "direction, unit) and <code>mean_effect</code> to see whether silencing these units "
             "changes the anomaly score.</p>"
         )
-    elif head.sizes["rank"]:
+    else:
         page.add("<p class=note>Change of the score when each unit is ablated, averaged over "
-                 "the windows of this kind and of the baseline.</p>")  # fmt: skip
-        _ablation_table(page, ablation, head, k, kind)
+                 "the windows of this kind and of the baseline: first for the units above, then "
+                 "the units whose ablation changes it most for this kind.</p>")  # fmt: skip
+        if head.sizes["rank"]:
+            _ablation_table(page, ablation, head, k, kind)
+        _ablation_top(page, ablation, k, kind, top)
 
 
 def localized_where(
