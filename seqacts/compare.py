@@ -18,7 +18,7 @@ import xarray as xr
 from .analysis import MissingVariableError, computed, masked, require, valid
 from .effect_size import magnitude
 from .groups import group_labels, split_levels
-from .localized import localized_features, mask_name
+from .localized import deviation, localized_features, mask_name
 from .mahalanobis import Gaussian, fit_rows, fold_ids, ledoit_wolf, reference_mask
 
 __all__ = [
@@ -122,6 +122,10 @@ def compare(
     feature : str or xarray.DataArray
         The per-sample value to contrast, see :func:`sample_feature`; default the mean of
         ``var`` over each sample's valid steps. ``"h_n"`` contrasts final states.
+        ``"deviation"``: the mean of ``|var - m_t| / s_t``, ``m_t`` and ``s_t`` the baseline
+        samples' mean and standard deviation of the unit at step ``t``
+        (:func:`seqacts.localized.deviation`): a unit that leaves normal in either direction
+        scores high, also when the sign of the departure differs between samples.
     var : str
         Per-step variable to reduce (``"h"``; ``"c"`` or a gate with internals).
     baseline : optional
@@ -132,7 +136,8 @@ def compare(
         mask, or ``step_distance > threshold``) that localizes the contrast: each tested sample
         contributes the mean of ``var`` over its own masked valid steps, each baseline sample
         the mean over the same steps, weighted by how often the tested group is masked at each
-        step (see :func:`seqacts.localized.localized_features`). Only with ``feature="mean"``.
+        step (see :func:`seqacts.localized.localized_features`). With ``feature="mean"`` or
+        ``"deviation"``.
 
     Returns
     -------
@@ -148,16 +153,20 @@ def compare(
     name = str(labels.name if labels.name is not None else "group")
     baseline, tests = split_levels(labels, baseline)
     values = labels.values
-    if where is not None and not (isinstance(feature, str) and feature == "mean"):
+    per_step = isinstance(feature, str) and feature in ("mean", "deviation")
+    if where is not None and not per_step:
         raise ValueError(
-            f"compare: where= localizes the mean over masked steps; got feature={feature!r} "
-            "(drop feature= or where=)"
+            f"compare: where= localizes a mean over masked steps; got feature={feature!r} "
+            "(use feature='mean' or 'deviation', or drop where=)"
         )
-    x = sample_feature(ds, feature, var) if where is None else None
+    steps = deviation(ds, var, values == baseline) if feature == "deviation" else None
+    x = None
+    if where is None:
+        x = steps.mean("time") if steps is not None else sample_feature(ds, feature, var)
     parts = []
     for level in tests:
         own, same_steps = (x, x) if x is not None else localized_features(
-            ds, where, values == level, var)  # fmt: skip
+            ds, where, values == level, var, steps=steps)  # fmt: skip
         n0, m0, v0 = _group_stats(same_steps, values == baseline)
         n1, m1, v1 = _group_stats(own, values == level)
         pooled = (((n1 - 1) * v1 + (n0 - 1) * v0) / (n1 + n0 - 2)) ** 0.5

@@ -14,7 +14,7 @@ import xarray as xr
 
 from .analysis import masked, require
 
-__all__ = ["localized_features", "mask_name", "step_mask"]
+__all__ = ["deviation", "localized_features", "mask_name", "step_mask"]
 
 
 def mask_name(where: Any) -> str:
@@ -53,8 +53,34 @@ def step_mask(ds: xr.Dataset, where: str | xr.DataArray | np.ndarray) -> xr.Data
     return mask.transpose("sample", "time").reset_coords(drop=True)
 
 
+def deviation(ds: xr.Dataset, var: str, baseline: np.ndarray) -> xr.DataArray:
+    """How far each step's value is from normal: ``|v - m_t| / s_t`` per unit.
+
+    ``m_t`` and ``s_t`` are the mean and standard deviation over the ``baseline`` samples
+    (boolean along sample) of the unit's value at step ``t``; padding stays NaN.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``var``'s dims (``sample, layer, direction, time, unit``), named ``{var}_deviation``.
+    """
+    require(ds, var, "deviation")
+    v = masked(ds, var)
+    ref = v.isel(sample=np.flatnonzero(baseline))
+    spread = ref.std("sample")
+    out = abs(v - ref.mean("sample")) / spread.where(spread > 0)
+    out.name = f"{var}_deviation"
+    out.attrs = {"long_name": f"|{var} - normal mean| / normal std"}
+    return out
+
+
 def localized_features(
-    ds: xr.Dataset, where: Any, members: np.ndarray, var: str = "h"
+    ds: xr.Dataset,
+    where: Any,
+    members: np.ndarray,
+    var: str = "h",
+    *,
+    steps: xr.DataArray | None = None,
 ) -> tuple[xr.DataArray, xr.DataArray]:
     """Means of ``var`` over each sample's own masked steps, and over the members' steps.
 
@@ -64,6 +90,8 @@ def localized_features(
         Boolean mask over ``(sample, time)``, see :func:`step_mask`.
     members : numpy.ndarray
         Boolean along ``sample``: the tested group whose mask defines "the same steps".
+    steps : xarray.DataArray, optional
+        Per-step values to average instead of ``var`` (e.g. :func:`deviation`).
 
     Returns
     -------
@@ -72,9 +100,10 @@ def localized_features(
         ``same_steps``: the mean over valid steps weighted by ``w_t``, the fraction of members
         masked at step ``t``. Both with dims ``sample, layer, direction, unit``.
     """
-    require(ds, var, "compare")
     mask = step_mask(ds, where)
-    v = masked(ds, var)
+    if steps is None:
+        require(ds, var, "compare")
+    v = masked(ds, var) if steps is None else steps
     own = v.where(mask).mean("time")
     weight = mask.isel(sample=np.flatnonzero(members)).mean("sample").astype(float)
     present = v.notnull() * weight

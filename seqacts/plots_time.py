@@ -15,7 +15,7 @@ import numpy as np
 import xarray as xr
 
 from . import analysis
-from .figure_style import SMALL, group_colors, group_name, subplots, time_axis
+from .figure_style import SMALL, group_colors, group_name, label, subplots, time_axis
 from .groups import group_labels
 from .localized import mask_name, step_mask
 
@@ -140,6 +140,6 @@ def bands(
     else:
         time_axis(axes[-1, 0], ds)
     axes[0, 0].legend(loc="upper left", fontsize=SMALL)
-    title = f"{var}: group mean and {low:g}-{high:g}th percentile band"
+    title = f"{label(ds[var], var)}: group mean and {low:g}-{high:g}th percentile band"
     axes[0, 0].set_title(title, loc="left", fontsize="medium")
     return fig

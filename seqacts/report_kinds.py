@@ -20,6 +20,7 @@ from .compare import compare, distance, roc_auc
 from .figure_style import group_colors
 from .groups import group_labels, is_boolean, split_levels
 from .html_page import Page, table
+from .localized import deviation
 from .plots_time import bands
 from .step_distance import step_distance
 
@@ -174,7 +175,8 @@ def _ablation_table(
         at = {"layer": str(head["layer"].values[i]), "unit": int(head["unit"].values[i])}
         if "direction" in head.coords:
             at["direction"] = str(head["direction"].values[i])
-        row = [plots.unit_name(head.isel(rank=i)), f"{float(head['d'][i]):+.2f}"]
+        row = [plots.unit_name(head.isel(rank=i)), f"{float(head['d'][i]):+.2f}",
+               str(head["magnitude"].values[i])]
         if effect is not None and "sample" in effect.dims:
             e = effect.sel({d: v for d, v in at.items() if d in effect.dims})
             on = e.isel(sample=np.flatnonzero(k.labels.values == kind)).mean()
@@ -184,7 +186,7 @@ def _ablation_table(
             m = ablation["mean_effect"]
             row.append(f"{float(m.sel({d: v for d, v in at.items() if d in m.dims})):+.4g}")
         rows.append(row)
-    headers = ["unit", "localized d"]
+    headers = ["unit", "localized d", "effect size"]
     if effect is not None and "sample" in effect.dims:
         headers += [f"effect on {k.name(kind)}", f"effect on {k.name(k.baseline)}"]
     if "mean_effect" in ablation:
@@ -245,11 +247,14 @@ def kind_section(
     )
     page.section(f"Units that carry {name}", 3)
     head = _top_rows(ranked, k, kind, top)
+    base = html.escape(k.name(k.baseline))
     page.add(
-        f"<p class=note>Cohen's d of each unit's mean {ranked.attrs.get('var', 'h')} over "
-        f"{html.escape(where_text)} steps of {html.escape(name)} windows against the same "
-        f"steps of {html.escape(k.name(k.baseline))} windows; |d| &lt; 0.2 negligible, 0.2 "
-        "small, 0.5 medium, 0.8 large.</p>"
+        "<p class=note>How far each unit is from normal at each step, |h &minus; mean| / std "
+        f"of the {base} windows at that step, averaged over the {html.escape(where_text)} "
+        f"steps of each {html.escape(name)} window and compared (Cohen's d) with the same steps "
+        f"of the {base} windows. Positive: the unit leaves its normal range, in either "
+        "direction; negative: it is calmer than normal. |d| &lt; 0.2 negligible, 0.2 small, "
+        "0.5 medium, 0.8 large.</p>"
     )
     rows = [
         [int(i + 1), plots.unit_name(head.isel(rank=i)), f"{float(head['d'][i]):+.2f}",
@@ -264,15 +269,16 @@ def kind_section(
         page.add(table(["rank", "unit", "d", "effect size", "group mean", "baseline"], rows, (1, 3)))
     strong = head.isel(rank=slice(0, 4))
     if strong.sizes["rank"]:
-        if str(strong["magnitude"].values[0]) in ("negligible", "small"):
+        if str(head["magnitude"].values[0]) in ("negligible", "small"):
             page.add(f"<p class=note>No unit responds to {html.escape(name)} with even a medium "
                      "effect at these steps.</p>")  # fmt: skip
         fig = bands(ds, strong, k.labels, levels=[k.baseline, kind], baseline=k.baseline,
-                    align=where)  # fmt: skip
+                    align=where, var="h_deviation")  # fmt: skip
         page.figure(
             fig,
             f"units_{name}",
-            f"top units for {name}: group mean and interquartile band, aligned on the first "
+            f"top units for {name}: distance from normal, group mean and interquartile band, "
+            "aligned on the first "
             f"{where_text} step ({k.name(k.baseline)} windows read at the same steps)",
         )
     page.section(f"Ablation effects for {name}", 3)
@@ -320,7 +326,8 @@ def kinds_sections(
                          group=k.labels)  # fmt: skip
     page.figure(fig, "step_distance", "max step distance per window, by group and layer")
     mask, text = localized_where(ds, k, steps, best)
-    ranked = compare(ds, k.labels, baseline=k.baseline, where=mask)
+    ranked = compare(ds, k.labels, baseline=k.baseline, where=mask, feature="deviation")
+    ds = ds.assign(h_deviation=deviation(ds, "h", k.labels.values == k.baseline))
     for kind in k.kinds:
         kind_section(page, ds, k, kind, steps=steps, best=best, where=mask, where_text=text,
                      ranked=ranked, ablation=ablation, top=top)  # fmt: skip

@@ -163,3 +163,17 @@ def test_step_distance_errors_name_the_fix() -> None:
         step_distance(ds, np.ones(6, dtype=bool), var="h_n")
     with pytest.raises(ValueError, match="where: expected a boolean"):
         compare(ds, np.arange(6) < 3, where=np.zeros((6, 2)))
+
+
+def test_deviation_finds_a_unit_that_departs_with_either_sign() -> None:
+    ds = _departing(n=60)
+    h = ds["h"].values
+    flip = (np.arange(60) % 4 < 2) & ds["is_anomaly"].values  # half the departures go down
+    h[flip, 0, 0, 10:13, 2] -= 6.0
+    ds["h"][:] = h
+    signed = compare(ds, "is_anomaly", where="anomaly_mask")
+    dev = compare(ds, "is_anomaly", where="anomaly_mask", feature="deviation")
+    assert int(dev.isel(rank=0)["unit"]) == 2 and str(dev.isel(rank=0)["magnitude"].values) == "large"
+    assert abs(float(signed.sel(rank=signed["unit"] == 2)["d"][0])) < 0.8
+    with pytest.raises(ValueError, match="feature='mean' or 'deviation'"):
+        compare(ds, "is_anomaly", where="anomaly_mask", feature="h_n")
