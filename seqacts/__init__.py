@@ -22,6 +22,7 @@ from .extract import extract
 from .report import report
 from .scale import extract_distributed, open_dataset
 from .specs import GATES, KINDS
+from .step_distance import step_distance
 from .stream import IncompleteStreamWarning, StreamMismatchError, extract_to_netcdf
 
 try:
@@ -48,6 +49,7 @@ __all__ = [
     "open_dataset",
     "record",
     "report",
+    "step_distance",
 ]
 
 del _accessor

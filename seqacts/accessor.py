@@ -85,6 +85,12 @@ class PlotAccessor:
 
         return plots.traces(self._ds, units=units, layer=layer, **kwargs)
 
+    def bands(self, units: Any, group: Any, **kwargs: Any) -> Figure:
+        """Group mean and interquartile band over time; see :func:`seqacts.plots_time.bands`."""
+        from . import plots_time
+
+        return plots_time.bands(self._ds, units, group, **kwargs)
+
     def saturation(self, low: float = 0.1, high: float = 0.9, **kwargs: Any) -> Figure:
         """Left vs right gate saturation; see :func:`seqacts.plots.saturation`."""
         from . import plots

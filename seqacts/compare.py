@@ -17,6 +17,7 @@ import xarray as xr
 
 from .analysis import MissingVariableError, computed, masked, require, valid
 from .effect_size import magnitude
+from .errors import GroupError, ReferenceSetError
 from .groups import group_labels, split_levels
 from .localized import deviation, localized_features, mask_name
 from .mahalanobis import Gaussian, fit_rows, fold_ids, ledoit_wolf, reference_mask
@@ -155,7 +156,7 @@ def compare(
     values = labels.values
     per_step = isinstance(feature, str) and feature in ("mean", "deviation")
     if where is not None and not per_step:
-        raise ValueError(
+        raise GroupError(
             f"compare: where= localizes a mean over masked steps; got feature={feature!r} "
             "(use feature='mean' or 'deviation', or drop where=)"
         )
@@ -261,19 +262,19 @@ def distance(
     if ref_ds is not None and names != [None]:
         missing = [n for n in names if n not in ref_ds["layer"].values]
         if missing:
-            raise ValueError(f"reference: dataset lacks layers {missing} that ds has")
+            raise ReferenceSetError(f"reference: dataset lacks layers {missing} that ds has")
     scores, shrinks = [], []
     for name in names:
         x = _state_matrix(ds, var, name)
         ref = _state_matrix(ref_ds, var, name) if ref_ds is not None else x[mask]
         if ref.shape[1] != x.shape[1]:
-            raise ValueError(
+            raise ReferenceSetError(
                 f"reference: layer {name} has {ref.shape[1]} state values per "
                 f"sample, ds has {x.shape[1]}; use a dataset of the same model"
             )
         ok = ~np.isnan(ref).any(axis=1)
         if ok.sum() < 2:
-            raise ValueError(f"distance: need >= 2 reference samples, got {int(ok.sum())}")
+            raise ReferenceSetError(f"distance: need >= 2 reference samples, got {int(ok.sum())}")
         fit: Gaussian = fit_rows(ref[ok], shrinkage)
         out = fit.score(x)
         if mask is not None and folds >= 2:

@@ -267,9 +267,9 @@ def run_demo(
     log(format_table(["score", "all", *ANOMALIES], rows))
     whole = compare(ds, "is_anomaly")
     log(f"\nunits whose mean over the window differs most: {_top_units(whole)}")
-    local = compare(ds, "anomaly", where="anomaly_mask")
-    log("units that carry each kind, at the anomalous steps (Cohen's d vs the same steps of "
-        "normal windows):")  # fmt: skip
+    local = compare(ds, "anomaly", where="anomaly_mask", feature="deviation")
+    log("units that leave their normal range at the anomalous steps (Cohen's d of "
+        "|h - normal mean| / normal std vs the same steps of normal windows):")  # fmt: skip
     for kind in ANOMALIES:
         mine = local.isel(rank=np.flatnonzero(local["level"].values == kind))
         log(f"  {kind:<12} {_top_units(mine)}")

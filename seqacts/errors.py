@@ -9,6 +9,9 @@ __all__ = [
     "OptionError",
     "RecordingError",
     "StreamMismatchError",
+    "GroupError",
+    "ReferenceSetError",
+    "ReferenceMaskError",
     "IncompleteStreamWarning",
 ]
 
@@ -35,6 +38,18 @@ class OptionError(SeqactsError, ValueError):
 
 class StreamMismatchError(SeqactsError, ValueError):
     """``resume=True`` met a file written with other layers, options or model weights."""
+
+
+class GroupError(SeqactsError, ValueError):
+    """Group labels, a baseline, kinds or a ``where=`` mask that do not fit the dataset."""
+
+
+class ReferenceSetError(SeqactsError, ValueError):
+    """A reference for an anomaly score that is empty, too small or from another model."""
+
+
+class ReferenceMaskError(SeqactsError, TypeError):
+    """``reference=`` is neither a Dataset nor a boolean mask along sample."""
 
 
 class IncompleteStreamWarning(UserWarning):

@@ -10,6 +10,7 @@ import pandas as pd
 import xarray as xr
 
 from .analysis import MissingVariableError
+from .errors import GroupError
 
 __all__ = ["group_labels", "is_boolean", "split_levels"]
 
@@ -34,13 +35,13 @@ def group_labels(ds: xr.Dataset, group: str | xr.DataArray | Sequence[Any]) -> x
     else:
         values = np.asarray(group)
         if values.shape != (ds.sizes["sample"],):
-            raise ValueError(
+            raise GroupError(
                 f"group: expected one label per sample ({ds.sizes['sample']}), "
                 f"got an array of shape {values.shape}"
             )
         labels = xr.DataArray(values, dims="sample", coords={"sample": ds["sample"]}, name="group")
     if labels.dims != ("sample",):
-        raise ValueError(f"group: expected labels along 'sample' only, got dims {labels.dims}")
+        raise GroupError(f"group: expected labels along 'sample' only, got dims {labels.dims}")
     return labels.compute()
 
 
@@ -59,7 +60,7 @@ def split_levels(labels: xr.DataArray, baseline: Any = None) -> tuple[Any, list[
     counts = values.value_counts()
     levels = sorted(counts.index.tolist(), key=lambda v: (str(type(v)), v))
     if len(levels) < 2:
-        raise ValueError(
+        raise GroupError(
             f"compare: group {labels.name!r} has a single value ({levels[0] if levels else '-'}) "
             "across the samples; need samples from two groups"
         )
@@ -71,8 +72,8 @@ def split_levels(labels: xr.DataArray, baseline: Any = None) -> tuple[Any, list[
         else:
             baseline = max(levels, key=lambda v: (counts[v], -levels.index(v)))
     elif baseline not in levels:
-        raise ValueError(f"baseline: {baseline!r} is not a value of {labels.name!r}: {levels}")
+        raise GroupError(f"baseline: {baseline!r} is not a value of {labels.name!r}: {levels}")
     small = [lv for lv in levels if counts[lv] < 2]
     if small:
-        raise ValueError(f"compare: each group needs >= 2 samples; {small} have fewer")
+        raise GroupError(f"compare: each group needs >= 2 samples; {small} have fewer")
     return baseline, [lv for lv in levels if lv != baseline]

@@ -13,6 +13,7 @@ import numpy as np
 import xarray as xr
 
 from .analysis import masked, require
+from .errors import GroupError
 
 __all__ = ["deviation", "localized_features", "mask_name", "step_mask"]
 
@@ -40,13 +41,13 @@ def step_mask(ds: xr.Dataset, where: str | xr.DataArray | np.ndarray) -> xr.Data
         arr = np.asarray(where)
         shape = (ds.sizes["sample"], ds.sizes["time"])
         if arr.shape != shape:
-            raise ValueError(
+            raise GroupError(
                 f"where: expected a boolean array shaped (sample, time) = {shape}, got "
                 f"{arr.shape}; or pass a DataArray with dims ('sample', 'time')"
             )
         mask = xr.DataArray(arr, dims=("sample", "time"))
     if set(mask.dims) != {"sample", "time"} or mask.dtype != bool:
-        raise ValueError(
+        raise GroupError(
             f"where: expected a boolean mask with dims (sample, time), got dims {mask.dims} and "
             f"dtype {mask.dtype}; e.g. where=ds.anomaly_mask or where=step_distance.max('layer') > 5"
         )

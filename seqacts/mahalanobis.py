@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .errors import ReferenceMaskError
 from .groups import group_labels
 
 __all__ = ["Gaussian", "Moments", "fit_rows", "fold_ids", "ledoit_wolf", "reference_mask"]
@@ -145,7 +146,7 @@ def reference_mask(ds: xr.Dataset, reference: str | xr.DataArray | Sequence[Any]
     """A boolean mask along ``sample`` from a mask, a sequence or a coordinate's name."""
     labels = group_labels(ds, reference)
     if labels.dtype != bool:
-        raise TypeError(
+        raise ReferenceMaskError(
             f"reference: expected a boolean mask along 'sample' or a Dataset, got dtype "
             f"{labels.dtype}; e.g. reference=~ds.is_anomaly"
         )

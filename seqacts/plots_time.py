@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from . import analysis
+from .errors import GroupError
 from .figure_style import SMALL, group_colors, group_name, label, subplots, time_axis
 from .groups import group_labels
 from .localized import mask_name, step_mask
@@ -51,7 +52,7 @@ def _unit_rows(
         return [(str(la), str(d), int(u)) for la, d, u in zip(
             units["layer"].values, dirs, units["unit"].values, strict=True)]  # fmt: skip
     if layer is None:
-        raise ValueError("bands: pass layer= with a list of unit numbers, or a compare() result")
+        raise GroupError("bands: pass layer= with a list of unit numbers, or a compare() result")
     return [(layer, direction, int(u)) for u in units]
 
 

@@ -17,6 +17,7 @@ import xarray as xr
 from . import plots
 from .analysis import step_change
 from .compare import compare, distance, roc_auc
+from .errors import GroupError
 from .figure_style import group_colors
 from .groups import group_labels, is_boolean, split_levels
 from .html_page import Page, table
@@ -84,13 +85,13 @@ def resolve_kinds(
             split = group_labels(ds, kinds)
             normal = sorted(set(split.values[~flags].tolist()))
             if len(normal) != 1:
-                raise ValueError(
+                raise GroupError(
                     f"kinds: {kinds!r} takes {len(normal)} values on the samples where "
                     f"{labels.name} is False ({normal}); expected one, the baseline"
                 )
             labels, baseline = split, normal[0]
     elif kinds is not None:
-        raise ValueError(f"kinds: {labels.name!r} is already categorical; drop kinds=")
+        raise GroupError(f"kinds: {labels.name!r} is already categorical; drop kinds=")
     baseline, tests = split_levels(labels, baseline)
     return Kinds(labels, baseline, tests, group_colors(labels, baseline))
 

@@ -14,7 +14,8 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 import xarray as xr
 
-from .analysis import CELL_WIDTH_VARS, computed, require
+from .analysis import CELL_WIDTH_VARS, MissingVariableError, computed, require
+from .errors import ReferenceSetError
 from .mahalanobis import Gaussian, Moments, fold_ids, reference_mask
 
 __all__ = ["layer_steps", "step_distance"]
@@ -116,7 +117,7 @@ def _fits(
 
 def _fit(moments: Moments, shrinkage: float | None) -> Gaussian:
     if moments.n < 2:
-        raise ValueError(
+        raise ReferenceSetError(
             f"step_distance: need >= 2 valid reference steps, got {int(moments.n)}; pass a "
             "reference with recorded steps, e.g. reference=~ds.is_anomaly"
         )
@@ -164,7 +165,7 @@ def step_distance(
     """
     require(ds, var, "step_distance")
     if "time" not in ds[var].dims:
-        raise ValueError(
+        raise MissingVariableError(
             f"step_distance: {var!r} has no time dimension; pass a per-step variable such as "
             "'h', or use seqacts.compare.distance for final states"
         )
@@ -174,19 +175,22 @@ def step_distance(
     else:
         mask = reference_mask(ds, reference)
     if mask is not None and not mask.any():
-        raise ValueError("step_distance: the reference mask selects no sample")
+        raise ReferenceSetError(
+            "step_distance: the reference mask selects no sample; pass the known-normal "
+            "samples, e.g. reference=~ds.is_anomaly"
+        )
     names = list(ds["layer"].values)
     if ref_ds is not None:
         require(ref_ds, var, "step_distance reference")
         missing = [n for n in names if n not in ref_ds["layer"].values]
         if missing:
-            raise ValueError(f"reference: dataset lacks layers {missing} that ds has")
+            raise ReferenceSetError(f"reference: dataset lacks layers {missing} that ds has")
     parts, shrinks = [], []
     for name in names:
         x = layer_steps(ds, var, name)
         ref = layer_steps(ref_ds, var, name) if ref_ds is not None else None
         if ref is not None and ref.sizes["feature"] != x.sizes["feature"]:
-            raise ValueError(
+            raise ReferenceSetError(
                 f"reference: layer {name} has {ref.sizes['feature']} state values per step, "
                 f"ds has {x.sizes['feature']}; use a dataset of the same model"
             )

@@ -206,3 +206,15 @@ def test_report_renders_in_a_headless_browser(reports, tmp_path, group) -> None:
     pixels = imread(shot)
     assert pixels.shape[:2] == (3000, 1400)
     assert pixels[..., :3].std() > 0.05  # text and figures, not a blank page
+
+
+def test_cli_report_with_a_categorical_group(tmp_path, capsys) -> None:
+    from seqacts.cli import main
+
+    _anomalies(n=12).to_netcdf(tmp_path / "acts.nc")
+    args = ["report", str(tmp_path / "acts.nc"), "--out", str(tmp_path / "r")]
+    assert main([*args, "--group", "anomaly", "--baseline", "normal"]) == 0
+    tags, _ = _parse(tmp_path / "r" / "report.html")
+    assert {"Kind: spike", "Kind: shift", "Anomaly scores per kind"} <= set(tags.headings)
+    assert main([*args, "--group", "is_anomaly", "--kinds", "nope"]) == 2
+    assert "--kinds" in capsys.readouterr().err

@@ -8,7 +8,9 @@ import xarray as xr
 from scipy.spatial.distance import mahalanobis
 from test_analysis_fixtures import L, make_dataset
 
+from seqacts.analysis import MissingVariableError
 from seqacts.compare import compare
+from seqacts.errors import GroupError, ReferenceMaskError, ReferenceSetError
 from seqacts.mahalanobis import Moments, ledoit_wolf
 from seqacts.step_distance import step_distance
 
@@ -155,13 +157,13 @@ def test_step_distance_is_lazy_on_dask_and_equals_the_eager_result(tmp_path) -> 
 
 def test_step_distance_errors_name_the_fix() -> None:
     ds = make_dataset(LAYERS, n_samples=6, seed=9)
-    with pytest.raises(TypeError, match="reference=~ds.is_anomaly"):
+    with pytest.raises(ReferenceMaskError, match="reference=~ds.is_anomaly"):
         step_distance(ds, np.arange(6))
-    with pytest.raises(ValueError, match="selects no sample"):
+    with pytest.raises(ReferenceSetError, match="selects no sample"):
         step_distance(ds, np.zeros(6, dtype=bool))
-    with pytest.raises(ValueError, match="no time dimension"):
+    with pytest.raises(MissingVariableError, match="no time dimension"):
         step_distance(ds, np.ones(6, dtype=bool), var="h_n")
-    with pytest.raises(ValueError, match="where: expected a boolean"):
+    with pytest.raises(GroupError, match="where: expected a boolean"):
         compare(ds, np.arange(6) < 3, where=np.zeros((6, 2)))
 
 
@@ -175,5 +177,5 @@ def test_deviation_finds_a_unit_that_departs_with_either_sign() -> None:
     dev = compare(ds, "is_anomaly", where="anomaly_mask", feature="deviation")
     assert int(dev.isel(rank=0)["unit"]) == 2 and str(dev.isel(rank=0)["magnitude"].values) == "large"
     assert abs(float(signed.sel(rank=signed["unit"] == 2)["d"][0])) < 0.8
-    with pytest.raises(ValueError, match="feature='mean' or 'deviation'"):
+    with pytest.raises(GroupError, match="feature='mean' or 'deviation'"):
         compare(ds, "is_anomaly", where="anomaly_mask", feature="h_n")
