@@ -107,6 +107,6 @@ def localized_features(
     v = masked(ds, var) if steps is None else steps
     own = v.where(mask).mean("time")
     weight = mask.isel(sample=np.flatnonzero(members)).mean("sample").astype(float)
-    present = v.notnull() * weight
-    same = (v.fillna(0.0) * weight).sum("time") / present.sum("time")
-    return own, same.where(present.sum("time") > 0)
+    present = (v.notnull() * weight).sum("time")
+    same = (v.fillna(0.0) * weight).sum("time") / present.where(present > 0)
+    return own, same

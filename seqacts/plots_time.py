@@ -107,11 +107,8 @@ def bands(
     keep = np.zeros(x.size, dtype=bool)
     for ax, (la, d, u) in zip(axes[:, 0], rows, strict=True):
         da = analysis.masked(ds.sel(layer=[la]), var).sel(layer=la, unit=u)
-        values = (
-            (da.sel(direction=d) if "direction" in da.dims else da)
-            .transpose("sample", "time")
-            .values
-        )
+        da = da.sel(direction=d) if "direction" in da.dims else da
+        values = analysis.computed(da.transpose("sample", "time")).values
         if align is not None:
             shifted = np.full((values.shape[0], x.size), np.nan)
             for s in np.flatnonzero(start >= 0):
