@@ -308,8 +308,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         name = getattr(args, option)
         if name is not None and name not in ds.variables:
             raise CLIError(f"--{option}: {args.file} has no variable {name!r} along sample")
-    print(report(ds, args.out, group=args.group, reference=reference, kinds=args.kinds,
-                 baseline=args.baseline))  # fmt: skip
+    print(report(ds, args.out, group=args.group, reference=reference, kinds=args.kinds, baseline=args.baseline))  # fmt: skip
     return 0
 
 
@@ -367,10 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", help="boolean/categorical variable along sample to compare")
     p.add_argument("--reference", metavar="NORMAL.nc", help="recording of known-normal samples "
                    "for the anomaly scores (default: the baseline samples, out of fold)")  # fmt: skip
-    p.add_argument("--kinds", help="with a boolean --group: categorical variable naming each "
-                   "anomaly's kind (default: found automatically)")  # fmt: skip
-    p.add_argument("--baseline", help="the --group (or --kinds) value the others are compared "
-                   "with (default: False, 'normal' or the most frequent)")  # fmt: skip
+    p.add_argument("--kinds", help="categorical variable naming each anomaly's kind")
+    p.add_argument("--baseline", help="the value the others are compared with (e.g. normal)")
     return parser
 
 

@@ -179,3 +179,18 @@ def test_deviation_finds_a_unit_that_departs_with_either_sign() -> None:
     assert abs(float(signed.sel(rank=signed["unit"] == 2)["d"][0])) < 0.8
     with pytest.raises(GroupError, match="feature='mean' or 'deviation'"):
         compare(ds, "is_anomaly", where="anomaly_mask", feature="h_n")
+
+
+@pytest.mark.parametrize("name", ["step_distance", "compare", "distance", "saturation", "layer"])
+def test_accessor_methods_carry_the_functions_signature_and_docstring(name: str) -> None:
+    import inspect
+
+    import seqacts
+
+    funcs = {"step_distance": seqacts.step_distance, "compare": compare,
+             "distance": seqacts.compare.distance, "saturation": seqacts.analysis.saturation,
+             "layer": seqacts.analysis.layer}  # fmt: skip
+    method = getattr(make_dataset().seqacts, name)
+    assert method.__doc__ == funcs[name].__doc__
+    params = list(inspect.signature(funcs[name]).parameters.values())[1:]
+    assert list(inspect.signature(method).parameters.values()) == params
