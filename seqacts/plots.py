@@ -321,6 +321,7 @@ def distance(
     group: str | xr.DataArray | Sequence[Any] | None = None,
     scores: xr.DataArray | None = None,
     bins: int = 30,
+    baseline: Any = None,
     **kwargs: Any,
 ) -> Figure:
     """Histograms of the Mahalanobis score per group, one panel per layer, ROC AUC in titles.
@@ -333,6 +334,8 @@ def distance(
         Labels along sample to split the histograms by; default the reference mask.
     scores : xarray.DataArray, optional
         Ready scores (dims ``sample, layer``) instead of computing them.
+    baseline : optional
+        The baseline group, drawn in the first colour (see :func:`group_colors`).
 
     Returns
     -------
@@ -354,7 +357,7 @@ def distance(
         if labels is None:
             ax.hist(finite, bins=edges, color=CYCLE[0], alpha=0.8)
         else:
-            for level, color in group_colors(labels).items():
+            for level, color in group_colors(labels, baseline).items():
                 part = score.values[labels.values == level]
                 name = f"{group_name(labels, level)} ({part.size})"
                 ax.hist(part[np.isfinite(part)], bins=edges, color=color, alpha=0.55, label=name)

@@ -48,9 +48,6 @@ class Kinds:
     def name(self, kind: Any) -> str:
         return f"{self.labels.name}={kind}" if is_boolean(self.labels) else str(kind)
 
-    def flagged(self) -> xr.DataArray:
-        return xr.DataArray(self.labels.values != self.baseline, dims="sample")
-
     def swatch(self, kind: Any) -> str:
         color = self.colors.get(kind, "#888")
         return f'<span class=swatch style="background:{color}"></span>'
@@ -78,6 +75,8 @@ def resolve_kinds(
     spike / ...) gives the kinds; else the group is one kind.
     """
     labels = group_labels(ds, group)
+    if is_boolean(labels) and isinstance(baseline, str):  # e.g. --baseline False
+        baseline = {"False": False, "True": True}.get(baseline, baseline)
     if is_boolean(labels):
         flags = labels.values.astype(bool)
         kinds = kinds if kinds is not None else _detect_kinds(ds, flags)
@@ -167,6 +166,14 @@ def _top_rows(ranked: xr.Dataset, k: Kinds, kind: Any, top: int) -> xr.Dataset:
     return ranked.isel(rank=slice(0, top))
 
 
+def _mean_over(effect: xr.DataArray, k: Kinds, level: Any) -> xr.DataArray:
+    """Mean of an ablation effect over the samples of one level, matched by sample label."""
+    samples = k.labels["sample"].values[k.labels.values == level]
+    return effect.isel(sample=np.flatnonzero(np.isin(effect["sample"].values, samples))).mean(
+        "sample"
+    )
+
+
 def _ablation_table(
     page: Page, ablation: xr.Dataset, head: xr.Dataset, k: Kinds, kind: Any
 ) -> None:
@@ -180,8 +187,7 @@ def _ablation_table(
                str(head["magnitude"].values[i])]
         if effect is not None and "sample" in effect.dims:
             e = effect.sel({d: v for d, v in at.items() if d in effect.dims})
-            on = e.isel(sample=np.flatnonzero(k.labels.values == kind)).mean()
-            off = e.isel(sample=np.flatnonzero(k.labels.values == k.baseline)).mean()
+            on, off = _mean_over(e, k, kind), _mean_over(e, k, k.baseline)
             row += [f"{float(on):+.4g}", f"{float(off):+.4g}"]
         if "mean_effect" in ablation:
             m = ablation["mean_effect"]
@@ -197,7 +203,7 @@ def _ablation_table(
 
 def _ablation_top(page: Page, ablation: xr.Dataset, k: Kinds, kind: Any, top: int) -> None:
     if "effect" in ablation and "sample" in ablation["effect"].dims:
-        e = ablation["effect"].isel(sample=np.flatnonzero(k.labels.values == kind)).mean("sample")
+        e = _mean_over(ablation["effect"], k, kind)
     elif "mean_effect" in ablation:
         e = ablation["mean_effect"]
     else:
@@ -324,7 +330,7 @@ def kinds_sections(
     scores, steps = anomaly_scores(ds, reference)
     best = scores_section(page, ds, k, scores, where)
     fig = plots.distance(ds, scores=steps.max("time").assign_attrs(var="h, max over steps"),
-                         group=k.labels)  # fmt: skip
+                         group=k.labels, baseline=k.baseline)  # fmt: skip
     page.figure(fig, "step_distance", "max step distance per window, by group and layer")
     mask, text = localized_where(ds, k, steps, best)
     ranked = compare(ds, k.labels, baseline=k.baseline, where=mask, feature="deviation")
