@@ -268,7 +268,7 @@ def run_demo(
     whole = compare(ds, "is_anomaly")
     log(f"\nunits whose mean over the window differs most: {_top_units(whole)}")
     local = compare(ds, "anomaly", where="anomaly_mask", feature="deviation")
-    log("units that leave their normal range at the anomalous steps (Cohen's d of "
+    log("units that leave their normal range at the anomalous steps (Cohen's d of\n"
         "|h - normal mean| / normal std vs the same steps of normal windows):")  # fmt: skip
     for kind in ANOMALIES:
         mine = local.isel(rank=np.flatnonzero(local["level"].values == kind))
