@@ -194,3 +194,12 @@ def test_accessor_methods_carry_the_functions_signature_and_docstring(name: str)
     assert method.__doc__ == funcs[name].__doc__
     params = list(inspect.signature(funcs[name]).parameters.values())[1:]
     assert list(inspect.signature(method).parameters.values()) == params
+
+
+def test_effect_sizes_in_words_follow_cohens_thresholds() -> None:
+    from seqacts.effect_size import magnitude
+
+    d = np.array([0.0, -0.19, 0.2, -0.49, 0.5, 0.79, -0.8, 3.0, np.nan])
+    assert list(magnitude(d)) == ["negligible", "negligible", "small", "small", "medium",
+                                  "medium", "large", "large", ""]  # fmt: skip
+    assert magnitude(-0.6) == "medium"
