@@ -8,7 +8,7 @@
    each signal sees, which units carry each kind at the anomalous steps, and whether any gate
    or unit is stuck.
 
-Run: ``python examples/anomaly_debugging.py [--out DIR]`` (about 20 s on two CPU cores).
+Run: ``python examples/anomaly_debugging.py [--out DIR]`` (under a minute on two CPU cores).
 """
 
 from __future__ import annotations
