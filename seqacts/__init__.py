@@ -9,6 +9,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from . import accessor as _accessor  # registers the ds.seqacts accessor
+from .analysis.step_distance import step_distance
 from .capture.discovery import layers
 from .capture.extract import extract
 from .capture.recorder import Recorder, record
@@ -64,6 +65,7 @@ __all__ = [
     "open_dataset",
     "record",
     "report",
+    "step_distance",
     "verify",
     "write_stream",
 ]

@@ -5,13 +5,15 @@ Importing this module registers the accessor on every ``xarray.Dataset``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import xarray as xr
 
 from .analysis import core as analysis
 from .analysis.compare import compare, distance, final_state
+from .analysis.step_distance import step_distance
 from .analysis.summary import summary, summary_table
 
 if TYPE_CHECKING:
@@ -20,71 +22,49 @@ if TYPE_CHECKING:
 __all__ = ["SeqactsAccessor", "PlotAccessor"]
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _delegate(func: Callable[Concatenate[xr.Dataset, P], R]) -> Callable[Concatenate[Any, P], R]:
+    """A method calling ``func(ds, ...)``, with ``func``'s signature and docstring."""
+
+    @functools.wraps(func)
+    def method(self: Any, *args: P.args, **kwargs: P.kwargs) -> R:
+        return func(self._ds, *args, **kwargs)
+
+    return method
+
+
 @xr.register_dataset_accessor("seqacts")
 class SeqactsAccessor:
-    """Analyses of a seqacts dataset: ``ds.seqacts.<method>``; plots under ``ds.seqacts.plot``."""
+    """Analyses of a seqacts dataset: ``ds.seqacts.<method>``; plots under ``ds.seqacts.plot``.
+
+    Each method is the plain function of the same name called with this dataset first.
+    """
 
     def __init__(self, ds: xr.Dataset) -> None:
         self._ds = ds
 
     @property
     def plot(self) -> PlotAccessor:
-        """Figures: ``heatmap``, ``traces``, ``saturation``, ``compare``, ``distance``."""
+        """Figures: ``heatmap``, ``traces``, ``bands``, ``saturation``, ``compare``, ``distance``."""
         return PlotAccessor(self._ds)
-
-    def layer(self, name: str) -> xr.Dataset:
-        """One layer without padding; see :func:`seqacts.analysis.layer`."""
-        return analysis.layer(self._ds, name)
 
     def masked(self, name: str = "h") -> xr.DataArray:
         """A variable with padding set to NaN; see :func:`seqacts.analysis.masked`."""
         return analysis.masked(self._ds, name)
 
-    def saturation(self, low: float = 0.1, high: float = 0.9) -> xr.Dataset:
-        """Left/right gate saturation fractions; see :func:`seqacts.analysis.saturation`."""
-        return analysis.saturation(self._ds, low=low, high=high)
-
-    def dead_units(
-        self, tol: float = 1e-5, level: float = 0.99, fraction: float = 0.99
-    ) -> xr.Dataset:
-        """Constant or saturated units; see :func:`seqacts.analysis.dead_units`."""
-        return analysis.dead_units(self._ds, tol=tol, level=level, fraction=fraction)
-
-    def summary(self, low: float = 0.1, high: float = 0.9, tol: float = 1e-5) -> xr.Dataset:
-        """Per-layer summary Dataset; see :func:`seqacts.summary.summary`."""
-        return summary(self._ds, low=low, high=high, tol=tol)
-
-    def summary_table(self, low: float = 0.1, high: float = 0.9, tol: float = 1e-5) -> str:
-        """The summary as a printable table; see :func:`seqacts.summary.summary_table`."""
-        return summary_table(self._ds, low=low, high=high, tol=tol)
-
-    def step_change(self) -> xr.DataArray:
-        """``||h_t - h_prev||`` per step; see :func:`seqacts.analysis.step_change`."""
-        return analysis.step_change(self._ds)
-
-    def final_state(self, var: str = "h") -> xr.DataArray:
-        """Last processed value per sample; see :func:`seqacts.compare.final_state`."""
-        return final_state(self._ds, var)
-
-    def compare(
-        self,
-        group: str | xr.DataArray | Sequence[Any],
-        feature: str | xr.DataArray = "mean",
-        var: str = "h",
-        baseline: Any = None,
-    ) -> xr.Dataset:
-        """Units ranked by Cohen's d between groups; see :func:`seqacts.compare.compare`."""
-        return compare(self._ds, group, feature=feature, var=var, baseline=baseline)
-
-    def distance(
-        self,
-        reference: xr.Dataset | str | xr.DataArray | Sequence[bool],
-        var: str = "h_n",
-        shrinkage: float | None = None,
-        folds: int = 5,
-    ) -> xr.DataArray:
-        """Mahalanobis anomaly score per sample and layer; see :func:`seqacts.compare.distance`."""
-        return distance(self._ds, reference, var=var, shrinkage=shrinkage, folds=folds)
+    layer = _delegate(analysis.layer)
+    saturation = _delegate(analysis.saturation)
+    dead_units = _delegate(analysis.dead_units)
+    summary = _delegate(summary)
+    summary_table = _delegate(summary_table)
+    step_change = _delegate(analysis.step_change)
+    final_state = _delegate(final_state)
+    compare = _delegate(compare)
+    distance = _delegate(distance)
+    step_distance = _delegate(step_distance)
 
 
 class PlotAccessor:
@@ -104,6 +84,12 @@ class PlotAccessor:
         from .viz import plots
 
         return plots.traces(self._ds, units=units, layer=layer, **kwargs)
+
+    def bands(self, units: Any, group: Any, **kwargs: Any) -> Figure:
+        """Group mean and interquartile band over time; see :func:`seqacts.plots_time.bands`."""
+        from .viz import plots_time
+
+        return plots_time.bands(self._ds, units, group, **kwargs)
 
     def saturation(self, low: float = 0.1, high: float = 0.9, **kwargs: Any) -> Figure:
         """Left vs right gate saturation; see :func:`seqacts.plots.saturation`."""

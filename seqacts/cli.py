@@ -311,10 +311,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .viz.report import report
 
     ds = open_acts(args.file)
-    if args.group is not None and args.group not in ds.variables:
-        raise CLIError(f"--group: {args.file} has no variable {args.group!r} along sample")
     reference = open_acts(args.reference) if args.reference else None
-    print(report(ds, args.out, group=args.group, reference=reference))
+    for option in ("group", "kinds"):
+        name = getattr(args, option)
+        if name is not None and name not in ds.variables:
+            raise CLIError(f"--{option}: {args.file} has no variable {name!r} along sample")
+    print(report(ds, args.out, group=args.group, reference=reference, kinds=args.kinds, baseline=args.baseline))  # fmt: skip
     return 0
 
 
@@ -373,7 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--group", help="boolean/categorical variable along sample to compare")
     p.add_argument("--reference", metavar="NORMAL.nc", help="recording of known-normal samples "
-                   "for the anomaly score (default: the samples where --group is False)")  # fmt: skip
+                   "for the anomaly scores (default: the baseline samples, out of fold)")  # fmt: skip
+    p.add_argument("--kinds", help="categorical variable naming each anomaly's kind")
+    p.add_argument("--baseline", help="the value the others are compared with (e.g. normal)")
     return parser
 
 

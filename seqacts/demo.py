@@ -24,6 +24,7 @@ __all__ = [
     "LSTMAutoencoder",
     "build_model",
     "inject_anomalies",
+    "kind_auc",
     "run_demo",
     "sensor_windows",
     "train_autoencoder",
@@ -154,12 +155,13 @@ def _train(
 
 @dataclass
 class DemoResult:
-    """What :func:`run_demo` produced."""
+    """What :func:`run_demo` produced: files and ROC AUC per score and kind ("all" = pooled)."""
 
     dataset: Path
     report: Path
     auc: dict[str, float]
     reconstruction_auc: float
+    kind_auc: dict[str, dict[str, float]]
 
 
 def _labelled(ds: xr.Dataset, x: np.ndarray, kinds: list[str], where: np.ndarray) -> xr.Dataset:
@@ -173,18 +175,41 @@ def _labelled(ds: xr.Dataset, x: np.ndarray, kinds: list[str], where: np.ndarray
     return ds
 
 
-def _auc_rows(ds: xr.Dataset, scores: dict[str, xr.DataArray]) -> list[list[str]]:
-    """ROC AUC of each score, over all anomalies and per anomaly kind (vs normal windows)."""
+def kind_auc(ds: xr.Dataset, score: xr.DataArray) -> dict[str, float]:
+    """ROC AUC of a score over all anomalies ("all") and per kind, each against normal windows."""
     from .analysis.compare import roc_auc
 
-    rows = []
-    for name, score in scores.items():
-        row = [name, f"{float(roc_auc(score, ds['is_anomaly'])):.3f}"]
-        for kind in ANOMALIES:
-            keep = ds["anomaly"].isin(["normal", kind])
-            row.append(f"{float(roc_auc(score[keep], ds['is_anomaly'][keep])):.2f}")
-        rows.append(row)
-    return rows
+    out = {"all": float(roc_auc(score, ds["is_anomaly"]))}
+    for kind in ANOMALIES:
+        keep = ds["anomaly"].isin(["normal", kind])
+        out[kind] = float(roc_auc(score[keep], ds["is_anomaly"][keep]))
+    return out
+
+
+def _scores(ds: xr.Dataset) -> dict[str, xr.DataArray]:
+    """Hidden-state scores per layer and the reconstruction error, by printed name."""
+    from .analysis.core import step_change
+    from .analysis.step_distance import step_distance
+
+    held_out = step_distance(ds, ~ds["is_anomaly"]).max("time")  # out of fold
+    separate = ds["step_distance"].max("time")
+    jumps = step_change(ds).max(["direction", "time"])
+    scores = {}
+    for k in ds["layer"].values:
+        scores[f"final-state distance {k}"] = ds["distance"].sel(layer=k)
+        scores[f"max step distance {k}, held-out normals"] = held_out.sel(layer=k)
+        scores[f"max step distance {k}, reference set"] = separate.sel(layer=k)
+        scores[f"max step change {k}"] = jumps.sel(layer=k)
+    scores["reconstruction error"] = ds["reconstruction_error"]
+    return scores
+
+
+def _top_units(ranked: xr.Dataset, n: int = 3) -> str:
+    return ", ".join(
+        f"{ranked['layer'].values[i]} u{int(ranked['unit'].values[i])} "
+        f"(d={float(ranked['d'][i]):+.1f}, {ranked['magnitude'].values[i]})"
+        for i in range(min(n, ranked.sizes["rank"]))
+    )
 
 
 def run_demo(
@@ -193,8 +218,8 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Train, record, score and report; write ``acts.nc`` and ``report.html`` into ``out_dir``."""
-    from .analysis.compare import compare, distance, roc_auc
-    from .analysis.core import step_change
+    from .analysis.compare import compare, distance
+    from .analysis.step_distance import step_distance
     from .analysis.summary import format_table, summary_table
     from .capture.extract import extract
     from .viz.report import report
@@ -215,7 +240,7 @@ def run_demo(
     reference = torch.from_numpy(sensor_windows(config.n_reference, config.n_steps, rng))
     kinds = [k for k in ("normal", *ANOMALIES) for _ in range(config.n_test)]
     test, where = inject_anomalies(sensor_windows(len(kinds), config.n_steps, rng), kinds, rng)
-    ref_ds = extract(model, reference)  # final states are all the reference needs
+    ref_ds = extract(model, reference)  # states of normal windows: the reference
     ds = _labelled(extract(model, torch.from_numpy(test), internals=True), test, kinds, where)
     with torch.no_grad():
         recon = ((model(torch.from_numpy(test)) - torch.from_numpy(test)) ** 2).mean((1, 2))
@@ -224,27 +249,33 @@ def run_demo(
     ds["distance"].attrs = {
         "long_name": f"Mahalanobis distance of h_n to {len(reference)} normal windows"
     }
+    ds["step_distance"] = step_distance(ds, ref_ds).reset_coords(drop=True)
+    ds["step_distance"].attrs["long_name"] = (
+        f"Mahalanobis distance of each step's h to the steps of {len(reference)} normal windows"
+    )
     path = out / "acts.nc"
     ds.to_netcdf(path)
     log(f"recorded {len(kinds)} held-out windows with internals -> {path} "
         f"({path.stat().st_size / 1e6:.1f} MB)\n")  # fmt: skip
     log(summary_table(ds))
 
-    jumps = step_change(ds).max(["direction", "time"])
-    scores = {f"distance {k}": ds["distance"].sel(layer=k) for k in ds["layer"].values}
-    scores.update({f"max step change {k}": jumps.sel(layer=k) for k in ds["layer"].values})
-    scores["reconstruction error"] = ds["reconstruction_error"]
+    scores = _scores(ds)
+    aucs = {name: kind_auc(ds, score) for name, score in scores.items()}
+    rows = [[name, f"{a['all']:.3f}", *[f"{a[k]:.2f}" for k in ANOMALIES]]
+            for name, a in aucs.items()]  # fmt: skip
     log(f"\nROC AUC, anomalous vs normal windows ({config.n_test} of each kind; 1 = perfect):")
-    log(format_table(["score", "all", *ANOMALIES], _auc_rows(ds, scores)))
-    auc = {str(k): float(roc_auc(ds["distance"].sel(layer=k), ds["is_anomaly"]))
-           for k in ds["layer"].values}  # fmt: skip
-    top = compare(ds, "is_anomaly").isel(rank=slice(0, 5))
-    units = ", ".join(
-        f"{top['layer'].values[i]} u{int(top['unit'].values[i])} (d={float(top['d'][i]):+.1f})"
-        for i in range(top.sizes["rank"])
-    )
-    log(f"\nunits that respond most to anomalies: {units}")
-    rep = report(ds, out, reference=ref_ds, title="seqacts demo: LSTM autoencoder on sensor data")
+    log(format_table(["score", "all", *ANOMALIES], rows))
+    whole = compare(ds, "is_anomaly")
+    log(f"\nunits whose mean over the window differs most: {_top_units(whole)}")
+    local = compare(ds, "anomaly", where="anomaly_mask", feature="deviation")
+    log("units that leave their normal range at the anomalous steps (Cohen's d of\n"
+        "|h - normal mean| / normal std vs the same steps of normal windows):")  # fmt: skip
+    for kind in ANOMALIES:
+        mine = local.isel(rank=np.flatnonzero(local["level"].values == kind))
+        log(f"  {kind:<12} {_top_units(mine)}")
+    rep = report(ds, out, reference=ref_ds, kinds="anomaly",
+                 title="seqacts demo: LSTM autoencoder on sensor data")  # fmt: skip
     log(f"report: {rep}")
-    recon_auc = float(roc_auc(ds["reconstruction_error"], ds["is_anomaly"]))
-    return DemoResult(dataset=path, report=rep, auc=auc, reconstruction_auc=recon_auc)
+    auc = {str(k): aucs[f"final-state distance {k}"]["all"] for k in ds["layer"].values}
+    return DemoResult(dataset=path, report=rep, auc=auc,
+                      reconstruction_auc=aucs["reconstruction error"]["all"], kind_auc=aucs)  # fmt: skip

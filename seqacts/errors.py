@@ -13,6 +13,9 @@ __all__ = [
     "StreamWriteError",
     "CorruptFileError",
     "DestinationError",
+    "GroupError",
+    "ReferenceSetError",
+    "ReferenceMaskError",
     "IncompleteStreamWarning",
     "RecordingWarning",
     "UnsupportedModelError",
@@ -64,6 +67,16 @@ class CorruptFileError(SeqactsError, OSError):
 class DestinationError(SeqactsError, OSError):
     """The output path cannot be written: its directory is missing, it is a directory, or the
     directory is not writable. Raised before any batch is run."""
+class GroupError(SeqactsError, ValueError):
+    """Group labels, a baseline, kinds or a ``where=`` mask that do not fit the dataset."""
+
+
+class ReferenceSetError(SeqactsError, ValueError):
+    """A reference for an anomaly score that is empty, too small or from another model."""
+
+
+class ReferenceMaskError(SeqactsError, TypeError):
+    """``reference=`` is neither a Dataset nor a boolean mask along sample."""
 
 
 class IncompleteStreamWarning(UserWarning):

@@ -174,7 +174,7 @@ ERRORS = [
      "positive integer"),
     (["info", "missing.nc"], "no such file 'missing.nc'"),
     (["info", "x.nc"], "not a seqacts dataset"),
-    (["report", "x.npy", "--out", "r"], "cannot read x.npy"),
+    (["report", "x.npy", "--out", "r"], "it is not a netCDF4 file"),
 ]  # fmt: skip
 
 

@@ -44,6 +44,9 @@ def test_anomaly_debugging_separates_anomalies(runs) -> None:
     assert auc > 0.85, done.stdout
     spikes = float(re.search(r"separates spikes .*AUC (\d\.\d+)", done.stdout).group(1))
     assert spikes > 0.9
+    step = dict(re.findall(r"  (spike|level_shift) +(\d\.\d+) \(", done.stdout))
+    assert float(step["spike"]) > 0.95 and float(step["level_shift"]) > 0.95, done.stdout
+    assert "(d=+" in done.stdout and "large)" in done.stdout
     assert (out / "report.html").exists() and (out / "worst_window.png").exists()
 
 

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from test_analysis_fixtures import make_dataset
 
 from seqacts.analysis.core import saturation
-from seqacts.viz import plots
+from seqacts.viz import figure_style, plots
 
 
 @pytest.fixture()
@@ -30,7 +30,7 @@ def ds() -> xr.Dataset:
 
 @pytest.fixture(autouse=True)
 def _no_show(monkeypatch):
-    plt = plots.pyplot()
+    plt = figure_style.pyplot()
     monkeypatch.setattr(plt, "show", lambda *a, **k: pytest.fail("plots must not call show()"))
     yield
     plt.close("all")
@@ -116,7 +116,7 @@ def test_distance_histograms_per_layer_with_auc(ds: xr.Dataset) -> None:
 
 
 def test_agg_is_chosen_only_when_no_backend_is_set(monkeypatch) -> None:
-    code = "import seqacts.viz.plots as p; p.pyplot(); import matplotlib; print(matplotlib.get_backend())"
+    code = "import seqacts.viz.figure_style as fs; fs.pyplot(); import matplotlib; print(matplotlib.get_backend())"
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip().lower() == "agg", out.stderr
@@ -124,4 +124,42 @@ def test_agg_is_chosen_only_when_no_backend_is_set(monkeypatch) -> None:
     monkeypatch.setenv("MPLBACKEND", "svg")
     monkeypatch.delitem(sys.modules, "matplotlib.pyplot")
     monkeypatch.setattr(matplotlib, "use", lambda *a, **k: pytest.fail("backend overridden"))
-    plots.pyplot()
+    figure_style.pyplot()
+
+
+def test_bands_draw_each_groups_mean_and_interquartile_range(ds: xr.Dataset) -> None:
+    fig = ds.seqacts.plot.bands([0, 2], "is_anomaly", layer="enc.l0")
+    assert len(fig.axes) == 2
+    lines = {ln.get_label(): ln for ln in fig.axes[0].lines}
+    h = ds["h"].sel(layer="enc.l0", direction="forward", unit=0)
+    h = h.where(xr.DataArray(np.arange(8), dims="time") < ds["length"].sel(layer="enc.l0"))
+    expected = h.where(ds["is_anomaly"], drop=True).mean("sample").values
+    line = lines["is_anomaly=True (n=5)"]
+    ok = np.isfinite(line.get_ydata())
+    np.testing.assert_allclose(line.get_ydata()[ok], expected[ok])
+    assert line.get_color() == plots.BOOL_COLORS[True]
+
+
+def test_bands_align_on_the_onset_and_heatmap_takes_several_panels(ds: xr.Dataset) -> None:
+    mask = np.zeros((10, 8), dtype=bool)
+    mask[1::2, 5:] = True
+    ds["anomaly_mask"] = (("sample", "time"), mask)
+    fig = ds.seqacts.plot.bands([1], "is_anomaly", layer="enc.l1", align="anomaly_mask")
+    assert "since the first anomaly_mask step" in fig.axes[0].get_xlabel()
+    steps = ds.seqacts.step_distance(~ds["is_anomaly"])
+    fig = ds.seqacts.plot.heatmap(1, "enc.l0", panel=["input", steps], highlight="anomaly_mask")
+    panels = [ax for ax in fig.axes if ax.lines]
+    assert len(panels) == 2 and panels[1].get_ylabel() == "step distance"
+    heat = [ax for ax in fig.axes if ax.get_ylabel().startswith("unit")]
+    # one colourbar for all rows keeps the heatmaps and panels aligned in time
+    assert {round(ax.get_position().x1, 3) for ax in heat + panels} == {
+        round(panels[0].get_position().x1, 3)
+    }
+
+
+def test_group_colours_keep_the_baseline_blue_across_subsets() -> None:
+    full = xr.DataArray(["spike", "normal", "frozen", "normal"], dims="sample", name="anomaly")
+    colours = figure_style.group_colors(full)
+    assert colours["normal"] == figure_style.CYCLE[0]
+    assert figure_style.group_colors(full, baseline="spike")["spike"] == figure_style.CYCLE[0]
+    assert len(set(colours.values())) == 3

@@ -15,7 +15,12 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .core import MissingVariableError, computed, masked, require_var, valid
+from ..errors import GroupError, ReferenceSetError
+from .core import MissingVariableError, computed, masked, require, valid
+from .effect_size import magnitude
+from .groups import group_labels, split_levels
+from .localized import deviation, localized_features, mask_name
+from .mahalanobis import Gaussian, fit_rows, fold_ids, ledoit_wolf, reference_mask
 
 __all__ = [
     "FEATURES",
@@ -38,36 +43,6 @@ FEATURES: dict[str, str] = {
 }
 
 
-def group_labels(ds: xr.Dataset, group: str | xr.DataArray | Sequence[Any]) -> xr.DataArray:
-    """Resolve ``group`` (a variable name, a DataArray or a sequence) into labels along sample.
-
-    Returns
-    -------
-    xarray.DataArray
-        Dim ``sample``, loaded into memory; named after the variable when one was given.
-    """
-    if isinstance(group, str):
-        if group not in ds.variables:
-            raise MissingVariableError(
-                f"no variable or coordinate {group!r} along 'sample'; attach one first, e.g. "
-                f"ds = ds.assign_coords({group}=('sample', labels))"
-            )
-        labels = ds[group]
-    elif isinstance(group, xr.DataArray):
-        labels = group
-    else:
-        values = np.asarray(group)
-        if values.shape != (ds.sizes["sample"],):
-            raise ValueError(
-                f"group: expected one label per sample ({ds.sizes['sample']}), "
-                f"got an array of shape {values.shape}"
-            )
-        labels = xr.DataArray(values, dims="sample", coords={"sample": ds["sample"]}, name="group")
-    if labels.dims != ("sample",):
-        raise ValueError(f"group: expected labels along 'sample' only, got dims {labels.dims}")
-    return labels.compute()
-
-
 def final_state(ds: xr.Dataset, var: str = "h") -> xr.DataArray:
     """Each sample's last processed value of a per-step variable, per layer and direction.
 
@@ -78,7 +53,7 @@ def final_state(ds: xr.Dataset, var: str = "h") -> xr.DataArray:
     xarray.DataArray
         Dims ``sample, layer, direction, unit``; NaN where a sample has no valid step.
     """
-    require_var(ds, var, "final_state")
+    require(ds, var, "final_state")
     v = masked(ds, var)
     if "length" not in ds.coords:
         raise MissingVariableError("final_state: needs the 'length' coordinate of the schema")
@@ -119,28 +94,8 @@ def sample_feature(
             f"feature: expected one of {', '.join(FEATURES)} or a state variable "
             f"({', '.join(states)}), got {feature!r}"
         )
-    require_var(ds, var, "compare")
+    require(ds, var, "compare")
     return getattr(masked(ds, var), feature)("time")
-
-
-def _levels(labels: xr.DataArray, baseline: Any) -> tuple[Any, list[Any]]:
-    values = pd.Series(labels.values).dropna()
-    counts = values.value_counts()
-    levels = sorted(counts.index.tolist(), key=lambda v: (str(type(v)), v))
-    if len(levels) < 2:
-        raise ValueError(
-            f"compare: group {labels.name!r} has a single value ({levels[0] if levels else '-'}) "
-            "across the samples; need samples from two groups"
-        )
-    if baseline is None:
-        binary = set(levels) <= {False, True}  # also 0/1
-        baseline = levels[0] if binary else counts.idxmax()
-    elif baseline not in levels:
-        raise ValueError(f"baseline: {baseline!r} is not a value of {labels.name!r}: {levels}")
-    small = [lv for lv in levels if counts[lv] < 2]
-    if small:
-        raise ValueError(f"compare: each group needs >= 2 samples; {small} have fewer")
-    return baseline, [lv for lv in levels if lv != baseline]
 
 
 def _group_stats(x: xr.DataArray, mask: np.ndarray) -> tuple[xr.DataArray, ...]:
@@ -155,6 +110,7 @@ def compare(
     feature: str | xr.DataArray = "mean",
     var: str = "h",
     baseline: Any = None,
+    where: str | xr.DataArray | np.ndarray | None = None,
 ) -> xr.Dataset:
     """Rank units by Cohen's d between groups of samples (e.g. anomalous vs normal windows).
 
@@ -167,29 +123,53 @@ def compare(
     feature : str or xarray.DataArray
         The per-sample value to contrast, see :func:`sample_feature`; default the mean of
         ``var`` over each sample's valid steps. ``"h_n"`` contrasts final states.
+        ``"deviation"``: the mean of ``|var - m_t| / s_t``, ``m_t`` and ``s_t`` the baseline
+        samples' mean and standard deviation of the unit at step ``t``
+        (:func:`seqacts.localized.deviation`): a unit that leaves normal in either direction
+        scores high, also when the sign of the departure differs between samples.
     var : str
         Per-step variable to reduce (``"h"``; ``"c"`` or a gate with internals).
     baseline : optional
         The group the others are contrasted with; default ``False``/``0`` for binary labels,
-        else the most frequent label.
+        else ``"normal"`` when that is a label, else the most frequent label.
+    where : str, xarray.DataArray or array, optional
+        A boolean mask over ``(sample, time)`` (or the name of such a variable, e.g. an anomaly
+        mask, or ``step_distance > threshold``) that localizes the contrast: each tested sample
+        contributes the mean of ``var`` over its own masked valid steps, each baseline sample
+        the mean over the same steps, weighted by how often the tested group is masked at each
+        step (see :func:`seqacts.localized.localized_features`). With ``feature="mean"`` or
+        ``"deviation"``.
 
     Returns
     -------
     xarray.Dataset
         Dim ``rank`` (1 = largest ``|d|``; padding and undefined entries dropped) with
-        coordinates ``layer``, ``direction``, ``unit`` (and ``level`` when more than two
-        groups): ``d`` = (mean(level) - mean(baseline)) / pooled std, ``mean``,
-        ``baseline_mean``, ``pooled_std``. Attributes name the group, levels and sizes.
+        coordinates ``layer``, ``direction``, ``unit``, ``magnitude`` (``|d|`` in words:
+        negligible < 0.2 <= small < 0.5 <= medium < 0.8 <= large) and ``level`` when more than
+        two groups (each level against the baseline): ``d`` = (mean(level) - mean(baseline)) /
+        pooled std, ``mean``, ``baseline_mean``, ``pooled_std``. Attributes name the group,
+        levels, sizes and the ``where`` mask.
     """
     labels = group_labels(ds, group)
     name = str(labels.name if labels.name is not None else "group")
-    x = sample_feature(ds, feature, var)
-    baseline, tests = _levels(labels, baseline)
+    baseline, tests = split_levels(labels, baseline)
     values = labels.values
-    n0, m0, v0 = _group_stats(x, values == baseline)
+    per_step = isinstance(feature, str) and feature in ("mean", "deviation")
+    if where is not None and not per_step:
+        raise GroupError(
+            f"compare: where= localizes a mean over masked steps; got feature={feature!r} "
+            "(use feature='mean' or 'deviation', or drop where=)"
+        )
+    steps = deviation(ds, var, values == baseline) if feature == "deviation" else None
+    x = None
+    if where is None:
+        x = steps.mean("time") if steps is not None else sample_feature(ds, feature, var)
     parts = []
     for level in tests:
-        n1, m1, v1 = _group_stats(x, values == level)
+        own, same_steps = (x, x) if x is not None else localized_features(
+            ds, where, values == level, var, steps=steps)  # fmt: skip
+        n0, m0, v0 = _group_stats(same_steps, values == baseline)
+        n1, m1, v1 = _group_stats(own, values == level)
         pooled = (((n1 - 1) * v1 + (n0 - 1) * v0) / (n1 + n0 - 2)) ** 0.5
         with np.errstate(divide="ignore", invalid="ignore"):
             d = (m1 - m0) / pooled
@@ -204,6 +184,7 @@ def compare(
     keep = np.flatnonzero(~np.isnan(effect))
     order = keep[np.argsort(-np.abs(effect[keep]), kind="stable")]
     flat = flat.isel(rank=order).assign_coords(rank=np.arange(1, order.size + 1))
+    flat = flat.assign_coords(magnitude=("rank", magnitude(flat["d"].values)))
     counts = pd.Series(values).value_counts()
     flat.attrs = {
         "group": name,
@@ -211,48 +192,10 @@ def compare(
         "levels": ", ".join(str(t) for t in tests),
         "feature": feature if isinstance(feature, str) else str(feature.name),
         "var": var,
+        "where": "" if where is None else mask_name(where),
         **{f"n_{lv}": int(counts[lv]) for lv in [baseline, *tests]},
     }
     return flat
-
-
-def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
-    """Ledoit-Wolf (2004) shrinkage of the covariance of ``x`` (samples x features).
-
-    Returns the shrunk covariance ``(1 - s) S + s mu I`` (``S`` the maximum-likelihood
-    covariance, ``mu`` its mean eigenvalue) and the shrinkage ``s`` in [0, 1].
-    """
-    n, p = x.shape
-    xc = x - x.mean(axis=0)
-    s = xc.T @ xc / n
-    mu = np.trace(s) / p
-    delta = np.sum((s - mu * np.eye(p)) ** 2) / p
-    x2 = xc**2
-    beta = (np.sum(x2.T @ x2) / n - np.sum(s**2)) / (n * p)
-    shrink = 0.0 if delta <= 0 else float(min(beta, delta) / delta)
-    return (1.0 - shrink) * s + shrink * mu * np.eye(p), shrink
-
-
-def _fit(
-    ref: np.ndarray, shrinkage: float | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    if shrinkage is None:
-        cov, s = ledoit_wolf(ref)
-    else:
-        xc = ref - ref.mean(axis=0)
-        emp = xc.T @ xc / ref.shape[0]
-        mu = np.trace(emp) / ref.shape[1]
-        s = float(shrinkage)
-        cov = (1.0 - s) * emp + s * mu * np.eye(ref.shape[1])
-    evals, evecs = np.linalg.eigh(cov)
-    floor = max(float(evals.max()), 1e-300) * 1e-10  # constant features would divide by zero
-    return ref.mean(axis=0), evecs, np.maximum(evals, floor), s
-
-
-def _score(fit: tuple[np.ndarray, np.ndarray, np.ndarray, float], x: np.ndarray) -> np.ndarray:
-    mean, evecs, evals, _ = fit
-    z = (x - mean) @ evecs
-    return np.sqrt(np.sum(z**2 / evals, axis=1))
 
 
 def _state_matrix(ds: xr.Dataset, var: str, name: Hashable | None) -> np.ndarray:
@@ -271,16 +214,6 @@ def _state_matrix(ds: xr.Dataset, var: str, name: Hashable | None) -> np.ndarray
         m = mask.any([d for d in mask.dims if d not in feature_dims])
         cols = m.broadcast_like(x.isel(sample=0, drop=True)).transpose(*feature_dims).values
     return np.asarray(x.values, dtype=np.float64).reshape(x.shape[0], -1)[:, cols.ravel()]
-
-
-def _reference_mask(ds: xr.Dataset, reference: Any) -> np.ndarray:
-    labels = group_labels(ds, reference)
-    if labels.dtype != bool:
-        raise TypeError(
-            f"reference: expected a boolean mask along 'sample' or a Dataset, got dtype "
-            f"{labels.dtype}; e.g. reference=~ds.is_anomaly"
-        )
-    return labels.values
 
 
 def distance(
@@ -320,36 +253,39 @@ def distance(
     """
     if var not in ds:
         raise MissingVariableError(f"distance: the dataset has no variable {var!r}")
-    ref_ds = reference if isinstance(reference, xr.Dataset) else None
-    mask = None if ref_ds is not None else _reference_mask(ds, reference)
+    ref_ds, mask = None, None
+    if isinstance(reference, xr.Dataset):
+        ref_ds = reference
+    else:
+        mask = reference_mask(ds, reference)
     names = list(ds["layer"].values) if "layer" in ds.dims else [None]
     if ref_ds is not None and names != [None]:
         missing = [n for n in names if n not in ref_ds["layer"].values]
         if missing:
-            raise ValueError(f"reference: dataset lacks layers {missing} that ds has")
+            raise ReferenceSetError(f"reference: dataset lacks layers {missing} that ds has")
     scores, shrinks = [], []
     for name in names:
         x = _state_matrix(ds, var, name)
         ref = _state_matrix(ref_ds, var, name) if ref_ds is not None else x[mask]
         if ref.shape[1] != x.shape[1]:
-            raise ValueError(
+            raise ReferenceSetError(
                 f"reference: layer {name} has {ref.shape[1]} state values per "
                 f"sample, ds has {x.shape[1]}; use a dataset of the same model"
             )
         ok = ~np.isnan(ref).any(axis=1)
         if ok.sum() < 2:
-            raise ValueError(f"distance: need >= 2 reference samples, got {int(ok.sum())}")
-        fit = _fit(ref[ok], shrinkage)
-        out = _score(fit, x)
+            raise ReferenceSetError(f"distance: need >= 2 reference samples, got {int(ok.sum())}")
+        fit: Gaussian = fit_rows(ref[ok], shrinkage)
+        out = fit.score(x)
         if mask is not None and folds >= 2:
             idx = np.flatnonzero(mask)[ok]
-            fold = np.arange(idx.size) % folds
+            fold = fold_ids(idx.size, folds)
             for k in range(folds):
                 train = ref[ok][fold != k]
                 if train.shape[0] >= 2 and np.any(fold == k):
-                    out[idx[fold == k]] = _score(_fit(train, shrinkage), x[idx[fold == k]])
+                    out[idx[fold == k]] = fit_rows(train, shrinkage).score(x[idx[fold == k]])
         scores.append(out)
-        shrinks.append(fit[3])
+        shrinks.append(fit.shrinkage)
     data = np.stack(scores, axis=1)
     coords: dict[str, Any] = {"sample": ds["sample"].values}
     if names != [None]:

@@ -24,6 +24,7 @@ __all__ = [
     "dead_units",
     "layer",
     "masked",
+    "require",
     "saturation",
     "step_change",
     "valid",
@@ -100,8 +101,7 @@ def masked(ds: xr.Dataset, name: str) -> xr.DataArray:
     return ds[name] if mask is None else ds[name].where(mask)
 
 
-def require_var(ds: xr.Dataset, name: str, analysis: str) -> None:
-    """Raise :class:`MissingVariableError` naming ``analysis`` when ``ds`` lacks ``name``."""
+def require(ds: xr.Dataset, name: str, analysis: str) -> None:
     if name not in ds:
         raise MissingVariableError(
             f"{analysis}: the dataset has no variable {name!r}; variables: "
@@ -221,7 +221,7 @@ def dead_units(
         Dims ``layer, direction, unit``: ``dead`` = ``constant | saturated`` (bool, False on
         padding), ``constant``, ``saturated``, ``std`` and ``saturated_fraction``.
     """
-    require_var(ds, "h", "dead_units")
+    require(ds, "h", "dead_units")
     h = masked(ds, "h")
     dims = present_dims(h, SAMPLE_TIME)
     count = h.count(dims)
@@ -261,7 +261,7 @@ def step_change(ds: xr.Dataset) -> xr.DataArray:
         ``step_change``, dims ``sample, layer, direction, time``; NaN past each sample's
         length and for missing directions. Lazy on Dask-backed data.
     """
-    require_var(ds, "h", "step_change")
+    require(ds, "h", "step_change")
     h = masked(ds, "h")
     t = _position(h, "time")
     h0 = masked(ds, "h_0") if "h_0" in ds else xr.full_like(h.isel(time=0), np.nan)

@@ -16,7 +16,7 @@ from .core import (
     left_out,
     masked,
     present_dims,
-    require_var,
+    require,
 )
 
 __all__ = ["format_table", "summary", "summary_rows", "summary_table"]
@@ -69,7 +69,7 @@ def summary(
         ``dead_units`` (over both directions); coordinate ``kind``. :func:`summary_table`
         prints it.
     """
-    require_var(ds, "h", "summary")
+    require(ds, "h", "summary")
     for name in ("layer", "length", "n_units", "n_cell_units", "n_directions"):
         if name not in ds.coords:
             raise MissingVariableError(

@@ -7,78 +7,38 @@ coordinate (dates when it holds datetimes). Without a chosen matplotlib backend 
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
-from matplotlib.ticker import MaxNLocator
 
 from ..analysis import core as analysis
 from ..analysis.compare import compare as compare_groups
 from ..analysis.compare import distance as distance_scores
 from ..analysis.compare import group_labels, roc_auc
 from ..schema import CELL_WIDTH_VARS, SIGMOID_GATES
+from .figure_style import (
+    BOOL_COLORS,
+    CYCLE,
+    SMALL,
+    group_colors,
+    group_name,
+    label,
+    subplots,
+    time_axis,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["compare", "distance", "group_colors", "heatmap", "saturation", "traces"]
-
-#: Colours of boolean groups: normal (False) and anomalous (True).
-BOOL_COLORS = {False: "#4C72B0", True: "#C44E52"}
-CYCLE = ("#4C72B0", "#C44E52", "#55A868", "#8172B2", "#CCB974", "#64B5CD", "#8C8C8C")
-
-
-def pyplot() -> Any:
-    """``matplotlib.pyplot``, selecting the Agg backend first when none was chosen."""
-    import matplotlib
-
-    if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
-        if matplotlib.rcParams._get_backend_or_none() is None:  # type: ignore[attr-defined]
-            matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _subplots(nrows: int, ncols: int = 1, **kwargs: Any) -> tuple[Figure, np.ndarray]:
-    return pyplot().subplots(nrows, ncols, squeeze=False, layout="constrained", **kwargs)
-
-
-def _label(da: xr.DataArray | xr.Variable, default: str) -> str:
-    name, units = da.attrs.get("long_name", default), da.attrs.get("units")
-    return f"{name} [{units}]" if units else str(name)
-
-
-def _time_axis(ax: Axes, ds: xr.Dataset | xr.DataArray) -> None:
-    dtype = ds["time"].dtype if "time" in ds.coords else np.dtype(int)
-    ax.set_xlabel(_label(ds["time"], "time") if "time" in ds.coords else "time")
-    if np.issubdtype(dtype, np.datetime64):
-        ax.tick_params(axis="x", labelrotation=25)
-    elif np.issubdtype(dtype, np.integer):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
+__all__ = ["compare", "distance", "group_colors", "heatmap", "saturation", "traces", "unit_name"]
 
 def _sample_note(ds: xr.Dataset, sample: Any) -> str:
     """``is_anomaly=True, kind=spike``: the user's per-sample coordinates of one sample."""
     coords = [(k, c) for k, c in ds.coords.items() if c.dims == ("sample",) and k != "sample"]
     return ", ".join(f"{k}={c.sel(sample=sample).values}" for k, c in coords)
-
-
-def group_colors(labels: xr.DataArray) -> dict[Any, str]:
-    """A colour per group label: blue normal / red anomalous for booleans, a cycle otherwise."""
-    levels = sorted(set(labels.values.tolist()), key=lambda v: (str(type(v)), v))
-    if set(levels) <= {False, True}:
-        return {lv: BOOL_COLORS[bool(lv)] for lv in levels}
-    return {lv: CYCLE[i % len(CYCLE)] for i, lv in enumerate(levels)}
-
-
-def _group_name(labels: xr.DataArray, level: Any) -> str:
-    return f"{labels.name or 'group'}={level}"
 
 
 def _along_time(
@@ -96,6 +56,7 @@ def _along_time(
     else:
         da = spec
     da = da.sel(sample=sample) if "sample" in da.dims else da
+    da = da.sel(layer=layer) if "layer" in da.dims else da
     if "time" not in da.dims:
         raise ValueError(f"{option}: expected a variable along 'time', got dims {da.dims}")
     return da.transpose("time", ...)
@@ -110,24 +71,25 @@ def _panel(ax: Axes, da: xr.DataArray, x: np.ndarray, name: str) -> None:
     for i, col in enumerate(keep):
         ax.plot(x, values[:, col], lw=1, label=None if names is None else f"{other[0]} {names[i]}")
     if names is not None and 1 < len(names) <= 10:
-        ax.legend(loc="upper left", fontsize="small", ncols=min(len(names), 5))
-    ax.set_ylabel(_label(da, str(da.name or name)))
+        ax.legend(loc="upper left", fontsize=SMALL, ncols=min(len(names), 5))
+    ax.set_ylabel(label(da, str(da.name or name)))
 
 
-def _shade(axes: Iterable[Axes], on: np.ndarray, x: np.ndarray, panel: Axes | None) -> None:
-    """Mark the runs of steps where ``on`` is True: outlined on heatmaps, filled on the panel."""
+def _shade(axes: Iterable[Axes], on: np.ndarray, x: np.ndarray, panels: Iterable[Axes]) -> None:
+    """Mark the runs of steps where ``on`` is True: outlined on heatmaps, filled on panels."""
     half = (x[1] - x[0]) / 2 if len(x) > 1 else 0.5
     padded = np.r_[False, on.astype(bool), False]
     starts, ends = (
         np.flatnonzero(padded[1:] & ~padded[:-1]),
         np.flatnonzero(padded[:-1] & ~padded[1:]),
     )
+    panels = list(panels)
     for a, b in zip(starts, ends - 1, strict=True):
         span = (x[a] - half, x[b] + half)
         for ax in axes:
-            ax.axvspan(*span, fill=False, edgecolor="black", lw=1.2, ls="--")
-        if panel is not None:
-            panel.axvspan(*span, color="#F2C14E", alpha=0.35, lw=0, zorder=0)
+            ax.axvspan(*span, fill=False, edgecolor="black", lw=1.5, ls="--")
+        for ax in panels:
+            ax.axvspan(*span, color="#F2C14E", alpha=0.35, lw=0, zorder=0)
 
 
 def heatmap(
@@ -136,7 +98,7 @@ def heatmap(
     layer: str | None = None,
     *,
     var: str = "h",
-    panel: str | xr.DataArray | None = None,
+    panel: str | xr.DataArray | Sequence[str | xr.DataArray] | None = None,
     highlight: str | xr.DataArray | None = None,
     cmap: str = "RdBu_r",
 ) -> Figure:
@@ -150,13 +112,13 @@ def heatmap(
         A value of the ``layer`` coordinate; default the first layer.
     var : str
         The per-step variable to show (``"h"``, ``"c"``, a gate).
-    panel : str or xarray.DataArray, optional
-        A second panel aligned in time below: the name of a variable along ``time`` (e.g. the
-        model's input attached to the dataset), ``"step_change"``, or a DataArray such as an
-        anomaly score per step.
+    panel : str, xarray.DataArray or a list of them, optional
+        Panels aligned in time below: the name of a variable along ``time`` (e.g. the model's
+        input attached to the dataset), ``"step_change"``, or a DataArray such as
+        :func:`seqacts.step_distance.step_distance` of this layer.
     highlight : str or xarray.DataArray, optional
         A boolean variable along ``time`` (e.g. where an anomaly was injected) whose runs of
-        True steps are outlined on the heatmaps and shaded on the panel.
+        True steps are outlined on the heatmaps and shaded on the panels.
 
     Returns
     -------
@@ -171,8 +133,13 @@ def heatmap(
     da = one[var].isel(time=slice(0, int(one["length"])), unit=slice(0, width))
     da = da if "direction" in da.dims else da.expand_dims(direction=["forward"])
     dirs = list(da["direction"].values)
-    rows = len(dirs) + (panel is not None)
-    fig, axes = _subplots(rows, 1, sharex=True, figsize=(9, 2.2 + 1.6 * rows))
+    panels: list[str | xr.DataArray] = []
+    if isinstance(panel, str | xr.DataArray):
+        panels = [panel]
+    elif panel is not None:
+        panels = list(panel)
+    rows = len(dirs) + len(panels)
+    fig, axes = subplots(rows, 1, sharex=True, figsize=(9, 2.2 + 1.6 * rows))
     sigmoid, finite = var in SIGMOID_GATES, np.isfinite(da.values).any()
     vmax = float(np.nanmax(np.abs(da.values))) if finite and not sigmoid else 1.0
     vmin, cmap = (0.0, "viridis") if sigmoid else (-vmax, cmap)
@@ -181,20 +148,21 @@ def heatmap(
         xy = (part["time"].values, part["unit"].values, part.values)
         mesh = ax.pcolormesh(*xy, shading="nearest", cmap=cmap, vmin=vmin, vmax=vmax)
         ax.set_ylabel(f"unit ({direction})" if len(dirs) > 1 else "unit")
-        fig.colorbar(mesh, ax=ax, label=_label(ds[var], var), pad=0.01)
+    # one colourbar beside all rows keeps heatmaps and panels the same width, aligned in time
+    fig.colorbar(mesh, ax=list(axes[:, 0]), label=label(ds[var], var), pad=0.01, shrink=0.9)
     kind = str(one["kind"].values) if "kind" in one.coords else ""
     note = _sample_note(ds, sample)
     title = f"{var} of {layer} ({kind}), sample {sample}" + (f" — {note}" if note else "")
     axes[0, 0].set_title(title, loc="left", fontsize="medium")
     x = da["time"].values
-    if panel is not None:
-        extra = _along_time(ds, panel, sample, layer, "panel")
+    for ax, spec in zip(axes[len(dirs) :, 0], panels, strict=True):
+        extra = _along_time(ds, spec, sample, layer, "panel")
         xs = extra["time"].values if "time" in extra.coords else x[: extra.sizes["time"]]
-        _panel(axes[-1, 0], extra, xs, str(panel))
+        _panel(ax, extra.isel(time=slice(0, len(x))), xs[: len(x)], str(spec))
     if highlight is not None:
         on = _along_time(ds, highlight, sample, layer, "highlight").values[: len(x)]
-        _shade(axes[: len(dirs), 0], on, x, axes[-1, 0] if panel is not None else None)
-    _time_axis(axes[-1, 0], ds)
+        _shade(axes[: len(dirs), 0], on, x, axes[len(dirs) :, 0])
+    time_axis(axes[-1, 0], ds)
     return fig
 
 
@@ -240,20 +208,20 @@ def traces(
     colors = group_colors(labels) if labels is not None else {}
     sub = da.sel(sample=list(samples), unit=units).load()  # one read, also when lazy
     levels = [None] * len(samples) if labels is None else labels.sel(sample=list(samples)).values
-    fig, axes = _subplots(len(units), 1, sharex=True, figsize=(9, 1.2 + 1.7 * len(units)))
+    fig, axes = subplots(len(units), 1, sharex=True, figsize=(9, 1.2 + 1.7 * len(units)))
     for ax, unit in zip(axes[:, 0], units, strict=True):
         for s, level in zip(samples, levels, strict=True):
-            name = None if labels is None else _group_name(labels, level)
+            name = None if labels is None else group_name(labels, level)
             y, color = sub.sel(sample=s, unit=unit).values, colors.get(level, CYCLE[0])
             ax.plot(sub["time"].values, y, lw=1, alpha=0.6, color=color, label=name)
         ax.set_ylabel(f"unit {unit}")
     if labels is not None:
         entries = dict(zip(*axes[0, 0].get_legend_handles_labels()[::-1], strict=True))
-        axes[0, 0].legend(entries.values(), entries.keys(), loc="upper right", fontsize="small")
+        axes[0, 0].legend(entries.values(), entries.keys(), loc="upper right", fontsize=SMALL)
     kind = f" ({ds['kind'].sel(layer=layer).values})" if "kind" in ds.coords else ""
     title = f"{var} of {layer}{kind}, {direction}, {len(samples)} samples"
     axes[0, 0].set_title(title, loc="left", fontsize="medium")
-    _time_axis(axes[-1, 0], ds)
+    time_axis(axes[-1, 0], ds)
     return fig
 
 
@@ -277,7 +245,7 @@ def saturation(ds: xr.Dataset, low: float = 0.1, high: float = 0.9) -> Figure:
     """
     sat = analysis.saturation(ds, low=low, high=high)
     gates = [str(g) for g in sat["gate"].values if np.isfinite(sat["left"].sel(gate=g)).any()]
-    fig, axes = _subplots(
+    fig, axes = subplots(
         1, len(gates), figsize=(3.2 * len(gates) + 1.5, 4.0), sharex=True, sharey=True
     )
     for i, (ax, gate) in enumerate(zip(axes[0], gates, strict=True)):
@@ -294,7 +262,7 @@ def saturation(ds: xr.Dataset, low: float = 0.1, high: float = 0.9) -> Figure:
             ax.set_ylabel(f"fraction right-saturated (> {high:g})")
     entries = {n: h for ax in axes[0] for h, n in zip(*ax.get_legend_handles_labels(), strict=True)}
     if entries:
-        fig.legend(entries.values(), entries.keys(), loc="outside right center", fontsize="small")
+        fig.legend(entries.values(), entries.keys(), loc="outside right center", fontsize=SMALL)
     return fig
 
 
@@ -322,12 +290,12 @@ def compare(
     result = result if result is not None else compare_groups(ds, group, **kwargs)
     res = result.isel(rank=slice(0, top))
     n = res.sizes["rank"]
-    fig, axes = _subplots(1, 1, figsize=(7, 1.2 + 0.28 * max(n, 1)))
+    fig, axes = subplots(1, 1, figsize=(7, 1.2 + 0.28 * max(n, 1)))
     ax = axes[0, 0]
-    names = [unit_label(res.isel(rank=i)) for i in range(n)]
+    names = [unit_name(res.isel(rank=i)) for i in range(n)]
     d = np.nan_to_num(res["d"].values, posinf=1e3, neginf=-1e3)
     ax.barh(np.arange(n), d, color=[BOOL_COLORS[bool(v > 0)] for v in d])
-    ax.set_yticks(np.arange(n), names, fontsize="small")
+    ax.set_yticks(np.arange(n), names, fontsize=SMALL)
     ax.invert_yaxis()
     ax.axvline(0, color="0.3", lw=0.8)
     a = result.attrs
@@ -337,8 +305,7 @@ def compare(
     return fig
 
 
-def unit_label(row: xr.Dataset) -> str:
-    """A unit's short label in tables and legends: ``[level] layer [direction] u<k>``."""
+def unit_name(row: xr.Dataset) -> str:
     parts = [str(row["layer"].values)]
     if "direction" in row.coords and row["direction"].item() != "forward":
         parts.append(str(row["direction"].values))
@@ -355,6 +322,7 @@ def distance(
     group: str | xr.DataArray | Sequence[Any] | None = None,
     scores: xr.DataArray | None = None,
     bins: int = 30,
+    baseline: Any = None,
     **kwargs: Any,
 ) -> Figure:
     """Histograms of the Mahalanobis score per group, one panel per layer, ROC AUC in titles.
@@ -367,6 +335,8 @@ def distance(
         Labels along sample to split the histograms by; default the reference mask.
     scores : xarray.DataArray, optional
         Ready scores (dims ``sample, layer``) instead of computing them.
+    baseline : optional
+        The baseline group, drawn in the first colour (see :func:`group_colors`).
 
     Returns
     -------
@@ -379,7 +349,7 @@ def distance(
         group = xr.DataArray(np.where(mask, "reference", "other"), dims="sample", name="set")
     labels = None if group is None else group_labels(ds, group)
     layers = list(scores["layer"].values) if "layer" in scores.dims else [None]
-    fig, axes = _subplots(1, len(layers), figsize=(3.6 * len(layers) + 0.5, 3.2))
+    fig, axes = subplots(1, len(layers), figsize=(3.6 * len(layers) + 0.5, 3.2))
     for ax, layer in zip(axes[0], layers, strict=True):
         score = scores if layer is None else scores.sel(layer=layer)
         finite = score.values[np.isfinite(score.values)]
@@ -388,9 +358,9 @@ def distance(
         if labels is None:
             ax.hist(finite, bins=edges, color=CYCLE[0], alpha=0.8)
         else:
-            for level, color in group_colors(labels).items():
+            for level, color in group_colors(labels, baseline).items():
                 part = score.values[labels.values == level]
-                name = f"{_group_name(labels, level)} ({part.size})"
+                name = f"{group_name(labels, level)} ({part.size})"
                 ax.hist(part[np.isfinite(part)], bins=edges, color=color, alpha=0.55, label=name)
             if set(labels.values.tolist()) <= {False, True}:
                 title += f"  AUC {float(roc_auc(score, labels)):.3f}"
@@ -398,5 +368,5 @@ def distance(
         ax.set_xlabel(f"Mahalanobis distance of {scores.attrs.get('var', 'h_n')}")
     axes[0, 0].set_ylabel("samples")
     if labels is not None:
-        axes[0, 0].legend(fontsize="small")
+        axes[0, 0].legend(fontsize=SMALL)
     return fig

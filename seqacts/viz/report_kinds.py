@@ -1,0 +1,340 @@
+"""Report sections per anomaly kind: how well each score separates it, a typical window, which
+units carry it (localized effect sizes) and, given an ablation scan, which units cause the score.
+
+A kind is a level of a categorical group (``anomaly``: spike, level_shift, ...) other than the
+baseline; a boolean group (``is_anomaly``) is one kind.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..analysis.compare import compare, distance, roc_auc
+from ..analysis.core import step_change
+from ..analysis.groups import group_labels, is_boolean, split_levels
+from ..analysis.localized import deviation
+from ..analysis.step_distance import step_distance
+from ..errors import GroupError
+from . import plots
+from .figure_style import group_colors
+from .html_page import Page, table
+from .plots_time import bands
+
+__all__ = [
+    "Kinds",
+    "anomaly_scores",
+    "kind_section",
+    "kinds_sections",
+    "localized_where",
+    "resolve_kinds",
+    "scores_section",
+]
+
+
+@dataclass(frozen=True)
+class Kinds:
+    """Labels along sample, the baseline level, the kinds to report and every level's colour."""
+
+    labels: xr.DataArray
+    baseline: Any
+    kinds: list[Any]
+    colors: dict[Any, str]
+
+    def name(self, kind: Any) -> str:
+        return f"{self.labels.name}={kind}" if is_boolean(self.labels) else str(kind)
+
+    def swatch(self, kind: Any) -> str:
+        color = self.colors.get(kind, "#888")
+        return f'<span class=swatch style="background:{color}"></span>'
+
+
+def _detect_kinds(ds: xr.Dataset, flags: np.ndarray) -> str | None:
+    """A text coordinate along sample with one value on every unflagged sample, others else."""
+    for name, coord in ds.coords.items():
+        if coord.dims != ("sample",) or name == "sample" or coord.dtype.kind not in "OUS":
+            continue
+        values = coord.values
+        normal = set(values[~flags].tolist())
+        if len(normal) == 1 and not normal & set(values[flags].tolist()):
+            return str(name)
+    return None
+
+
+def resolve_kinds(
+    ds: xr.Dataset, group: Any, kinds: str | None = None, baseline: Any = None
+) -> Kinds:
+    """The kinds of a group: its own levels, or those of ``kinds`` (a categorical coordinate).
+
+    With a boolean group and no ``kinds``, a text coordinate along sample that takes one value
+    on every False sample and other values on the True samples (e.g. ``anomaly``: normal /
+    spike / ...) gives the kinds; else the group is one kind.
+    """
+    labels = group_labels(ds, group)
+    if is_boolean(labels) and isinstance(baseline, str):  # e.g. --baseline False
+        baseline = {"False": False, "True": True}.get(baseline, baseline)
+    if is_boolean(labels):
+        flags = labels.values.astype(bool)
+        kinds = kinds if kinds is not None else _detect_kinds(ds, flags)
+        if kinds is not None:
+            split = group_labels(ds, kinds)
+            normal = sorted(set(split.values[~flags].tolist()))
+            if len(normal) != 1:
+                raise GroupError(
+                    f"kinds: {kinds!r} takes {len(normal)} values on the samples where "
+                    f"{labels.name} is False ({normal}); expected one, the baseline"
+                )
+            labels, baseline = split, normal[0]
+    elif kinds is not None:
+        raise GroupError(f"kinds: {labels.name!r} is already categorical; drop kinds=")
+    baseline, tests = split_levels(labels, baseline)
+    return Kinds(labels, baseline, tests, group_colors(labels, baseline))
+
+
+def _attached_scores(ds: xr.Dataset) -> dict[str, xr.DataArray]:
+    out = {}
+    for name, var in ds.data_vars.items():
+        if var.dtype.kind not in "fiu":
+            continue
+        if var.dims == ("sample",):
+            out[f"{name} (attached)"] = var
+        elif set(var.dims) == {"sample", "layer"}:
+            for layer in var["layer"].values:
+                out[f"{name} {layer} (attached)"] = var.sel(layer=layer)
+    return out
+
+
+def anomaly_scores(
+    ds: xr.Dataset, reference: Any
+) -> tuple[dict[str, xr.DataArray], xr.DataArray]:
+    """Per-sample scores by name (hidden-state ones first, then attached ones) and step distance.
+
+    Hidden-state scores per layer: final-state distance, max step distance, max step change.
+    """
+    final = distance(ds, reference)
+    steps = step_distance(ds, reference).compute()
+    change = step_change(ds)
+    change = change.max([d for d in ("direction", "time") if d in change.dims])
+    scores: dict[str, xr.DataArray] = {}
+    for layer in ds["layer"].values:
+        scores[f"final-state distance {layer}"] = final.sel(layer=layer)
+        scores[f"max step distance {layer}"] = steps.sel(layer=layer).max("time")
+        scores[f"max step change {layer}"] = change.sel(layer=layer)
+    scores.update(_attached_scores(ds))
+    return {k: v.reset_coords(drop=True).compute() for k, v in scores.items()}, steps
+
+
+def _auc(score: xr.DataArray, k: Kinds, kind: Any = None) -> float:
+    keep = k.labels.values != k.baseline if kind is None else k.labels.values == kind
+    keep = keep | (k.labels.values == k.baseline)
+    sub = score.isel(sample=np.flatnonzero(keep))
+    return float(roc_auc(sub, k.labels.values[keep] != k.baseline))
+
+
+def scores_section(
+    page: Page, ds: xr.Dataset, k: Kinds, scores: dict[str, xr.DataArray], where: str
+) -> str:
+    """The table of ROC AUC per score and kind; returns the best max-step-distance score's layer."""
+    page.section("Anomaly scores per kind")
+    names = [k.name(kind) for kind in k.kinds]
+    page.add(
+        "<p class=note>ROC AUC of each score for telling windows of each kind from the "
+        f"baseline ({html.escape(k.name(k.baseline))}; 1 = perfect, 0.5 = chance). Hidden-state "
+        f"scores are Mahalanobis distances to {html.escape(where)} with a Ledoit-Wolf shrinkage "
+        "covariance: of the final state, and the largest over time of the distance of each "
+        "step's state (<code>step_distance</code>), and the largest step change "
+        "||h<sub>t</sub> - h<sub>t-1</sub>||. Attached scores are per-sample variables of the "
+        "dataset (e.g. a reconstruction error).</p>"
+    )
+    rows, best, best_auc = [], "", -1.0
+    for name, score in scores.items():
+        overall = _auc(score, k)
+        rows.append([name, f"{overall:.3f}", *[f"{_auc(score, k, kind):.3f}" for kind in k.kinds]])
+        if name.startswith("max step distance") and overall > best_auc:
+            best, best_auc = name.removeprefix("max step distance "), overall
+    page.add(table(["score", "all kinds", *names], rows))
+    return best
+
+
+def _top_rows(ranked: xr.Dataset, k: Kinds, kind: Any, top: int) -> xr.Dataset:
+    if "level" in ranked.coords:
+        ranked = ranked.isel(rank=np.flatnonzero(ranked["level"].values == str(kind)))
+    return ranked.isel(rank=slice(0, top))
+
+
+def _mean_over(effect: xr.DataArray, k: Kinds, level: Any) -> xr.DataArray:
+    """Mean of an ablation effect over the samples of one level, matched by sample label."""
+    samples = k.labels["sample"].values[k.labels.values == level]
+    return effect.isel(sample=np.flatnonzero(np.isin(effect["sample"].values, samples))).mean(
+        "sample"
+    )
+
+
+def _ablation_table(
+    page: Page, ablation: xr.Dataset, head: xr.Dataset, k: Kinds, kind: Any
+) -> None:
+    effect = ablation["effect"] if "effect" in ablation else None
+    rows = []
+    for i in range(head.sizes["rank"]):
+        at = {"layer": str(head["layer"].values[i]), "unit": int(head["unit"].values[i])}
+        if "direction" in head.coords:
+            at["direction"] = str(head["direction"].values[i])
+        row = [plots.unit_name(head.isel(rank=i)), f"{float(head['d'][i]):+.2f}",
+               str(head["magnitude"].values[i])]
+        if effect is not None and "sample" in effect.dims:
+            e = effect.sel({d: v for d, v in at.items() if d in effect.dims})
+            on, off = _mean_over(e, k, kind), _mean_over(e, k, k.baseline)
+            row += [f"{float(on):+.4g}", f"{float(off):+.4g}"]
+        if "mean_effect" in ablation:
+            m = ablation["mean_effect"]
+            row.append(f"{float(m.sel({d: v for d, v in at.items() if d in m.dims})):+.4g}")
+        rows.append(row)
+    headers = ["unit", "localized d", "effect size"]
+    if effect is not None and "sample" in effect.dims:
+        headers += [f"effect on {k.name(kind)}", f"effect on {k.name(k.baseline)}"]
+    if "mean_effect" in ablation:
+        headers.append("mean effect")
+    page.add(table(headers, rows, (0,)))
+
+
+def _ablation_top(page: Page, ablation: xr.Dataset, k: Kinds, kind: Any, top: int) -> None:
+    if "effect" in ablation and "sample" in ablation["effect"].dims:
+        e = _mean_over(ablation["effect"], k, kind)
+    elif "mean_effect" in ablation:
+        e = ablation["mean_effect"]
+    else:
+        page.add("<p class=note>The ablation scan holds neither effect nor mean_effect.</p>")
+        return
+    flat = e.stack(p=[d for d in ("layer", "direction", "unit") if d in e.dims]).dropna("p")
+    order = np.argsort(-np.abs(flat.values), kind="stable")[:top]
+    rows = [
+        [" ".join(str(flat[d].values[i]) for d in ("layer", "direction") if d in flat.coords)
+         + f" u{int(flat['unit'].values[i])}", f"{float(flat.values[i]):+.4g}"]
+        for i in order
+    ]  # fmt: skip
+    page.add(table(["unit", f"ablation effect on {k.name(kind)}"], rows, (0,)))
+
+
+def kind_section(
+    page: Page,
+    ds: xr.Dataset,
+    k: Kinds,
+    kind: Any,
+    *,
+    steps: xr.DataArray,
+    best: str,
+    where: xr.DataArray,
+    where_text: str,
+    ranked: xr.Dataset,
+    ablation: xr.Dataset | None,
+    top: int,
+) -> None:
+    """One kind: its typical window, its localized units over time and their ablation effects."""
+    name = k.name(kind)
+    page.section(f"Kind: {name}")
+    members = np.flatnonzero(k.labels.values == kind)
+    score = steps.sel(layer=best).max("time").values
+    order = members[np.argsort(score[members], kind="stable")]
+    typical = ds["sample"].values[order[(order.size - 1) // 2]]
+    page.section(f"Typical {name} window", 3)
+    panels: list[str | xr.DataArray] = [p for p in ("input",) if p in ds and "time" in ds[p].dims]
+    panels.append(steps.sel(layer=[best]).isel(layer=0, drop=True).rename("step_distance"))
+    highlight = where.rename(where_text)
+    fig = plots.heatmap(ds, typical, best, panel=panels, highlight=highlight)
+    page.figure(
+        fig,
+        f"example_{name}",
+        f"sample {typical}: the median-scoring {name} window (max step distance of "
+        f"{best}, rank {(order.size + 1) // 2} of {order.size}); dashed boxes: {where_text}",
+        lead=k.swatch(kind),
+    )
+    page.section(f"Units that carry {name}", 3)
+    head = _top_rows(ranked, k, kind, top)
+    base = html.escape(k.name(k.baseline))
+    page.add(
+        "<p class=note>How far each unit is from normal at each step, |h &minus; mean| / std "
+        f"of the {base} windows at that step, averaged over the {html.escape(where_text)} "
+        f"steps of each {html.escape(name)} window and compared (Cohen's d) with the same steps "
+        f"of the {base} windows. Positive: the unit leaves its normal range, in either "
+        "direction; negative: it is calmer than normal. |d| &lt; 0.2 negligible, 0.2 small, "
+        "0.5 medium, 0.8 large.</p>"
+    )
+    rows = [
+        [int(i + 1), plots.unit_name(head.isel(rank=i)), f"{float(head['d'][i]):+.2f}",
+         str(head["magnitude"].values[i]), f"{float(head['mean'][i]):+.3f}",
+         f"{float(head['baseline_mean'][i]):+.3f}"]
+        for i in range(head.sizes["rank"])
+    ]  # fmt: skip
+    if not rows:
+        page.add(f"<p class=note>No {html.escape(name)} window has a step in "
+                 f"{html.escape(where_text)}: nothing to localize.</p>")  # fmt: skip
+    else:
+        page.add(table(["rank", "unit", "d", "effect size", "group mean", "baseline"], rows, (1, 3)))
+    strong = head.isel(rank=slice(0, 4))
+    if strong.sizes["rank"]:
+        if str(head["magnitude"].values[0]) in ("negligible", "small"):
+            page.add(f"<p class=note>No unit responds to {html.escape(name)} with even a medium "
+                     "effect at these steps.</p>")  # fmt: skip
+        fig = bands(ds, strong, k.labels, levels=[k.baseline, kind], baseline=k.baseline,
+                    align=where, var="h_deviation")  # fmt: skip
+        page.figure(
+            fig,
+            f"units_{name}",
+            f"top units for {name}: distance from normal, group mean and interquartile band, "
+            "aligned on the first "
+            f"{where_text} step ({k.name(k.baseline)} windows read at the same steps)",
+        )
+    page.section(f"Ablation effects for {name}", 3)
+    if ablation is None:
+        page.add(
+            "<p class=note>No ablation scan given. Pass <code>report(ds, out, "
+            "ablation=scan)</code> with a dataset holding <code>effect</code> (sample, layer, "
+            "direction, unit) and <code>mean_effect</code> to see whether silencing these units "
+            "changes the anomaly score.</p>"
+        )
+    else:
+        page.add("<p class=note>Change of the score when each unit is ablated, averaged over "
+                 "the windows of this kind and of the baseline: first for the units above, then "
+                 "the units whose ablation changes it most for this kind.</p>")  # fmt: skip
+        if head.sizes["rank"]:
+            _ablation_table(page, ablation, head, k, kind)
+        _ablation_top(page, ablation, k, kind, top)
+
+
+def localized_where(
+    ds: xr.Dataset, k: Kinds, steps: xr.DataArray, best: str
+) -> tuple[xr.DataArray, str]:
+    """The steps to localize on: a boolean (sample, time) variable (the anomaly mask) if the
+    dataset has one, else the steps where ``step_distance`` of ``best`` exceeds the 99th
+    percentile of the baseline's."""
+    for name, var in ds.data_vars.items():
+        if set(var.dims) == {"sample", "time"} and var.dtype == bool:
+            return var.transpose("sample", "time").reset_coords(drop=True).rename(str(name)), str(name)
+    sd = steps.sel(layer=best, drop=True)
+    base = sd.isel(sample=np.flatnonzero(k.labels.values == k.baseline)).values
+    limit = float(np.nanpercentile(base, 99))
+    text = f"step distance > {limit:.3g}"
+    return (sd > limit).reset_coords(drop=True).rename(text), text
+
+
+def kinds_sections(
+    page: Page, ds: xr.Dataset, k: Kinds, reference: Any, ablation: xr.Dataset | None, top: int
+) -> None:
+    """Scores per kind, then one section per kind."""
+    where = ("a separate reference dataset" if isinstance(reference, xr.Dataset)
+             else f"the {k.name(k.baseline)} windows (each scored out of fold)")  # fmt: skip
+    scores, steps = anomaly_scores(ds, reference)
+    best = scores_section(page, ds, k, scores, where)
+    fig = plots.distance(ds, scores=steps.max("time").assign_attrs(var="h, max over steps"),
+                         group=k.labels, baseline=k.baseline)  # fmt: skip
+    page.figure(fig, "step_distance", "max step distance per window, by group and layer")
+    mask, text = localized_where(ds, k, steps, best)
+    ranked = compare(ds, k.labels, baseline=k.baseline, where=mask, feature="deviation")
+    ds = ds.assign(h_deviation=deviation(ds, "h", k.labels.values == k.baseline))
+    for kind in k.kinds:
+        kind_section(page, ds, k, kind, steps=steps, best=best, where=mask, where_text=text,
+                     ranked=ranked, ablation=ablation, top=top)  # fmt: skip
