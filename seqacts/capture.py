@@ -166,7 +166,8 @@ class Recorder:
         if group is None or (not group.linker.chains and not group.outputs):
             return
         try:
-            layout = lay_out([s.label for s in self.specs], group.linker)
+            layout = lay_out([s.label for s in self.specs], group.linker,
+                             {s.label: s.module_path for s in self.specs})
             group.linker.release()
             self._blocks.append(build_block(self.specs, layout, group.outputs, self.internals))
         except Exception as error:  # never break the user's forward: report it with the dataset

@@ -9,8 +9,8 @@ be continued, so a row that dropped out of a chain never comes back.
 
 Within one group (one call of the root model, or the calls made outside any), chain ``i`` of
 every layer is the same samples when every recorded layer has the same sequence of chain row
-counts; otherwise every chain of every layer gets rows of its own and the group carries a note
-(the recorder warns with it).
+counts; otherwise every chain gets rows of its own (shared only by the layers of one stack that
+chained alike) and the group carries a note (the recorder warns with it).
 """
 
 from __future__ import annotations
@@ -143,8 +143,13 @@ class Layout:
         return self.note is None and bool((self.call <= 0).all())
 
 
-def lay_out(labels: list[str], linker: Linker) -> Layout:
-    """Assign every chain of every layer its sample rows (see the module docstring)."""
+def lay_out(labels: list[str], linker: Linker, modules: dict[str, str] | None = None) -> Layout:
+    """Assign every chain of every layer its sample rows (see the module docstring).
+
+    ``modules`` maps a layer's label to its module's path: when the layers cannot all be
+    aligned, the layers of one stack whose chains have the same row counts still share rows.
+    """
+    modules = modules or {}
     counts = {label: [c.rows for c in linker.chains[label]] for label in labels
               if linker.chains.get(label)}
     aligned = len({tuple(v) for v in counts.values()}) <= 1
@@ -155,10 +160,14 @@ def lay_out(labels: list[str], linker: Linker) -> Layout:
         shared = [int(s) for s in np.cumsum([0, *seq])[:-1]]
         starts = {label: shared for label in counts}
         n_samples = int(sum(seq))
-    else:
+    else:  # the layers of one stack run in the same calls: they share rows when they chain alike
+        shared_by: dict[tuple[str, tuple[int, ...]], list[int]] = {}
         for label, rows in counts.items():
-            starts[label] = [n_samples + int(s) for s in np.cumsum([0, *rows])[:-1]]
-            n_samples += int(sum(rows))
+            key = (modules.get(label, label), tuple(rows))
+            if key not in shared_by:
+                shared_by[key] = [n_samples + int(s) for s in np.cumsum([0, *rows])[:-1]]
+                n_samples += int(sum(rows))
+            starts[label] = shared_by[key]
     call = np.full((n_samples, len(labels)), -1, dtype=np.int64)
     call_row = np.full((n_samples, len(labels)), -1, dtype=np.int64)
     placements: dict[str, list[Placement]] = {}
