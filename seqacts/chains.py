@@ -33,6 +33,7 @@ class Chain:
     first_call: int  # the first call's index among the layer's calls in the group
     records: list[LayerRecord] = field(default_factory=list)
     calls: list[int] = field(default_factory=list)
+    tail_key: bytes = b""  # the bits of the first row the last call returned: a cheap filter
 
     @property
     def rows(self) -> int:
@@ -59,6 +60,7 @@ class Linker:
         rec.state_in = ()
         chain.records.append(rec)
         chain.calls.append(call)
+        chain.tail_key = _first_row(rec.hn)
 
     def release(self) -> None:
         """Drop the kernel's state tensors kept for linking (the group is complete)."""
@@ -70,10 +72,13 @@ class Linker:
 def _continued(chains: list[Chain], rec: LayerRecord) -> Chain | None:
     """The chain whose last call returned the state ``rec`` started from, most recent first."""
     n = rec.h0.shape[0]
+    if not chains or n == 0:
+        return None
+    key = _first_row(rec.h0)
     fresh: bool | None = None  # whether rec's initial state is all zeros, computed when needed
     for chain in reversed(chains):
         prev = chain.records[-1]
-        if prev.hn.shape[0] < n or prev.hn.shape[1:] != rec.h0.shape[1:]:
+        if chain.tail_key != key or prev.hn.shape[0] < n or prev.hn.shape[1:] != rec.h0.shape[1:]:
             continue
         if not (_equal_prefix(rec.h0, prev.hn) and _equal_prefix(rec.c0, prev.cn)):
             continue  # also when the returned tensor was modified in place before being passed
@@ -84,6 +89,13 @@ def _continued(chains: list[Chain], rec: LayerRecord) -> Chain | None:
         if not fresh:  # zeros are every fresh start's state: only identity proves a continuation
             return chain
     return None
+
+
+def _first_row(t: Tensor) -> bytes:
+    """The bits of a state's first row (``t`` is (N, D, H)); b"" for an empty batch."""
+    if t.shape[0] == 0:
+        return b""
+    return t[:1].contiguous().view(_BITS[t.element_size()]).cpu().numpy().tobytes()
 
 
 def _same_memory(inputs: tuple[Tensor, ...], outputs: tuple[Tensor, ...]) -> bool:
