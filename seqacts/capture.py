@@ -225,6 +225,12 @@ class Recorder:
         -------
         xarray.Dataset
             Dims ``sample, layer, direction, time, unit``; see the README's schema.
+
+        Warns
+        -----
+        RecordingWarning
+            Once per kind of problem: layers whose rows could not be aligned as the same
+            samples, non-finite states, selected layers that saw no call, failed bookkeeping.
         """
         if self._active and self._depth == 0:
             self._close_group()  # cell calls made outside any root forward
