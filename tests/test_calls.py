@@ -465,3 +465,18 @@ def test_a_state_modified_in_place_before_being_passed_starts_new_samples():
         h = cell(torch.randn(2, 2), h)  # passed unchanged: continues
     ds = rec.to_dataset()
     assert ds.length.values[:, 0].tolist() == [1, 1, 2, 2]
+
+
+def test_provenance_coordinates_stream_to_netcdf(tmp_path):
+    import xarray as xr
+
+    torch.manual_seed(11)
+    model = DeepAR().eval()
+    batches = [torch.randn(2, 6, 2), torch.randn(3, 5, 2)]
+    path = seqacts.extract_to_netcdf(model, batches, tmp_path / "deepar.nc", progress=False)
+    parts = [seqacts.extract(model, b) for b in batches]
+    expected = xr.concat(parts, dim="sample", join="outer", combine_attrs="override")
+    with xr.open_dataset(path) as got:
+        for name in ("call", "call_row", "length", "nonfinite"):
+            np.testing.assert_array_equal(got[name].values, expected[name].values)
+        np.testing.assert_array_equal(got.h.values, expected.h.values)

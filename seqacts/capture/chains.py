@@ -9,8 +9,8 @@ be continued, so a row that dropped out of a chain never comes back.
 
 Within one group (one call of the root model, or the calls made outside any), chain ``i`` of
 every layer is the same samples when every recorded layer has the same sequence of chain row
-counts; otherwise every chain of every layer gets rows of its own and the group carries a note
-(the recorder warns with it).
+counts; otherwise every chain gets rows of its own (shared only by the layers of one stack that
+chained alike) and the group carries a note (the recorder warns with it).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class Chain:
     first_call: int  # the first call's index among the layer's calls in the group
     records: list[LayerRecord] = field(default_factory=list)
     calls: list[int] = field(default_factory=list)
+    tail_key: bytes = b""  # the bits of the first row the last call returned: a cheap filter
 
     @property
     def rows(self) -> int:
@@ -59,6 +60,7 @@ class Linker:
         rec.state_in = ()
         chain.records.append(rec)
         chain.calls.append(call)
+        chain.tail_key = _first_row(rec.hn)
 
     def release(self) -> None:
         """Drop the kernel's state tensors kept for linking (the group is complete)."""
@@ -70,10 +72,13 @@ class Linker:
 def _continued(chains: list[Chain], rec: LayerRecord) -> Chain | None:
     """The chain whose last call returned the state ``rec`` started from, most recent first."""
     n = rec.h0.shape[0]
+    if not chains or n == 0:
+        return None
+    key = _first_row(rec.h0)
     fresh: bool | None = None  # whether rec's initial state is all zeros, computed when needed
     for chain in reversed(chains):
         prev = chain.records[-1]
-        if prev.hn.shape[0] < n or prev.hn.shape[1:] != rec.h0.shape[1:]:
+        if chain.tail_key != key or prev.hn.shape[0] < n or prev.hn.shape[1:] != rec.h0.shape[1:]:
             continue
         if not (_equal_prefix(rec.h0, prev.hn) and _equal_prefix(rec.c0, prev.cn)):
             continue  # also when the returned tensor was modified in place before being passed
@@ -84,6 +89,13 @@ def _continued(chains: list[Chain], rec: LayerRecord) -> Chain | None:
         if not fresh:  # zeros are every fresh start's state: only identity proves a continuation
             return chain
     return None
+
+
+def _first_row(t: Tensor) -> bytes:
+    """The bits of a state's first row (``t`` is (N, D, H)); b"" for an empty batch."""
+    if t.shape[0] == 0:
+        return b""
+    return t[:1].contiguous().view(_BITS[t.element_size()]).cpu().numpy().tobytes()
 
 
 def _same_memory(inputs: tuple[Tensor, ...], outputs: tuple[Tensor, ...]) -> bool:
@@ -143,8 +155,13 @@ class Layout:
         return self.note is None and bool((self.call <= 0).all())
 
 
-def lay_out(labels: list[str], linker: Linker) -> Layout:
-    """Assign every chain of every layer its sample rows (see the module docstring)."""
+def lay_out(labels: list[str], linker: Linker, modules: dict[str, str] | None = None) -> Layout:
+    """Assign every chain of every layer its sample rows (see the module docstring).
+
+    ``modules`` maps a layer's label to its module's path: when the layers cannot all be
+    aligned, the layers of one stack whose chains have the same row counts still share rows.
+    """
+    modules = modules or {}
     counts = {label: [c.rows for c in linker.chains[label]] for label in labels
               if linker.chains.get(label)}
     aligned = len({tuple(v) for v in counts.values()}) <= 1
@@ -155,10 +172,14 @@ def lay_out(labels: list[str], linker: Linker) -> Layout:
         shared = [int(s) for s in np.cumsum([0, *seq])[:-1]]
         starts = {label: shared for label in counts}
         n_samples = int(sum(seq))
-    else:
+    else:  # the layers of one stack run in the same calls: they share rows when they chain alike
+        shared_by: dict[tuple[str, tuple[int, ...]], list[int]] = {}
         for label, rows in counts.items():
-            starts[label] = [n_samples + int(s) for s in np.cumsum([0, *rows])[:-1]]
-            n_samples += int(sum(rows))
+            key = (modules.get(label, label), tuple(rows))
+            if key not in shared_by:
+                shared_by[key] = [n_samples + int(s) for s in np.cumsum([0, *rows])[:-1]]
+                n_samples += int(sum(rows))
+            starts[label] = shared_by[key]
     call = np.full((n_samples, len(labels)), -1, dtype=np.int64)
     call_row = np.full((n_samples, len(labels)), -1, dtype=np.int64)
     placements: dict[str, list[Placement]] = {}

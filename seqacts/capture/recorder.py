@@ -164,7 +164,8 @@ class Recorder:
         if group is None or (not group.linker.chains and not group.outputs):
             return
         try:
-            layout = lay_out([s.label for s in self.specs], group.linker)
+            layout = lay_out([s.label for s in self.specs], group.linker,
+                             {s.label: s.module_path for s in self.specs})
             group.linker.release()
             self._blocks.append(build_block(self.specs, layout, group.outputs, self.internals))
         except Exception as error:  # never break the user's forward: report it with the dataset
@@ -222,6 +223,12 @@ class Recorder:
         -------
         xarray.Dataset
             Dims ``sample, layer, direction, time, unit``; see the README's schema.
+
+        Warns
+        -----
+        RecordingWarning
+            Once per kind of problem: layers whose rows could not be aligned as the same
+            samples, non-finite states, selected layers that saw no call, failed bookkeeping.
         """
         if self._active and self._depth == 0:
             self._close_group()  # cell calls made outside any root forward

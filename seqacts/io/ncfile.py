@@ -275,9 +275,14 @@ class Writer:
         """
         start, n = self.committed["sample"], 0 if ds is None else ds.sizes["sample"]
         if ds is not None and set(map(str, ds.variables)) != set(self.nc.variables):
+            differ = set(map(str, ds.variables)) ^ set(self.nc.variables)
+            why = ("every batch must record the same modules" if not differ <= {"call", "call_row"}
+                   else "in this batch the calls became samples differently from the first one "
+                   "(coordinates call/call_row; see the README's 'How calls become samples'): "
+                   "stream batches whose forward calls the recurrent layers the same way")
             raise StreamMismatchError(
                 f"this batch's dataset has variables {sorted(map(str, ds.variables))} but the file "
-                f"has {sorted(self.nc.variables)}; every batch must record the same modules")
+                f"has {sorted(self.nc.variables)}; {why}")
         if start % self.chunk and n:
             warnings.warn(
                 f"compression: this batch starts at sample {start}, inside a compressed chunk of "
