@@ -72,12 +72,14 @@ def _model_hash(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _squashes(ds: xr.Dataset, model: nn.Module) -> bool:
+def _squashes(ds: xr.Dataset, model: nn.Module | None) -> bool:
     """Whether every layer's h lies in [-1, 1] (tanh outputs, no projection)."""
     for kind, module, n_units, n_cell in zip(
         ds["kind"].values, ds["module"].values, ds["n_units"].values, ds["n_cell_units"].values,
         strict=True,
     ):
+        if kind == "RNNCell" and model is None:  # its nonlinearity is not in the dataset
+            return False
         if kind == "RNNCell":
             kind = "RNN_TANH" if model.get_submodule(str(module)).nonlinearity == "tanh" else ""
         if kind not in SQUASHING_KINDS or n_units != n_cell:
@@ -376,7 +378,7 @@ def create_exclusive(path: Path, ds: xr.Dataset, options: dict[str, Any], model:
     ``overwrite``)."""
     packed = {}
     if options["pack"]:
-        squash = model is not None and _squashes(ds, model)
+        squash = _squashes(ds, model)
         packed = {n: r for n, r in PACK_RANGES.items()
                   if n in ds.data_vars and (squash or n not in ("h", "h_n"))}
         if not packed:
