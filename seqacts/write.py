@@ -12,10 +12,10 @@ from pathlib import Path
 
 import xarray as xr
 
+from .destination import check_destination, create_exclusive
 from .errors import OptionError
 from .lock import StreamLock
 from .ncfile import COMPRESSIONS, Writer
-from .stream import check_destination, create_exclusive
 
 __all__ = ["write_stream"]
 
