@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import SeqactsError
+from .errors import SeqactsError, StreamBusyError
 
 __all__ = ["CLIError", "main"]
 
@@ -264,9 +264,11 @@ def open_acts(path: str) -> Any:
     opener = _optional("open_dataset", "scale")
     try:
         ds = opener(p) if opener is not None else xr.open_dataset(p, chunks={})
-    except SeqactsError:
-        raise
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError) as err:  # also truncated or broken files: said in the message
+        if isinstance(err, SeqactsError) and not isinstance(err, OSError):
+            raise
+        if isinstance(err, StreamBusyError):
+            raise
         raise CLIError(f"FILE: cannot read {path} as netCDF ({err}); pass a .nc file") from err
     if "layer" not in ds.dims or "h" not in ds:
         raise CLIError(f"FILE: {path} is not a seqacts dataset (no 'layer' dimension or 'h'); "

@@ -21,3 +21,15 @@ def test_benchmark_prints_ratios(script):
     assert "plain forward" in out and "extract()" in out
     ratios = [float(r) for r in re.findall(r"(\d+\.\d+)x", out)]
     assert ratios and all(r > 0 for r in ratios)
+
+
+@pytest.mark.slow  # four subprocesses importing torch, on top of the streaming itself
+def test_stream_benchmark_prints_throughput_checksums_and_memory():
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_stream.py"), "--quick", "--repeats", "1",
+         "--skip", "4"],
+        capture_output=True, text=True, timeout=600, check=True,
+    ).stdout
+    assert "extract_to_netcdf" in out and "write MB/s" in out
+    assert re.search(r"checksums \(fletcher32\).* write time \d+\.\d+x", out)
+    assert out.count("write peak RSS") == 2 and "reduction peak RSS" in out

@@ -419,3 +419,19 @@ def test_kill_9_mid_write_keeps_committed_batches_then_resume(
     extract_to_netcdf(model, all_batches, path, modules="features", resume=True,
                       compression=compression or None, progress=False)
     assert_stream_equals(path, expected)
+
+
+def test_write_stream_writes_extracted_datasets_like_extract_to_netcdf(
+    lstm: nn.Module, tmp_path: Path
+) -> None:
+    from seqacts import verify, write_stream
+
+    batches = batches_of([(3, 4), (2, 6)])
+    path = write_stream([extract(lstm, b) for b in batches], tmp_path / "w.nc")
+    assert verify(path).ok
+    with open_dataset(path) as ds:
+        got = ds.load()
+    want = reference(lstm, batches)
+    xr.testing.assert_equal(got.drop_attrs(), want.drop_attrs())
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        write_stream([extract(lstm, batches[0])], path)

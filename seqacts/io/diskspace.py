@@ -4,18 +4,20 @@ netCDF-C reports every failed HDF5 write as ``NetCDF: HDF error``, without the e
 is nearly always one of two limits, both checkable: free space on the filesystem (``ENOSPC``)
 and the process's file-size limit, ``ulimit -f`` (``EFBIG``; Python ignores ``SIGXFSZ``, so the
 write fails instead of killing the process). :func:`preflight` checks a batch's bytes against
-both before it is written; :func:`diagnose` names the limit after a failure.
+both before it is written; :func:`diagnose` names the limit after a failure, and
+:func:`release_descriptors` lets go of a file HDF5 could not close after one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import resource
 import shutil
 from pathlib import Path
 
-__all__ = ["preflight", "diagnose", "MARGIN"]
+__all__ = ["MARGIN", "diagnose", "preflight", "release_descriptors"]
 
 MARGIN = 2**16  # HDF5 metadata written with a batch (chunk index, attributes), plus 1%
 
@@ -66,3 +68,23 @@ def diagnose(path: Path, nbytes: int, err: BaseException) -> tuple[int | None, s
         return errno.ENOSPC, (f"{os.strerror(errno.ENOSPC)}: {path.parent} has "
                               f"{free / 1e6:.1f} MB free")
     return None, f"{type(err).__name__}: {err}"
+
+
+def release_descriptors(path: Path) -> None:
+    """Point this process's descriptors of ``path`` at /dev/null.
+
+    After a failed write, HDF5 cannot close the file: it keeps the descriptor, and with it the
+    file lock that makes every other process's open fail. Its later writes go to /dev/null.
+    """
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.is_dir():
+        return
+    target = os.path.realpath(path)
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for entry in fd_dir.iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                if os.readlink(entry) == target:
+                    os.dup2(null, int(entry.name))
+    finally:
+        os.close(null)

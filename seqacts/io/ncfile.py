@@ -8,11 +8,9 @@ the bookkeeping attribute names, :func:`create` (an empty file shaped like a dat
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import json
-import os
 import threading
 import warnings
 from pathlib import Path
@@ -24,7 +22,7 @@ import xarray as xr
 
 from ..errors import StreamMismatchError, StreamWriteError
 from ..schema import INTERNAL_RANGE
-from .diskspace import diagnose, preflight
+from .diskspace import diagnose, preflight, release_descriptors
 
 #: Lossless filters for ``compression=``: netCDF4 ``createVariable`` arguments. zstd gets the
 #: shuffle filter too (set through the C library: netCDF4-python only shuffles for zlib).
@@ -378,24 +376,5 @@ class Writer:
                 if self.nc.isopen():
                     self.nc.close()
             except (RuntimeError, OSError):
-                _release_descriptors(self.path)
+                release_descriptors(self.path)
 
-
-def _release_descriptors(path: Path) -> None:
-    """Point this process's descriptors of ``path`` at /dev/null.
-
-    After a failed write, HDF5 cannot close the file: it keeps the descriptor, and with it the
-    file lock that makes every other process's open fail. Its later writes go to /dev/null.
-    """
-    fd_dir = Path("/proc/self/fd")
-    if not fd_dir.is_dir():
-        return
-    target = os.path.realpath(path)
-    null = os.open(os.devnull, os.O_RDWR)
-    try:
-        for entry in fd_dir.iterdir():
-            with contextlib.suppress(OSError, ValueError):
-                if os.readlink(entry) == target:
-                    os.dup2(null, int(entry.name))
-    finally:
-        os.close(null)

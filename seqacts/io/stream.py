@@ -11,7 +11,6 @@ that :func:`seqacts.extract` returns in memory.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -32,16 +31,14 @@ from tqdm.auto import tqdm
 
 from ..capture.extract import extract_with
 from ..capture.recorder import Recorder
-from ..capture.specs import nonlinearity
 from ..errors import (
     CorruptFileError,
-    DestinationError,
     IncompleteStreamWarning,
     StreamMismatchError,
 )
 from ..options import Options
-from ..schema import TANH_BOUNDED_KINDS, base_kind
 from .batchlog import batch_entry, difference, is_empty
+from .destination import check_destination, create_exclusive
 from .integrity import explain_unreadable, repair_truncated, verify
 from .lock import StreamLock
 
@@ -60,9 +57,7 @@ from .ncfile import (
     OPTIONS,
     PACK_RANGES,
     Writer,
-    create,
     read_log,
-    rows_per_chunk,
 )
 
 
@@ -73,18 +68,6 @@ def _model_hash(model: nn.Module) -> str:
         digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
         digest.update(value.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
-
-
-def _squashes(ds: xr.Dataset, model: nn.Module) -> bool:
-    """Whether every layer's h lies in [-1, 1] (tanh outputs, no projection)."""
-    for kind, module, n_units, n_cell in zip(
-        ds["kind"].values, ds["module"].values, ds["n_units"].values, ds["n_cell_units"].values,
-        strict=True,
-    ):
-        kind = base_kind(str(kind), nonlinearity(model.get_submodule(str(module))))
-        if kind not in TANH_BOUNDED_KINDS or n_units != n_cell:
-            return False
-    return True
 
 
 def fingerprint(model: nn.Module, rec: Recorder, modules: Any, compression: str | None,
@@ -241,20 +224,6 @@ def extract_to_netcdf(
                   progress=progress)
 
 
-def check_destination(path: Path) -> None:
-    """Raise :class:`DestinationError` now, before any batch runs, if ``path`` cannot be one."""
-    if path.is_dir():
-        raise DestinationError(errno.EISDIR, f"{path} is a directory; pass a file path inside "
-                               f"it, e.g. {path / 'activations.nc'}", str(path))
-    if not path.parent.is_dir():
-        raise DestinationError(errno.ENOENT, f"the directory {path.parent} does not exist; "
-                               "create it first (e.g. Path(...).parent.mkdir(parents=True))",
-                               str(path))
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise DestinationError(errno.EACCES, f"the directory {path.parent} is not writable; "
-                               "pick another output path", str(path))
-
-
 def stream(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options, *,
            overwrite: bool = False, resume: bool = False, progress: bool = True,
            first_sample: int = 0, guard: Callable[[], None] | None = None) -> Path:
@@ -363,41 +332,3 @@ def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options,
         bar.total = bar.n
         bar.close()
     return path
-
-
-def create_exclusive(path: Path, ds: xr.Dataset, options: dict[str, Any], model: nn.Module | None,
-                     *, overwrite: bool = False) -> None:
-    """Create the empty stream file for batches like ``ds``: written under a temporary name,
-    then linked into place, failing if ``path`` appeared meanwhile (replacing it only when
-    ``overwrite``)."""
-    packed = {}
-    if options["pack"]:
-        squash = model is not None and _squashes(ds, model)
-        packed = {n: r for n, r in PACK_RANGES.items()
-                  if n in ds.data_vars and (squash or n not in ("h", "h_n"))}
-        if not packed:
-            warnings.warn("pack='int16': no recorded variable has a known range (gates, or h of "
-                          "tanh layers); storing float", stacklevel=4)
-    tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
-    try:
-        create(tmp, ds.isel(sample=slice(0, 0)), options, packed, rows_per_chunk(ds))
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _link_new(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _link_new(tmp: Path, path: Path) -> None:
-    """Put ``tmp`` at ``path`` unless something is there already."""
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise FileExistsError(
-            errno.EEXIST, f"{path} was created by another process while this run started; "
-            "pass overwrite=True to replace it, or resume=True to finish it", str(path)) from None
-    except OSError:  # a filesystem without hard links: exclusive create, then rename over it
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        os.close(fd)
-        os.replace(tmp, path)

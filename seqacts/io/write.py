@@ -13,9 +13,9 @@ from pathlib import Path
 import xarray as xr
 
 from ..options import Options
+from .destination import check_destination, create_exclusive
 from .lock import StreamLock
 from .ncfile import Writer
-from .stream import check_destination, create_exclusive
 
 __all__ = ["write_stream"]
 
@@ -32,8 +32,8 @@ def write_stream(datasets: Iterable[xr.Dataset], path: str | os.PathLike, *,
     path : path
         The netCDF4 file to write; it must not exist unless ``overwrite``.
     compression, pack, checksums
-        As for :func:`seqacts.extract_to_netcdf` (``pack`` packs gates only: without the model,
-        ``h`` is not known to be bounded).
+        As for :func:`seqacts.extract_to_netcdf` (without the model, ``pack`` leaves ``h`` of
+        ``RNNCell`` loops float: their nonlinearity is not recorded).
     overwrite : bool, default False
         Replace an existing file (written under a temporary name, renamed at the end).
 
