@@ -311,13 +311,6 @@ def _internals(
             gates[g] = target.baddbmm_(rows.inputs, batched(block(w_ih, j), batch)).tanh_()
             continue
         bias = b_x + b_h if b_x is not None and b_h is not None else b_x if b_x is not None else b_h
-        if ACTIVATION[g] == "tanh_":
-            # tanh(z) = 2 sigmoid(2z) - 1, with 2z from doubled weights (exact): a quarter of
-            # tanh's cost on the CPU, within a few float32 ulps of it.
-            w_i, w_h = block(w_ih, j) * 2, block(w_hh, j) * 2
-            gates[g] = rows.affine(target, w_i, w_h, bias * 2 if bias is not None else None)
-            gates[g].sigmoid_().mul_(2).sub_(1)
-            continue
         gates[g] = rows.affine(target, block(w_ih, j), block(w_hh, j), bias)
         act = ACTIVATION[g]
         if act is not None:
