@@ -162,6 +162,19 @@ def test_grad_mode_internals_match_reference_and_keep_output_bits(spy, layers, b
 
 
 @needs_onednn
+@pytest.mark.parametrize("names", [["c"], ["forget_gate"], ["output_gate", "c"]])
+def test_grad_mode_subsets_of_internals(spy, names):
+    lstm, arg, state, x = _model_and_inputs(2, True, False, True, True)
+    with torch.enable_grad():
+        ds = seqacts.extract(lstm, arg, state, internals=names, grad=True)
+    assert spy["workspace"] == 2 and set(names) <= set(ds.data_vars)
+    assert not {"input_gate", "cell_gate"} & (set(ds.data_vars) - set(names))
+    full = seqacts.extract(lstm, arg, state, internals=True, grad=True)
+    for name in names:
+        np.testing.assert_array_equal(ds[name].values, full[name].values)
+
+
+@needs_onednn
 def test_grad_mode_gradients_unchanged_by_recording():
     lstm, arg, state, _ = _model_and_inputs(2, True, False, True, True)
     grads = []
