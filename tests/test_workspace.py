@@ -92,16 +92,17 @@ def test_bfloat16_workspace_holds_bfloat16_gates(hidden):
 
 
 @needs_onednn
-def test_layer_outputs_and_gradients_equal_the_kernel_call_bitwise():
+@pytest.mark.parametrize("bias", [True, False])
+def test_layer_outputs_and_gradients_equal_the_kernel_call_bitwise(bias):
     torch.manual_seed(3)
-    lstm = nn.LSTM(N_IN, 6, bidirectional=True, batch_first=True)
+    lstm = nn.LSTM(N_IN, 6, bidirectional=True, batch_first=True, bias=bias)
     weights = list(lstm._flat_weights)
     x = torch.randn(N, T, N_IN, requires_grad=True)
     h0 = torch.randn(2, N, 6, requires_grad=True)
     c0 = torch.randn(2, N, 6, requires_grad=True)
     with torch.enable_grad():
-        expected = torch._VF.lstm(x, (h0, c0), weights, True, 1, 0.0, True, True, True)
-        got = workspace.lstm_layer(x, h0, c0, weights, has_biases=True, train=True,
+        expected = torch._VF.lstm(x, (h0, c0), weights, bias, 1, 0.0, True, True, True)
+        got = workspace.lstm_layer(x, h0, c0, weights, has_biases=bias, train=True,
                                    bidirectional=True, batch_first=True)
         assert got is not None
         inputs = [x, h0, c0, *weights]
