@@ -92,16 +92,17 @@ def test_bfloat16_workspace_holds_bfloat16_gates(hidden):
 
 
 @needs_onednn
-def test_layer_outputs_and_gradients_equal_the_kernel_call_bitwise():
+@pytest.mark.parametrize("bias", [True, False])
+def test_layer_outputs_and_gradients_equal_the_kernel_call_bitwise(bias):
     torch.manual_seed(3)
-    lstm = nn.LSTM(N_IN, 6, bidirectional=True, batch_first=True)
+    lstm = nn.LSTM(N_IN, 6, bidirectional=True, batch_first=True, bias=bias)
     weights = list(lstm._flat_weights)
     x = torch.randn(N, T, N_IN, requires_grad=True)
     h0 = torch.randn(2, N, 6, requires_grad=True)
     c0 = torch.randn(2, N, 6, requires_grad=True)
     with torch.enable_grad():
-        expected = torch._VF.lstm(x, (h0, c0), weights, True, 1, 0.0, True, True, True)
-        got = workspace.lstm_layer(x, h0, c0, weights, has_biases=True, train=True,
+        expected = torch._VF.lstm(x, (h0, c0), weights, bias, 1, 0.0, True, True, True)
+        got = workspace.lstm_layer(x, h0, c0, weights, has_biases=bias, train=True,
                                    bidirectional=True, batch_first=True)
         assert got is not None
         inputs = [x, h0, c0, *weights]
@@ -159,6 +160,19 @@ def test_grad_mode_internals_match_reference_and_keep_output_bits(spy, layers, b
     assert torch.equal(got[0], expected[0])
     assert all(torch.equal(a, b) for a, b in zip(got[1], expected[1], strict=True))
     _assert_matches_reference(rec.to_dataset(), lstm, x, state, 5, 2e-6)
+
+
+@needs_onednn
+@pytest.mark.parametrize("names", [["c"], ["forget_gate"], ["output_gate", "c"]])
+def test_grad_mode_subsets_of_internals(spy, names):
+    lstm, arg, state, x = _model_and_inputs(2, True, False, True, True)
+    with torch.enable_grad():
+        ds = seqacts.extract(lstm, arg, state, internals=names, grad=True)
+    assert spy["workspace"] == 2 and set(names) <= set(ds.data_vars)
+    assert not {"input_gate", "cell_gate"} & (set(ds.data_vars) - set(names))
+    full = seqacts.extract(lstm, arg, state, internals=True, grad=True)
+    for name in names:
+        np.testing.assert_array_equal(ds[name].values, full[name].values)
 
 
 @needs_onednn

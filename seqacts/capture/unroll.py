@@ -2,8 +2,10 @@
 
 The fused kernels return only ``h``. Because ``h_{t-1}`` is then known for every step (``h``
 shifted by one, ``h_0`` at the sequence's first step), each gate's pre-activation over the
-whole sequence is one matmul of the stacked rows ``[x_t, h_{t-1}]`` with ``[W_ih, W_hh]``; only
-the LSTM cell state needs a scan, ``c_t = f_t * c_{t-1} + i_t * g_t``, elementwise and cheap.
+whole sequence is an affine map of the rows ``[x_t, h_{t-1}]`` (``rows.py``); only the LSTM
+cell state needs a scan, ``c_t = f_t * c_{t-1} + i_t * g_t``, elementwise and cheap. When the
+kernel's own gates are at hand (``workspace.py``), :func:`lstm_internals_from_gates` lays them
+out and runs the same scan.
 """
 
 from __future__ import annotations
@@ -141,7 +143,9 @@ def lstm_internals_from_gates(
     chunks = gate_order("LSTM")
     _check_out("LSTM", wanted, out, (batch, steps, hidden), gates)
     if "c" in wanted and c0 is None:
-        raise UnrollError(f"LSTM: the cell state 'c' needs c0; pass zeros of shape ({batch}, {hidden})")
+        raise UnrollError(
+            f"LSTM: the cell state 'c' needs c0; pass zeros of shape ({batch}, {hidden})"
+        )
     part = {g: gates[..., j * hidden : (j + 1) * hidden] for j, g in enumerate(chunks)}
     with torch.no_grad():
         backwards = torch.arange(steps - 1, -1, -1, device=gates.device) if reverse else None

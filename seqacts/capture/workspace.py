@@ -165,8 +165,9 @@ def lstm_layer(
     outputs, hy, cy, spaces = [], [], [], []
     for d in range(n_dir):
         w = weights[d * per_dir : (d + 1) * per_dir]
-        b_ih = w[2] if has_biases else torch.zeros(w[0].shape, dtype=w[0].dtype)
-        b_hh = w[3] if has_biases else torch.zeros(w[1].shape, dtype=w[1].dtype)
+        # without biases ATen passes zeros shaped like the weights (unused by the kernel)
+        b_ih = w[2] if has_biases else torch.zeros_like(w[0], requires_grad=False)
+        b_hh = w[3] if has_biases else torch.zeros_like(w[1], requires_grad=False)
         out, h_n, c_n, space = op(
             seq, w[0], w[1], b_ih, b_hh, hx[d], cx[d], d == 1, [], _LSTM_MODE, hidden, 1,
             has_biases, bidirectional, batch_first, train,
