@@ -10,16 +10,17 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import accessor as _accessor  # registers the ds.seqacts accessor
 from .capture.discovery import layers
-from .capture.extract import extract
 from .capture.recorder import Recorder, record
 from .capture.specs import GATES, KINDS
 from .errors import (
+    EditError,
     LayerSelectionError,
     NoRecurrentModuleError,
     OptionError,
     RecordingError,
     SeqactsError,
 )
+from .interventions import Edit, Intervention, ablate, ablation_scan, extract, intervene, patch
 from .io.scale import extract_distributed, open_dataset
 from .io.stream import IncompleteStreamWarning, StreamMismatchError, extract_to_netcdf
 from .viz.report import report
@@ -30,8 +31,11 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "Edit",
+    "EditError",
     "GATES",
     "IncompleteStreamWarning",
+    "Intervention",
     "KINDS",
     "LayerSelectionError",
     "NoRecurrentModuleError",
@@ -41,11 +45,15 @@ __all__ = [
     "SeqactsError",
     "StreamMismatchError",
     "__version__",
+    "ablate",
+    "ablation_scan",
     "extract",
     "extract_distributed",
     "extract_to_netcdf",
+    "intervene",
     "layers",
     "open_dataset",
+    "patch",
     "record",
     "report",
 ]

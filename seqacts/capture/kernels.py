@@ -21,7 +21,9 @@ from torch import Tensor
 
 from .specs import CELL_KERNELS, STACK_KERNELS
 
-__all__ = ["StackCall", "LayerRun", "CellCall", "Sink", "install", "uninstall"]
+__all__ = [
+    "StackCall", "LayerRun", "CellCall", "LayerCall", "Sink", "Editor", "install", "uninstall",
+]
 
 _MISSING = object()
 
@@ -79,6 +81,48 @@ class Sink(Protocol):
     def on_stack(self, call: StackCall) -> None: ...
 
     def on_cell(self, call: CellCall) -> None: ...
+
+
+@dataclass
+class LayerCall:
+    """Layer ``index`` of a fused stack call, about to run: what an :class:`Editor` receives.
+
+    ``run()`` is the call the wrapper makes when no editor takes the layer.
+    """
+
+    original: Callable[..., Any]
+    kind: str
+    index: int
+    input: Tensor
+    batch_sizes: Tensor | None
+    state: Any  # h0 (D, N, H_out), or (h0, c0) for an LSTM
+    weights: list[Tensor]
+    has_biases: bool
+    train: bool
+    bidirectional: bool
+    batch_first: bool
+    stack_weight: Tensor  # the stack's first weight: identifies the module
+    owner: object
+    unsorted_indices: Tensor | None
+
+    def run(self) -> Any:
+        if self.batch_sizes is not None:
+            return self.original(self.input, self.batch_sizes, self.state, self.weights,
+                                 self.has_biases, 1, 0.0, self.train, self.bidirectional)
+        return self.original(self.input, self.state, self.weights, self.has_biases, 1, 0.0,
+                             self.train, self.bidirectional, self.batch_first)
+
+
+class Editor(Sink, Protocol):
+    """A sink that also writes: it may run a stack's layer itself or replace a cell's state."""
+
+    def run_layer(self, call: LayerCall) -> Any:
+        """The kernel's result for this layer, or None to let the wrapper run it."""
+        ...
+
+    def edit_cell(self, kind: str, args: tuple[Any, ...], result: Any, owner: object) -> Any:
+        """The cell kernel's result to return instead of ``result`` (or ``result`` itself)."""
+        ...
 
 
 _LOCK = threading.RLock()
@@ -200,10 +244,14 @@ def _run_layerwise(
         c0 = c_all[k * n_dir : (k + 1) * n_dir] if c_all is not None else None
         state = (h0, c0) if is_lstm else h0
         weights = list(params[k * per_layer : (k + 1) * per_layer])
-        if packed:
+        # -- interventions hook: an active editor may run this layer itself (edited) --
+        res = _run_by_editor(sinks, LayerCall(
+            original, kind, k, layer_input, batch_sizes, state, weights, bool(has_biases),
+            bool(train), bool(bidirectional), bool(batch_first), params[0], owner, unsorted))
+        if res is None and packed:
             res = original(layer_input, batch_sizes, state, weights, has_biases, 1, 0.0, train,
                            bidirectional)
-        else:
+        elif res is None:
             res = original(layer_input, state, weights, has_biases, 1, 0.0, train,
                            bidirectional, batch_first)
         output = res[0]
@@ -234,6 +282,25 @@ def _run_layerwise(
     return layer_input, hidden
 
 
+def _run_by_editor(sinks: list[Sink], call: LayerCall) -> Any:
+    for sink in sinks:
+        run_layer = getattr(sink, "run_layer", None)
+        if run_layer is not None:
+            result = run_layer(call)
+            if result is not None:
+                return result
+    return None
+
+
+def _edit_cell(sinks: list[Sink], kind: str, args: tuple[Any, ...], result: Any,
+               owner: object) -> Any:
+    for sink in sinks:
+        edit_cell = getattr(sink, "edit_cell", None)
+        if edit_cell is not None:
+            result = edit_cell(kind, args, result, owner)
+    return result
+
+
 def _cell_wrapper(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
     kind = CELL_KERNELS[name]
 
@@ -245,6 +312,7 @@ def _cell_wrapper(name: str, original: Callable[..., Any]) -> Callable[..., Any]
         sinks = _sinks_for(args[2], owner)
         if not sinks:
             return result
+        result = _edit_cell(sinks, kind, args, result, owner)  # interventions hook
         x, hx, w_ih, w_hh = args[:4]
         b_ih = args[4] if len(args) > 4 else None
         b_hh = args[5] if len(args) > 5 else None
