@@ -39,6 +39,9 @@ class LayerRun:
     c0: Tensor | None  # (D, N_sorted, H) for LSTM
     cn: Tensor | None
     weights: list[Tensor]  # this layer's slice of the flat weight list
+    #: set by an editor that wrote cell states: ``(direction, t, c_t) -> edited c_t`` (rows in
+    #: the kernel's order), so that a recorder recomputing ``c`` applies the same edits
+    c_edit: Callable[[int, int, Tensor], Tensor] | None = None
 
 
 @dataclass
@@ -104,6 +107,7 @@ class LayerCall:
     stack_weight: Tensor  # the stack's first weight: identifies the module
     owner: object
     unsorted_indices: Tensor | None
+    c_edit: Callable[[int, int, Tensor], Tensor] | None = None  # see LayerRun.c_edit
 
     def run(self) -> Any:
         if self.batch_sizes is not None:
@@ -245,9 +249,10 @@ def _run_layerwise(
         state = (h0, c0) if is_lstm else h0
         weights = list(params[k * per_layer : (k + 1) * per_layer])
         # -- interventions hook: an active editor may run this layer itself (edited) --
-        res = _run_by_editor(sinks, LayerCall(
+        layer_call = LayerCall(
             original, kind, k, layer_input, batch_sizes, state, weights, bool(has_biases),
-            bool(train), bool(bidirectional), bool(batch_first), params[0], owner, unsorted))
+            bool(train), bool(bidirectional), bool(batch_first), params[0], owner, unsorted)
+        res = _run_by_editor(sinks, layer_call)
         if res is None and packed:
             res = original(layer_input, batch_sizes, state, weights, has_biases, 1, 0.0, train,
                            bidirectional)
@@ -267,6 +272,7 @@ def _run_layerwise(
                 c0=c0.detach() if c0 is not None else None,
                 cn=res[2].detach() if is_lstm else None,
                 weights=[w.detach() for w in weights],
+                c_edit=layer_call.c_edit,
             )
         )
         # ATen applies the same op between layers: at::dropout(output, p, train=true).

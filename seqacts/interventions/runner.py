@@ -117,108 +117,110 @@ class _Runner:
         self.layout = _Layout(call)
         self.n_dir = 2 if call.bidirectional else 1
         per_dir = len(call.weights) // self.n_dir
-        self.weights = [list(call.weights[d * per_dir : (d + 1) * per_dir]) for d in range(self.n_dir)]
+        self.weights = [list(call.weights[d * per_dir : (d + 1) * per_dir])
+                        for d in range(self.n_dir)]  # fmt: skip
         self.has_projection = self.lstm and per_dir == (4 if call.has_biases else 2) + 1
-        self.h0, self.c0 = (call.state[0], call.state[1]) if self.lstm else (call.state, None)
+        self.h0: Tensor = call.state[0] if self.lstm else call.state
+        self.c0: Tensor | None = call.state[1] if self.lstm else None
         self.h_out = self.h0.shape[-1]
+        self.order: Tensor | None = None  # kernel row -> sample (a PackedSequence's sort)
         unsorted = call.unsorted_indices if self.layout.packed else None
-        self.order: Tensor | None = None
         if unsorted is not None:
-            order = torch.empty_like(unsorted)
-            order[unsorted] = torch.arange(len(unsorted), device=unsorted.device)
-            self.order = order  # kernel row -> sample
+            self.order = torch.empty_like(unsorted)
+            self.order[unsorted] = torch.arange(len(unsorted), device=unsorted.device)
         self.plans = [[p for p in plans if p.direction == d] for d in range(self.n_dir)]
+        steps = self.layout.steps
+        self.flags = [[(p, p.step_mask(steps)) for p in ps] for ps in self.plans]
 
-    # -- kernel calls ----------------------------------------------------------------------
-    def kernel(self, a: int, b: int, h: Tensor, c: Tensor | None, d: int) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Direction ``d`` over steps ``a..b`` from state ``(h, c)``: output, final h, c."""
+    def edited_steps(self, d: int) -> list[int]:
+        """Direction ``d``'s edited steps, in the order it processes them."""
+        found: set[int] = set()
+        for _, m in self.flags[d]:
+            found.update(m.any(0).nonzero().flatten().tolist())
+        return sorted(found, reverse=d == 1)
+
+    def kernel(
+        self, a: int, b: int, h: Tensor, c: Tensor | None, d: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Direction ``d`` over steps ``a..b`` from state ``(h, c)``: output, final h and c."""
         call, lay = self.call, self.layout
         x = lay.span(lay.x, a, b)
-        if d == 0:
-            weights, bidirectional, hx, cx = self.weights[0], False, h[None], None if c is None else c[None]
-        else:  # the reverse half of a bidirectional call; its forward half is discarded
-            weights, bidirectional = self.weights[d] * 2, True
-            hx, cx = torch.stack([h, h]), None if c is None else torch.stack([c, c])
+        hx, cx = h.unsqueeze(0), None if c is None else c.unsqueeze(0)
+        weights, bidirectional = self.weights[d], d == 1
+        if bidirectional:  # the reverse half of a bidirectional call; the forward half is unused
+            weights = weights * 2
+            hx, cx = hx.expand(2, -1, -1), None if cx is None else cx.expand(2, -1, -1)
         state = (hx, cx) if self.lstm else hx
         if lay.packed:
-            bs = lay.batch_sizes[a : b + 1]
-            res = call.original(x, bs, state, weights, call.has_biases, 1, 0.0, call.train, bidirectional)
+            res = call.original(x, lay.batch_sizes[a : b + 1], state, weights, call.has_biases,
+                                1, 0.0, call.train, bidirectional)  # fmt: skip
         else:
-            res = call.original(x, state, weights, call.has_biases, 1, 0.0, call.train, bidirectional, False)
-        out = res[0] if d == 0 else res[0][..., self.h_out :]
+            res = call.original(x, state, weights, call.has_biases, 1, 0.0, call.train,
+                                bidirectional, False)  # fmt: skip
+        out = res[0][..., self.h_out :] if bidirectional else res[0]
         return out, res[1][-1], res[2][-1] if self.lstm else None
 
-    # -- one direction ---------------------------------------------------------------------
-    def direction(self, d: int, full: Any) -> tuple[Tensor, Tensor, Tensor | None]:
-        lay, rows, steps = self.layout, self.layout.rows, self.layout.steps
-        flags = [(p, p.step_mask(steps)) for p in self.plans[d]]
-        edited = sorted({int(t) for _, m in flags for t in m.any(0).nonzero().flatten().tolist()},
-                        reverse=d == 1)  # fmt: skip
+    def full_output(self, full: Any, d: int) -> Tensor:
+        """Direction ``d``'s output of the unedited whole-layer call, time-major."""
+        out = full[0]
+        if not self.layout.packed and self.call.batch_first:
+            out = out.transpose(0, 1)
+        return out[..., d * self.h_out : (d + 1) * self.h_out]
+
+    def edit(
+        self, d: int, t: int, h_t: Tensor, c_t: Tensor | None, h_prev: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """Apply direction ``d``'s plans to step ``t``'s state (its first ``n`` kernel rows)."""
+        n = h_t.shape[0]
+        active = [(p, m[:, t]) for p, m in self.flags[d] if bool(m[:, t].any())]
+        rows = None if self.order is None else self.order[:n]
         w = self.weights[d]
-        w_hr = w[-1] if self.has_projection else None
-        h0, c0 = self.h0[d], None if self.c0 is None else self.c0[d]
+        b_ih, b_hh = (w[2], w[3]) if self.call.has_biases else (None, None)
+        x_t = self.layout.step(self.layout.x, t)
+        return apply_plans(active, t, rows, h_t, c_t,
+                           lambda: output_gate(x_t, h_prev, w[0], w[1], b_ih, b_hh),
+                           w[-1] if self.has_projection else None)  # fmt: skip
+
+    def c_edit(self, d: int, t: int, c: Tensor) -> Tensor:
+        """The cell-state edits of direction ``d`` at step ``t``, for all kernel rows of ``c``."""
+        n = c.shape[0]
+        for p, m in self.flags[d]:
+            if p.state == "c" and bool(m[:, t].any()):
+                mask, vals = p.at(t, self.order, n, c)
+                rows = take_rows(m[:, t], self.order, n, p.label).to(mask.device)
+                c = torch.where(mask & rows.unsqueeze(1), vals, c)
+        return c
+
+    def direction(self, d: int, full: Any) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Run direction ``d`` with its edits: its output (time-major), final h and c.
+
+        ``h`` and ``c`` always hold every sample's row: rows a packed batch has dropped keep
+        their final state (forward) or, not yet started, their initial state (backward).
+        """
+        lay, rows = self.layout, self.layout.rows
         forward = d == 0
-        first_step = 0 if forward else steps - 1
-        pieces: list[tuple[int, Tensor]] = []
+        h0, c0 = self.h0[d], None if self.c0 is None else self.c0[d]
+        todo = self.edited_steps(d)
+        pieces: list[tuple[int, Tensor]] = []  # (first step, values), in any order
         h, c = h0, c0
-
-        def edit(t: int, h_t: Tensor, c_t: Tensor | None, h_prev: Tensor) -> tuple[Tensor, Tensor | None]:
-            n = h_t.shape[0]
-            active = [(p, m[:, t]) for p, m in flags if bool(m[:, t].any())]
-            rows_idx = None if self.order is None else self.order[:n]
-            x_t = lay.step(lay.x, t)
-            return apply_plans(active, t, rows_idx, h_t, c_t,
-                               lambda: output_gate(x_t, h_prev, *w[:2], *self._biases(w)), w_hr)  # fmt: skip
-
-        todo = list(edited)
-        if todo[0] != first_step:  # the unedited steps come from the whole-layer call
+        cursor = 0 if forward else lay.steps - 1  # the next step to run
+        if todo[0] != cursor:  # steps before the first edit come from the whole-layer call
             t = todo.pop(0)
-            out_d = self._full_output(full, d)
-            n = rows[t]
-            lo, hi = (0, t - 1) if forward else (t + 1, steps - 1)
-            pieces.append((lo, lay.span(out_d, lo, hi)))
-            h_t = lay.step(out_d, t)
-            if forward:
-                h_prev = lay.step(out_d, t - 1)[:n]
-                rest_h = full[1][d][n:]
-                rest_c = full[2][d][n:] if self.lstm else None
-            else:
-                n_prev = rows[t + 1]
-                h_prev = torch.cat([lay.step(out_d, t + 1), h0[n_prev:n]])
-                rest_h, rest_c = h0[n:], None if c0 is None else c0[n:]
-            c_t = None
-            if self.lstm:
-                assert c0 is not None
-                a, b = (0, t) if forward else (t, steps - 1)
-                _, _, c_run = self.kernel(a, b, h0[: rows[a]], c0[: rows[a]], d)
-                assert c_run is not None
-                c_t = c_run[:n]
-            h_t, c_t = edit(t, h_t, c_t, h_prev)
-            pieces.append((t, lay.piece(h_t)))
-            h = torch.cat([h_t, rest_h])
-            if c_t is not None and rest_c is not None:
-                c = torch.cat([c_t, rest_c])
+            h, c = self.resume(d, t, full, pieces)
             cursor = t + 1 if forward else t - 1
-        else:
-            cursor = first_step
-        for t in [*todo, None]:
-            if forward:
-                a, b = cursor, steps - 1 if t is None else t
-            else:
-                a, b = 0 if t is None else t, cursor
+        for t_or_end in [*todo, None]:
+            end = (lay.steps - 1 if forward else 0) if t_or_end is None else t_or_end
+            a, b = (cursor, end) if forward else (end, cursor)
             if a > b:
                 break
-            n_a = rows[a]
-            hx = h[:n_a]
-            out, hn, cn = self.kernel(a, b, hx, None if c is None else c[:n_a], d)
-            h = torch.cat([hn, h[n_a:]])
-            if c is not None and cn is not None:
-                c = torch.cat([cn, c[n_a:]])
-            if t is None:
+            hx = h[: rows[a]]
+            out, hn, cn = self.kernel(a, b, hx, None if c is None else c[: rows[a]], d)
+            h = torch.cat([hn, h[rows[a] :]])
+            c = None if c is None or cn is None else torch.cat([cn, c[rows[a] :]])
+            if t_or_end is None:
                 pieces.append((a, out))
                 break
-            n = rows[t]
-            h_t = lay.step(out, t, a)
+            t, n = t_or_end, rows[t_or_end]
             if forward:
                 if t > a:
                     pieces.append((a, lay.span(out, a, t - 1, a)))
@@ -228,51 +230,67 @@ class _Runner:
                     pieces.append((t + 1, lay.span(out, t + 1, b, a)))
                 h_prev = (torch.cat([lay.step(out, t + 1, a), hx[rows[t + 1] : n]])
                           if t < b else hx[:n])  # fmt: skip
-            h_t, c_t = edit(t, h_t, None if c is None else c[:n], h_prev)
+            h_t, c_t = self.edit(d, t, lay.step(out, t, a), None if c is None else c[:n], h_prev)
             pieces.append((t, lay.piece(h_t)))
             h = torch.cat([h_t, h[n:]])
-            if c is not None and c_t is not None:
-                c = torch.cat([c_t, c[n:]])
+            c = None if c is None or c_t is None else torch.cat([c_t, c[n:]])
             cursor = t + 1 if forward else t - 1
-        pieces.sort(key=lambda p: p[0])
-        return torch.cat([p for _, p in pieces]), h, c
+        pieces.sort(key=lambda piece: piece[0])
+        return torch.cat([v for _, v in pieces]), h, c
 
-    def _biases(self, w: list[Tensor]) -> tuple[Tensor | None, Tensor | None]:
-        return (w[2], w[3]) if self.call.has_biases else (None, None)
+    def resume(
+        self, d: int, t: int, full: Any, pieces: list[tuple[int, Tensor]]
+    ) -> tuple[Tensor, Tensor | None]:
+        """Take direction ``d``'s steps before ``t`` from the unedited call, edit step ``t``.
 
-    def _full_output(self, full: Any, d: int) -> Tensor:
-        out = full[0]
-        if not self.layout.packed and self.call.batch_first:
-            out = out.transpose(0, 1)
-        return out[..., d * self.h_out : (d + 1) * self.h_out]
+        Returns the state (all rows) after the edited step ``t``; appends the output pieces.
+        """
+        lay, rows, forward = self.layout, self.layout.rows, d == 0
+        h0, c0 = self.h0[d], None if self.c0 is None else self.c0[d]
+        out = self.full_output(full, d)
+        n = rows[t]
+        lo, hi = (0, t - 1) if forward else (t + 1, lay.steps - 1)
+        pieces.append((lo, lay.span(out, lo, hi)))
+        if forward:  # rows past n have finished: their final state is the unedited one
+            h_prev = lay.step(out, t - 1)[:n]
+            rest_h, rest_c = full[1][d][n:], full[2][d][n:] if self.lstm else None
+        else:  # rows past n have not started yet: their initial state
+            h_prev = torch.cat([lay.step(out, t + 1), h0[rows[t + 1] : n]])
+            rest_h, rest_c = h0[n:], None if c0 is None else c0[n:]
+        c_t = None
+        if c0 is not None:  # the kernel returns only final cell states: run up to step t
+            a, b = (0, t) if forward else (t, lay.steps - 1)
+            c_t = self.kernel(a, b, h0[: rows[a]], c0[: rows[a]], d)[2]
+            c_t = None if c_t is None else c_t[:n]
+        h_t, c_t = self.edit(d, t, lay.step(out, t), c_t, h_prev)
+        pieces.append((t, lay.piece(h_t)))
+        h = torch.cat([h_t, rest_h])
+        c = None if c_t is None or rest_c is None else torch.cat([c_t, rest_c])
+        return h, c
 
-    # -- the layer -----------------------------------------------------------------------------
     def run(self) -> Any:
-        steps = self.layout.steps
-        edited_dirs = [d for d in range(self.n_dir) if self.plans[d]]
-        starts = {}
-        for d in edited_dirs:
-            masks = [p.step_mask(steps) for p in self.plans[d]]
-            any_step = torch.stack([m.any(0) for m in masks]).any(0).nonzero().flatten()
-            if len(any_step):
-                starts[d] = int(any_step[0] if d == 0 else any_step[-1])
+        """The layer's result in the kernel's own format, or None when no step is edited."""
+        starts = {d: s[0] for d in range(self.n_dir) if (s := self.edited_steps(d))}
         if not starts:
             return None
+        if any(p.state == "c" for ps in self.plans for p in ps):
+            self.call.c_edit = self.c_edit  # a recorder's recomputed c applies the same edits
+        last = self.layout.steps - 1
         needs_full = len(starts) < self.n_dir or any(
-            t != (0 if d == 0 else steps - 1) for d, t in starts.items()
+            t != (0 if d == 0 else last) for d, t in starts.items()
         )
         full = self.call.run() if needs_full else None
         outs, hs, cs = [], [], []
         for d in range(self.n_dir):
             if d in starts:
                 out, h, c = self.direction(d, full)
-            else:
-                out, h = self._full_output(full, d), full[1][d]
-                c = full[2][d] if self.lstm else None
+            else:  # an unedited direction of an edited bidirectional layer: needs_full
+                assert full is not None
+                out, h, c = self.full_output(full, d), full[1][d], full[2][d] if self.lstm else None
             outs.append(out)
             hs.append(h)
             cs.append(c)
-        output = outs[0] if self.n_dir == 1 else torch.cat(outs, -1)
+        output = torch.cat(outs, -1) if self.n_dir > 1 else outs[0]
         if not self.layout.packed and self.call.batch_first:
             output = output.transpose(0, 1)
         if self.lstm:
