@@ -8,7 +8,7 @@ scan builds plans directly (one unit per block of repeated samples).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -157,6 +157,9 @@ class Plan:
     values: Tensor
     per_step: bool
     time: TimeSpec = None
+    _converted: dict[tuple[Any, ...], tuple[Tensor, Tensor]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def step_mask(self, steps: int) -> Tensor:
         """Which steps are edited, ``(S, steps)`` bool (S = 1 or one row per sample)."""
@@ -167,14 +170,18 @@ class Plan:
 
         ``rows`` maps the kernel's first ``n`` rows to sample indices (None: identity).
         """
-        mask = self.unit_mask.to(like.device)
-        vals = self.values[:, t] if self.per_step else self.values
-        if self.per_step and t >= self.values.shape[1]:
-            raise EditError(
-                f"patch {self.label}: the source has {self.values.shape[1]} steps, the run "
-                f"reached step {t}; record the source with inputs as long as the edited run"
-            )
-        vals = vals.to(like.device, like.dtype)
+        key = (like.device, like.dtype)
+        if key not in self._converted:  # once per run, not per edited step
+            self._converted[key] = (self.unit_mask.to(like.device),
+                                    self.values.to(like.device, like.dtype))  # fmt: skip
+        mask, vals = self._converted[key]
+        if self.per_step:
+            if t >= vals.shape[1]:
+                raise EditError(
+                    f"patch {self.label}: the source has {vals.shape[1]} steps, the run "
+                    f"reached step {t}; record the source with inputs as long as the edited run"
+                )
+            vals = vals[:, t]
         return take_rows(mask, rows, n, self.label), take_rows(vals, rows, n, self.label)
 
 

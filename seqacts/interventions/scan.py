@@ -23,7 +23,7 @@ from ..errors import EditError
 from .context import Intervention
 from .edits import STATES, Plan
 
-__all__ = ["ablation_scan", "default_batch_units"]
+__all__ = ["ablation_scan", "blocks", "default_batch_units"]
 
 #: Memory a chunk's repeated batch may take on the CPU by default (bytes).
 CPU_BUDGET = 1 << 30
@@ -39,6 +39,33 @@ def _scores(value: Any, n: int) -> np.ndarray:
             "((y - x) ** 2).mean(dim=(1, 2)) for a batch-first output"
         )
     return arr
+
+
+def blocks(value: Any, n_blocks: int, n: int, batch_dim: int) -> list[Any]:
+    """Split a model output over a repeated batch into one output per copy of the batch.
+
+    Every tensor is cut along its dim of size ``n_blocks * n`` (``batch_dim`` when that one
+    fits), inside tuples, lists and dicts; anything else is passed to every block as is.
+    """
+    if isinstance(value, Tensor):
+        size = n_blocks * n
+        dims = [d for d in range(value.dim()) if value.shape[d] == size]
+        if not dims:
+            raise EditError(
+                f"ablation_scan: an output of shape {tuple(value.shape)} has no dim of size "
+                f"{size} (the repeated batch); score needs per-sample outputs"
+            )
+        dim = batch_dim if batch_dim in dims else dims[0]
+        return [value.narrow(dim, j * n, n) for j in range(n_blocks)]
+    if isinstance(value, (tuple, list)):
+        parts = [blocks(v, n_blocks, n, batch_dim) for v in value]
+        if hasattr(value, "_fields"):  # a namedtuple takes its fields as arguments
+            return [type(value)(*(p[j] for p in parts)) for j in range(n_blocks)]
+        return [type(value)(p[j] for p in parts) for j in range(n_blocks)]
+    if isinstance(value, dict):
+        split = {k: blocks(v, n_blocks, n, batch_dim) for k, v in value.items()}
+        return [{k: v[j] for k, v in split.items()} for j in range(n_blocks)]
+    return [value] * n_blocks
 
 
 def _batch_dim(model: nn.Module) -> int:
@@ -79,6 +106,9 @@ def ablation_scan(
         ``nn.LSTM`` or ``nn.GRU`` with ``batch_first=False``).
     score : callable
         ``score(outputs)`` -> one float per sample (tensor or array), e.g. reconstruction error.
+        It is always called with the outputs for the samples of ``x``, in order (each copy of
+        the repeated batch is cut out of the model's outputs), so it may compare them with
+        ``x`` itself.
     layers : str or list of str, optional
         Labels, module paths or patterns as in :func:`seqacts.record`; default every layer
         (every LSTM layer for ``state="c"``).
@@ -141,9 +171,9 @@ def ablation_scan(
                 )
             repeated = torch.cat([x] * len(part), dim=bdim)
             with torch.no_grad(), Intervention(model, plans):
-                scores = _scores(score(model(repeated)), len(part) * n).reshape(len(part), n)
-            for j, (i, _, d, u) in enumerate(part):
-                effect[:, i, d, u] = scores[j] - base
+                outputs = blocks(model(repeated), len(part), n, bdim)
+                for j, (i, _, d, u) in enumerate(part):
+                    effect[:, i, d, u] = _scores(score(outputs[j]), n) - base
             bar.update(len(part))
     return _dataset(effect, specs, state)
 
