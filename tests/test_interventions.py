@@ -253,6 +253,23 @@ def test_cell_loop_edits_match_reference(name, state):
     np.testing.assert_array_equal(got, again)
 
 
+def test_a_cell_edited_as_the_root_model_counts_the_callers_loop():
+    torch.manual_seed(0)
+    cell = nn.GRUCell(N_IN, H).double()
+    loop = CellLoop(cell)
+    x = inputs()
+    with torch.no_grad():
+        with seqacts.intervene(loop, seqacts.ablate("cell", 1, value=0.5, time=[False, True, True])):
+            expected = loop(x)
+        with seqacts.intervene(cell, seqacts.ablate("cell", 1, value=0.5, time=slice(1, 3))):
+            h = x.new_zeros(N, H)
+            steps = []
+            for t in range(T):
+                h = cell(x[:, t], h)
+                steps.append(h)
+    assert torch.equal(torch.stack(steps, 1), expected)
+
+
 def test_patch_from_a_recording_reproduces_the_source_run():
     module = make_stack("LSTM")
     x, other = inputs(1), inputs(2)
@@ -376,6 +393,11 @@ def test_errors_name_the_problem_and_the_fix():
         seqacts.ablate("l0", 0, state="x")
     with pytest.raises(seqacts.EditError, match="ran 7 steps"):
         with seqacts.intervene(module, seqacts.ablate("l0", 0, time=np.ones(5, dtype=bool))):
+            module(inputs())
+    with pytest.raises(seqacts.EditError, match="time: expected"):
+        seqacts.ablate("l0", 0, time="all")
+    with pytest.raises(seqacts.EditError, match="source for 2 samples, but the model ran 3"):
+        with seqacts.intervene(module, seqacts.patch("l0", torch.zeros(2, T, H))):
             module(inputs())
     with pytest.raises(seqacts.EditError, match="already edited"):
         with seqacts.intervene(module, seqacts.ablate("l0", 0)):

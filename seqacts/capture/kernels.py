@@ -110,6 +110,7 @@ class LayerCall:
     c_edit: Callable[[int, int, Tensor], Tensor] | None = None  # see LayerRun.c_edit
 
     def run(self) -> Any:
+        """This one layer through the original kernel (inter-layer dropout is the caller's)."""
         if self.batch_sizes is not None:
             return self.original(self.input, self.batch_sizes, self.state, self.weights,
                                  self.has_biases, 1, 0.0, self.train, self.bidirectional)
@@ -248,17 +249,13 @@ def _run_layerwise(
         c0 = c_all[k * n_dir : (k + 1) * n_dir] if c_all is not None else None
         state = (h0, c0) if is_lstm else h0
         weights = list(params[k * per_layer : (k + 1) * per_layer])
-        # -- interventions hook: an active editor may run this layer itself (edited) --
         layer_call = LayerCall(
             original, kind, k, layer_input, batch_sizes, state, weights, bool(has_biases),
             bool(train), bool(bidirectional), bool(batch_first), params[0], owner, unsorted)
+        # interventions hook: an active editor may run this layer itself, edited
         res = _run_by_editor(sinks, layer_call)
-        if res is None and packed:
-            res = original(layer_input, batch_sizes, state, weights, has_biases, 1, 0.0, train,
-                           bidirectional)
-        elif res is None:
-            res = original(layer_input, state, weights, has_biases, 1, 0.0, train,
-                           bidirectional, batch_first)
+        if res is None:
+            res = layer_call.run()
         output = res[0]
         h_n.append(res[1])
         if is_lstm:

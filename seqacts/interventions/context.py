@@ -102,7 +102,10 @@ class Intervention:
 
     def _root_pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         if self._depth == 0:
-            self._calls.clear()  # cell steps count from 0 in each forward
+            # cell steps count from 0 in each forward of the root, unless the root is the cell
+            # itself: then the caller's loop is the sequence, counted from the block's start
+            if not isinstance(self.model, nn.RNNCellBase):
+                self._calls.clear()
             self._index_weights()  # weights may have been replaced since __enter__
         self._depth += 1
 
@@ -148,8 +151,10 @@ class Intervention:
         t = self._calls.get(label, 0)
         self._calls[label] = t + 1
         active = []
+        n = (result[0] if kind == "LSTM" else result).shape[0]
         for p in self.plans[label]:
             flags = step_flags(p.time, t, label)
+            p.check_samples(n, flags.unsqueeze(1))
             if bool(flags.any()):
                 active.append((p, flags))
         if not active:

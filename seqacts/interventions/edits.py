@@ -44,6 +44,19 @@ class Edit:
         return self.source is not None
 
 
+def _check_time(time: TimeSpec) -> None:
+    if time is None or isinstance(time, (int, np.integer, slice)) and not isinstance(time, bool):
+        return
+    values = time.values if isinstance(time, xr.DataArray) else time
+    arr = np.asarray(values.cpu() if isinstance(values, Tensor) else values)
+    if arr.dtype != bool or arr.ndim not in (1, 2):
+        raise EditError(
+            "time: expected None (all steps), an int, a slice, or a boolean mask over steps "
+            f"(time,) or (sample, time); got {type(time).__name__}"
+            + (f" of {arr.dtype} with shape {arr.shape}" if arr.ndim else "")
+        )
+
+
 def _units(units: int | Any | None, option: str) -> tuple[int, ...] | None:
     if units is None:
         return None
@@ -100,6 +113,7 @@ def ablate(
         Pass it to :func:`seqacts.intervene`, :func:`seqacts.extract` (``edits=``).
     """
     _check_common(state, direction)
+    _check_time(time)
     return Edit(layer=str(layer), units=_units(units, "units"), state=state,
                 direction=direction, time=time, value=value)  # fmt: skip
 
@@ -133,6 +147,7 @@ def patch(
     Edit
     """
     _check_common(state, direction)
+    _check_time(time)
     if not isinstance(source, (xr.Dataset, Tensor, np.ndarray)):
         raise EditError(
             f"patch: source must be an xarray.Dataset recorded from the same model or a tensor "
@@ -164,6 +179,19 @@ class Plan:
     def step_mask(self, steps: int) -> Tensor:
         """Which steps are edited, ``(S, steps)`` bool (S = 1 or one row per sample)."""
         return time_mask(self.time, steps, self.label)
+
+    def check_samples(self, n: int, steps: Tensor | None = None) -> None:
+        """Raise unless every per-sample part of the plan has one row or ``n`` rows."""
+        parts = {"values" if not self.per_step else "the patch source": self.values,
+                 "units": self.unit_mask}  # fmt: skip
+        if steps is not None:
+            parts["time"] = steps
+        for name, t in parts.items():
+            if t.shape[0] not in (1, n):
+                raise EditError(
+                    f"edit on {self.label}: {name} for {t.shape[0]} samples, but the model ran "
+                    f"{n}; pass one per sample or a single one to broadcast"
+                )
 
     def at(self, t: int, rows: Tensor | None, n: int, like: Tensor) -> tuple[Tensor, Tensor]:
         """The mask ``(n, W)`` and values ``(n, W)`` at step ``t`` for kernel rows ``rows``.

@@ -133,6 +133,8 @@ class _Runner:
         self.plans = [[p for p in plans if p.direction == d] for d in range(self.n_dir)]
         steps = self.layout.steps
         self.flags = [[(p, p.step_mask(steps)) for p in ps] for ps in self.plans]
+        for p, m in (pair for pairs in self.flags for pair in pairs):
+            p.check_samples(self.layout.rows[0] if steps else 0, m)
 
     def edited_steps(self, d: int) -> list[int]:
         """Direction ``d``'s edited steps, in the order it processes them."""
