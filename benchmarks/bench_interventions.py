@@ -29,7 +29,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default torch's); 1 is steadier on a busy machine")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     batch, steps, hidden, inputs, n_layers = (64, 512, 256, 32, 3)
     scan_batch, scan_steps, scan_hidden = (16, 128, 64)
     if args.quick:
@@ -52,6 +56,15 @@ def main() -> None:
     t = timed_together({"plain": plain, "one step": lambda: edited(one_step),
                         "all steps": lambda: edited(all_steps)}, args.repeats)  # fmt: skip
 
+    print(f"machine: {machine()}")
+    print(f"model: LSTM {n_layers} layers, batch {batch}, T={steps}, hidden {hidden}, "
+          f"input {inputs}, CPU float32; edit: l1 unit 0")
+    print(f"plain forward              {t['plain'] * 1e3:9.1f} ms   1.00x")
+    print(f"edited, one unit one step  {t['one step'] * 1e3:9.1f} ms   "
+          f"{t['one step'] / t['plain']:.2f}x   (target <= 1.3x)")
+    print(f"edited, one unit all steps {t['all steps'] * 1e3:9.1f} ms   "
+          f"{t['all steps'] / t['plain']:.2f}x", flush=True)
+
     small = nn.LSTM(inputs, scan_hidden, num_layers=2, batch_first=True).eval()
     xs = torch.randn(scan_batch, scan_steps, inputs)
 
@@ -71,14 +84,6 @@ def main() -> None:
         return None
 
     s = timed_together({"scan": scan, "separate": separate}, max(1, args.repeats // 2))
-    print(f"machine: {machine()}")
-    print(f"model: LSTM {n_layers} layers, batch {batch}, T={steps}, hidden {hidden}, "
-          f"input {inputs}, CPU float32; edit: l1 unit 0")
-    print(f"plain forward              {t['plain'] * 1e3:9.1f} ms   1.00x")
-    print(f"edited, one unit one step  {t['one step'] * 1e3:9.1f} ms   "
-          f"{t['one step'] / t['plain']:.2f}x   (target <= 1.3x)")
-    print(f"edited, one unit all steps {t['all steps'] * 1e3:9.1f} ms   "
-          f"{t['all steps'] / t['plain']:.2f}x")
     n_units = 2 * scan_hidden
     print(f"scan model: LSTM 2 layers, {scan_hidden} units, batch {scan_batch}, T={scan_steps}; "
           f"{n_units} units ablated at all steps")

@@ -2,7 +2,7 @@
 
 One direction is run as calls of the same kernel over stretches of steps: each call ends at
 an edited step, whose state is then edited and passed on as the next call's initial state, so
-one edited step costs about one extra kernel call rather than a Python loop over every step.
+each edited step costs about one more kernel call rather than a Python loop over every step.
 A backward direction runs as the reverse half of a bidirectional call.
 
 Steps before the first edited step come from one unedited call of the whole layer, so they
