@@ -341,7 +341,7 @@ def test_edits_compose_with_record_and_gradients():
 
 
 @pytest.mark.parametrize("packed", [False, True])
-def test_lstm_edits_with_autograd_match_and_reach_earlier_steps(packed):
+def test_edited_lstm_forwards_are_differentiable(packed):
     module = make_stack("LSTM", bidirectional=True)
     x = inputs()
     edits = [seqacts.ablate("l0", 1, state="c", time=3, value=1.0),
@@ -353,10 +353,10 @@ def test_lstm_edits_with_autograd_match_and_reach_earlier_steps(packed):
         with seqacts.intervene(module, edits):
             return module(arg)
 
-    with torch.no_grad():  # c at the first edited step recomputed from h
+    with torch.no_grad():
         expected = top_output(module, run(x))
     x = x.clone().requires_grad_(True)
-    y = run(x)  # with autograd, the kernel runs up to it
+    y = run(x)
     np.testing.assert_allclose(top_output(module, y), expected, atol=1e-12, rtol=0,
                                equal_nan=True)  # fmt: skip
     (y[0].data if packed else y[0]).sum().backward()

@@ -8,7 +8,8 @@ A backward direction runs as the reverse half of a bidirectional call.
 Steps before the first edited step come from one unedited call of the whole layer, so they
 are bit-identical to an unedited run: a kernel call over fewer steps may round its input
 projection differently (BLAS blocks rows by count). For an LSTM, the cell state at that step
-is recomputed from that call's ``h`` (the kernel returns only final cell states).
+comes from a second call over the steps up to it (the kernel returns only final cell states):
+on the CPU that call is cheaper than recomputing the gates from ``h`` with matmuls.
 """
 
 from __future__ import annotations
@@ -19,10 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.nn import functional as F
-from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from ..capture.kernels import LayerCall
-from ..capture.unroll import layer_internals
 from .edits import Plan, take_rows
 
 __all__ = ["apply_plans", "output_gate", "run_edited_layer"]
@@ -261,42 +260,16 @@ class _Runner:
         else:  # rows past n have not started yet: their initial state
             h_prev = torch.cat([lay.step(out, t + 1), h0[rows[t + 1] : n]])
             rest_h, rest_c = h0[n:], None if c0 is None else c0[n:]
-        c_t = None if c0 is None else self.cell_state(d, t, out)[:n]
+        c_t = None
+        if c0 is not None:  # the kernel returns only final cell states: run it up to step t
+            a, b = (0, t) if forward else (t, lay.steps - 1)
+            c_t = self.kernel(a, b, h0[: rows[a]], c0[: rows[a]], d)[2]
+            c_t = None if c_t is None else c_t[:n]
         h_t, c_t = self.edit(d, t, lay.step(out, t), c_t, h_prev)
         pieces.append((t, lay.piece(h_t)))
         h = torch.cat([h_t, rest_h])
         c = None if c_t is None or rest_c is None else torch.cat([c_t, rest_c])
         return h, c
-
-    def cell_state(self, d: int, t: int, out: Tensor) -> Tensor:
-        """Direction ``d``'s cell state after step ``t`` of the unedited call (all its rows).
-
-        The kernel returns only final cell states. Without autograd, ``c_t`` is recomputed from
-        the call's own ``h`` (the gates as one batched matmul, then an elementwise scan), which
-        costs less than running the kernel up to ``t``; with autograd, the kernel runs, so that
-        gradients reach the steps before ``t``.
-        """
-        lay, forward = self.layout, d == 0
-        h0, c0 = self.h0[d], self.c0[d] if self.c0 is not None else None
-        assert c0 is not None  # an LSTM
-        a, b = (0, t) if forward else (t, lay.steps - 1)
-        if torch.is_grad_enabled() and (out.requires_grad or c0.requires_grad):
-            c_t = self.kernel(a, b, h0[: lay.rows[a]], c0[: lay.rows[a]], d)[2]
-            assert c_t is not None
-            return c_t
-        x, h, lengths = lay.x, out, None
-        if lay.packed:
-            x = pad_packed_sequence(PackedSequence(lay.x, lay.batch_sizes))[0]
-            h = pad_packed_sequence(PackedSequence(out, lay.batch_sizes))[0]
-            lengths = (lay.batch_sizes.unsqueeze(0) > torch.arange(x.shape[1]).unsqueeze(1)).sum(1)
-            # steps of the window [a, b] each row runs (rows that do not reach t are not read)
-            lengths = (lengths.clamp(max=b + 1) - a).clamp(min=1).to(x.device)
-        w = self.weights[d]
-        b_ih, b_hh = (w[2], w[3]) if self.call.has_biases else (None, None)
-        c = layer_internals("LSTM", x[a : b + 1], h[a : b + 1], h0, c0, w[0], w[1], b_ih, b_hh,
-                            w[-1] if self.has_projection else None, lengths=lengths,
-                            reverse=not forward, names=["c"])["c"]  # fmt: skip
-        return c[t - a]
 
     def run(self) -> Any:
         """The layer's result in the kernel's own format, or None when no step is edited."""
