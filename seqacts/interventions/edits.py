@@ -242,9 +242,9 @@ def time_mask(time: TimeSpec, steps: int, label: str) -> Tensor:
         mask[0, t] = True
         return mask
     if isinstance(time, slice):
-        mask = torch.zeros(1, steps, dtype=torch.bool)
-        mask[0, time] = True
-        return mask
+        picked = np.zeros(steps, dtype=bool)
+        picked[time] = True  # numpy slicing: negative bounds and steps as in Python
+        return torch.from_numpy(picked).unsqueeze(0)
     arr = time.values if isinstance(time, xr.DataArray) else time
     arr = torch.as_tensor(np.asarray(arr.cpu() if isinstance(arr, Tensor) else arr))
     if arr.dtype != torch.bool:
