@@ -6,6 +6,9 @@ as one call of the *same* kernel per layer (re-applying the inter-layer dropout 
 does), so every layer's sequence is seen and the model receives the same values. Cell kernels
 (``torch._VF.lstm_cell`` ...) are observed as they are. Calls are matched to recorders by the
 identity of the weights they receive, so they are seen wherever they run.
+
+A sink may also be an :class:`Editor` (``seqacts.interventions``): it may run a stack's layer
+itself (edited) in place of the per-layer call, and replace a cell kernel's returned state.
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ class _Runner:
         weights, bidirectional = self.weights[d], d == 1
         if bidirectional:  # the reverse half of a bidirectional call; the forward half is unused
             weights = weights * 2
-            hx, cx = hx.expand(2, -1, -1), None if cx is None else cx.expand(2, -1, -1)
+            hx, cx = hx.repeat(2, 1, 1), None if cx is None else cx.repeat(2, 1, 1)
         state = (hx, cx) if self.lstm else hx
         if lay.packed:
             res = call.original(x, lay.batch_sizes[a : b + 1], state, weights, call.has_biases,
