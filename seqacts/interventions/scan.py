@@ -97,6 +97,9 @@ def ablation_scan(
 ) -> xr.Dataset:
     """The change of ``score(model(x))`` caused by ablating each unit at all steps.
 
+    Forwards run under ``torch.no_grad()`` in the model's current mode (``model.eval()`` for
+    deterministic scores: dropout would differ between the copies of the batch).
+
     Parameters
     ----------
     model : torch.nn.Module
