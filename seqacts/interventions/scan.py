@@ -150,9 +150,9 @@ def ablation_scan(
     n = x.shape[bdim]
     with torch.no_grad():
         base = _scores(score(model(x)), n)
-    chunk = batch_units or default_batch_units(x, bdim, specs, len(units))
-    if chunk < 1:
+    if batch_units is not None and batch_units < 1:
         raise EditError(f"batch_units: expected a positive number of units, got {batch_units}")
+    chunk = batch_units or default_batch_units(x, bdim, specs, len(units))
     n_dir = max(s.n_directions for s in specs)
     width = max(max(s.n_units, s.n_cell_units) for s in specs)
     effect = np.full((n, len(specs), n_dir, width), np.nan)
