@@ -1,7 +1,8 @@
 """seqacts: look inside recurrent sequence models.
 
 Record every layer of ``nn.RNN/LSTM/GRU`` stacks and recurrent cell loops, per timestep, into a
-labeled ``xarray.Dataset``.
+labeled ``xarray.Dataset``; edit their states inside the recurrence (``ablate``, ``patch``,
+``intervene``, ``ablation_scan``).
 """
 
 from __future__ import annotations

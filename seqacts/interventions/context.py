@@ -8,6 +8,7 @@ edited at the edited calls. A recorder active at the same time records the edite
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -243,3 +244,15 @@ def extract(
         return record_extract(model, *args, **kwargs)
     with intervene(model, edits):
         return record_extract(model, *args, **kwargs)
+
+
+def _with_edits(base: inspect.Signature) -> inspect.Signature:
+    """``base`` with the keyword-only ``edits`` added (what ``help(seqacts.extract)`` shows)."""
+    params = list(base.parameters.values())
+    at = next(i for i, p in enumerate(params) if p.kind is inspect.Parameter.KEYWORD_ONLY)
+    edits = inspect.Parameter("edits", inspect.Parameter.KEYWORD_ONLY, default=None,
+                              annotation="Edit | Sequence[Edit] | None")  # fmt: skip
+    return base.replace(parameters=[*params[:at], edits, *params[at:]])
+
+
+extract.__signature__ = _with_edits(inspect.signature(record_extract))  # type: ignore[attr-defined]
