@@ -8,7 +8,7 @@
 4. Scan every encoder unit on the spike windows (``seqacts.ablation_scan``): the units whose
    ablation changes the error most, and whether they are the ones ``compare`` found.
 
-Run: ``python examples/interventions.py`` (about 30 s on two CPU cores).
+Run: ``python examples/interventions.py`` (about 10 s on two idle CPU cores).
 """
 
 from __future__ import annotations
