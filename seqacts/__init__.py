@@ -1,7 +1,8 @@
 """seqacts: look inside recurrent sequence models.
 
 Record every layer of ``nn.RNN/LSTM/GRU`` stacks and recurrent cell loops, per timestep, into a
-labeled ``xarray.Dataset``.
+labeled ``xarray.Dataset``; edit their states inside the recurrence (``ablate``, ``patch``,
+``intervene``, ``ablation_scan``).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from importlib.metadata import PackageNotFoundError, version
 from . import accessor as _accessor  # registers the ds.seqacts accessor
 from .analysis.step_distance import step_distance
 from .capture.discovery import layers
-from .capture.extract import extract
 from .capture.recorder import Recorder, record
 from .errors import (
     CorruptFileError,
     DestinationError,
+    EditError,
     LayerSelectionError,
     NoRecurrentModuleError,
     OptionError,
@@ -26,6 +27,7 @@ from .errors import (
     StreamWriteError,
     UnsupportedModelError,
 )
+from .interventions import Edit, Intervention, ablate, ablation_scan, extract, intervene, patch
 from .io.integrity import VerifyReport, verify
 from .io.scale import extract_distributed, open_dataset
 from .io.stream import IncompleteStreamWarning, StreamMismatchError, extract_to_netcdf
@@ -41,9 +43,12 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "CorruptFileError",
     "DestinationError",
+    "Edit",
+    "EditError",
     "GATES",
     "INTERNALS",
     "IncompleteStreamWarning",
+    "Intervention",
     "KINDS",
     "LayerSelectionError",
     "NoRecurrentModuleError",
@@ -58,11 +63,15 @@ __all__ = [
     "UnsupportedModelError",
     "VerifyReport",
     "__version__",
+    "ablate",
+    "ablation_scan",
     "extract",
     "extract_distributed",
     "extract_to_netcdf",
+    "intervene",
     "layers",
     "open_dataset",
+    "patch",
     "record",
     "report",
     "step_distance",

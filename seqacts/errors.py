@@ -8,6 +8,7 @@ __all__ = [
     "NoRecurrentModuleError",
     "OptionError",
     "RecordingError",
+    "EditError",
     "StreamMismatchError",
     "StreamBusyError",
     "StreamWriteError",
@@ -45,6 +46,10 @@ class RecordingError(SeqactsError, RuntimeError):
 
 class OptionError(SeqactsError, ValueError):
     """An option does not fit the model or what was recorded (``internals=``, ``time=``)."""
+
+
+class EditError(SeqactsError, ValueError):
+    """An edit does not fit the model or the run (state, units, direction, time, source)."""
 
 
 class StreamMismatchError(SeqactsError, ValueError):

@@ -15,13 +15,17 @@ Equations (``torch/nn/modules/rnn.py`` docstrings), ``x`` the input, ``h`` the p
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["INTERNALS", "reference_cell", "reference_stack"]
+__all__ = ["INTERNALS", "StepEdit", "reference_cell", "reference_stack"]
+
+#: An edit applied by hand after a step: (state "h" or "c", unit indices, values for them).
+StepEdit = tuple[str, Sequence[int], np.ndarray | float]
 
 #: Per-timestep internals of each kind, in PyTorch's gate order (i, f, g, o; r, z, n).
 INTERNALS: dict[str, tuple[str, ...]] = {
@@ -112,6 +116,30 @@ def _step(
     return h, None, {"preactivation": a}
 
 
+def _edited(
+    w: _Weights,
+    h: np.ndarray,
+    c: np.ndarray | None,
+    internals: dict[str, np.ndarray],
+    edits: Sequence[StepEdit],
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Apply edits to one step's state: cell-state edits first, which recompute
+    ``h = o * tanh(c)`` (then ``W_hr``), then hidden-state edits."""
+    for state, units, values in sorted(edits, key=lambda e: e[0] != "c"):
+        idx = list(units)
+        if state == "c":
+            c = np.array(c, dtype=np.float64)
+            c[..., idx] = values
+            h = internals["output_gate"] * np.tanh(c)
+            if w.w_hr is not None:
+                h = h @ w.w_hr.T
+            internals["c"] = c
+        else:
+            h = np.array(h, dtype=np.float64)
+            h[..., idx] = values
+    return h, c
+
+
 def _initial(given: np.ndarray | None, shape: tuple[int, int, int], name: str) -> np.ndarray:
     if given is None:
         return np.zeros(shape)
@@ -127,6 +155,7 @@ def reference_stack(
     lengths: np.ndarray | None = None,
     h0: np.ndarray | None = None,
     c0: np.ndarray | None = None,
+    edit: Callable[[int, int, int, int], Sequence[StepEdit]] | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """Run a fused ``nn.RNN``/``nn.LSTM``/``nn.GRU`` stack in float64 numpy, layer by layer.
 
@@ -146,6 +175,11 @@ def reference_stack(
         default zeros.
     c0 : np.ndarray, optional
         ``(num_layers * D, N, hidden_size)`` for an LSTM; default zeros.
+    edit : callable, optional
+        ``edit(layer, direction, sample, t)`` -> list of ``(state, units, values)`` applied
+        right after step ``t``: ``"h"`` sets those units of ``h_t``, ``"c"`` sets those units
+        of ``c_t`` and recomputes ``h_t = o_t * tanh(c_t)`` (times ``W_hr``). The edited state
+        is what the next step, the next layer and the returned values see.
 
     Returns
     -------
@@ -193,6 +227,8 @@ def reference_stack(
                 order = range(lengths[s]) if d == 0 else range(lengths[s] - 1, -1, -1)
                 for t in order:
                     h, c, internals = _step(kind, w, layer_input[s, t], h, c)
+                    if edit is not None:
+                        h, c = _edited(w, h, c, internals, edit(k, d, s, t))
                     out["h"][s, d, t] = h
                     for name, value in internals.items():
                         out[name][s, d, t] = value
@@ -206,7 +242,11 @@ def reference_stack(
 
 
 def reference_cell(
-    cell: nn.RNNCellBase, x: np.ndarray, h: np.ndarray, c: np.ndarray | None = None
+    cell: nn.RNNCellBase,
+    x: np.ndarray,
+    h: np.ndarray,
+    c: np.ndarray | None = None,
+    edits: Sequence[StepEdit] = (),
 ) -> dict[str, np.ndarray]:
     """One step of an ``nn.RNNCell`` (tanh or relu), ``nn.LSTMCell`` or ``nn.GRUCell``.
 
@@ -220,6 +260,9 @@ def reference_cell(
         Previous hidden state ``(N, hidden_size)``.
     c : np.ndarray, optional
         Previous cell state of an ``LSTMCell``, ``(N, hidden_size)``; default zeros.
+    edits : list of (state, units, values), optional
+        Applied to the step's result as in :func:`reference_stack` (``values`` broadcast over
+        ``(N, units)``).
 
     Returns
     -------
@@ -231,5 +274,8 @@ def reference_cell(
     h = np.asarray(h, dtype=np.float64)
     if kind == "LSTM":
         c = np.zeros_like(h) if c is None else np.asarray(c, dtype=np.float64)
-    h_new, _, internals = _step(kind, _weights(cell), np.asarray(x, dtype=np.float64), h, c)
+    w = _weights(cell)
+    h_new, c_new, internals = _step(kind, w, np.asarray(x, dtype=np.float64), h, c)
+    if edits:
+        h_new, c_new = _edited(w, h_new, c_new, internals, edits)
     return {"h": h_new, **internals}

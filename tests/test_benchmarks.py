@@ -12,13 +12,17 @@ import pytest
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["bench_capture.py", "bench_internals.py"])
-def test_benchmark_prints_ratios(script):
+@pytest.mark.parametrize("script,shows", [
+    ("bench_capture.py", "extract()"),
+    ("bench_internals.py", "extract()"),
+    ("bench_interventions.py", "ablation_scan"),
+])  # fmt: skip
+def test_benchmark_prints_ratios(script, shows):
     out = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), "--quick", "--repeats", "1"],
         capture_output=True, text=True, timeout=300, check=True,
     ).stdout
-    assert "plain forward" in out and "extract()" in out
+    assert "plain forward" in out and shows in out
     ratios = [float(r) for r in re.findall(r"(\d+\.\d+)x", out)]
     assert ratios and all(r > 0 for r in ratios)
 

@@ -67,3 +67,18 @@ def test_xarray_analysis_selects_units_by_effect_size(runs) -> None:
     assert "selected: {'sample': 6, 'rank': 4, 'time': 1440}" in done.stdout
     assert "2024-05-01 15:00:00" in done.stdout  # hourly resampling kept datetime labels
     assert (out / "top_units.png").exists() and (out / "hourly_activity.png").exists()
+
+
+@pytest.mark.slow
+def test_interventions_example_ablates_and_scans(tmp_path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "interventions.py")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "encoder units that respond most to spikes" in done.stdout
+    changes = re.findall(r"ablating .* change: normal +(-?\d\.\d+) +spike +(-?\d\.\d+)", done.stdout)
+    assert len(changes) == 2
+    assert "ablation scan: units whose ablation raises" in done.stdout
+    assert len(re.findall(r"^  u\d+ +change:", done.stdout, flags=re.M)) == 3
+

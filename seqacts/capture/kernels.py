@@ -10,6 +10,9 @@ identity of the weights they receive, so they are seen wherever they run.
 Two things never reach a recorder: calls that autograd makes while it recomputes a forward
 during backward (``torch.utils.checkpoint``), and failures of seqacts' own bookkeeping, which
 are handed to the recorder (``Sink.on_error``) while the model receives the kernel's result.
+
+A sink may also be an :class:`Editor` (``seqacts.interventions``): it may run a stack's layer
+itself (edited) in place of the per-layer call, and replace a cell kernel's returned state.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from torch import Tensor
 from ..schema import CELL_KERNELS, STACK_KERNELS, weights_per_direction
 from . import workspace
 
-__all__ = ["StackCall", "LayerRun", "CellCall", "Sink", "install", "uninstall"]
+__all__ = [
+    "StackCall", "LayerRun", "CellCall", "LayerCall", "Sink", "Editor", "install", "uninstall",
+]
 
 _MISSING = object()
 
@@ -44,6 +49,9 @@ class LayerRun:
     weights: list[Tensor]  # this layer's slice of the flat weight list
     #: per direction, the kernel's own gates when read from its workspace (see workspace.py)
     gates: tuple[Tensor, ...] = ()
+    #: set by an editor that wrote cell states: ``(direction, t, c_t) -> edited c_t`` (rows in
+    #: the kernel's order), so that a recorder recomputing ``c`` applies the same edits
+    c_edit: Callable[[int, int, Tensor], Tensor] | None = None
 
 
 @dataclass
@@ -93,6 +101,50 @@ class Sink(Protocol):
     def on_error(self, weight: Tensor, owner: object, error: BaseException) -> None: ...
 
 
+@dataclass
+class LayerCall:
+    """Layer ``index`` of a fused stack call, about to run: what an :class:`Editor` receives.
+
+    ``run()`` is the call the wrapper makes when no editor takes the layer.
+    """
+
+    original: Callable[..., Any]
+    kind: str
+    index: int
+    input: Tensor
+    batch_sizes: Tensor | None
+    state: Any  # h0 (D, N, H_out), or (h0, c0) for an LSTM
+    weights: list[Tensor]
+    has_biases: bool
+    train: bool
+    bidirectional: bool
+    batch_first: bool
+    stack_weight: Tensor  # the stack's first weight: identifies the module
+    owner: object
+    unsorted_indices: Tensor | None
+    c_edit: Callable[[int, int, Tensor], Tensor] | None = None  # see LayerRun.c_edit
+
+    def run(self) -> Any:
+        """This one layer through the original kernel (inter-layer dropout is the caller's)."""
+        if self.batch_sizes is not None:
+            return self.original(self.input, self.batch_sizes, self.state, self.weights,
+                                 self.has_biases, 1, 0.0, self.train, self.bidirectional)
+        return self.original(self.input, self.state, self.weights, self.has_biases, 1, 0.0,
+                             self.train, self.bidirectional, self.batch_first)
+
+
+class Editor(Sink, Protocol):
+    """A sink that also writes: it may run a stack's layer itself or replace a cell's state."""
+
+    def run_layer(self, call: LayerCall) -> Any:
+        """The kernel's result for this layer, or None to let the wrapper run it."""
+        ...
+
+    def edit_cell(self, kind: str, args: tuple[Any, ...], result: Any, owner: object) -> Any:
+        """The cell kernel's result to return instead of ``result`` (or ``result`` itself)."""
+        ...
+
+
 _LOCK = threading.RLock()
 _SINKS: list[Sink] = []
 _SAVED: dict[str, object] = {}
@@ -129,10 +181,12 @@ def uninstall(sink: Sink) -> None:
 
 
 def _sinks_for(weight: Tensor, owner: object) -> list[Sink]:
-    if torch._C._current_graph_task_id() != -1:
-        return []  # autograd recomputing a forward during backward (checkpointing)
+    # autograd recomputing a forward during backward (checkpointing): not recorded again, but
+    # still edited, so that the recomputation is the forward whose gradients are taken
+    recomputing = torch._C._current_graph_task_id() != -1
     with _LOCK:
-        return [s for s in _SINKS if s.watches(weight, owner)]
+        return [s for s in _SINKS
+                if (not recomputing or _is_editor(s)) and s.watches(weight, owner)]
 
 
 def _report(sinks: list[Sink], weight: Tensor, owner: object, error: BaseException) -> None:
@@ -180,6 +234,8 @@ def _stack_wrapper(name: str, original: Callable[..., Any]) -> Callable[..., Any
         try:
             call, result = _run_layerwise(original, kind, args, packed, sinks, owner, unsorted)
         except Exception as error:  # seqacts' own failure: the model still gets its result
+            if any(_is_editor(s) for s in sinks):
+                raise  # never hand back an unedited result in place of an edited one
             _report(sinks, params[0], owner, error)
             return original(*args)
         for sink in sinks:
@@ -233,19 +289,21 @@ def _run_layerwise(
         c0 = c_all[k * n_dir : (k + 1) * n_dir] if c_all is not None else None
         state = (h0, c0) if is_lstm else h0
         weights = list(params[k * per_layer : (k + 1) * per_layer])
+        layer_call = LayerCall(
+            original, kind, k, layer_input, batch_sizes, state, weights, bool(has_biases),
+            bool(train), bool(bidirectional), bool(batch_first), params[0], owner, unsorted)
+        # interventions hook: an active editor may run this layer itself, edited
+        res = _run_by_editor(sinks, layer_call)
         fused = None
-        if is_lstm and keep_inputs and not packed:  # internals wanted: keep the kernel's gates
+        if res is None and is_lstm and keep_inputs and not packed:
+            # internals wanted: keep the kernel's gates (its workspace)
             fused = workspace.lstm_layer(layer_input, h0, c0, weights, has_biases=has_biases,
                                          train=train, bidirectional=bidirectional,
                                          batch_first=batch_first)
         if fused is not None:
             res, gates = fused
-        elif packed:
-            res = original(layer_input, batch_sizes, state, weights, has_biases, 1, 0.0, train,
-                           bidirectional)
-        else:
-            res = original(layer_input, state, weights, has_biases, 1, 0.0, train,
-                           bidirectional, batch_first)
+        elif res is None:
+            res = layer_call.run()
         output = res[0]
         h_n.append(res[1])
         if is_lstm:
@@ -260,6 +318,7 @@ def _run_layerwise(
                 cn=res[2].detach() if is_lstm else None,
                 weights=[w.detach() for w in weights],
                 gates=gates if fused is not None else (),
+                c_edit=layer_call.c_edit,
             )
         )
         # ATen applies the same op between layers: at::dropout(output, p, train=true).
@@ -277,6 +336,29 @@ def _run_layerwise(
     return call, (layer_input, hidden)
 
 
+def _is_editor(sink: Sink) -> bool:
+    return callable(getattr(sink, "run_layer", None))
+
+
+def _run_by_editor(sinks: list[Sink], call: LayerCall) -> Any:
+    for sink in sinks:
+        run_layer = getattr(sink, "run_layer", None)
+        if run_layer is not None:
+            result = run_layer(call)
+            if result is not None:
+                return result
+    return None
+
+
+def _edit_cell(sinks: list[Sink], kind: str, args: tuple[Any, ...], result: Any,
+               owner: object) -> Any:
+    for sink in sinks:
+        edit_cell = getattr(sink, "edit_cell", None)
+        if edit_cell is not None:
+            result = edit_cell(kind, args, result, owner)
+    return result
+
+
 def _cell_wrapper(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
     kind = _KIND_OF_KERNEL[name]
 
@@ -288,6 +370,7 @@ def _cell_wrapper(name: str, original: Callable[..., Any]) -> Callable[..., Any]
         sinks = _sinks_for(args[2], owner)
         if not sinks:
             return result
+        result = _edit_cell(sinks, kind, args, result, owner)  # interventions hook
         try:
             call = _cell_call(kind, args, result, owner)
         except Exception as error:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -185,6 +185,7 @@ def stack_internals(
                 w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr,
                 lengths=dev_lengths, reverse=d == 1, names=wanted,
                 out={n: v[:, d] for n, v in extra.items()} if order is None else None,
+                c_edit=_for_direction(run.c_edit, d),
             )
             if order is not None:  # computed in the kernel's sorted order: reorder on the way
                 for n, v in values.items():
@@ -201,6 +202,14 @@ def stack_internals(
         state_in=call.state_in,
         state_out=call.state_out,
     )
+
+
+def _for_direction(
+    c_edit: Callable[[int, int, Tensor], Tensor] | None, d: int
+) -> Callable[[int, Tensor], Tensor] | None:
+    if c_edit is None:
+        return None
+    return lambda t, c: c_edit(d, t, c)
 
 
 def cell_internals(call: CellCall, names: tuple[str, ...]) -> LayerRecord:

@@ -10,7 +10,7 @@ out and runs the same scan.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 import torch
 from torch import Tensor
@@ -54,6 +54,7 @@ def layer_internals(
     reverse: bool = False,
     names: Collection[str] | None = None,
     out: Mapping[str, Tensor] | None = None,
+    c_edit: Callable[[int, Tensor], Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """Per-timestep internals of one direction of one recurrent layer, without a step loop.
 
@@ -89,6 +90,10 @@ def layer_internals(
         Where to write, one tensor per requested name, dims ``(batch, time, hidden)`` in ``x``'s
         dtype and device, any strides (e.g. a slot of a sample-major dataset buffer); these
         are then returned. Default: fresh time-major tensors.
+    c_edit
+        ``c_edit(t, c_t)`` -> the cell state the layer carried on from step ``t`` (dims
+        ``(batch, hidden)``), for a layer whose cell state was edited inside the recurrence
+        (``seqacts.ablate(..., state="c")``); the scan continues from the edited value.
 
     Returns
     -------
@@ -108,7 +113,8 @@ def layer_internals(
         else:
             _check_out(base, wanted, out, (x.shape[1], x.shape[0], hidden), x)
             fresh, dest = {n: out[n] for n in wanted}, dict(out)
-        _internals(base, wanted, dest, x, h, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
+        _internals(base, wanted, dest, x, h, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse,
+                   c_edit)  # fmt: skip
         return fresh
 
 
@@ -267,6 +273,7 @@ def _internals(
     b_hh: Tensor | None,
     lengths: Tensor | None,
     reverse: bool,
+    c_edit: Callable[[int, Tensor], Tensor] | None = None,
 ) -> None:
     """Write the ``wanted`` variables into ``dest``, dims ``(batch, time, hidden)``, any strides.
 
@@ -315,14 +322,19 @@ def _internals(
         invalid = (t >= lengths.to(x.device).unsqueeze(1)).unsqueeze(2)
     if "c" in wanted:
         assert c0 is not None  # checked in _check_shapes
-        _cell_scan(gates, dest["c"], c0.to(x), invalid if reverse else None, reverse)
+        _cell_scan(gates, dest["c"], c0.to(x), invalid if reverse else None, reverse, c_edit)
     if invalid is not None:
         for n in wanted:
             dest[n].masked_fill_(invalid, float("nan"))
 
 
 def _cell_scan(
-    gates: dict[str, Tensor], c: Tensor, c0: Tensor, invalid: Tensor | None, reverse: bool
+    gates: dict[str, Tensor],
+    c: Tensor,
+    c0: Tensor,
+    invalid: Tensor | None,
+    reverse: bool,
+    c_edit: Callable[[int, Tensor], Tensor] | None = None,
 ) -> None:
     """``c_t = f_t * c_{t-1} + i_t * g_t`` over time, into ``c``, dims ``(batch, time, hidden)``.
 
@@ -344,4 +356,8 @@ def _cell_scan(
     prev = c0
     for t in range(len(cs) - 1, -1, -1) if reverse else range(len(cs)):
         cs[t].addcmul_(fs[t], prev)
+        if c_edit is not None:
+            edited = c_edit(t, cs[t])
+            # before a backward run's start the scan holds c0 there: leave it
+            cs[t].copy_(edited if invalid is None else torch.where(invalid[:, t], cs[t], edited))
         prev = cs[t]

@@ -1,0 +1,96 @@
+"""Cost of edited forwards (``seqacts.intervene``) and of ``seqacts.ablation_scan``.
+
+1. The 3-layer LSTM of the other benchmarks (batch 64, T=512, hidden 256, input 32, CPU
+   float32): a plain forward against the same forward with one unit of ``l1`` ablated at one
+   step (target <= 1.3x) and at all steps.
+2. ``ablation_scan`` of every unit of a 2-layer, 64-unit LSTM against as many separate edited
+   forwards, one unit each (target <= 0.3x).
+
+Prints ratios measured in one run (rows timed round-robin); asserts nothing about time.
+``--quick`` shrinks the sizes for a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, timed_together  # noqa: E402
+
+import seqacts  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default torch's); 1 is steadier on a busy machine")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batch, steps, hidden, inputs, n_layers = (64, 512, 256, 32, 3)
+    scan_batch, scan_steps, scan_hidden = (16, 128, 64)
+    if args.quick:
+        batch, steps, hidden = 8, 64, 32
+        scan_batch, scan_steps, scan_hidden = 4, 16, 8
+    torch.manual_seed(0)
+    model = nn.LSTM(inputs, hidden, num_layers=n_layers).eval()
+    x = torch.randn(steps, batch, inputs)
+    one_step = seqacts.ablate("l1", 0, time=steps // 2)
+    all_steps = seqacts.ablate("l1", 0)
+
+    def plain() -> object:
+        with torch.no_grad():
+            return model(x)
+
+    def edited(edit: seqacts.Edit) -> object:
+        with torch.no_grad(), seqacts.intervene(model, edit):
+            return model(x)
+
+    t = timed_together({"plain": plain, "one step": lambda: edited(one_step),
+                        "all steps": lambda: edited(all_steps)}, args.repeats)  # fmt: skip
+
+    print(f"machine: {machine()}")
+    print(f"model: LSTM {n_layers} layers, batch {batch}, T={steps}, hidden {hidden}, "
+          f"input {inputs}, CPU float32; edit: l1 unit 0")
+    print(f"plain forward              {t['plain'] * 1e3:9.1f} ms   1.00x")
+    print(f"edited, one unit one step  {t['one step'] * 1e3:9.1f} ms   "
+          f"{t['one step'] / t['plain']:.2f}x   (target <= 1.3x)")
+    print(f"edited, one unit all steps {t['all steps'] * 1e3:9.1f} ms   "
+          f"{t['all steps'] / t['plain']:.2f}x", flush=True)
+
+    small = nn.LSTM(inputs, scan_hidden, num_layers=2, batch_first=True).eval()
+    xs = torch.randn(scan_batch, scan_steps, inputs)
+
+    def score(y: tuple[torch.Tensor, object]) -> torch.Tensor:
+        return y[0].pow(2).mean((1, 2))
+
+    def scan() -> object:
+        return seqacts.ablation_scan(small, xs, score)
+
+    def separate() -> object:
+        with torch.no_grad():
+            base = score(small(xs))
+            for layer in ("l0", "l1"):
+                for unit in range(scan_hidden):
+                    with seqacts.intervene(small, seqacts.ablate(layer, unit)):
+                        score(small(xs)) - base
+        return None
+
+    s = timed_together({"scan": scan, "separate": separate}, max(1, args.repeats // 2))
+    n_units = 2 * scan_hidden
+    print(f"scan model: LSTM 2 layers, {scan_hidden} units, batch {scan_batch}, T={scan_steps}; "
+          f"{n_units} units ablated at all steps")
+    print(f"{n_units} separate edited forwards {s['separate'] * 1e3:9.1f} ms   1.00x")
+    print(f"ablation_scan              {s['scan'] * 1e3:9.1f} ms   "
+          f"{s['scan'] / s['separate']:.2f}x   (target <= 0.3x)")
+
+
+if __name__ == "__main__":
+    main()

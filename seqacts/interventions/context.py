@@ -1,0 +1,263 @@
+"""The ``with seqacts.intervene(model, edits):`` block and ``seqacts.extract(..., edits=)``.
+
+An :class:`Intervention` is a kernel sink that also writes (``capture.kernels.Editor``): while
+active, a fused stack holding an edited layer runs layer by layer, and the edited layer runs
+through :func:`~seqacts.interventions.runner.run_edited_layer`; a cell's returned state is
+edited at the edited calls. A recorder active at the same time records the edited states.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+import xarray as xr
+from torch import Tensor, nn
+
+from ..capture import kernels
+from ..capture.discovery import recurrent_layers
+from ..capture.extract import extract as record_extract
+from ..capture.specs import LayerSpec
+from ..errors import EditError, LayerSelectionError
+from ..options import Options
+from .edits import Edit, Plan, plan, step_flags
+from .runner import apply_plans, output_gate, run_edited_layer
+
+__all__ = ["Intervention", "extract", "intervene"]
+
+_ACTIVE_LOCK = threading.Lock()
+_ACTIVE: list[Intervention] = []
+
+
+def _first_weight(module: nn.Module) -> Tensor | None:
+    if isinstance(module, nn.RNNBase):
+        flat = getattr(module, "_flat_weights", None)
+        return flat[0] if flat else None
+    return getattr(module, "weight_ih", None)
+
+
+class Intervention:
+    """Applies resolved plans to a model's recurrent layers while active; see :func:`intervene`."""
+
+    def __init__(self, model: nn.Module, plans: dict[str, list[Plan]]) -> None:
+        self.model = model
+        self.plans = plans
+        self._modules = [(m, specs) for m, specs in recurrent_layers(model)
+                         if any(s.label in plans for s in specs)]  # fmt: skip
+        self._by_weight: dict[int, tuple[nn.Module, list[LayerSpec]]] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._calls: dict[str, int] = {}  # cell label -> calls made in this forward
+        self._depth = 0
+        self._active = False
+
+    # -- context manager -------------------------------------------------------------------
+    def __enter__(self) -> Intervention:
+        if self._active:
+            raise EditError("this intervention is already active; use a new intervene() block")
+        with _ACTIVE_LOCK:
+            clash = [label for other in _ACTIVE if other.model is self.model
+                     for label in other.plans if label in self.plans]  # fmt: skip
+            if clash:
+                raise EditError(
+                    f"intervene: {', '.join(sorted(set(clash)))} is already edited by an enclosing "
+                    "intervene() block; pass all edits of a layer to one block"
+                )
+            _ACTIVE.append(self)
+        try:
+            self._handles.append(self.model.register_forward_pre_hook(self._root_pre))
+            self._handles.append(
+                self.model.register_forward_hook(self._root_post, always_call=True)
+            )
+            self._index_weights()
+            self._calls.clear()
+            kernels.install(self)
+            self._active = True
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            kernels.uninstall(self)
+        finally:
+            self._release()
+            self._active = False
+            self._depth = 0
+
+    def _release(self) -> None:
+        while self._handles:
+            self._handles.pop().remove()
+        with _ACTIVE_LOCK:
+            if self in _ACTIVE:
+                _ACTIVE.remove(self)
+
+    def _index_weights(self) -> None:
+        self._by_weight = {}
+        for module, specs in self._modules:
+            first = _first_weight(module)
+            if first is not None:
+                self._by_weight[id(first)] = (module, specs)
+
+    def _root_pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if self._depth == 0:
+            # cell steps count from 0 in each forward of the root, unless the root is the cell
+            # itself: then the caller's loop is the sequence, counted from the block's start
+            if not isinstance(self.model, nn.RNNCellBase):
+                self._calls.clear()
+            self._index_weights()  # weights may have been replaced since __enter__
+        self._depth += 1
+
+    def _root_post(self, module: nn.Module, args: tuple[Any, ...], result: Any) -> None:
+        self._depth = max(self._depth - 1, 0)
+
+    def _resolve(self, weight: Tensor, owner: object) -> list[LayerSpec] | None:
+        hit = self._by_weight.get(id(weight))
+        if hit is not None:
+            return hit[1]
+        for module, specs in self._modules:
+            if module is owner:
+                return specs
+        return None
+
+    # -- kernels.Editor ------------------------------------------------------------------------
+    def watches(self, weight: Tensor, owner: object) -> bool:
+        return self._resolve(weight, owner) is not None
+
+    def wants_inputs(self) -> bool:
+        return False
+
+    def on_stack(self, call: kernels.StackCall) -> None:
+        return None
+
+    def on_cell(self, call: kernels.CellCall) -> None:
+        return None
+
+    def on_error(self, weight: Tensor, owner: object, error: BaseException) -> None:
+        return None  # an editor's own errors propagate (see kernels); nothing to keep here
+
+    def run_layer(self, call: kernels.LayerCall) -> Any:
+        specs = self._resolve(call.stack_weight, call.owner)
+        if specs is None or call.index >= len(specs):
+            return None
+        plans = self.plans.get(specs[call.index].label)
+        if not plans:
+            return None
+        return run_edited_layer(call, plans)
+
+    def edit_cell(self, kind: str, args: tuple[Any, ...], result: Any, owner: object) -> Any:
+        specs = self._resolve(args[2], owner)
+        if specs is None or specs[0].label not in self.plans:
+            return result
+        label = specs[0].label
+        t = self._calls.get(label, 0)
+        self._calls[label] = t + 1
+        active = []
+        n = (result[0] if kind == "LSTM" else result).shape[0]
+        for p in self.plans[label]:
+            flags = step_flags(p.time, t, label)
+            p.check_samples(n, flags.unsqueeze(1))
+            if bool(flags.any()):
+                active.append((p, flags))
+        if not active:
+            return result
+        x, hx, w_ih, w_hh = args[:4]
+        b_ih = args[4] if len(args) > 4 else None
+        b_hh = args[5] if len(args) > 5 else None
+        if kind == "LSTM":
+            h, c = result
+            h, c = apply_plans(active, t, None, h, c,
+                               lambda: output_gate(x, hx[0], w_ih, w_hh, b_ih, b_hh), None)  # fmt: skip
+            return h, c
+        h, _ = apply_plans(active, t, None, result, None, lambda: result, None)
+        return h
+
+
+def _edit_list(edits: Edit | Iterable[Edit]) -> list[Edit]:
+    items = [edits] if isinstance(edits, Edit) else list(edits)
+    bad = [e for e in items if not isinstance(e, Edit)]
+    if bad:
+        raise EditError(
+            f"edits: expected seqacts.ablate(...) or seqacts.patch(...) objects, got "
+            f"{type(bad[0]).__name__}"
+        )
+    return items
+
+
+def plans_for(model: nn.Module, edits: Edit | Iterable[Edit]) -> dict[str, list[Plan]]:
+    """Check each edit against the layer it names; group the resolved plans by layer label."""
+    specs = {s.label: s for _, ss in recurrent_layers(model) for s in ss}
+    out: dict[str, list[Plan]] = {}
+    for edit in _edit_list(edits):
+        spec = specs.get(edit.layer)
+        if spec is None:
+            raise LayerSelectionError(
+                f"edit: no layer {edit.layer!r}; available: {', '.join(specs)}"
+            )
+        out.setdefault(spec.label, []).append(plan(edit, spec))
+    return out
+
+
+def intervene(model: nn.Module, edits: Edit | Iterable[Edit]) -> Intervention:
+    """Apply edits to the recurrence of ``model``'s layers while the ``with`` block runs.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The root model; its forward calls inside the block run edited.
+    edits : Edit or list of Edit
+        Built by :func:`seqacts.ablate` and :func:`seqacts.patch`.
+
+    Returns
+    -------
+    Intervention
+        A context manager. On exit (also on exceptions) the model and ``torch._VF`` are as
+        before; grad mode and training mode are never touched. Inside, ``seqacts.record``
+        records the edited states.
+    """
+    return Intervention(model, plans_for(model, edits))
+
+
+def extract(
+    model: nn.Module,
+    *args: Any,
+    edits: Edit | Sequence[Edit] | None = None,
+    **kwargs: Any,
+) -> xr.Dataset:
+    """Run ``model(*args, **kwargs)`` once and return what every recurrent layer computed.
+
+    Parameters
+    ----------
+    model, *args, **kwargs
+        As in :func:`seqacts.capture.extract.extract` (``layers=``, ``internals=``, ``time=``,
+        ``modules=`` and the model's own inputs).
+    edits : Edit or list of Edit, optional
+        Run the forward under :func:`intervene` with these edits: the dataset holds the states
+        of the edited run.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``h`` (sample, layer, direction, time, unit), ``h_0``, ``h_n`` (sample, layer,
+        direction, unit) and more; see :func:`seqacts.capture.extract.extract`.
+    """
+    planned = Options(edits=edits).edits
+    if not planned:
+        return record_extract(model, *args, **kwargs)
+    with intervene(model, list(planned)):
+        return record_extract(model, *args, **kwargs)
+
+
+def _with_edits(base: inspect.Signature) -> inspect.Signature:
+    """``base`` with the keyword-only ``edits`` added (what ``help(seqacts.extract)`` shows)."""
+    params = list(base.parameters.values())
+    at = next(i for i, p in enumerate(params) if p.kind is inspect.Parameter.KEYWORD_ONLY)
+    edits = inspect.Parameter("edits", inspect.Parameter.KEYWORD_ONLY, default=None,
+                              annotation="Edit | Sequence[Edit] | None")  # fmt: skip
+    return base.replace(parameters=[*params[:at], edits, *params[at:]])
+
+
+extract.__signature__ = _with_edits(inspect.signature(record_extract))  # type: ignore[attr-defined]

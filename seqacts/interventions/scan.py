@@ -1,0 +1,209 @@
+"""``ablation_scan``: the effect on a score of ablating each unit, several units per forward.
+
+The batch is repeated once per unit of a chunk and each copy gets its own unit ablated (one
+plan per layer and direction whose unit mask differs per block of samples), so a chunk of
+units costs one forward of a larger batch instead of one forward each.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..capture.discovery import select_layers
+from ..capture.specs import LayerSpec
+from ..errors import EditError
+from ..schema import DIRECTIONS
+from .context import Intervention
+from .edits import STATES, Plan
+
+__all__ = ["ablation_scan", "blocks", "default_batch_units"]
+
+#: Memory a chunk's repeated batch may take on the CPU by default (bytes).
+CPU_BUDGET = 1 << 30
+
+
+def _scores(value: Any, n: int) -> np.ndarray:
+    if isinstance(value, Tensor):
+        value = value.detach().to("cpu", torch.float64).numpy()
+    arr = np.asarray(value, dtype=np.float64).reshape(-1)
+    if arr.shape != (n,):
+        raise EditError(
+            f"score: expected one float per sample ({n}), got {arr.size} values; return e.g. "
+            "((y - x) ** 2).mean(dim=(1, 2)) for a batch-first output"
+        )
+    return arr
+
+
+def blocks(value: Any, n_blocks: int, n: int, batch_dim: int) -> list[Any]:
+    """Split a model output over a repeated batch into one output per copy of the batch.
+
+    Every tensor is cut along its dim of size ``n_blocks * n`` (``batch_dim`` when that one
+    fits), inside tuples, lists and dicts; anything else is passed to every block as is.
+    """
+    if isinstance(value, Tensor):
+        size = n_blocks * n
+        dims = [d for d in range(value.dim()) if value.shape[d] == size]
+        if not dims:
+            raise EditError(
+                f"ablation_scan: an output of shape {tuple(value.shape)} has no dim of size "
+                f"{size} (the repeated batch); score needs per-sample outputs"
+            )
+        dim = batch_dim if batch_dim in dims else dims[0]
+        return [value.narrow(dim, j * n, n) for j in range(n_blocks)]
+    if isinstance(value, (tuple, list)):
+        parts = [blocks(v, n_blocks, n, batch_dim) for v in value]
+        if hasattr(value, "_fields"):  # a namedtuple takes its fields as arguments
+            return [type(value)(*(p[j] for p in parts)) for j in range(n_blocks)]
+        return [type(value)(p[j] for p in parts) for j in range(n_blocks)]
+    if isinstance(value, dict):
+        split = {k: blocks(v, n_blocks, n, batch_dim) for k, v in value.items()}
+        return [{k: v[j] for k, v in split.items()} for j in range(n_blocks)]
+    return [value] * n_blocks
+
+
+def _batch_dim(model: nn.Module) -> int:
+    return 1 if isinstance(model, nn.RNNBase) and not model.batch_first else 0
+
+
+def default_batch_units(x: Tensor, batch_dim: int, specs: list[LayerSpec], total: int) -> int:
+    """Units per forward so that the repeated batch's activations fit the memory budget."""
+    n = x.shape[batch_dim]
+    steps = x.shape[1 - batch_dim] if x.dim() >= 3 else 1
+    per_sample = sum(s.n_directions * (s.n_units + 6 * s.n_cell_units) for s in specs)
+    per_unit = max(1, (n * steps * per_sample + x.numel()) * x.element_size() * 2)
+    if x.is_cuda:
+        budget = int(torch.cuda.mem_get_info(x.device)[0] * 0.5)
+    else:
+        budget = CPU_BUDGET
+    return int(max(1, min(total, budget // per_unit)))
+
+
+def ablation_scan(
+    model: nn.Module,
+    x: Tensor,
+    score: Callable[[Any], Any],
+    *,
+    layers: str | Iterable[str] | None = None,
+    state: str = "h",
+    value: float = 0.0,
+    batch_units: int | None = None,
+) -> xr.Dataset:
+    """The change of ``score(model(x))`` caused by ablating each unit at all steps.
+
+    Forwards run under ``torch.no_grad()`` in the model's current mode (``model.eval()`` for
+    deterministic scores: dropout would differ between the copies of the batch).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The root model, called as ``model(x)``.
+    x : torch.Tensor
+        The input batch; samples along dim 0 (dim 1 when ``model`` is itself an ``nn.RNN``,
+        ``nn.LSTM`` or ``nn.GRU`` with ``batch_first=False``).
+    score : callable
+        ``score(outputs)`` -> one float per sample (tensor or array), e.g. reconstruction error.
+        It is always called with the outputs for the samples of ``x``, in order (each copy of
+        the repeated batch is cut out of the model's outputs), so it may compare them with
+        ``x`` itself.
+    layers : str or list of str, optional
+        Labels, module paths or patterns as in :func:`seqacts.record`; default every layer
+        (every LSTM layer for ``state="c"``).
+    state : {"h", "c"}, default "h"
+        The state ablated (see :func:`seqacts.ablate`).
+    value : float, default 0.0
+        The value written.
+    batch_units : int, optional
+        Units ablated per forward (the batch is repeated that many times); default chosen so
+        that the repeated batch fits in memory.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``effect`` (sample, layer, direction, unit): score with the unit ablated minus the
+        unedited score; ``mean_effect`` (layer, direction, unit), its mean over samples. NaN
+        past a layer's width and on the backward direction of a unidirectional layer.
+    """
+    if state not in STATES:
+        raise EditError(f"state: expected 'h' or 'c', got {state!r}")
+    if not isinstance(x, Tensor):
+        raise EditError(f"x: ablation_scan needs the input batch as a tensor, got {type(x).__name__}")
+    specs = [s for _, ss in select_layers(model, layers) for s in ss]
+    if state == "c":
+        lstm = [s for s in specs if s.kind in ("LSTM", "LSTMCell")]
+        if layers is not None and len(lstm) < len(specs):
+            others = ", ".join(s.label for s in specs if s not in lstm)
+            raise EditError(f"state='c': {others} has no cell state; select LSTM layers only")
+        specs = lstm
+        if not specs:
+            raise EditError("state='c': the model has no LSTM layer; use state='h'")
+    width_of = {s.label: s.n_cell_units if state == "c" else s.n_units for s in specs}
+    units = [(i, s, d, u) for i, s in enumerate(specs) for d in range(s.n_directions)
+             for u in range(width_of[s.label])]  # fmt: skip
+    bdim = _batch_dim(model)
+    n = x.shape[bdim]
+    with torch.no_grad():
+        base = _scores(score(model(x)), n)
+    if batch_units is not None and batch_units < 1:
+        raise EditError(f"batch_units: expected a positive number of units, got {batch_units}")
+    chunk = batch_units or default_batch_units(x, bdim, specs, len(units))
+    n_dir = max(s.n_directions for s in specs)
+    width = max(max(s.n_units, s.n_cell_units) for s in specs)
+    effect = np.full((n, len(specs), n_dir, width), np.nan)
+    with tqdm(total=len(units), desc="ablation scan", unit="unit") as bar:
+        for start in range(0, len(units), chunk):
+            part = units[start : start + chunk]
+            masks: dict[tuple[str, int], Tensor] = {}
+            for j, (_, s, d, u) in enumerate(part):
+                mask = masks.setdefault(
+                    (s.label, d), torch.zeros(len(part) * n, width_of[s.label], dtype=torch.bool)
+                )
+                mask[j * n : (j + 1) * n, u] = True
+            plans: dict[str, list[Plan]] = {}
+            for (label, d), mask in masks.items():
+                values = torch.full((1, width_of[label]), float(value), dtype=torch.float64)
+                plans.setdefault(label, []).append(
+                    Plan(label=label, direction=d, state=state, unit_mask=mask,
+                         values=values, per_step=False)  # fmt: skip
+                )
+            repeated = torch.cat([x] * len(part), dim=bdim)
+            with torch.no_grad(), Intervention(model, plans):
+                outputs = blocks(model(repeated), len(part), n, bdim)
+                for j, (i, _, d, u) in enumerate(part):
+                    effect[:, i, d, u] = _scores(score(outputs[j]), n) - base
+            bar.update(len(part))
+    return _dataset(effect, specs, state)
+
+
+def _dataset(effect: np.ndarray, specs: list[LayerSpec], state: str) -> xr.Dataset:
+    dims = ("sample", "layer", "direction", "unit")
+    coords = {
+        "sample": np.arange(effect.shape[0]),
+        "layer": [s.label for s in specs],
+        "direction": list(DIRECTIONS[: effect.shape[2]]),
+        "unit": np.arange(effect.shape[3]),
+        "module": ("layer", [s.module_path for s in specs]),
+        "kind": ("layer", [s.kind for s in specs]),
+        "n_units": ("layer", np.array([s.n_units for s in specs], dtype=np.int64)),
+        "n_cell_units": ("layer", np.array([s.n_cell_units for s in specs], dtype=np.int64)),
+        "n_directions": ("layer", np.array([s.n_directions for s in specs], dtype=np.int64)),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: units past a layer's width
+        mean = np.nanmean(effect, axis=0)
+    attrs = {"description": f"score with the unit's {state!r} ablated at all steps minus the unedited score"}
+    return xr.Dataset(
+        {
+            "effect": (dims, effect, {"long_name": "effect of ablating the unit", **attrs}),
+            "mean_effect": (dims[1:], mean, {"long_name": "mean effect over samples", **attrs}),
+        },
+        coords=coords,
+        attrs={"state": state},
+    )
