@@ -166,7 +166,7 @@ ERRORS = [
     (["extract", "mymodel:make", "--weights", "gone.pt", "--input", "x.npy", "--out", "e.nc"],
      "no such file 'gone.pt'"),
     (["extract", "mymodel:make", "--input", "x4.npy", "--out", "e.nc"], "expects input_size=3"),
-    (["extract", "mymodel:make", "--input", "flat.npy", "--out", "e.nc"], "3-D array"),
+    (["extract", "mymodel:make", "--input", "flat.npy", "--out", "e.nc"], "3 axes"),
     (["extract", "mymodel:make", "--input", "x.npy", "--time-first", "--out", "e.nc"],
      "pass --batch-first"),
     (["extract", "mymodel:make", "--input", "mymodel.py", "--out", "e.nc"], ".npy, .pt or .nc"),
@@ -196,7 +196,7 @@ def test_errors_in_a_terminal_are_one_line_with_status_2(project: Path) -> None:
     assert bad.stderr.strip() == (
         "seqacts extract: error: --input: 4 features per step but the model's first recurrent "
         "layer expects input_size=3; input shape (20, 7, 4) read as (sample, time, feature) "
-        "(use --time-first/--batch-first to change)"
+        "(use --layout or --time-first/--batch-first to change)"
     )
     assert "Traceback" in debug.stderr and debug.returncode != 0
 

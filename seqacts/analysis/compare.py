@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..errors import ArgumentTypeError, DatasetMismatchError, GroupError, OptionError
 from .core import MissingVariableError, _require, computed, masked, valid
 
 __all__ = [
@@ -58,13 +59,16 @@ def group_labels(ds: xr.Dataset, group: str | xr.DataArray | Sequence[Any]) -> x
     else:
         values = np.asarray(group)
         if values.shape != (ds.sizes["sample"],):
-            raise ValueError(
+            raise GroupError(
                 f"group: expected one label per sample ({ds.sizes['sample']}), "
                 f"got an array of shape {values.shape}"
             )
         labels = xr.DataArray(values, dims="sample", coords={"sample": ds["sample"]}, name="group")
     if labels.dims != ("sample",):
-        raise ValueError(f"group: expected labels along 'sample' only, got dims {labels.dims}")
+        raise GroupError(
+            f"group: expected labels along 'sample' only, got {labels.name!r} with dims "
+            f"{labels.dims}; pick a coordinate along sample such as ds.is_anomaly"
+        )
     return labels.compute()
 
 
@@ -115,7 +119,7 @@ def sample_feature(
         return final_state(ds, var)
     if feature not in FEATURES:
         states = [str(v) for v in ds.data_vars if "time" not in ds[v].dims and "unit" in ds[v].dims]
-        raise ValueError(
+        raise OptionError(
             f"feature: expected one of {', '.join(FEATURES)} or a state variable "
             f"({', '.join(states)}), got {feature!r}"
         )
@@ -128,7 +132,7 @@ def _levels(labels: xr.DataArray, baseline: Any) -> tuple[Any, list[Any]]:
     counts = values.value_counts()
     levels = sorted(counts.index.tolist(), key=lambda v: (str(type(v)), v))
     if len(levels) < 2:
-        raise ValueError(
+        raise GroupError(
             f"compare: group {labels.name!r} has a single value ({levels[0] if levels else '-'}) "
             "across the samples; need samples from two groups"
         )
@@ -136,10 +140,10 @@ def _levels(labels: xr.DataArray, baseline: Any) -> tuple[Any, list[Any]]:
         binary = set(levels) <= {False, True}  # also 0/1
         baseline = levels[0] if binary else counts.idxmax()
     elif baseline not in levels:
-        raise ValueError(f"baseline: {baseline!r} is not a value of {labels.name!r}: {levels}")
+        raise GroupError(f"baseline: {baseline!r} is not a value of {labels.name!r}: {levels}")
     small = [lv for lv in levels if counts[lv] < 2]
     if small:
-        raise ValueError(f"compare: each group needs >= 2 samples; {small} have fewer")
+        raise GroupError(f"compare: each group needs >= 2 samples; {small} have fewer")
     return baseline, [lv for lv in levels if lv != baseline]
 
 
@@ -276,7 +280,7 @@ def _state_matrix(ds: xr.Dataset, var: str, name: Hashable | None) -> np.ndarray
 def _reference_mask(ds: xr.Dataset, reference: Any) -> np.ndarray:
     labels = group_labels(ds, reference)
     if labels.dtype != bool:
-        raise TypeError(
+        raise ArgumentTypeError(
             f"reference: expected a boolean mask along 'sample' or a Dataset, got dtype "
             f"{labels.dtype}; e.g. reference=~ds.is_anomaly"
         )
@@ -326,19 +330,23 @@ def distance(
     if ref_ds is not None and names != [None]:
         missing = [n for n in names if n not in ref_ds["layer"].values]
         if missing:
-            raise ValueError(f"reference: dataset lacks layers {missing} that ds has")
+            raise DatasetMismatchError(
+                f"reference: dataset lacks layers {missing} that ds has; record the reference "
+                "with the same layers")
     scores, shrinks = [], []
     for name in names:
         x = _state_matrix(ds, var, name)
         ref = _state_matrix(ref_ds, var, name) if ref_ds is not None else x[mask]
         if ref.shape[1] != x.shape[1]:
-            raise ValueError(
+            raise DatasetMismatchError(
                 f"reference: layer {name} has {ref.shape[1]} state values per "
                 f"sample, ds has {x.shape[1]}; use a dataset of the same model"
             )
         ok = ~np.isnan(ref).any(axis=1)
         if ok.sum() < 2:
-            raise ValueError(f"distance: need >= 2 reference samples, got {int(ok.sum())}")
+            raise GroupError(
+                f"distance: need >= 2 reference samples, got {int(ok.sum())}; select more "
+                "known-normal samples")
         fit = _fit(ref[ok], shrinkage)
         out = _score(fit, x)
         if mask is not None and folds >= 2:

@@ -15,8 +15,8 @@ from typing import TypeVar
 import numpy as np
 import xarray as xr
 
-from ..capture.specs import CELL_BASE_KIND, GATES
-from ..errors import LayerSelectionError, SeqactsError
+from ..errors import LayerSelectionError, MissingVariableError, OptionError
+from ..schema import CELL_BASE_KIND, GATES
 
 __all__ = [
     "MissingVariableError",
@@ -50,10 +50,6 @@ BOUNDED_KINDS: frozenset[str] = frozenset(
 SAMPLE_TIME = ("sample", "time")
 
 _T = TypeVar("_T", xr.Dataset, xr.DataArray)
-
-
-class MissingVariableError(SeqactsError, ValueError):
-    """An analysis needs a variable (e.g. gates from ``internals=True``) the dataset lacks."""
 
 
 def computed(obj: _T) -> _T:
@@ -184,7 +180,10 @@ def saturation(ds: xr.Dataset, low: float = 0.1, high: float = 0.9) -> xr.Datase
         or unit. Gates: the sigmoid gates present (input/forget/output, reset/update).
     """
     if not 0.0 <= low < high <= 1.0:
-        raise ValueError(f"saturation: need 0 <= low < high <= 1, got low={low}, high={high}")
+        raise OptionError(
+            f"saturation: need 0 <= low < high <= 1, got low={low}, high={high}; e.g. low=0.1, "
+            "high=0.9"
+        )
     gates = [g for g in SIGMOID_GATES if g in ds]
     if not gates:
         raise MissingVariableError(

@@ -11,21 +11,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..schema import CELL_BASE_KIND, GATES, KINDS
+
 __all__ = ["KINDS", "GATES", "CELL_BASE_KIND", "LayerSpec", "layer_weights", "kind_of"]
-
-#: Recordable module kinds: the ``mode`` of an ``nn.RNNBase`` or the class of a cell.
-KINDS: tuple[str, ...] = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU", "LSTMCell", "GRUCell", "RNNCell")
-
-#: The per-timestep internals each stack kind computes, in PyTorch's gate order (i, f, g, o; r, z, n).
-GATES: dict[str, tuple[str, ...]] = {
-    "LSTM": ("c", "input_gate", "forget_gate", "cell_gate", "output_gate"),
-    "GRU": ("reset_gate", "update_gate", "new_gate"),
-    "RNN_TANH": ("preactivation",),
-    "RNN_RELU": ("preactivation",),
-}
-
-#: The stack kind whose equations a cell follows (RNNCell depends on its nonlinearity).
-CELL_BASE_KIND: dict[str, str] = {"LSTMCell": "LSTM", "GRUCell": "GRU"}
 
 #: Kernel names in ``torch._VF`` for fused stacks and for single cell steps.
 STACK_KERNELS: dict[str, str] = {

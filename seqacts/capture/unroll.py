@@ -13,14 +13,10 @@ from collections.abc import Collection, Mapping
 import torch
 from torch import Tensor
 
-from ..errors import SeqactsError
+from ..errors import UnrollError
 from .specs import CELL_BASE_KIND, GATES
 
 __all__ = ["GATES", "UnrollError", "empty", "layer_internals"]
-
-
-class UnrollError(SeqactsError, ValueError):
-    """``layer_internals`` got an unknown kind or variable, or tensors of mismatched shapes."""
 
 
 #: Variables that need other gates: the cell state needs i, f, g; GRU's new gate needs r.

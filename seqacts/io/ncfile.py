@@ -20,7 +20,7 @@ import netCDF4
 import numpy as np
 import xarray as xr
 
-from ..errors import StreamMismatchError
+from ..errors import ArgumentTypeError, OptionError, StreamMismatchError
 
 #: Lossless filters for ``compression=``: netCDF4 ``createVariable`` arguments. zstd gets the
 #: shuffle filter too (set through the C library: netCDF4-python only shuffles for zlib).
@@ -97,7 +97,7 @@ def _pack(x: np.ndarray, name: str, lo: float, hi: float) -> np.ndarray:
         top, bottom = max(top, float(q.max())), min(bottom, float(q.min()))
         out[start : start + q.size] = q
     if top > PACK_MAX or bottom < PACK_FILL:
-        raise ValueError(
+        raise OptionError(
             f"pack='int16': {name} has values outside [{lo}, {hi}] (e.g. a GRU given an initial "
             f"state beyond [-1, 1]); int16 packing would clip them. Use pack=None for this model"
         )
@@ -167,7 +167,7 @@ def _define(nc: netCDF4.Dataset, name: str, var: xr.Variable, compression: str |
         nc[name].setncatts(var.attrs)
         return
     if var.dtype.kind not in "fiu":
-        raise TypeError(f"{name}: cannot stream a {var.dtype} variable; expected float or int")
+        raise ArgumentTypeError(f"{name}: cannot stream a {var.dtype} variable; expected float or int")
     dtype = np.dtype(np.float32) if var.dtype == np.float16 else var.dtype
     kwargs: dict[str, Any] = {}
     if var.dtype.kind == "f":

@@ -28,6 +28,7 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..errors import ArgumentTypeError, InputError, OutputExistsError, ShardsNotFoundError
 from .ncfile import (
     BATCHES,
     COMPLETE,
@@ -86,7 +87,9 @@ def open_dataset(
     else:
         paths, expected = [Path(p) for p in path], None
     if not paths:
-        raise FileNotFoundError(f"{path}: no {PART.format(0)}-style part files found")
+        raise ShardsNotFoundError(
+            f"{path}: no {PART.format(0)}-style part files found; pass a directory written by "
+            "seqacts.extract_distributed, or a .nc file")
     parts = [_trim(_open(p, chunks, kwargs), warn=False) for p in paths]
     parts.sort(key=lambda p: json.loads(p.attrs.get(OPTIONS, "{}")).get("first_sample", 0))
     ds = xr.concat(parts, dim="sample", data_vars="minimal", coords="minimal",
@@ -206,7 +209,7 @@ def _run_shard(shipped: _Shipped, load: Callable[[int, int], Iterable[Any]], sta
     with xr.open_dataset(path, engine="netcdf4") as ds:
         n = int(ds.attrs[SAMPLES])
     if n != stop - start:
-        raise ValueError(f"load({start}, {stop}) yielded {n} samples, expected {stop - start}; "
+        raise InputError(f"load({start}, {stop}) yielded {n} samples, expected {stop - start}; "
                          "load(start, stop) must return batches of exactly those samples")
     return {"path": path, "samples": n, "seconds": time.perf_counter() - began}
 
@@ -260,7 +263,7 @@ def extract_distributed(
 
     known = {"layers", "internals", "modules", "inputs", "time", "compression", "pack"}
     if unknown := set(options) - known:
-        raise TypeError(f"extract_distributed: unknown options {sorted(unknown)}; "
+        raise ArgumentTypeError(f"extract_distributed: unknown options {sorted(unknown)}; "
                         f"expected some of {sorted(known)}")
     opts = {k: options.get(k) for k in known} | {"internals": options.get("internals", False)}
     client = client if client is not None else get_client()
@@ -273,7 +276,7 @@ def extract_distributed(
             p.unlink()
         manifest.unlink(missing_ok=True)
     elif (existing or manifest.exists()) and not resume:
-        raise FileExistsError(f"{directory} already holds shards; pass overwrite=True to replace "
+        raise OutputExistsError(f"{directory} already holds shards; pass overwrite=True to replace "
                               "them, or resume=True to finish an interrupted run")
     if manifest.exists():
         plan = json.loads(manifest.read_text())

@@ -30,7 +30,13 @@ from tqdm.auto import tqdm
 
 from ..capture.extract import extract
 from ..capture.recorder import Recorder
-from ..errors import IncompleteStreamWarning, StreamMismatchError
+from ..errors import (
+    IncompleteStreamWarning,
+    InputError,
+    OptionError,
+    OutputExistsError,
+    StreamMismatchError,
+)
 
 __all__ = [
     "COMPRESSIONS",
@@ -120,7 +126,7 @@ def _check_resume(path: Path, expected: dict[str, Any]) -> bool:
 def _label_time(ds: xr.Dataset, labels: Any) -> xr.Dataset:
     """Give a batch the whole label sequence as ``time`` (shorter batches: NaN-padded)."""
     if ds.sizes["time"] > len(labels):
-        raise ValueError(f"time: {len(labels)} labels, but a batch has {ds.sizes['time']} "
+        raise InputError(f"time: {len(labels)} labels, but a batch has {ds.sizes['time']} "
                          "steps; pass one label per step of the longest batch")
     labels = pd.Index(labels)
     ds = ds.assign_coords(time=labels[: ds.sizes["time"]])
@@ -208,9 +214,9 @@ def extract_to_netcdf(
         :func:`seqacts.extract` schema, plus ``seqacts_stream_*`` bookkeeping attributes.
     """
     if compression not in (None, *COMPRESSIONS):
-        raise ValueError(f"compression: expected None, 'zlib' or 'zstd', got {compression!r}")
+        raise OptionError(f"compression: expected None, 'zlib' or 'zstd', got {compression!r}")
     if pack not in (None, "int16"):
-        raise ValueError(f"pack: expected None or 'int16', got {pack!r}")
+        raise OptionError(f"pack: expected None or 'int16', got {pack!r}")
     opts = dict(layers=layers, internals=internals, modules=modules, inputs=inputs,
                 compression=compression, pack=pack, time=time)
     return stream(model, batches, Path(path), opts, overwrite=overwrite, resume=resume,
@@ -222,14 +228,14 @@ def stream(model: nn.Module, batches: Iterable[Any], path: Path, opts: dict[str,
            first_sample: int = 0) -> Path:
     """:func:`extract_to_netcdf` for samples numbered from ``first_sample`` (one shard)."""
     if overwrite and resume:
-        raise ValueError("overwrite=True and resume=True contradict each other; pick one")
+        raise OptionError("overwrite=True and resume=True contradict each other; pick one")
     rec = Recorder(model, layers=opts["layers"], internals=opts["internals"],
                    modules=opts["modules"])  # resolves names; fails early on a bad one
     expected = _fingerprint(model, rec, opts["modules"], opts["compression"], opts["pack"],
                             first_sample, opts.get("time"))
     writer: Writer | None = None
     if path.exists() and not (overwrite or resume):
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{path} exists; pass overwrite=True to replace it, or resume=True to finish an "
             "interrupted stream into it")
     if path.exists() and resume:
@@ -264,7 +270,7 @@ def stream(model: nn.Module, batches: Iterable[Any], path: Path, opts: dict[str,
                                 refresh=False)
             bar.update(ds.sizes["sample"])
         if writer is None:
-            raise ValueError("batches: the iterable yielded no batch; nothing to write")
+            raise InputError("batches: the iterable yielded no batch; nothing to write")
         if i + 1 < skip:
             raise StreamMismatchError(
                 f"resume: {path} already holds {skip} batches but batches yielded only {i + 1}; "

@@ -20,6 +20,7 @@ from ..analysis import core as analysis
 from ..analysis.compare import compare as compare_groups
 from ..analysis.compare import distance as distance_scores
 from ..analysis.compare import group_labels, roc_auc
+from ..errors import OptionError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -87,7 +88,7 @@ def _along_time(
         da = analysis.step_change(ds.sel(layer=[layer], sample=[sample])).isel(layer=0, sample=0)
     elif isinstance(spec, str):
         if spec not in ds:
-            raise ValueError(
+            raise analysis.MissingVariableError(
                 f"{option}: no variable {spec!r}; name one along time or pass a DataArray"
             )
         da = ds[spec]
@@ -95,7 +96,10 @@ def _along_time(
         da = spec
     da = da.sel(sample=sample) if "sample" in da.dims else da
     if "time" not in da.dims:
-        raise ValueError(f"{option}: expected a variable along 'time', got dims {da.dims}")
+        raise OptionError(
+            f"{option}: expected a variable along 'time', got dims {da.dims}; pick one with a "
+            "time dimension"
+        )
     return da.transpose("time", ...)
 
 
