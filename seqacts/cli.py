@@ -15,11 +15,21 @@ import argparse
 import importlib
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from .cli_checks import check_out_dir, check_out_file, from_user_code, one_line, safe_message
+from .cli_checks import (
+    along_sample,
+    check_group,
+    check_out_dir,
+    check_out_file,
+    describe_values,
+    from_user_code,
+    one_line,
+    safe_message,
+)
 from .errors import CLIError, SeqactsError, UserCodeError
 from .inputs import AXES, count_nonfinite, existing_file, parse_layout, read_coords, read_input
 
@@ -78,7 +88,9 @@ def build_model(spec: str, weights: str | None) -> Any:
     if weights is not None:
         path = existing_file(weights, "--weights")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about pickle protocols before failing
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
             raise CLIError(
                 f"--weights: cannot load {weights} with weights_only=True ({type(err).__name__}); "
@@ -262,27 +274,6 @@ def disk_size(path: str) -> int:
     return p.stat().st_size
 
 
-def along_sample(ds: Any) -> list[str]:
-    """Names of the 1-D variables along ``sample``: what ``report --group`` accepts."""
-    return [str(k) for k, v in ds.variables.items() if v.dims == ("sample",) and k != "sample"]
-
-
-def describe_values(values: Any) -> str:
-    """The kind of a label's values and, for a few distinct values, how often each occurs."""
-    import numpy as np
-    import pandas as pd
-
-    values = np.asarray(values)
-    kind = {"b": "bool", "i": "int", "u": "int", "f": "float", "M": "datetime", "m": "timedelta",
-            "U": "str", "S": "str", "O": "str"}.get(values.dtype.kind, str(values.dtype))  # fmt: skip
-    counts = pd.Series(values).value_counts(dropna=False, sort=False)
-    if len(counts) <= 8 and kind != "float":
-        return f"{kind}, {len(counts)} values: " + ", ".join(
-            f"{k} ({n})" for k, n in counts.items()
-        )
-    return f"{kind}, {len(counts)} distinct values"
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     from .analysis.summary import format_table, summary_table
 
@@ -315,21 +306,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_group(ds: Any, group: str, path: str) -> None:
-    """``--group`` must name a variable along ``sample`` alone."""
-    labels = along_sample(ds)
-    choices = (
-        f"labels along sample: {', '.join(labels)}"
-        if labels
-        else "it has no labels along sample; attach them with `seqacts extract --coords FILE`"
-    )
-    if group not in ds.variables:
-        raise CLIError(f"--group: {path} has no variable {group!r}; {choices}")
-    if ds[group].dims != ("sample",):
-        raise CLIError(f"--group: {group!r} has dims ({', '.join(map(str, ds[group].dims))}), "
-                       f"not sample alone; {choices}")  # fmt: skip
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     out = check_out_dir(args.out)
     ds = open_acts(args.file)
@@ -351,10 +327,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """``argparse`` with its errors on one line, like every other mistake."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="seqacts", description="Record and analyse per-timestep activations of RNNs."
     )
     parser.add_argument("--version", action="version", version=f"seqacts {__version__}")

@@ -11,10 +11,20 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from .errors import CLIError, UserCodeError
 
-__all__ = ["check_out_dir", "check_out_file", "from_user_code", "one_line", "safe_message"]
+__all__ = [
+    "along_sample",
+    "check_group",
+    "check_out_dir",
+    "check_out_file",
+    "describe_values",
+    "from_user_code",
+    "one_line",
+    "safe_message",
+]
 
 #: Sentences of library messages that must never reach a user as advice: loading pickles
 #: without ``weights_only`` runs arbitrary code, and casting a model to an integer dtype is
@@ -78,3 +88,52 @@ def safe_message(err: BaseException) -> str:
 def from_user_code(where: str, err: BaseException) -> UserCodeError:
     """A :class:`UserCodeError` saying which of the user's code raised ``err``, in one line."""
     return UserCodeError(f"{where} raised {type(err).__name__}: {safe_message(err)}")
+
+
+def along_sample(ds: Any) -> list[str]:
+    """Names of the 1-D variables along ``sample``: what ``report --group`` accepts."""
+    return [str(k) for k, v in ds.variables.items() if v.dims == ("sample",) and k != "sample"]
+
+
+def describe_values(values: Any) -> str:
+    """The kind of a label's values and, for a few distinct values, how often each occurs."""
+    import numpy as np
+    import pandas as pd
+
+    values = np.asarray(values)
+    kind = {"b": "bool", "i": "int", "u": "int", "f": "float", "M": "datetime", "m": "timedelta",
+            "U": "str", "S": "str", "O": "str"}.get(values.dtype.kind, str(values.dtype))  # fmt: skip
+    counts = pd.Series(values).value_counts(dropna=False, sort=False)
+    if len(counts) <= 8 and kind != "float":
+        return f"{kind}, {len(counts)} values: " + ", ".join(
+            f"{k} ({n})" for k, n in counts.items()
+        )
+    return f"{kind}, {len(counts)} distinct values"
+
+
+def check_group(ds: Any, group: str, path: str) -> None:
+    """``--group`` must name a variable along ``sample`` alone."""
+    labels = along_sample(ds)
+    choices = (
+        f"labels along sample: {', '.join(labels)}"
+        if labels
+        else "it has no labels along sample; attach them with `seqacts extract --coords FILE`"
+    )
+    if group not in ds.variables:
+        raise CLIError(f"--group: {path} has no variable {group!r}; {choices}")
+    if ds[group].dims != ("sample",):
+        raise CLIError(f"--group: {group!r} has dims ({', '.join(map(str, ds[group].dims))}), "
+                       f"not sample alone; {choices}")  # fmt: skip
+    import pandas as pd
+
+    counts = pd.Series(ds[group].values).value_counts()
+    if len(counts) < 2:
+        raise CLIError(
+            f"--group: {group!r} has a single value ({counts.index[0] if len(counts) else '-'}) "
+            "across the samples; pick labels that split them into two or more groups"
+        )
+    if (counts < 2).any():
+        raise CLIError(
+            f"--group: {group!r} has {len(counts)} distinct values, {int((counts < 2).sum())} of "
+            "them on fewer than 2 samples; pick boolean or categorical labels"
+        )

@@ -10,6 +10,7 @@ Only ``.pt`` files need torch, which is imported for them alone.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +109,7 @@ def _load_npy(p: Path, what: str) -> np.ndarray:
     try:
         return np.load(p, allow_pickle=False)
     except ValueError as err:
-        if "allow_pickle" in str(err) or "Object arrays" in str(err):
+        if "Object arrays" in str(err):
             raise CLIError(
                 f"{what}: {p.name} holds Python objects (dtype object), not numbers; save a "
                 "numeric array, e.g. np.save(path, x.astype('float32'))"
@@ -124,7 +125,9 @@ def _load_pt(p: Path, variable: str | None) -> np.ndarray:
     import torch
 
     try:
-        data = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before failing
+            warnings.simplefilter("ignore")
+            data = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CLIError(
             f"--input: cannot load {p.name} as tensors ({type(err).__name__}): seqacts reads only "
