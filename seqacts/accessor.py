@@ -1,28 +1,36 @@
 """The ``ds.seqacts`` accessor: one-line delegates to the plain functions that do the work.
 
-Importing this module registers the accessor on every ``xarray.Dataset``.
+Importing this module registers the accessor on every ``xarray.Dataset``. Each method is made
+from its function by :func:`seqacts.signatures.delegate`, so it has the function's docstring and signature (less
+the dataset): ``help(ds.seqacts.compare)`` is ``help(seqacts.compare)``, and defaults such as
+saturation's ``low``/``high`` are declared once, on the function. The plot methods come from
+:mod:`seqacts.viz.plots` the first time ``ds.seqacts.plot`` is used (matplotlib loads then).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import functools
+from typing import Any
 
 import xarray as xr
 
-from .analysis import core as analysis
+from .analysis import core
 from .analysis.compare import compare, distance, final_state
 from .analysis.summary import summary, summary_table
+from .signatures import delegate
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+__all__ = ["PLOTS", "PlotAccessor", "SeqactsAccessor"]
 
-__all__ = ["SeqactsAccessor", "PlotAccessor"]
+#: Functions of :mod:`seqacts.viz.plots` offered as ``ds.seqacts.plot.<name>``.
+PLOTS: tuple[str, ...] = ("heatmap", "traces", "saturation", "compare", "distance")
 
 
 @xr.register_dataset_accessor("seqacts")
 class SeqactsAccessor:
-    """Analyses of a seqacts dataset: ``ds.seqacts.<method>``; plots under ``ds.seqacts.plot``."""
+    """Analyses of a seqacts dataset: ``ds.seqacts.<method>``; plots under ``ds.seqacts.plot``.
+
+    Each method is ``seqacts.<function>(ds, ...)`` with the same parameters and docstring.
+    """
 
     def __init__(self, ds: xr.Dataset) -> None:
         self._ds = ds
@@ -32,93 +40,42 @@ class SeqactsAccessor:
         """Figures: ``heatmap``, ``traces``, ``saturation``, ``compare``, ``distance``."""
         return PlotAccessor(self._ds)
 
-    def layer(self, name: str) -> xr.Dataset:
-        """One layer without padding; see :func:`seqacts.analysis.layer`."""
-        return analysis.layer(self._ds, name)
-
-    def masked(self, name: str = "h") -> xr.DataArray:
-        """A variable with padding set to NaN; see :func:`seqacts.analysis.masked`."""
-        return analysis.masked(self._ds, name)
-
-    def saturation(self, low: float = 0.1, high: float = 0.9) -> xr.Dataset:
-        """Left/right gate saturation fractions; see :func:`seqacts.analysis.saturation`."""
-        return analysis.saturation(self._ds, low=low, high=high)
-
-    def dead_units(
-        self, tol: float = 1e-5, level: float = 0.99, fraction: float = 0.99
-    ) -> xr.Dataset:
-        """Constant or saturated units; see :func:`seqacts.analysis.dead_units`."""
-        return analysis.dead_units(self._ds, tol=tol, level=level, fraction=fraction)
-
-    def summary(self, low: float = 0.1, high: float = 0.9, tol: float = 1e-5) -> xr.Dataset:
-        """Per-layer summary Dataset; see :func:`seqacts.summary.summary`."""
-        return summary(self._ds, low=low, high=high, tol=tol)
-
-    def summary_table(self, low: float = 0.1, high: float = 0.9, tol: float = 1e-5) -> str:
-        """The summary as a printable table; see :func:`seqacts.summary.summary_table`."""
-        return summary_table(self._ds, low=low, high=high, tol=tol)
-
-    def step_change(self) -> xr.DataArray:
-        """``||h_t - h_prev||`` per step; see :func:`seqacts.analysis.step_change`."""
-        return analysis.step_change(self._ds)
-
-    def final_state(self, var: str = "h") -> xr.DataArray:
-        """Last processed value per sample; see :func:`seqacts.compare.final_state`."""
-        return final_state(self._ds, var)
-
-    def compare(
-        self,
-        group: str | xr.DataArray | Sequence[Any],
-        feature: str | xr.DataArray = "mean",
-        var: str = "h",
-        baseline: Any = None,
-    ) -> xr.Dataset:
-        """Units ranked by Cohen's d between groups; see :func:`seqacts.compare.compare`."""
-        return compare(self._ds, group, feature=feature, var=var, baseline=baseline)
-
-    def distance(
-        self,
-        reference: xr.Dataset | str | xr.DataArray | Sequence[bool],
-        var: str = "h_n",
-        shrinkage: float | None = None,
-        folds: int = 5,
-    ) -> xr.DataArray:
-        """Mahalanobis anomaly score per sample and layer; see :func:`seqacts.compare.distance`."""
-        return distance(self._ds, reference, var=var, shrinkage=shrinkage, folds=folds)
+    layer = delegate(core.layer)
+    masked = delegate(core.masked)
+    saturation = delegate(core.saturation)
+    dead_units = delegate(core.dead_units)
+    step_change = delegate(core.step_change)
+    summary = delegate(summary)
+    summary_table = delegate(summary_table)
+    final_state = delegate(final_state)
+    compare = delegate(compare)
+    distance = delegate(distance)
 
 
 class PlotAccessor:
-    """``ds.seqacts.plot.<name>``: each returns a matplotlib Figure and never calls ``show()``."""
+    """``ds.seqacts.plot.<name>``: each returns a matplotlib Figure and never calls ``show()``.
+
+    The methods are the functions of :mod:`seqacts.viz.plots` (see :data:`PLOTS`), with their
+    signatures and docstrings; they are attached on first use so that importing seqacts does
+    not import matplotlib.
+    """
 
     def __init__(self, ds: xr.Dataset) -> None:
         self._ds = ds
 
-    def heatmap(self, sample: Any = None, layer: str | None = None, **kwargs: Any) -> Figure:
-        """Units x time of one sample and layer; see :func:`seqacts.plots.heatmap`."""
-        from .viz import plots
+    def __getattr__(self, name: str) -> Any:
+        if name in PLOTS and name not in PlotAccessor.__dict__:
+            _attach_plots()
+            return getattr(self, name)
+        raise AttributeError(f"ds.seqacts.plot has no {name!r}; plots: {', '.join(PLOTS)}")
 
-        return plots.heatmap(self._ds, sample=sample, layer=layer, **kwargs)
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(PLOTS))
 
-    def traces(self, units: Any = None, layer: str | None = None, **kwargs: Any) -> Figure:
-        """Selected units over time, samples overlaid; see :func:`seqacts.plots.traces`."""
-        from .viz import plots
 
-        return plots.traces(self._ds, units=units, layer=layer, **kwargs)
+@functools.cache
+def _attach_plots() -> None:
+    from .viz import plots
 
-    def saturation(self, low: float = 0.1, high: float = 0.9, **kwargs: Any) -> Figure:
-        """Left vs right gate saturation; see :func:`seqacts.plots.saturation`."""
-        from .viz import plots
-
-        return plots.saturation(self._ds, low=low, high=high, **kwargs)
-
-    def compare(self, group: Any, **kwargs: Any) -> Figure:
-        """Ranked effect sizes; see :func:`seqacts.plots.compare`."""
-        from .viz import plots
-
-        return plots.compare(self._ds, group, **kwargs)
-
-    def distance(self, reference: Any, group: Any = None, **kwargs: Any) -> Figure:
-        """Score histograms per group; see :func:`seqacts.plots.distance`."""
-        from .viz import plots
-
-        return plots.distance(self._ds, reference, group=group, **kwargs)
+    for name in PLOTS:
+        setattr(PlotAccessor, name, delegate(getattr(plots, name)))

@@ -75,7 +75,16 @@ def group_labels(ds: xr.Dataset, group: str | xr.DataArray | Sequence[Any]) -> x
 def final_state(ds: xr.Dataset, var: str = "h") -> xr.DataArray:
     """Each sample's last processed value of a per-step variable, per layer and direction.
 
-    The forward direction's value at step ``length - 1``, the backward direction's at step 0.
+    The forward direction's value at step ``length - 1`` (each sample's own length, so padding
+    is never read), the backward direction's at step 0. For ``"h"`` this equals ``h_n``; for a
+    gate or ``c`` it is the value the layer ended on, which the recording has no ``_n`` for.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A seqacts dataset (with the ``length`` coordinate).
+    var : str, default "h"
+        A per-step variable: ``"h"``, ``"c"``, a gate or ``"preactivation"``.
 
     Returns
     -------

@@ -19,8 +19,11 @@ from ..errors import LayerSelectionError, MissingVariableError, OptionError
 from ..schema import CELL_BASE_KIND, GATES
 
 __all__ = [
+    "HIGH",
+    "LOW",
     "MissingVariableError",
     "SIGMOID_GATES",
+    "TOL",
     "dead_units",
     "layer",
     "masked",
@@ -48,6 +51,9 @@ BOUNDED_KINDS: frozenset[str] = frozenset(
     {"LSTM", "LSTMCell", "GRU", "GRUCell", "RNN_TANH", "RNNCell"}
 )
 SAMPLE_TIME = ("sample", "time")
+#: Default saturation thresholds (Karpathy et al., 2015) and constant-unit tolerance: every
+#: function, method and plot that takes them uses these.
+LOW, HIGH, TOL = 0.1, 0.9, 1e-5
 
 _T = TypeVar("_T", xr.Dataset, xr.DataArray)
 
@@ -105,8 +111,26 @@ def valid(ds: xr.Dataset, name: str) -> xr.DataArray | None:
     return mask
 
 
-def masked(ds: xr.Dataset, name: str) -> xr.DataArray:
-    """``ds[name]`` with every padded position set to NaN (lazy on Dask-backed data)."""
+def masked(ds: xr.Dataset, name: str = "h") -> xr.DataArray:
+    """``ds[name]`` with every padded position set to NaN (lazy on Dask-backed data).
+
+    Padding is every position :func:`valid` marks False: timesteps past a sample's
+    ``length``, units past a layer's width, the backward direction of a unidirectional layer.
+    Reductions of the result (``.mean("time")``, ``.std(["sample", "time"])``) then skip it.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A seqacts dataset or a subset of one.
+    name : str, default "h"
+        The variable, e.g. ``"h"``, ``"c"``, ``"forget_gate"`` or ``"h_n"``.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``ds[name]``'s dims (e.g. ``sample, layer, direction, time, unit`` for ``h``);
+        unchanged for a variable that is not per-unit (e.g. a user-attached input).
+    """
     mask = valid(ds, name)
     return ds[name] if mask is None else ds[name].where(mask)
 
@@ -162,7 +186,7 @@ def layer(ds: xr.Dataset, name: str) -> xr.Dataset:
     return sub
 
 
-def saturation(ds: xr.Dataset, low: float = 0.1, high: float = 0.9) -> xr.Dataset:
+def saturation(ds: xr.Dataset, low: float = LOW, high: float = HIGH) -> xr.Dataset:
     """Left/right saturation fractions of every sigmoid gate (Karpathy et al., 2015).
 
     Parameters
@@ -212,7 +236,7 @@ def saturation(ds: xr.Dataset, low: float = 0.1, high: float = 0.9) -> xr.Datase
 
 
 def dead_units(
-    ds: xr.Dataset, *, tol: float = 1e-5, level: float = 0.99, fraction: float = 0.99
+    ds: xr.Dataset, *, tol: float = TOL, level: float = 0.99, fraction: float = 0.99
 ) -> xr.Dataset:
     """Units whose hidden state never varies or sits saturated at +-1 almost everywhere.
 

@@ -10,6 +10,7 @@ import xarray as xr
 from torch import nn
 
 from .recorder import record
+from .training import warn_if_random
 
 __all__ = ["extract"]
 
@@ -26,7 +27,9 @@ def extract(
     """Run ``model(*args, **kwargs)`` once and return what every recurrent layer computed.
 
     The forward runs under ``torch.no_grad()`` (its output is not returned), in whatever
-    training mode the model is in.
+    training mode the model is in; a model in training mode with dropout (``nn.Dropout``
+    modules, or an ``nn.RNN/LSTM/GRU`` with ``dropout > 0``) gives a
+    :class:`~seqacts.TrainingModeWarning`, since two calls then record different values.
 
     Parameters
     ----------
@@ -49,6 +52,7 @@ def extract(
         ``h`` (sample, layer, direction, time, unit); ``h_0``, ``h_n`` and for LSTMs ``c_0``,
         ``c_n`` (sample, layer, direction, unit); internals with ``h``'s dims.
     """
+    warn_if_random(model)
     rec = record(model, layers=layers, internals=internals, time=time, modules=modules)
     with torch.no_grad(), rec:
         model(*args, **kwargs)

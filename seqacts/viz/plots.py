@@ -21,6 +21,7 @@ from ..analysis.compare import compare as compare_groups
 from ..analysis.compare import distance as distance_scores
 from ..analysis.compare import group_labels, roc_auc
 from ..errors import OptionError
+from ..signatures import keywords_from
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -267,7 +268,7 @@ def _pick_samples(ds: xr.Dataset, labels: xr.DataArray | None, limit: int) -> li
     return [s for lv in group_colors(labels) for s in values[labels.values == lv][:per]]
 
 
-def saturation(ds: xr.Dataset, low: float = 0.1, high: float = 0.9) -> Figure:
+def saturation(ds: xr.Dataset, low: float = analysis.LOW, high: float = analysis.HIGH) -> Figure:
     """Left- vs right-saturation fraction of every unit, one panel per sigmoid gate.
 
     Points near the ``x + y = 1`` line are gates almost always saturated one way or the other;
@@ -300,6 +301,7 @@ def saturation(ds: xr.Dataset, low: float = 0.1, high: float = 0.9) -> Figure:
     return fig
 
 
+@keywords_from(compare_groups)
 def compare(
     ds: xr.Dataset,
     group: str | xr.DataArray | Sequence[Any],
@@ -349,6 +351,7 @@ def _unit_name(row: xr.Dataset) -> str:
     return " ".join(parts)
 
 
+@keywords_from(distance_scores)
 def distance(
     ds: xr.Dataset,
     reference: Any = None,
