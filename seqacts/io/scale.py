@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import ArgumentTypeError, InputError, OutputExistsError, ShardsNotFoundError
+from .chunking import disk_chunks
 from .ncfile import (
     BATCHES,
     COMPLETE,
@@ -54,7 +55,7 @@ PART = "part-{:012d}.nc"  # named by first sample: lexical order is sample order
 
 
 def open_dataset(
-    path: str | os.PathLike | Iterable[str | os.PathLike], *, chunks: Any = "auto", **kwargs: Any
+    path: str | os.PathLike | Iterable[str | os.PathLike], *, chunks: Any = "disk", **kwargs: Any
 ) -> xr.Dataset:
     """Open a streamed file, or a directory of shards, lazily as Dask arrays.
 
@@ -63,10 +64,14 @@ def open_dataset(
     path : path, directory or list of paths
         A file written by :func:`seqacts.extract_to_netcdf`, or the directory (or part files)
         written by :func:`extract_distributed`, concatenated along ``sample``.
-    chunks : dict, "auto" or None, default "auto"
-        Dask chunks as in :func:`xarray.open_dataset`; "auto" makes ~128 MiB chunks aligned
-        with the on-disk ones (``ds.h.encoding["chunksizes"]``: pick multiples of those).
-        ``None`` gives lazily indexed numpy-backed variables.
+    chunks : dict, "disk", "auto" or None, default "disk"
+        Dask chunks. "disk": whole on-disk chunks (``ds.h.encoding["chunksizes"]``) holding
+        about 8 MiB of the largest variable each, which keeps reductions such as
+        :func:`seqacts.summary` within a few hundred MB of memory. Otherwise as in
+        :func:`xarray.open_dataset`: "auto" makes ~128 MiB chunks aligned with the on-disk
+        ones (faster for a few large reductions, several GB of peak memory); a dict sets them
+        per dimension (pick multiples of the on-disk chunks); ``None`` gives lazily indexed
+        numpy-backed variables.
     **kwargs
         Passed on to :func:`xarray.open_dataset`.
 
@@ -77,6 +82,8 @@ def open_dataset(
         only committed samples. An unfinished file or a missing shard gives an
         :class:`~seqacts.stream.IncompleteStreamWarning`.
     """
+    if isinstance(chunks, str) and chunks == "disk":
+        chunks = disk_chunks(path)
     if isinstance(path, (str, os.PathLike)) and not Path(path).is_dir():
         return _load_small(_trim(_open(path, chunks, kwargs)))
     if isinstance(path, (str, os.PathLike)):
