@@ -21,3 +21,12 @@ def test_benchmark_prints_ratios(script):
     assert "plain forward" in out and "extract()" in out
     ratios = [float(r) for r in re.findall(r"(\d+\.\d+)x", out)]
     assert ratios and all(r > 0 for r in ratios)
+
+
+def test_analysis_memory_benchmark_prints_its_table():
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_analysis_memory.py"), "--quick"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    for name in ("summary", "dead_units", "report"):
+        assert re.search(rf"\| {name} \| \d+ MB, [\d.]+ s \|", out), out
