@@ -12,6 +12,7 @@ __all__ = [
     "ArgumentTypeError",
     "CLIError",
     "DatasetMismatchError",
+    "DatasetNotFoundError",
     "GroupError",
     "InputError",
     "LayerSelectionError",
@@ -20,7 +21,6 @@ __all__ = [
     "OptionError",
     "OutputExistsError",
     "RecordingError",
-    "ShardsNotFoundError",
     "StreamMismatchError",
     "UnrollError",
     "UserCodeError",
@@ -43,6 +43,10 @@ class CLIError(SeqactsError, ValueError):
 
 class DatasetMismatchError(SeqactsError, ValueError):
     """Two datasets that should come from the same model do not (other layers or widths)."""
+
+
+class DatasetNotFoundError(SeqactsError, FileNotFoundError):
+    """No dataset at the path given: no such file, or a directory without ``part-*.nc`` shards."""
 
 
 class GroupError(SeqactsError, ValueError):
@@ -75,10 +79,6 @@ class OutputExistsError(SeqactsError, FileExistsError):
 
 class RecordingError(SeqactsError, RuntimeError):
     """The recording could not be turned into a dataset (e.g. nothing was recorded)."""
-
-
-class ShardsNotFoundError(SeqactsError, FileNotFoundError):
-    """A directory given as a dataset holds no ``part-*.nc`` shards."""
 
 
 class StreamMismatchError(SeqactsError, ValueError):

@@ -126,7 +126,7 @@ def test_exception_classes_live_in_errors_and_keep_their_builtin_bases() -> None
         assert issubclass(cls, errors.SeqactsError)
         assert cls is errors.SeqactsError or len(cls.__mro__) > 3  # a builtin base besides
     assert issubclass(errors.OutputExistsError, FileExistsError)
-    assert issubclass(errors.ShardsNotFoundError, FileNotFoundError)
+    assert issubclass(errors.DatasetNotFoundError, FileNotFoundError)
     assert issubclass(errors.ArgumentTypeError, TypeError)
 
 
@@ -173,6 +173,10 @@ def _mistakes(tmp: Path) -> list[tuple[str, object, type[Exception]]]:
             model, [], tmp / "b.nc", progress=False), ValueError),
         ("open_dataset: no shards", lambda: seqacts.open_dataset(tmp / "empty"),
          FileNotFoundError),
+        ("open_dataset: no file", lambda: seqacts.open_dataset(tmp / "gone.nc"),
+         FileNotFoundError),
+        ("report: out_dir is a file", lambda: seqacts.report(ds, tmp / "exists.nc"),
+         FileExistsError),
         ("plot: panel not along time", lambda: plots.heatmap(ds, 0, "l0", panel="h_n"),
          ValueError),
     ]  # fmt: skip

@@ -28,7 +28,7 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import ArgumentTypeError, InputError, OutputExistsError, ShardsNotFoundError
+from ..errors import ArgumentTypeError, DatasetNotFoundError, InputError, OutputExistsError
 from .chunking import disk_chunks
 from .ncfile import (
     BATCHES,
@@ -82,6 +82,9 @@ def open_dataset(
         only committed samples. An unfinished file or a missing shard gives an
         :class:`~seqacts.stream.IncompleteStreamWarning`.
     """
+    if isinstance(path, (str, os.PathLike)) and not Path(path).exists():
+        raise DatasetNotFoundError(f"{path}: no such file or directory; pass a file written by "
+                                   "seqacts.extract_to_netcdf or a directory of shards")
     if isinstance(chunks, str) and chunks == "disk":
         chunks = disk_chunks(path)
     if isinstance(path, (str, os.PathLike)) and not Path(path).is_dir():
@@ -94,7 +97,7 @@ def open_dataset(
     else:
         paths, expected = [Path(p) for p in path], None
     if not paths:
-        raise ShardsNotFoundError(
+        raise DatasetNotFoundError(
             f"{path}: no {PART.format(0)}-style part files found; pass a directory written by "
             "seqacts.extract_distributed, or a .nc file")
     parts = [_trim(_open(p, chunks, kwargs), warn=False) for p in paths]

@@ -18,6 +18,7 @@ import xarray as xr
 from ..analysis import core as analysis
 from ..analysis.compare import compare, distance, group_labels, roc_auc
 from ..analysis.summary import summary, summary_rows
+from ..errors import OutputExistsError
 from . import plots
 
 __all__ = ["report"]
@@ -228,6 +229,8 @@ def report(
         The path of ``report.html``.
     """
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"out_dir: {out} is a file; pass a directory to write into")
     out.mkdir(parents=True, exist_ok=True)
     page = _Page(out)
     model = ds.attrs.get("model_class", "model")
