@@ -31,7 +31,16 @@ from .cli_checks import (
     safe_message,
 )
 from .errors import CLIError, SeqactsError, UserCodeError
-from .inputs import AXES, count_nonfinite, existing_file, parse_layout, read_coords, read_input
+from .inputs import (
+    AXES,
+    count_nonfinite,
+    disk_size,
+    existing_file,
+    open_acts,
+    parse_layout,
+    read_coords,
+    read_input,
+)
 
 __all__ = ["CLIError", "main"]
 
@@ -238,40 +247,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
     labels = f"; labels along sample: {', '.join(coords)}" if coords else ""
     print(f"wrote {out}: {data.n_samples} samples, {out.stat().st_size / 1e6:.1f} MB{labels}")
     return 0
-
-
-def open_acts(path: str, what: str = "FILE") -> Any:
-    """Open a seqacts netCDF file, or a directory of shards, lazily."""
-    import seqacts
-
-    p = Path(path)
-    if p.is_dir():
-        if not any(p.glob("part-*.nc")):
-            raise CLIError(
-                f"{what}: {path!r} is a directory without part-*.nc shards; pass a .nc file or a "
-                "directory written by seqacts.extract_distributed"
-            )
-    else:
-        existing_file(path, what)
-    try:
-        ds = seqacts.open_dataset(p)
-    except SeqactsError:
-        raise
-    except (OSError, ValueError, KeyError) as err:
-        raise CLIError(f"{what}: cannot read {path} as netCDF ({one_line(err)}); pass a .nc "
-                       "file written by seqacts") from err  # fmt: skip
-    if "layer" not in ds.dims or "h" not in ds:
-        raise CLIError(f"{what}: {path} is not a seqacts dataset (no 'layer' dimension or 'h'); "
-                       "create one with `seqacts extract` or seqacts.extract(...).to_netcdf()")  # fmt: skip
-    return ds
-
-
-def disk_size(path: str) -> int:
-    """Bytes of a file, or of the files of a shard directory."""
-    p = Path(path)
-    if p.is_dir():
-        return sum(f.stat().st_size for f in p.iterdir() if f.is_file())
-    return p.stat().st_size
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -1,10 +1,11 @@
-"""Reading and checking the command line's input files before any model is built.
+"""Reading and checking the command line's input files.
 
 ``--input`` (``.npy``, ``.pt``, ``.nc``) becomes one NumPy array laid out ``(sample, time,
 feature)`` (``(sample, time)`` for integer token ids), its time labels and the per-sample labels
 of a ``.nc`` input; ``--coords`` (``.csv``, ``.npy``, ``.nc``) becomes per-sample labels. Every
 problem raises :class:`~seqacts.errors.CLIError` naming the file, what was found and the fix.
-Only ``.pt`` files need torch, which is imported for them alone.
+Only ``.pt`` files need torch, which is imported for them alone. :func:`open_acts` opens the
+recordings ``info`` and ``report`` read: a file or a directory of shards.
 """
 
 from __future__ import annotations
@@ -14,17 +15,21 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .errors import CLIError
+from .cli_checks import one_line
+from .errors import CLIError, SeqactsError
 
 __all__ = [
     "AXES",
     "RESERVED",
     "InputData",
     "count_nonfinite",
+    "disk_size",
     "existing_file",
+    "open_acts",
     "parse_layout",
     "read_coords",
     "read_input",
@@ -50,6 +55,8 @@ class InputData:
     array: np.ndarray
     time: np.ndarray | None = None
     coords: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Laid out by dimension names (a .nc variable with ``sample`` and ``time`` dims).
+    named: bool = False
 
     @property
     def n_samples(self) -> int:
@@ -99,7 +106,7 @@ def read_input(path: str, variable: str | None, layout: tuple[str, ...]) -> Inpu
         data = InputData(_load_pt(p, variable))
     else:
         data = _load_nc(p, variable)
-        if data.time is not None or data.coords:  # laid out by dimension names
+        if data.named:
             layout = AXES
     data.array = _arrange(data.array, layout, p.name)
     return data
@@ -114,8 +121,8 @@ def _load_npy(p: Path, what: str) -> np.ndarray:
                 f"{what}: {p.name} holds Python objects (dtype object), not numbers; save a "
                 "numeric array, e.g. np.save(path, x.astype('float32'))"
             ) from err
-        raise CLIError(f"{what}: cannot read {p.name} as a NumPy array ({err}); "
-                       "write it with np.save") from err  # fmt: skip
+        raise CLIError(f"{what}: cannot read {p.name} as a NumPy array (it is not a file written "
+                       "by np.save); write the array with np.save") from err  # fmt: skip
     except (OSError, EOFError) as err:
         raise CLIError(f"{what}: cannot read {p.name} as a NumPy array ({err}); "
                        "write it with np.save") from err  # fmt: skip
@@ -178,7 +185,7 @@ def _load_nc(p: Path, variable: str | None) -> InputData:
             if v.dims == ("sample",) and k != "sample" and k != name
         }
         time = np.asarray(da["time"].values) if "time" in da.coords else None
-        return InputData(np.asarray(da.values), time, coords)
+        return InputData(np.asarray(da.values), time, coords, named=True)
 
 
 def _arrange(x: np.ndarray, layout: tuple[str, ...], name: str) -> np.ndarray:
@@ -286,3 +293,37 @@ def _coords_nc(p: Path, n_samples: int) -> dict[str, np.ndarray]:
             return along
         return {str(k): np.asarray(v.values) for k, v in ds.variables.items()
                 if v.ndim == 1 and v.size == n_samples}  # fmt: skip
+
+
+def open_acts(path: str, what: str = "FILE") -> Any:
+    """Open a seqacts netCDF file, or a directory of shards, lazily."""
+    import seqacts
+
+    p = Path(path)
+    if p.is_dir():
+        if not any(p.glob("part-*.nc")):
+            raise CLIError(
+                f"{what}: {path!r} is a directory without part-*.nc shards; pass a .nc file or a "
+                "directory written by seqacts.extract_distributed"
+            )
+    else:
+        existing_file(path, what)
+    try:
+        ds = seqacts.open_dataset(p)
+    except SeqactsError:
+        raise
+    except (OSError, ValueError, KeyError) as err:
+        raise CLIError(f"{what}: cannot read {path} as netCDF ({one_line(err)}); pass a .nc "
+                       "file written by seqacts") from err  # fmt: skip
+    if "layer" not in ds.dims or "h" not in ds:
+        raise CLIError(f"{what}: {path} is not a seqacts dataset (no 'layer' dimension or 'h'); "
+                       "create one with `seqacts extract` or seqacts.extract(...).to_netcdf()")  # fmt: skip
+    return ds
+
+
+def disk_size(path: str) -> int:
+    """Bytes of a file, or of the files of a shard directory."""
+    p = Path(path)
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.iterdir() if f.is_file())
+    return p.stat().st_size
