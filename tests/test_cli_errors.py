@@ -278,7 +278,9 @@ def test_argument_and_file_errors_come_before_torch(project: Path, argv: list[st
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert done.stdout.strip() in ("False", ""), "torch was imported"
-    assert cpu < 1.0, f"{cpu:.2f} s of CPU"  # the import of xarray dominates; torch takes ~3 s
+    # ~0.65 s of CPU here, mostly importing xarray (torch alone takes ~3 s); the margin is for
+    # a machine shared with other jobs
+    assert cpu < 1.5, f"{cpu:.2f} s of CPU"
     assert wall < 10.0  # wall time depends on the machine's load; the CPU bound is the check
 
 
