@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-import netCDF4
+import xarray as xr
 
 __all__ = ["CHUNK_BYTES", "disk_chunks"]
 
@@ -42,13 +42,14 @@ def disk_chunks(path: str | os.PathLike | Iterable[str | os.PathLike]) -> dict[s
     if first is None or not first.is_file():
         return {}
     best: tuple[int, int] | None = None  # (bytes per sample of one chunk, disk rows)
-    with netCDF4.Dataset(first) as nc:
-        for var in nc.variables.values():
-            chunking = var.chunking() if var.dimensions[:1] == ("sample",) else "contiguous"
-            if chunking == "contiguous" or not chunking:
+    # Read through xarray's file manager: a second raw netCDF4 handle on a file that xarray
+    # holds open can crash HDF5 when it is closed.
+    with xr.open_dataset(first, engine="netcdf4", chunks=None) as ds:
+        for var in ds.variables.values():
+            chunking = var.encoding.get("chunksizes")
+            if var.dims[:1] != ("sample",) or not chunking or var.dtype.kind not in "fiub":
                 continue
-            itemsize = max(var.dtype.itemsize if hasattr(var.dtype, "itemsize") else 8, 4)
-            per_sample = math.prod(chunking[1:]) * itemsize  # decoded: float32 at least
+            per_sample = math.prod(chunking[1:]) * var.dtype.itemsize  # as decoded in memory
             if best is None or per_sample > best[0]:
                 best = (per_sample, int(chunking[0]))
     if best is None:
