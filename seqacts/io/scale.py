@@ -274,7 +274,7 @@ def extract_distributed(
     known = {"layers", "internals", "modules", "inputs", "time", "compression", "pack"}
     if unknown := set(options) - known:
         raise ArgumentTypeError(f"extract_distributed: unknown options {sorted(unknown)}; "
-                        f"expected some of {sorted(known)}")
+                                f"expected some of {sorted(known)}")
     opts = {k: options.get(k) for k in known} | {"internals": options.get("internals", False)}
     client = client if client is not None else get_client()
     directory = Path(directory)
@@ -287,7 +287,7 @@ def extract_distributed(
         manifest.unlink(missing_ok=True)
     elif (existing or manifest.exists()) and not resume:
         raise OutputExistsError(f"{directory} already holds shards; pass overwrite=True to replace "
-                              "them, or resume=True to finish an interrupted run")
+                                "them, or resume=True to finish an interrupted run")
     if manifest.exists():
         plan = json.loads(manifest.read_text())
         if plan["n_samples"] != n_samples or shard_size not in (None, plan["shard_size"]):
