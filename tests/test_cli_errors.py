@@ -310,3 +310,30 @@ def test_user_code_error_in_a_terminal(project: Path) -> None:
         "--debug for the traceback)"
     )
     assert not (project / "new.nc").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only directories")
+def test_unwritable_destination_is_refused_before_any_work(in_project, capsys) -> None:
+    ro = in_project / "ro"
+    ro.mkdir(exist_ok=True)
+    ro.chmod(0o555)
+    try:
+        assert _run([*E, "--input", "x.npy", "--out", "ro/acts.nc"]) == 2
+        assert "permission denied" in capsys.readouterr().err
+        assert _run(["report", "acts.nc", "--out", "ro/rep"]) == 2
+        assert not any(ro.iterdir())
+    finally:
+        ro.chmod(0o755)
+
+
+def test_destination_without_write_permission_is_refused(in_project, capsys, monkeypatch) -> None:
+    """As a user without write permission sees it (os.access says no), also when run as root."""
+    import seqacts.cli_checks
+
+    monkeypatch.setattr(seqacts.cli_checks.os, "access", lambda path, mode: False)
+    before = _snapshot(in_project)
+    assert _run([*E, "--input", "x.npy", "--out", "sub/acts.nc"]) == 2
+    assert _run(["report", "acts.nc", "--out", "sub"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("permission denied" in line for line in err), err
+    assert _snapshot(in_project) == before
