@@ -3,83 +3,168 @@
 Record every layer of ``nn.RNN/LSTM/GRU`` stacks and recurrent cell loops, per timestep, into a
 labeled ``xarray.Dataset``; edit their states inside the recurrence (``ablate``, ``patch``,
 ``intervene``, ``ablation_scan``).
+
+The analyses and the ``ds.seqacts`` accessor load with the package; everything that needs
+PyTorch (recording, interventions, streaming) or matplotlib (the report) is imported on first
+use, so the command line answers ``--help`` and argument errors without loading them.
 """
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from . import accessor as _accessor  # registers the ds.seqacts accessor
+from .analysis.compare import compare, distance, final_state, roc_auc
+from .analysis.core import dead_units, masked, saturation, step_change
 from .analysis.step_distance import step_distance
-from .capture.discovery import layers
-from .capture.recorder import Recorder, record
+from .analysis.summary import summary, summary_table
 from .errors import (
+    ArgumentTypeError,
     CorruptFileError,
+    DatasetMismatchError,
+    DatasetNotFoundError,
     DestinationError,
     EditError,
+    GroupError,
+    IncompleteStreamWarning,
+    InputError,
     LayerSelectionError,
+    MissingVariableError,
     NoRecurrentModuleError,
     OptionError,
+    OutputExistsError,
     RecordingError,
     RecordingWarning,
+    ReferenceMaskError,
+    ReferenceSetError,
     SeqactsError,
     StreamBusyError,
+    StreamMismatchError,
     StreamWriteError,
+    TrainingModeWarning,
+    UnrollError,
     UnsupportedModelError,
+    UserCodeError,
+    WorkspaceWarning,
 )
-from .interventions import Edit, Intervention, ablate, ablation_scan, extract, intervene, patch
-from .io.integrity import VerifyReport, verify
-from .io.scale import extract_distributed, open_dataset
-from .io.stream import IncompleteStreamWarning, StreamMismatchError, extract_to_netcdf
-from .io.write import write_stream
 from .schema import INTERNALS, KINDS
-from .viz.report import report
+
+if TYPE_CHECKING:
+    from .capture.discovery import layers
+    from .capture.recorder import Recorder, record
+    from .interventions.context import Intervention, extract, intervene
+    from .interventions.edits import Edit, ablate, patch
+    from .interventions.scan import ablation_scan
+    from .io.integrity import VerifyReport, verify
+    from .io.scale import extract_distributed, open_dataset
+    from .io.stream import extract_to_netcdf
+    from .io.write import write_stream
+    from .viz.report import report
 
 try:
     __version__ = version("seqacts")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
+#: The former name of :data:`INTERNALS`, kept so existing code keeps working.
+GATES = INTERNALS
+
+#: Public names imported on first use: name -> module that defines it.
+_LAZY: dict[str, str] = {
+    "Edit": "seqacts.interventions.edits",
+    "Intervention": "seqacts.interventions.context",
+    "Recorder": "seqacts.capture.recorder",
+    "VerifyReport": "seqacts.io.integrity",
+    "ablate": "seqacts.interventions.edits",
+    "ablation_scan": "seqacts.interventions.scan",
+    "extract": "seqacts.interventions.context",
+    "extract_distributed": "seqacts.io.scale",
+    "extract_to_netcdf": "seqacts.io.stream",
+    "intervene": "seqacts.interventions.context",
+    "layers": "seqacts.capture.discovery",
+    "open_dataset": "seqacts.io.scale",
+    "patch": "seqacts.interventions.edits",
+    "record": "seqacts.capture.recorder",
+    "report": "seqacts.viz.report",
+    "verify": "seqacts.io.integrity",
+    "write_stream": "seqacts.io.write",
+}
+
 __all__ = [
+    "GATES",
+    "INTERNALS",
+    "KINDS",
+    "ArgumentTypeError",
     "CorruptFileError",
+    "DatasetMismatchError",
+    "DatasetNotFoundError",
     "DestinationError",
     "Edit",
     "EditError",
-    "GATES",
-    "INTERNALS",
+    "GroupError",
     "IncompleteStreamWarning",
+    "InputError",
     "Intervention",
-    "KINDS",
     "LayerSelectionError",
+    "MissingVariableError",
     "NoRecurrentModuleError",
     "OptionError",
+    "OutputExistsError",
     "Recorder",
     "RecordingError",
     "RecordingWarning",
+    "ReferenceMaskError",
+    "ReferenceSetError",
     "SeqactsError",
     "StreamBusyError",
     "StreamMismatchError",
     "StreamWriteError",
+    "TrainingModeWarning",
+    "UnrollError",
     "UnsupportedModelError",
+    "UserCodeError",
     "VerifyReport",
+    "WorkspaceWarning",
     "__version__",
     "ablate",
     "ablation_scan",
+    "compare",
+    "dead_units",
+    "distance",
     "extract",
     "extract_distributed",
     "extract_to_netcdf",
+    "final_state",
     "intervene",
     "layers",
+    "masked",
     "open_dataset",
     "patch",
     "record",
     "report",
+    "roc_auc",
+    "saturation",
+    "step_change",
     "step_distance",
+    "summary",
+    "summary_table",
     "verify",
     "write_stream",
 ]
 
-#: The former name of :data:`INTERNALS`, kept so existing code keeps working.
-GATES = INTERNALS
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'seqacts' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 del _accessor

@@ -1,46 +1,44 @@
 """The ``ds.seqacts`` accessor: one-line delegates to the plain functions that do the work.
 
-Importing this module registers the accessor on every ``xarray.Dataset``.
+Importing this module registers the accessor on every ``xarray.Dataset``. Each method is made
+from its function by :func:`seqacts.signatures.delegate`, so it has the function's docstring and signature (less
+the dataset): ``help(ds.seqacts.compare)`` is ``help(seqacts.compare)``, and defaults such as
+saturation's ``low``/``high`` are declared once, on the function. The plot methods come from
+:mod:`seqacts.viz.plots` the first time ``ds.seqacts.plot`` is used (matplotlib loads then).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+import importlib
+from typing import Any
 
 import xarray as xr
 
-from .analysis import core as analysis
+from .analysis import core
 from .analysis.compare import compare, distance, final_state
 from .analysis.step_distance import step_distance
 from .analysis.summary import summary, summary_table
+from .signatures import delegate
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+__all__ = ["PLOTS", "PlotAccessor", "SeqactsAccessor"]
 
-__all__ = ["SeqactsAccessor", "PlotAccessor"]
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _delegate(func: Callable[Concatenate[xr.Dataset, P], R]) -> Callable[Concatenate[Any, P], R]:
-    """A method calling ``func(ds, ...)``, with ``func``'s signature and docstring."""
-
-    @functools.wraps(func)
-    def method(self: Any, *args: P.args, **kwargs: P.kwargs) -> R:
-        return func(self._ds, *args, **kwargs)
-
-    return method
+#: Plot functions offered as ``ds.seqacts.plot.<name>``, by the module that defines them.
+PLOTS: dict[str, str] = {
+    "heatmap": "seqacts.viz.plots",
+    "traces": "seqacts.viz.plots",
+    "bands": "seqacts.viz.plots_time",
+    "saturation": "seqacts.viz.plots",
+    "compare": "seqacts.viz.plots",
+    "distance": "seqacts.viz.plots",
+}
 
 
 @xr.register_dataset_accessor("seqacts")
 class SeqactsAccessor:
     """Analyses of a seqacts dataset: ``ds.seqacts.<method>``; plots under ``ds.seqacts.plot``.
 
-    Each method is the plain function of the same name called with this dataset first.
+    Each method is ``seqacts.<function>(ds, ...)`` with the same parameters and docstring.
     """
 
     def __init__(self, ds: xr.Dataset) -> None:
@@ -51,60 +49,41 @@ class SeqactsAccessor:
         """Figures: ``heatmap``, ``traces``, ``bands``, ``saturation``, ``compare``, ``distance``."""
         return PlotAccessor(self._ds)
 
-    def masked(self, name: str = "h") -> xr.DataArray:
-        """A variable with padding set to NaN; see :func:`seqacts.analysis.masked`."""
-        return analysis.masked(self._ds, name)
-
-    layer = _delegate(analysis.layer)
-    saturation = _delegate(analysis.saturation)
-    dead_units = _delegate(analysis.dead_units)
-    summary = _delegate(summary)
-    summary_table = _delegate(summary_table)
-    step_change = _delegate(analysis.step_change)
-    final_state = _delegate(final_state)
-    compare = _delegate(compare)
-    distance = _delegate(distance)
-    step_distance = _delegate(step_distance)
+    layer = delegate(core.layer)
+    masked = delegate(core.masked)
+    saturation = delegate(core.saturation)
+    dead_units = delegate(core.dead_units)
+    step_change = delegate(core.step_change)
+    summary = delegate(summary)
+    summary_table = delegate(summary_table)
+    final_state = delegate(final_state)
+    compare = delegate(compare)
+    distance = delegate(distance)
+    step_distance = delegate(step_distance)
 
 
 class PlotAccessor:
-    """``ds.seqacts.plot.<name>``: each returns a matplotlib Figure and never calls ``show()``."""
+    """``ds.seqacts.plot.<name>``: each returns a matplotlib Figure and never calls ``show()``.
+
+    The methods are the functions of :mod:`seqacts.viz.plots` (see :data:`PLOTS`), with their
+    signatures and docstrings; they are attached on first use so that importing seqacts does
+    not import matplotlib.
+    """
 
     def __init__(self, ds: xr.Dataset) -> None:
         self._ds = ds
 
-    def heatmap(self, sample: Any = None, layer: str | None = None, **kwargs: Any) -> Figure:
-        """Units x time of one sample and layer; see :func:`seqacts.plots.heatmap`."""
-        from .viz import plots
+    def __getattr__(self, name: str) -> Any:
+        if name in PLOTS and name not in PlotAccessor.__dict__:
+            _attach_plots()
+            return getattr(self, name)
+        raise AttributeError(f"ds.seqacts.plot has no {name!r}; plots: {', '.join(PLOTS)}")
 
-        return plots.heatmap(self._ds, sample=sample, layer=layer, **kwargs)
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(PLOTS))
 
-    def traces(self, units: Any = None, layer: str | None = None, **kwargs: Any) -> Figure:
-        """Selected units over time, samples overlaid; see :func:`seqacts.plots.traces`."""
-        from .viz import plots
 
-        return plots.traces(self._ds, units=units, layer=layer, **kwargs)
-
-    def bands(self, units: Any, group: Any, **kwargs: Any) -> Figure:
-        """Group mean and interquartile band over time; see :func:`seqacts.plots_time.bands`."""
-        from .viz import plots_time
-
-        return plots_time.bands(self._ds, units, group, **kwargs)
-
-    def saturation(self, low: float = 0.1, high: float = 0.9, **kwargs: Any) -> Figure:
-        """Left vs right gate saturation; see :func:`seqacts.plots.saturation`."""
-        from .viz import plots
-
-        return plots.saturation(self._ds, low=low, high=high, **kwargs)
-
-    def compare(self, group: Any, **kwargs: Any) -> Figure:
-        """Ranked effect sizes; see :func:`seqacts.plots.compare`."""
-        from .viz import plots
-
-        return plots.compare(self._ds, group, **kwargs)
-
-    def distance(self, reference: Any, group: Any = None, **kwargs: Any) -> Figure:
-        """Score histograms per group; see :func:`seqacts.plots.distance`."""
-        from .viz import plots
-
-        return plots.distance(self._ds, reference, group=group, **kwargs)
+@functools.cache
+def _attach_plots() -> None:
+    for name, module in PLOTS.items():
+        setattr(PlotAccessor, name, delegate(getattr(importlib.import_module(module), name)))

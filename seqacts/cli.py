@@ -1,46 +1,65 @@
 """The ``seqacts`` command line: ``demo``, ``extract``, ``info`` and ``report``.
 
 Mistakes a user can fix (a missing file, a bad ``MODEL`` string, weights or input that do not fit
-the model) print one line naming the problem and the fix and exit with status 2; ``--debug``
-shows the traceback instead.
+the model) print one line naming the problem and the fix and exit with status 2; an exception
+raised by the user's own code (the model's module, factory or forward) prints one line saying
+where it came from and exits with status 1; ``--debug`` shows the traceback instead.
+
+Arguments, input files and destinations are checked before torch is imported and the model is
+built, so these mistakes are reported within a second.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from .errors import SeqactsError, StreamBusyError
+from .cli_checks import (
+    along_sample,
+    check_group,
+    check_out_dir,
+    check_out_file,
+    describe_values,
+    from_user_code,
+    one_line,
+    safe_message,
+)
+from .errors import CLIError, SeqactsError, UserCodeError
+from .inputs import (
+    AXES,
+    count_nonfinite,
+    disk_size,
+    existing_file,
+    open_acts,
+    parse_layout,
+    read_coords,
+    read_input,
+)
 
 __all__ = ["CLIError", "main"]
 
 MODEL_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 STATE_KEYS = ("state_dict", "model_state_dict", "model")
+TIME_FIRST = ("time", "sample", "feature")
 
 
-class CLIError(SeqactsError, ValueError):
-    """A problem with the command line's arguments or files, with the fix in its message."""
-
-
-def _file(path: str, what: str) -> Path:
-    p = Path(path)
-    if not p.is_file():
-        raise CLIError(f"{what}: no such file {path!r}; check the path")
-    return p
-
-
-def load_factory(spec: str) -> Callable[[], Any]:
-    """Resolve ``package.module:factory`` (the current directory is importable)."""
+def check_model_spec(spec: str) -> None:
+    """Check ``MODEL`` has the form ``package.module:factory`` (without importing anything)."""
     if not MODEL_RE.match(spec):
         raise CLIError(
             f"MODEL: expected 'package.module:factory' (e.g. seqacts.demo:build_model), got {spec!r}"
         )
+
+
+def load_factory(spec: str) -> Callable[[], Any]:
+    """Resolve ``package.module:factory`` (the current directory is importable)."""
+    check_model_spec(spec)
     module_name, attr = spec.split(":")
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
@@ -51,6 +70,8 @@ def load_factory(spec: str) -> Callable[[], Any]:
             f"MODEL: cannot import {module_name!r} ({err}); run from the directory that holds "
             "it or install its package"
         ) from err
+    except Exception as err:
+        raise from_user_code(f"MODEL: importing {module_name}", err) from err
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise CLIError(f"MODEL: {module_name!r} has no attribute {attr!r}; check the name")
@@ -65,13 +86,20 @@ def build_model(spec: str, weights: str | None) -> Any:
     import torch
     from torch import nn
 
-    model = load_factory(spec)()
+    factory = load_factory(spec)
+    try:
+        model = factory()
+    except Exception as err:
+        raise from_user_code(f"MODEL: {spec.split(':')[1]}()", err) from err
     if not isinstance(model, nn.Module):
-        raise CLIError(f"MODEL: {spec}() returned {type(model).__name__}, not a torch.nn.Module")
+        raise CLIError(f"MODEL: {spec}() returned {type(model).__name__}, not a torch.nn.Module; "
+                       "point MODEL at a function returning the model")  # fmt: skip
     if weights is not None:
-        path = _file(weights, "--weights")
+        path = existing_file(weights, "--weights")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about pickle protocols before failing
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
             raise CLIError(
                 f"--weights: cannot load {weights} with weights_only=True ({type(err).__name__}); "
@@ -111,85 +139,39 @@ def load_weights(model: Any, state: Any, name: str) -> None:
     model.load_state_dict(state)
 
 
-def load_input(path: str, variable: str | None, batch_first: bool) -> tuple[Any, Any]:
-    """Read ``.npy``, ``.pt`` or ``.nc`` input; return (tensor, time labels or None)."""
-    import numpy as np
-    import torch
-
-    p = _file(path, "--input")
-    time = None
-    suffix = p.suffix.lower()
-    if suffix == ".npy":
-        data: Any = np.load(p, allow_pickle=False)
-    elif suffix == ".pt":
-        data = torch.load(p, map_location="cpu", weights_only=True)
-        if isinstance(data, Mapping):
-            tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
-            key = variable or ("input" if "input" in tensors else None)
-            if key is None and len(tensors) == 1:
-                key = next(iter(tensors))
-            if key not in tensors:
-                raise CLIError(
-                    f"--input: pick one of the tensors {sorted(tensors)} with --variable"
-                )
-            data = tensors[key]
-    elif suffix == ".nc":
-        data, time = _netcdf_input(p, variable, batch_first)
-    else:
-        raise CLIError(f"--input: expected a .npy, .pt or .nc file, got {p.name!r}")
-    tensor = torch.as_tensor(np.asarray(data) if not isinstance(data, torch.Tensor) else data)
-    if tensor.is_floating_point():
-        tensor = tensor.float()
-    if tensor.dim() < 2:
-        raise CLIError(
-            f"--input: expected an array (sample, time, feature), got shape {tuple(tensor.shape)}"
-        )
-    return tensor, time
-
-
-def _netcdf_input(p: Path, variable: str | None, batch_first: bool) -> tuple[Any, Any]:
-    import xarray as xr
-
-    with xr.open_dataset(p) as ds:
-        names = [str(v) for v in ds.data_vars]
-        name = variable or ("input" if "input" in names else names[0] if len(names) == 1 else None)
-        if name not in names:
-            raise CLIError(f"--input: pick one of the variables {names} with --variable")
-        da = ds[name].load()
-    if {"sample", "time"} <= set(da.dims):
-        order = ("sample", "time") if batch_first else ("time", "sample")
-        da = da.transpose(*order, ...)
-        time = da["time"].values if "time" in da.coords else None
-        return da.values, time
-    return da.values, None
-
-
-def check_input(model: Any, x: Any, batch_first: bool) -> None:
-    """Catch the common shape mistakes before running anything, with the fix in the message."""
+def check_input(model: Any, x: Any, batch_first: bool, name: str = "the input") -> None:
+    """Catch the common shape and dtype mistakes before running anything, with the fix."""
     from torch import nn
 
     layout = "(sample, time, feature)" if batch_first else "(time, sample, feature)"
     first = next((m for m in model.modules() if next(m.parameters(False), None) is not None), None)
-    if isinstance(first, (nn.RNNBase, nn.RNNCellBase)) and x.is_floating_point():
-        if x.dim() != 3:
-            raise CLIError(
-                f"--input: expected a 3-D array {layout}, got shape {tuple(x.shape)}; "
-                "add a sample axis (x[None]) for a single sequence"
-            )
-        own = getattr(first, "batch_first", batch_first)
-        if isinstance(first, nn.RNNBase) and own != batch_first:
-            flag = "--batch-first" if own else "--time-first"
-            raise CLIError(
-                f"--input: the model's first recurrent layer has batch_first={own}, so it reads "
-                f"its input as {'(sample, time, feature)' if own else '(time, sample, feature)'}; "
-                f"pass {flag} (and lay the data out that way)"
-            )
-        if x.shape[-1] != first.input_size:
-            raise CLIError(
-                f"--input: {x.shape[-1]} features per step but the model's first recurrent layer "
-                f"expects input_size={first.input_size}; input shape {tuple(x.shape)} read as "
-                f"{layout} (use --time-first/--batch-first to change)"
-            )
+    if not isinstance(first, (nn.RNNBase, nn.RNNCellBase)):
+        return
+    if not x.is_floating_point():
+        raise CLIError(
+            f"--input: {name} holds {str(x.dtype).replace('torch.', '')} values but the model's "
+            f"first layer ({type(first).__name__}) takes floats; save the input as float32, e.g. "
+            "np.save(path, x.astype('float32'))"
+        )
+    if x.dim() != 3:
+        raise CLIError(
+            f"--input: expected a 3-D array {layout}, got shape {tuple(x.shape)}; "
+            "add a sample axis (x[None]) for a single sequence"
+        )
+    own = getattr(first, "batch_first", batch_first)
+    if isinstance(first, nn.RNNBase) and own != batch_first:
+        flag = "--batch-first" if own else "--time-first"
+        raise CLIError(
+            f"--input: the model's first recurrent layer has batch_first={own}, so it reads "
+            f"its input as {'(sample, time, feature)' if own else '(time, sample, feature)'}; "
+            f"pass {flag} (and lay the data out that way, or describe it with --layout)"
+        )
+    if x.shape[-1] != first.input_size:
+        raise CLIError(
+            f"--input: {x.shape[-1]} features per step but the model's first recurrent layer "
+            f"expects input_size={first.input_size}; input shape {tuple(x.shape)} read as "
+            f"{layout} (use --layout or --time-first/--batch-first to change)"
+        )
 
 
 def batches(x: Any, size: int, batch_first: bool) -> Iterator[Any]:
@@ -197,83 +179,74 @@ def batches(x: Any, size: int, batch_first: bool) -> Iterator[Any]:
     yield from x.split(size, dim=0 if batch_first else 1)
 
 
-def _optional(name: str, module: str) -> Any:
-    """``seqacts.<name>``, else ``seqacts.<module>.<name>``, else None (not yet available)."""
-    import seqacts
+def try_forward(model: Any, x: Any, batch_first: bool) -> None:
+    """Run the model on its first two samples: an error there is the model's, and said so."""
+    import torch
 
-    found = getattr(seqacts, name, None)
-    if found is None:
+    head = x[:2] if batch_first else x[:, :2]
+    with torch.no_grad():
         try:
-            found = getattr(importlib.import_module(f"seqacts.{module}"), name, None)
-        except ImportError:
-            return None
-    return found
+            model(head)
+        except Exception as err:
+            raise from_user_code(
+                f"MODEL: forward of {type(model).__name__} on input of shape {tuple(head.shape)} "
+                f"(dtype {str(head.dtype).replace('torch.', '')})",
+                err,
+            ) from err
+
+
+def _layout(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.layout is not None:
+        return parse_layout(args.layout)
+    return AXES if args.batch_first else TIME_FIRST
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size: expected a positive integer, got {args.batch_size}")
+    layout = _layout(args)
+    check_model_spec(args.model)
+    out = check_out_file(args.out, args.overwrite)
+    if args.weights is not None:
+        existing_file(args.weights, "--weights")
+    data = read_input(args.input, args.variable, layout)
+    bad, samples = count_nonfinite(data.array)
+    if bad and not args.allow_nan:
+        raise CLIError(
+            f"--input: {bad} NaN or infinite values in {samples} of {data.n_samples} samples; "
+            "the model would carry them into every later step. Clean the data, or pass "
+            "--allow-nan to record them anyway"
+        )
+    coords = dict(data.coords)
+    if args.coords is not None:
+        coords.update(read_coords(args.coords, data.n_samples))
+    # Everything above ran without torch; from here on the model is built and run.
     import torch
 
     import seqacts
 
-    if args.batch_size < 1:
-        raise CLIError(f"--batch-size: expected a positive integer, got {args.batch_size}")
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise CLIError(f"--out: {out} exists; pass --overwrite to replace it")
+    from .io.labels import add_sample_coords
+
     model = build_model(args.model, args.weights)
-    x, time = load_input(args.input, args.variable, args.batch_first)
-    check_input(model, x, args.batch_first)
-    n = x.shape[0 if args.batch_first else 1]
+    x = torch.from_numpy(data.array)
+    if x.is_floating_point():
+        x = x.float()
+    if not args.batch_first:
+        x = x.transpose(0, 1)
+    check_input(model, x, args.batch_first, Path(args.input).name)
+    try_forward(model, x, args.batch_first)
     progress = sys.stderr.isatty()
     chunks = list(batches(x, args.batch_size, args.batch_first))
-    writer = _optional("extract_to_netcdf", "stream")
     out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        if writer is not None and (time is None or "time" in inspect.signature(writer).parameters):
-            kwargs: dict[str, Any] = {"time": time} if time is not None else {}
-            writer(model, chunks, out, layers=args.layers, internals=args.internals,
-                   overwrite=True, progress=progress, **kwargs)  # fmt: skip
-        else:
-            from tqdm.auto import tqdm
-
-            with (
-                torch.no_grad(),
-                seqacts.record(
-                    model, layers=args.layers, internals=args.internals, time=time
-                ) as rec,
-            ):
-                for chunk in tqdm(chunks, disable=not progress, unit="batch"):
-                    model(chunk)
-            rec.to_dataset().to_netcdf(out)
-    except RuntimeError as err:
-        if isinstance(err, SeqactsError):
-            raise
-        raise CLIError(
-            f"--input: the model rejected a batch of shape {tuple(chunks[0].shape)} "
-            f"({str(err).splitlines()[0]}); check the input's layout (--batch-first/--time-first)"
-        ) from err
-    print(f"wrote {out}: {n} samples, {out.stat().st_size / 1e6:.1f} MB")
+    kwargs: dict[str, Any] = {"time": data.time} if data.time is not None else {}
+    seqacts.extract_to_netcdf(model, chunks, out, layers=args.layers, internals=args.internals,
+                              compression=args.compression, pack=args.pack, overwrite=True,
+                              progress=progress, **kwargs)  # fmt: skip
+    if coords:
+        add_sample_coords(out, coords)
+    labels = f"; labels along sample: {', '.join(coords)}" if coords else ""
+    print(f"wrote {out}: {data.n_samples} samples, {out.stat().st_size / 1e6:.1f} MB{labels}")
     return 0
-
-
-def open_acts(path: str) -> Any:
-    """Open a seqacts netCDF file lazily (via ``seqacts.open_dataset`` when it exists)."""
-    import xarray as xr
-
-    p = _file(path, "FILE")
-    opener = _optional("open_dataset", "scale")
-    try:
-        ds = opener(p) if opener is not None else xr.open_dataset(p, chunks={})
-    except (OSError, ValueError) as err:  # also truncated or broken files: said in the message
-        if isinstance(err, SeqactsError) and not isinstance(err, OSError):
-            raise
-        if isinstance(err, StreamBusyError):
-            raise
-        raise CLIError(f"FILE: cannot read {path} as netCDF ({err}); pass a .nc file") from err
-    if "layer" not in ds.dims or "h" not in ds:
-        raise CLIError(f"FILE: {path} is not a seqacts dataset (no 'layer' dimension or 'h'); "
-                       "create one with `seqacts extract` or seqacts.extract(...).to_netcdf()")  # fmt: skip
-    return ds
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -282,11 +255,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.verify:
         from .io.integrity import verify
 
-        report = verify(_file(args.file, "FILE"))
+        report = verify(existing_file(args.file, "FILE"))
         print(report)
         return 0 if report.ok else 1
     ds = open_acts(args.file)
-    size = Path(args.file).stat().st_size
+    size = disk_size(args.file)
     print(f"{args.file}: {size / 1e6:.1f} MB on disk, {ds.nbytes / 1e6:.1f} MB in memory")
     print("dims: " + ", ".join(f"{k} {v}" for k, v in ds.sizes.items()))
     rows = [
@@ -300,6 +273,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     rows = [[str(k), ", ".join(map(str, v.dims)), str(v.dtype), v.attrs.get("long_name", "")]
             for k, v in ds.data_vars.items()]  # fmt: skip
     print(format_table(["name", "dims", "dtype", "meaning"], rows))
+    labels = along_sample(ds)
+    print("\nlabels along sample (for report --group):"
+          + ("" if labels else " none; attach them with `seqacts extract --coords FILE`"))  # fmt: skip
+    for name in labels:
+        print(f"  {name}: {describe_values(ds[name].values)}")
     print("\nprovenance:")
     for key, value in ds.attrs.items():
         text = str(value)
@@ -310,30 +288,43 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    out = check_out_dir(args.out)
+    ds = open_acts(args.file)
+    if args.group is not None:
+        check_group(ds, args.group, args.file)
+    reference = open_acts(args.reference, "--reference") if args.reference else None
     from .viz.report import report
 
-    ds = open_acts(args.file)
-    reference = open_acts(args.reference) if args.reference else None
-    for option in ("group", "kinds"):
-        name = getattr(args, option)
-        if name is not None and name not in ds.variables:
-            raise CLIError(f"--{option}: {args.file} has no variable {name!r} along sample")
-    print(report(ds, args.out, group=args.group, reference=reference, kinds=args.kinds, baseline=args.baseline))  # fmt: skip
+    if args.kinds is not None:
+        check_group(ds, args.kinds, args.file)
+    print(report(ds, out, group=args.group, reference=reference, kinds=args.kinds,
+                 baseline=args.baseline))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
 
+    check_out_dir(args.out)
     quick = {"n_train": 256, "n_reference": 256, "n_test": 16, "epochs": 8} if args.quick else {}
     run_demo(args.out, DemoConfig(seed=args.seed, **quick))
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """``argparse`` with its errors on one line, like every other mistake."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from . import __version__
+
+    parser = Parser(
         prog="seqacts", description="Record and analyse per-timestep activations of RNNs."
     )
+    parser.add_argument("--version", action="version", version=f"seqacts {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -360,19 +351,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", nargs="+", metavar="LAYER", help="layer labels or patterns")
     p.add_argument("--internals", action="store_true", help="also record cell states and gates")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="samples per forward")
+    p.add_argument("--coords", metavar="LABELS", help="per-sample labels to attach along sample "
+                   "(.csv with one column per label, .npy or .nc)")  # fmt: skip
+    p.add_argument("--layout", metavar="AXES", help="the input file's axes in order, e.g. "
+                   "sample,feature,time (default sample,time,feature; time,sample,feature with "
+                   "--time-first)")  # fmt: skip
+    p.add_argument("--compression", choices=["zlib", "zstd"], help="lossless compression")
+    p.add_argument("--pack", choices=["int16"], help="store gates and tanh h as int16 (half the "
+                   "size, absolute error <= 1.6e-5)")  # fmt: skip
+    p.add_argument("--allow-nan", action="store_true", help="record inputs holding NaN or inf")
     layout = p.add_mutually_exclusive_group()
     layout.add_argument("--batch-first", dest="batch_first", action="store_true", default=True,
-                        help="input is (sample, time, feature) (default)")  # fmt: skip
+                        help="the model takes (sample, time, feature) (default)")  # fmt: skip
     layout.add_argument("--time-first", dest="batch_first", action="store_false",
-                        help="input is (time, sample, feature)")  # fmt: skip
+                        help="the model takes (time, sample, feature)")  # fmt: skip
 
-    p = command("info", cmd_info, "describe a recorded netCDF file")
+    p = command("info", cmd_info, "describe a recorded netCDF file or shard directory")
     p.add_argument("file", metavar="FILE.nc")
     p.add_argument("--summary", action="store_true", help="also compute per-layer statistics")
     p.add_argument("--verify", action="store_true", help="read every chunk, check its checksum "
                    "and report problems (exit status 1 if any)")
 
-    p = command("report", cmd_report, "write an HTML report of a recorded netCDF file")
+    p = command("report", cmd_report, "write an HTML report of a recorded file or shard directory")
     p.add_argument("file", metavar="FILE.nc")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--group", help="boolean/categorical variable along sample to compare")
@@ -383,11 +383,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(err: BaseException) -> str:
-    """An error message on one line (libraries' messages may span several)."""
-    return " ".join(str(err).split())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``seqacts`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -396,15 +391,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("seqacts: interrupted", file=sys.stderr)
         return 130
+    except UserCodeError as err:
+        if args.debug:
+            raise
+        print(f"seqacts {args.command}: error: {one_line(err)} (rerun with --debug for the "
+              "traceback)", file=sys.stderr)  # fmt: skip
+        return 1
     except (SeqactsError, FileNotFoundError, FileExistsError) as err:
         if args.debug:
             raise
-        print(f"seqacts {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        print(f"seqacts {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except Exception as err:
         if args.debug:
             raise
-        print(f"seqacts {args.command}: unexpected {type(err).__name__}: {_one_line(err)} "
+        print(f"seqacts {args.command}: unexpected {type(err).__name__}: {safe_message(err)} "
               "(rerun with --debug for the traceback)", file=sys.stderr)  # fmt: skip
         return 1
 

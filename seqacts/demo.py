@@ -18,6 +18,8 @@ import torch
 import xarray as xr
 from torch import nn
 
+from .errors import OptionError
+
 __all__ = [
     "ANOMALIES",
     "DemoConfig",
@@ -89,7 +91,7 @@ def inject_anomalies(
             x[i, start:, ch] = x[i, start, ch]
             where[i, start:] = True
         elif kind != "normal":
-            raise ValueError(
+            raise OptionError(
                 f"kind: expected normal or one of {', '.join(ANOMALIES)}, got {kind!r}"
             )
     return x, where

@@ -1,25 +1,40 @@
-"""Exceptions raised by seqacts; each inherits from a builtin so plain ``except`` clauses work."""
+"""Exceptions raised by seqacts; each inherits from a builtin so plain ``except`` clauses work.
+
+Every mistake a user can fix raises a :class:`SeqactsError` whose message names the problem and
+the fix; the command line prints it on one line and exits with status 2. This module imports
+nothing heavy, so the command line can check its arguments before loading torch.
+"""
 
 from __future__ import annotations
 
 __all__ = [
     "SeqactsError",
+    "ArgumentTypeError",
+    "CLIError",
+    "CorruptFileError",
+    "DatasetMismatchError",
+    "DatasetNotFoundError",
+    "DestinationError",
+    "EditError",
+    "GroupError",
+    "InputError",
     "LayerSelectionError",
+    "MissingVariableError",
     "NoRecurrentModuleError",
     "OptionError",
+    "OutputExistsError",
     "RecordingError",
-    "EditError",
-    "StreamMismatchError",
-    "StreamBusyError",
-    "StreamWriteError",
-    "CorruptFileError",
-    "DestinationError",
-    "GroupError",
-    "ReferenceSetError",
     "ReferenceMaskError",
+    "ReferenceSetError",
+    "StreamBusyError",
+    "StreamMismatchError",
+    "StreamWriteError",
+    "UnrollError",
+    "UnsupportedModelError",
+    "UserCodeError",
     "IncompleteStreamWarning",
     "RecordingWarning",
-    "UnsupportedModelError",
+    "TrainingModeWarning",
     "WorkspaceWarning",
 ]
 
@@ -28,36 +43,81 @@ class SeqactsError(Exception):
     """Base class of every error seqacts raises on purpose."""
 
 
-class LayerSelectionError(SeqactsError, ValueError):
-    """A ``layers=`` or ``modules=`` name matched nothing in the model."""
+class ArgumentTypeError(SeqactsError, TypeError):
+    """An argument of the wrong type (a model that is no ``nn.Module``, names that are no str)."""
 
 
-class NoRecurrentModuleError(SeqactsError, ValueError):
-    """The model holds no ``nn.RNN/LSTM/GRU`` or recurrent cell."""
+class CLIError(SeqactsError, ValueError):
+    """A problem with the command line's arguments or files, with the fix in its message."""
 
 
-class UnsupportedModelError(SeqactsError, TypeError):
-    """The model runs through TorchScript or ``torch.compile``, whose kernels cannot be recorded."""
+class CorruptFileError(SeqactsError, OSError):
+    """A file is truncated, has a broken header, or a chunk fails its checksum."""
 
 
-class RecordingError(SeqactsError, RuntimeError):
-    """The recording could not be turned into a dataset (e.g. nothing was recorded)."""
+class DatasetMismatchError(SeqactsError, ValueError):
+    """Two datasets that should come from the same model do not (other layers or widths)."""
 
 
-class OptionError(SeqactsError, ValueError):
-    """An option does not fit the model or what was recorded (``internals=``, ``time=``)."""
+class DatasetNotFoundError(SeqactsError, FileNotFoundError):
+    """No dataset at the path given: no such file, or a directory without ``part-*.nc`` shards."""
+
+
+class DestinationError(SeqactsError, OSError):
+    """The output path cannot be written: its directory is missing, it is a directory, or the
+    directory is not writable. Raised before any batch is run."""
 
 
 class EditError(SeqactsError, ValueError):
     """An edit does not fit the model or the run (state, units, direction, time, source)."""
 
 
-class StreamMismatchError(SeqactsError, ValueError):
-    """``resume=True`` met a file written with other layers, options or model weights."""
+class GroupError(SeqactsError, ValueError):
+    """Labels along ``sample`` (``group=``, ``reference=``, ``baseline=``) that cannot be used."""
+
+
+class InputError(SeqactsError, ValueError):
+    """Inputs or batches that do not fit: none at all, or labels of the wrong length."""
+
+
+class LayerSelectionError(SeqactsError, ValueError):
+    """A ``layers=`` or ``modules=`` name matched nothing in the model."""
+
+
+class MissingVariableError(SeqactsError, ValueError):
+    """An analysis needs a variable (e.g. gates from ``internals=True``) the dataset lacks."""
+
+
+class NoRecurrentModuleError(SeqactsError, ValueError):
+    """The model holds no ``nn.RNN/LSTM/GRU`` or recurrent cell."""
+
+
+class OptionError(SeqactsError, ValueError):
+    """An option's value is out of range, or does not fit the model or what was recorded."""
+
+
+class OutputExistsError(SeqactsError, FileExistsError):
+    """The destination exists and replacing it was not asked for."""
+
+
+class RecordingError(SeqactsError, RuntimeError):
+    """The recording could not be turned into a dataset (e.g. nothing was recorded)."""
+
+
+class ReferenceMaskError(SeqactsError, TypeError):
+    """``reference=`` is neither a Dataset nor a boolean mask along sample."""
+
+
+class ReferenceSetError(SeqactsError, ValueError):
+    """A reference for an anomaly score that is empty, too small or from another model."""
 
 
 class StreamBusyError(SeqactsError, BlockingIOError):
     """Another process (named in the message) is writing this stream file right now."""
+
+
+class StreamMismatchError(SeqactsError, ValueError):
+    """``resume=True`` met a file written with other layers, options or model weights."""
 
 
 class StreamWriteError(SeqactsError, OSError):
@@ -65,23 +125,20 @@ class StreamWriteError(SeqactsError, OSError):
     batch committed before it, and ``resume=True`` finishes it once the cause is fixed."""
 
 
-class CorruptFileError(SeqactsError, OSError):
-    """A file is truncated, has a broken header, or a chunk fails its checksum."""
+class UnrollError(SeqactsError, ValueError):
+    """``layer_internals`` got an unknown kind or variable, or tensors of mismatched shapes."""
 
 
-class DestinationError(SeqactsError, OSError):
-    """The output path cannot be written: its directory is missing, it is a directory, or the
-    directory is not writable. Raised before any batch is run."""
-class GroupError(SeqactsError, ValueError):
-    """Group labels, a baseline, kinds or a ``where=`` mask that do not fit the dataset."""
+class UnsupportedModelError(SeqactsError, TypeError):
+    """The model runs through TorchScript or ``torch.compile``, whose kernels cannot be recorded."""
 
 
-class ReferenceSetError(SeqactsError, ValueError):
-    """A reference for an anomaly score that is empty, too small or from another model."""
+class UserCodeError(SeqactsError, RuntimeError):
+    """The user's own code (a model factory, a module import, a forward) raised.
 
-
-class ReferenceMaskError(SeqactsError, TypeError):
-    """``reference=`` is neither a Dataset nor a boolean mask along sample."""
+    The message says where it came from, e.g. ``MODEL: build() raised RuntimeError: ...``; the
+    original exception is the ``__cause__``.
+    """
 
 
 class IncompleteStreamWarning(UserWarning):
@@ -94,6 +151,10 @@ class RecordingWarning(UserWarning):
     Layers whose rows could not be aligned as the same samples, non-finite states, a selected
     layer that saw no call, or a failure of seqacts' own bookkeeping during a forward.
     """
+
+
+class TrainingModeWarning(UserWarning):
+    """The model is in training mode with dropout: two recordings of one input differ."""
 
 
 class WorkspaceWarning(RuntimeWarning):

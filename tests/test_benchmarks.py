@@ -37,3 +37,12 @@ def test_stream_benchmark_prints_throughput_checksums_and_memory():
     assert "extract_to_netcdf" in out and "write MB/s" in out
     assert re.search(r"checksums \(fletcher32\).* write time \d+\.\d+x", out)
     assert out.count("write peak RSS") == 2 and "reduction peak RSS" in out
+
+
+def test_analysis_memory_benchmark_prints_its_table():
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_analysis_memory.py"), "--quick"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    for name in ("summary", "dead_units", "report"):
+        assert re.search(rf"\| {name} \| \d+ MB, [\d.]+ s \|", out), out

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import xarray as xr
@@ -154,36 +155,97 @@ def test_extract_reads_pt_nc_and_time_first_inputs(in_project: Path) -> None:
     assert main(["extract", "mymodel:make", *w, "--input", "x.pt", "--out", "pt.nc"]) == 2
 
 
-ERRORS = [
-    (["extract", "mymodel", "--input", "x.npy", "--out", "e.nc"], "package.module:factory"),
-    (["extract", "nomodule:make", "--input", "x.npy", "--out", "e.nc"], "cannot import"),
-    (["extract", "mymodel:nope", "--input", "x.npy", "--out", "e.nc"], "no attribute 'nope'"),
-    (["extract", "mymodel:NOT_CALLABLE", "--input", "x.npy", "--out", "e.nc"], "not callable"),
-    (["extract", "mymodel:other", "--weights", "w.pt", "--input", "x.npy", "--out", "e.nc"],
-     "does not fit the model"),
-    (["extract", "mymodel:make", "--weights", "x.npy", "--input", "x.npy", "--out", "e.nc"],
-     "weights_only=True"),
-    (["extract", "mymodel:make", "--weights", "gone.pt", "--input", "x.npy", "--out", "e.nc"],
-     "no such file 'gone.pt'"),
-    (["extract", "mymodel:make", "--input", "x4.npy", "--out", "e.nc"], "expects input_size=3"),
-    (["extract", "mymodel:make", "--input", "flat.npy", "--out", "e.nc"], "3-D array"),
-    (["extract", "mymodel:make", "--input", "x.npy", "--time-first", "--out", "e.nc"],
-     "pass --batch-first"),
-    (["extract", "mymodel:make", "--input", "mymodel.py", "--out", "e.nc"], ".npy, .pt or .nc"),
-    (["extract", "mymodel:make", "--input", "x.npy", "--batch-size", "0", "--out", "e.nc"],
-     "positive integer"),
-    (["info", "missing.nc"], "no such file 'missing.nc'"),
-    (["info", "x.nc"], "not a seqacts dataset"),
-    (["report", "x.npy", "--out", "r"], "it is not a netCDF4 file"),
-]  # fmt: skip
+def test_labels_layouts_and_storage_options_from_the_shell(in_project: Path, capsys) -> None:
+    """Labels of a .nc input and of --coords reach the file, info lists them, report uses them."""
+    x = np.load("x.npy")
+    labels = np.arange(20) % 4 == 0
+    xr.Dataset(
+        {"input": (("sample", "time", "feature"), x)},
+        coords={
+            "is_anomaly": ("sample", labels),
+            "anomaly": ("sample", np.where(labels, "spike", "normal")),
+        },
+    ).to_netcdf("labelled.nc")
+    pd.DataFrame(
+        {"split": np.where(np.arange(20) < 10, "train", "test"), "score": np.arange(20.0)}
+    ).to_csv("more.csv", index=False)
+    np.save("sft.npy", x.transpose(0, 2, 1).copy())
+    w = ["--weights", "w.pt"]
+    assert (
+        main(
+            [
+                "extract",
+                "mymodel:make",
+                *w,
+                "--input",
+                "labelled.nc",
+                "--coords",
+                "more.csv",
+                "--out",
+                "lab.nc",
+                "--internals",
+                "--pack",
+                "int16",
+                "--compression",
+                "zstd",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "extract",
+                "mymodel:make",
+                *w,
+                "--input",
+                "sft.npy",
+                "--layout",
+                "sample,feature,time",
+                "--out",
+                "sft.nc",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    with seqacts.open_dataset("lab.nc") as ds, xr.open_dataset("sft.nc") as sft:
+        for name in ("is_anomaly", "anomaly", "split", "score"):
+            assert name in ds.coords and ds[name].dims == ("sample",)
+        assert ds["is_anomaly"].dtype == bool and list(ds["is_anomaly"].values) == list(labels)
+        assert list(ds["split"].values[:2]) == ["train", "train"]
+        assert ds["update_gate"].encoding.get("dtype") == np.dtype("int16")  # --pack int16
+        np.testing.assert_allclose(sft["h"].values, ds["h"].values, atol=1e-4)
+    assert main(["info", "lab.nc"]) == 0
+    out = capsys.readouterr().out
+    assert "labels along sample" in out and "is_anomaly: bool, 2 values" in out
+    assert "anomaly: str, 2 values: spike (5), normal (15)" in out or "anomaly: str" in out
+    assert main(["report", "lab.nc", "--out", "rep", "--group", "anomaly"]) == 0
+    assert (in_project / "rep" / "report.html").exists()
 
 
-@pytest.mark.parametrize("cmd, expected", ERRORS, ids=[e[1] for e in ERRORS])
-def test_errors_name_the_problem_and_the_fix(in_project: Path, capsys, cmd, expected) -> None:
-    assert main(cmd) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and expected in err, err
-    assert not (in_project / "e.nc").exists()
+def test_info_and_report_read_shard_directories(in_project: Path, capsys) -> None:
+    from seqacts.io.stream import stream
+
+    x = torch.from_numpy(np.load("x.npy"))
+    model = _model(in_project)
+    opts = dict(
+        layers=None,
+        internals=False,
+        modules=None,
+        inputs=None,
+        compression=None,
+        pack=None,
+        time=None,
+    )
+    Path("parts").mkdir(exist_ok=True)
+    stream(model, [x[:10]], Path("parts/part-000000000000.nc"), opts, progress=False)
+    stream(
+        model, [x[10:]], Path("parts/part-000000000010.nc"), opts, progress=False, first_sample=10
+    )
+    assert main(["info", "parts"]) == 0
+    assert "sample 20" in capsys.readouterr().out
+    assert main(["report", "parts", "--out", "parts_report"]) == 0
 
 
 def test_errors_in_a_terminal_are_one_line_with_status_2(project: Path) -> None:
@@ -196,7 +258,7 @@ def test_errors_in_a_terminal_are_one_line_with_status_2(project: Path) -> None:
     assert bad.stderr.strip() == (
         "seqacts extract: error: --input: 4 features per step but the model's first recurrent "
         "layer expects input_size=3; input shape (20, 7, 4) read as (sample, time, feature) "
-        "(use --time-first/--batch-first to change)"
+        "(use --layout or --time-first/--batch-first to change)"
     )
     assert "Traceback" in debug.stderr and debug.returncode != 0
 

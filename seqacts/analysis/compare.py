@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..errors import GroupError, ReferenceSetError
+from ..errors import GroupError, OptionError, ReferenceSetError
 from .core import MissingVariableError, computed, masked, require, valid
 from .effect_size import magnitude
 from .groups import group_labels, split_levels
@@ -46,7 +46,16 @@ FEATURES: dict[str, str] = {
 def final_state(ds: xr.Dataset, var: str = "h") -> xr.DataArray:
     """Each sample's last processed value of a per-step variable, per layer and direction.
 
-    The forward direction's value at step ``length - 1``, the backward direction's at step 0.
+    The forward direction's value at step ``length - 1`` (each sample's own length, so padding
+    is never read), the backward direction's at step 0. For ``"h"`` this equals ``h_n``; for a
+    gate or ``c`` it is the value the layer ended on, which the recording has no ``_n`` for.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A seqacts dataset (with the ``length`` coordinate).
+    var : str, default "h"
+        A per-step variable: ``"h"``, ``"c"``, a gate or ``"preactivation"``.
 
     Returns
     -------
@@ -90,7 +99,7 @@ def sample_feature(
         return final_state(ds, var)
     if feature not in FEATURES:
         states = [str(v) for v in ds.data_vars if "time" not in ds[v].dims and "unit" in ds[v].dims]
-        raise ValueError(
+        raise OptionError(
             f"feature: expected one of {', '.join(FEATURES)} or a state variable "
             f"({', '.join(states)}), got {feature!r}"
         )

@@ -15,12 +15,15 @@ from typing import TypeVar
 import numpy as np
 import xarray as xr
 
-from ..errors import LayerSelectionError, RecordingWarning, SeqactsError
+from ..errors import LayerSelectionError, MissingVariableError, OptionError, RecordingWarning
 from ..schema import CELL_WIDTH_VARS, INTERNALS, SIGMOID_GATES, TANH_BOUNDED_KINDS, base_kind
 
 __all__ = [
+    "HIGH",
+    "LOW",
     "MissingVariableError",
     "left_out",
+    "TOL",
     "dead_units",
     "layer",
     "masked",
@@ -33,12 +36,11 @@ __all__ = [
 #: Variables that exist only for LSTM layers besides the LSTM internals.
 LSTM_STATE_VARS: tuple[str, ...] = ("c_0", "c_n")
 SAMPLE_TIME = ("sample", "time")
+#: Default saturation thresholds (Karpathy et al., 2015) and constant-unit tolerance: every
+#: function, method and plot that takes them uses these.
+LOW, HIGH, TOL = 0.1, 0.9, 1e-5
 
 _T = TypeVar("_T", xr.Dataset, xr.DataArray)
-
-
-class MissingVariableError(SeqactsError, ValueError):
-    """An analysis needs a variable (e.g. gates from ``internals=True``) the dataset lacks."""
 
 
 def computed(obj: _T) -> _T:
@@ -90,11 +92,27 @@ def valid(ds: xr.Dataset, name: str) -> xr.DataArray | None:
     return mask
 
 
-def masked(ds: xr.Dataset, name: str) -> xr.DataArray:
+def masked(ds: xr.Dataset, name: str = "h") -> xr.DataArray:
     """``ds[name]`` with every padded position set to NaN (lazy on Dask-backed data).
 
+    Padding is every position :func:`valid` marks False: timesteps past a sample's
+    ``length``, units past a layer's width, the backward direction of a unidirectional layer.
+    Reductions of the result (``.mean("time")``, ``.std(["sample", "time"])``) then skip it.
     Samples with non-finite states (the ``nonfinite`` coordinate) are left out too, with a
     warning saying how many.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A seqacts dataset or a subset of one.
+    name : str, default "h"
+        The variable, e.g. ``"h"``, ``"c"``, ``"forget_gate"`` or ``"h_n"``.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``ds[name]``'s dims (e.g. ``sample, layer, direction, time, unit`` for ``h``);
+        unchanged for a variable that is not per-unit (e.g. a user-attached input).
     """
     left_out(ds, "seqacts analyses")
     mask = valid(ds, name)
@@ -153,7 +171,7 @@ def layer(ds: xr.Dataset, name: str) -> xr.Dataset:
     return sub
 
 
-def saturation(ds: xr.Dataset, low: float = 0.1, high: float = 0.9) -> xr.Dataset:
+def saturation(ds: xr.Dataset, low: float = LOW, high: float = HIGH) -> xr.Dataset:
     """Left/right saturation fractions of every sigmoid gate (Karpathy et al., 2015).
 
     Parameters
@@ -171,7 +189,10 @@ def saturation(ds: xr.Dataset, low: float = 0.1, high: float = 0.9) -> xr.Datase
         or unit. Gates: the sigmoid gates present (input/forget/output, reset/update).
     """
     if not 0.0 <= low < high <= 1.0:
-        raise ValueError(f"saturation: need 0 <= low < high <= 1, got low={low}, high={high}")
+        raise OptionError(
+            f"saturation: need 0 <= low < high <= 1, got low={low}, high={high}; e.g. low=0.1, "
+            "high=0.9"
+        )
     gates = [g for g in SIGMOID_GATES if g in ds]
     if not gates:
         raise MissingVariableError(
@@ -200,7 +221,7 @@ def saturation(ds: xr.Dataset, low: float = 0.1, high: float = 0.9) -> xr.Datase
 
 
 def dead_units(
-    ds: xr.Dataset, *, tol: float = 1e-5, level: float = 0.99, fraction: float = 0.99
+    ds: xr.Dataset, *, tol: float = TOL, level: float = 0.99, fraction: float = 0.99
 ) -> xr.Dataset:
     """Units whose hidden state never varies or sits saturated at +-1 almost everywhere.
 

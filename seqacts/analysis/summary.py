@@ -10,6 +10,9 @@ import xarray as xr
 
 from ..schema import SIGMOID_GATES
 from .core import (
+    HIGH,
+    LOW,
+    TOL,
     MissingVariableError,
     computed,
     dead_units,
@@ -46,7 +49,7 @@ def _saturated_fraction(ds: xr.Dataset, low: float, high: float) -> xr.DataArray
 
 
 def summary(
-    ds: xr.Dataset, *, low: float = 0.1, high: float = 0.9, tol: float = 1e-5
+    ds: xr.Dataset, *, low: float = LOW, high: float = HIGH, tol: float = TOL
 ) -> xr.Dataset:
     """One row per layer: width, statistics of ``h`` and ``c``, saturation, dead units, steps.
 
@@ -159,9 +162,24 @@ def summary_rows(table: xr.Dataset) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
-def summary_table(ds: xr.Dataset, **kwargs: float) -> str:
-    """:func:`summary` as a plain-text table, one line per layer (keywords go to ``summary``)."""
-    table = summary(ds, **kwargs)
+def summary_table(
+    ds: xr.Dataset, *, low: float = LOW, high: float = HIGH, tol: float = TOL
+) -> str:
+    """:func:`summary` as a plain-text table, one line per layer.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A seqacts dataset (with a ``layer`` dimension).
+    low, high, tol : float
+        As in :func:`summary`.
+
+    Returns
+    -------
+    str
+        A header line (samples, layers) and one aligned row per layer.
+    """
+    table = summary(ds, low=low, high=high, tol=tol)
     headers, rows = summary_rows(table)
     n = int(table["samples"].max()) if table.sizes["layer"] else 0
     return f"{n} samples, {table.sizes['layer']} layers\n" + format_table(headers, rows)

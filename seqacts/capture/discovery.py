@@ -8,7 +8,12 @@ from fnmatch import fnmatchcase
 import torch
 from torch import nn
 
-from ..errors import LayerSelectionError, NoRecurrentModuleError, UnsupportedModelError
+from ..errors import (
+    ArgumentTypeError,
+    LayerSelectionError,
+    NoRecurrentModuleError,
+    UnsupportedModelError,
+)
 from .specs import LayerSpec, kind_of
 
 __all__ = ["layers", "recurrent_layers", "select_layers", "select_modules"]
@@ -23,7 +28,7 @@ def recurrent_layers(model: nn.Module) -> list[tuple[nn.Module, list[LayerSpec]]
         When the model holds no recurrent module; the message names the types it does hold.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"seqacts needs a torch.nn.Module, got {type(model).__name__}; "
             "pass the model object itself, not its output or state_dict"
         )
@@ -88,7 +93,9 @@ def _as_names(names: str | Iterable[str], option: str) -> list[str]:
     names = list(names)
     bad = [n for n in names if not isinstance(n, str)]
     if bad:
-        raise TypeError(f"{option}: expected names as strings, got {bad[0]!r}")
+        raise ArgumentTypeError(
+            f"{option}: expected names as strings, got {bad[0]!r}; e.g. {option}=[\"l0\"]"
+        )
     return names
 
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..options import Options
 from .recorder import Recorder
+from .training import warn_if_random
 
 __all__ = ["extract", "extract_with"]
 
@@ -28,7 +29,9 @@ def extract(
     """Run ``model(*args, **kwargs)`` once and return what every recurrent layer computed.
 
     The forward runs under ``torch.no_grad()`` (its output is not returned), in whatever
-    training mode the model is in; ``grad=True`` runs it with autograd on instead.
+    training mode the model is in; ``grad=True`` runs it with autograd on instead. A model in training mode with dropout (``nn.Dropout``
+    modules, or an ``nn.RNN/LSTM/GRU`` with ``dropout > 0``) gives a
+    :class:`~seqacts.TrainingModeWarning`, since two calls then record different values.
 
     Parameters
     ----------
@@ -57,6 +60,7 @@ def extract(
         ``h`` (sample, layer, direction, time, unit); ``h_0``, ``h_n`` and for LSTMs ``c_0``,
         ``c_n`` (sample, layer, direction, unit); internals with ``h``'s dims.
     """
+    warn_if_random(model)
     options = Options(layers=layers, internals=internals, time=time, modules=modules)
     return extract_with(model, options, args, kwargs, grad=grad)
 

@@ -15,15 +15,11 @@ from collections.abc import Callable, Collection, Mapping
 import torch
 from torch import Tensor
 
-from ..errors import SeqactsError
+from ..errors import UnrollError
 from ..schema import CELL_BASE_KIND, INTERNAL_ACTIVATION, INTERNALS, gate_order
 from .rows import Rows, batched, empty
 
 __all__ = ["UnrollError", "empty", "layer_internals", "lstm_internals_from_gates"]
-
-
-class UnrollError(SeqactsError, ValueError):
-    """``layer_internals`` got an unknown kind or variable, or tensors of mismatched shapes."""
 
 
 #: Variables that need other gates: the cell state needs i, f, g; GRU's new gate needs r.

@@ -13,7 +13,7 @@ import xarray as xr
 from torch import nn
 
 from ..capture.specs import nonlinearity
-from ..errors import DestinationError
+from ..errors import DestinationError, OutputExistsError
 from ..schema import TANH_BOUNDED_KINDS, base_kind
 from .ncfile import PACK_RANGES, create, rows_per_chunk
 
@@ -78,7 +78,7 @@ def _link_new(tmp: Path, path: Path) -> None:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise FileExistsError(
+        raise OutputExistsError(
             errno.EEXIST, f"{path} was created by another process while this run started; "
             "pass overwrite=True to replace it, or resume=True to finish it", str(path)) from None
     except OSError:  # a filesystem without hard links: exclusive create, then rename over it

@@ -20,7 +20,7 @@ import netCDF4
 import numpy as np
 import xarray as xr
 
-from ..errors import StreamMismatchError, StreamWriteError
+from ..errors import ArgumentTypeError, OptionError, StreamMismatchError, StreamWriteError
 from ..schema import INTERNAL_RANGE
 from .diskspace import diagnose, preflight, release_descriptors
 
@@ -109,7 +109,7 @@ def _pack(x: np.ndarray, name: str, lo: float, hi: float) -> np.ndarray:
         top, bottom = max(top, float(q.max())), min(bottom, float(q.min()))
         out[start : start + q.size] = q
     if top > PACK_MAX or bottom < PACK_FILL:
-        raise ValueError(
+        raise OptionError(
             f"pack='int16': {name} has values outside [{lo}, {hi}] (e.g. a GRU given an initial "
             f"state beyond [-1, 1]); int16 packing would clip them. Use pack=None for this model"
         )
@@ -184,7 +184,7 @@ def _define(nc: netCDF4.Dataset, name: str, var: xr.Variable, options: dict[str,
         nc[name].setncatts(var.attrs)
         return
     if var.dtype.kind not in "fiu":
-        raise TypeError(f"{name}: cannot stream a {var.dtype} variable; expected float or int")
+        raise ArgumentTypeError(f"{name}: cannot stream a {var.dtype} variable; expected float or int")
     dtype = np.dtype(np.float32) if var.dtype == np.float16 else var.dtype
     # fletcher32: HDF5 checks each chunk on read, so a flipped byte raises instead of reading
     kwargs: dict[str, Any] = {"fletcher32": bool(options.get("checksums", True))}

@@ -30,8 +30,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..capture.recorder import Recorder
+from ..errors import DatasetNotFoundError, InputError, OutputExistsError
 from ..options import Options
 from .checkedread import CheckedStore
+from .chunking import disk_chunks
 from .integrity import explain_unreadable
 from .ncfile import (
     BATCHES,
@@ -61,7 +63,7 @@ PART = "part-{:012d}.nc"  # named by first sample: lexical order is sample order
 
 
 def open_dataset(
-    path: str | os.PathLike | Iterable[str | os.PathLike], *, chunks: Any = "auto", **kwargs: Any
+    path: str | os.PathLike | Iterable[str | os.PathLike], *, chunks: Any = "disk", **kwargs: Any
 ) -> xr.Dataset:
     """Open a streamed file, or a directory of shards, lazily as Dask arrays.
 
@@ -70,10 +72,14 @@ def open_dataset(
     path : path, directory or list of paths
         A file written by :func:`seqacts.extract_to_netcdf`, or the directory (or part files)
         written by :func:`extract_distributed`, concatenated along ``sample``.
-    chunks : dict, "auto" or None, default "auto"
-        Dask chunks as in :func:`xarray.open_dataset`; "auto" makes ~128 MiB chunks aligned
-        with the on-disk ones (``ds.h.encoding["chunksizes"]``: pick multiples of those).
-        ``None`` gives lazily indexed numpy-backed variables.
+    chunks : dict, "disk", "auto" or None, default "disk"
+        Dask chunks. "disk": whole on-disk chunks (``ds.h.encoding["chunksizes"]``) holding
+        about 8 MiB of the largest variable each, which keeps reductions such as
+        :func:`seqacts.summary` within a few hundred MB of memory. Otherwise as in
+        :func:`xarray.open_dataset`: "auto" makes ~128 MiB chunks aligned with the on-disk
+        ones (faster for a few large reductions, several GB of peak memory); a dict sets them
+        per dimension (pick multiples of the on-disk chunks); ``None`` gives lazily indexed
+        numpy-backed variables.
     **kwargs
         Passed on to :func:`xarray.open_dataset`.
 
@@ -84,6 +90,11 @@ def open_dataset(
         only committed samples. An unfinished file or a missing shard gives an
         :class:`~seqacts.stream.IncompleteStreamWarning`.
     """
+    if isinstance(path, (str, os.PathLike)) and not Path(path).exists():
+        raise DatasetNotFoundError(f"{path}: no such file or directory; pass a file written by "
+                                   "seqacts.extract_to_netcdf or a directory of shards")
+    if isinstance(chunks, str) and chunks == "disk":
+        chunks = disk_chunks(path)
     if isinstance(path, (str, os.PathLike)) and not Path(path).is_dir():
         return _load_small(_trim(_open(path, chunks, kwargs)))
     if isinstance(path, (str, os.PathLike)):
@@ -94,7 +105,9 @@ def open_dataset(
     else:
         paths, expected = [Path(p) for p in path], None
     if not paths:
-        raise FileNotFoundError(f"{path}: no {PART.format(0)}-style part files found")
+        raise DatasetNotFoundError(
+            f"{path}: no {PART.format(0)}-style part files found; pass a directory written by "
+            "seqacts.extract_distributed, or a .nc file")
     parts = [_trim(_open(p, chunks, kwargs), warn=False) for p in paths]
     _same_run(parts, paths)
     parts.sort(key=lambda p: json.loads(p.attrs.get(OPTIONS, "{}")).get("first_sample", 0))
@@ -258,7 +271,7 @@ def _run_shard(shipped: _Shipped, load: Callable[[int, int], Iterable[Any]], sta
     with xr.open_dataset(path, engine="netcdf4") as ds:
         n = int(ds.attrs[SAMPLES])
     if n != stop - start:
-        raise ValueError(f"load({start}, {stop}) yielded {n} samples, expected {stop - start}; "
+        raise InputError(f"load({start}, {stop}) yielded {n} samples, expected {stop - start}; "
                          "load(start, stop) must return batches of exactly those samples")
     return {"path": path, "samples": n, "seconds": time.perf_counter() - began}
 
@@ -322,8 +335,8 @@ def extract_distributed(
             p.unlink()
         manifest.unlink(missing_ok=True)
     elif (existing or manifest.exists()) and not resume:
-        raise FileExistsError(f"{directory} already holds shards; pass overwrite=True to replace "
-                              "them, or resume=True to finish an interrupted run")
+        raise OutputExistsError(f"{directory} already holds shards; pass overwrite=True to replace "
+                                "them, or resume=True to finish an interrupted run")
     rec = Recorder(model, opts)
     expected = fingerprint(model, rec, opts.modules, opts.compression, opts.pack, 0, opts.time,
                            opts.checksums)

@@ -34,6 +34,9 @@ from ..capture.recorder import Recorder
 from ..errors import (
     CorruptFileError,
     IncompleteStreamWarning,
+    InputError,
+    OptionError,
+    OutputExistsError,
     StreamMismatchError,
 )
 from ..options import Options
@@ -121,7 +124,7 @@ def check_resume(path: Path, expected: dict[str, Any]) -> bool:
 def _label_time(ds: xr.Dataset, labels: Any) -> xr.Dataset:
     """Give a batch the whole label sequence as ``time`` (shorter batches: NaN-padded)."""
     if ds.sizes["time"] > len(labels):
-        raise ValueError(f"time: {len(labels)} labels, but a batch has {ds.sizes['time']} "
+        raise InputError(f"time: {len(labels)} labels, but a batch has {ds.sizes['time']} "
                          "steps; pass one label per step of the longest batch")
     labels = pd.Index(labels)
     ds = ds.assign_coords(time=labels[: ds.sizes["time"]])
@@ -232,7 +235,7 @@ def stream(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options, 
     ``guard()``, when given, runs before each batch is written and may raise to stop the run.
     """
     if overwrite and resume:
-        raise ValueError("overwrite=True and resume=True contradict each other; pick one")
+        raise OptionError("overwrite=True and resume=True contradict each other; pick one")
     check_destination(path)
     rec = Recorder(model, opts)  # resolves names; fails early on a bad one
     expected = fingerprint(model, rec, opts.modules, opts.compression, opts.pack,
@@ -247,7 +250,7 @@ def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options,
             guard: Callable[[], None] | None) -> Path:
     writer: Writer | None = None
     if path.exists() and not (overwrite or resume):
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{path} exists; pass overwrite=True to replace it, or resume=True to finish an "
             "interrupted stream into it")
     logged: list[dict[str, Any]] = []
@@ -317,7 +320,7 @@ def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options,
         if complete:
             return path
         if writer is None:
-            raise ValueError("batches: the iterable yielded no batch with samples; nothing to "
+            raise InputError("batches: the iterable yielded no batch with samples; nothing to "
                              "write")
         writer.finish()
         if overwrite:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import xarray as xr
 
+from ..errors import InputError, OutputExistsError
 from ..options import Options
 from .destination import check_destination, create_exclusive
 from .lock import StreamLock
@@ -50,7 +51,7 @@ def write_stream(datasets: Iterable[xr.Dataset], path: str | os.PathLike, *,
     target = path.with_name(f".{path.name}.tmp-{os.getpid()}") if overwrite else path
     with StreamLock(path):
         if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+            raise OutputExistsError(f"{path} exists; pass overwrite=True to replace it")
         writer = None
         try:
             for ds in datasets:
@@ -59,7 +60,7 @@ def write_stream(datasets: Iterable[xr.Dataset], path: str | os.PathLike, *,
                     writer = Writer(target)
                 writer.append(ds, {"samples": ds.sizes["sample"]})
             if writer is None:
-                raise ValueError("datasets: the iterable yielded no dataset; nothing to write")
+                raise InputError("datasets: the iterable yielded no dataset; nothing to write")
             writer.finish()
             if overwrite:
                 os.replace(target, path)

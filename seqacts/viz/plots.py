@@ -17,7 +17,9 @@ from ..analysis import core as analysis
 from ..analysis.compare import compare as compare_groups
 from ..analysis.compare import distance as distance_scores
 from ..analysis.compare import group_labels, roc_auc
+from ..errors import OptionError
 from ..schema import CELL_WIDTH_VARS, SIGMOID_GATES
+from ..signatures import keywords_from
 from .figure_style import (
     BOOL_COLORS,
     CYCLE,
@@ -49,7 +51,7 @@ def _along_time(
         da = analysis.step_change(ds.sel(layer=[layer], sample=[sample])).isel(layer=0, sample=0)
     elif isinstance(spec, str):
         if spec not in ds:
-            raise ValueError(
+            raise analysis.MissingVariableError(
                 f"{option}: no variable {spec!r}; name one along time or pass a DataArray"
             )
         da = ds[spec]
@@ -58,7 +60,10 @@ def _along_time(
     da = da.sel(sample=sample) if "sample" in da.dims else da
     da = da.sel(layer=layer) if "layer" in da.dims else da
     if "time" not in da.dims:
-        raise ValueError(f"{option}: expected a variable along 'time', got dims {da.dims}")
+        raise OptionError(
+            f"{option}: expected a variable along 'time', got dims {da.dims}; pick one with a "
+            "time dimension"
+        )
     return da.transpose("time", ...)
 
 
@@ -233,7 +238,7 @@ def _pick_samples(ds: xr.Dataset, labels: xr.DataArray | None, limit: int) -> li
     return [s for lv in group_colors(labels) for s in values[labels.values == lv][:per]]
 
 
-def saturation(ds: xr.Dataset, low: float = 0.1, high: float = 0.9) -> Figure:
+def saturation(ds: xr.Dataset, low: float = analysis.LOW, high: float = analysis.HIGH) -> Figure:
     """Left- vs right-saturation fraction of every unit, one panel per sigmoid gate.
 
     Points near the ``x + y = 1`` line are gates almost always saturated one way or the other;
@@ -266,6 +271,7 @@ def saturation(ds: xr.Dataset, low: float = 0.1, high: float = 0.9) -> Figure:
     return fig
 
 
+@keywords_from(compare_groups)
 def compare(
     ds: xr.Dataset,
     group: str | xr.DataArray | Sequence[Any],
@@ -315,6 +321,7 @@ def unit_name(row: xr.Dataset) -> str:
     return " ".join(parts)
 
 
+@keywords_from(distance_scores)
 def distance(
     ds: xr.Dataset,
     reference: Any = None,

@@ -18,6 +18,7 @@ import xarray as xr
 from ..analysis import core as analysis
 from ..analysis.compare import compare
 from ..analysis.summary import summary, summary_rows
+from ..errors import OutputExistsError
 from ..schema import SIGMOID_GATES
 from . import plots
 from .html_page import Page, table
@@ -186,6 +187,8 @@ def report(
         The path of ``report.html``.
     """
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"out_dir: {out} is a file; pass a directory to write into")
     out.mkdir(parents=True, exist_ok=True)
     page = Page(out)
     title = title or f"seqacts report: {ds.attrs.get('model_class', 'model')}"
