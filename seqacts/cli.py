@@ -296,7 +296,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .viz.report import report
 
     if args.kinds is not None:
-        check_group(ds, args.kinds, args.file)
+        check_group(ds, args.kinds, args.file, "--kinds")
     print(report(ds, out, group=args.group, reference=reference, kinds=args.kinds,
                  baseline=args.baseline))
     return 0

@@ -111,8 +111,8 @@ def describe_values(values: Any) -> str:
     return f"{kind}, {len(counts)} distinct values"
 
 
-def check_group(ds: Any, group: str, path: str) -> None:
-    """``--group`` must name a variable along ``sample`` alone."""
+def check_group(ds: Any, group: str, path: str, option: str = "--group") -> None:
+    """``option`` (``--group``, ``--kinds``) must name labels along ``sample`` alone."""
     labels = along_sample(ds)
     choices = (
         f"labels along sample: {', '.join(labels)}"
@@ -120,20 +120,20 @@ def check_group(ds: Any, group: str, path: str) -> None:
         else "it has no labels along sample; attach them with `seqacts extract --coords FILE`"
     )
     if group not in ds.variables:
-        raise CLIError(f"--group: {path} has no variable {group!r}; {choices}")
+        raise CLIError(f"{option}: {path} has no variable {group!r}; {choices}")
     if ds[group].dims != ("sample",):
-        raise CLIError(f"--group: {group!r} has dims ({', '.join(map(str, ds[group].dims))}), "
+        raise CLIError(f"{option}: {group!r} has dims ({', '.join(map(str, ds[group].dims))}), "
                        f"not sample alone; {choices}")  # fmt: skip
     import pandas as pd
 
     counts = pd.Series(ds[group].values).value_counts()
     if len(counts) < 2:
         raise CLIError(
-            f"--group: {group!r} has a single value ({counts.index[0] if len(counts) else '-'}) "
+            f"{option}: {group!r} has a single value ({counts.index[0] if len(counts) else '-'}) "
             "across the samples; pick labels that split them into two or more groups"
         )
     if (counts < 2).any():
         raise CLIError(
-            f"--group: {group!r} has {len(counts)} distinct values, {int((counts < 2).sum())} of "
+            f"{option}: {group!r} has {len(counts)} distinct values, {int((counts < 2).sum())} of "
             "them on fewer than 2 samples; pick boolean or categorical labels"
         )

@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .errors import OptionError
+from .errors import ArgumentTypeError, OptionError
 from .schema import COMPRESSION_NAMES, PACK_NAMES
 
 __all__ = ["Options"]
@@ -23,7 +23,7 @@ def _names(value: str | Iterable[str] | None, option: str) -> tuple[str, ...] | 
     names = (value,) if isinstance(value, str) else tuple(value)
     bad = [n for n in names if not isinstance(n, str)]
     if bad:
-        raise OptionError(f"{option}: expected names as strings, got {bad[0]!r}")
+        raise ArgumentTypeError(f"{option}: expected names as strings, got {bad[0]!r}")
     return names
 
 
@@ -85,7 +85,7 @@ class Options:
                 f"pack: expected None or one of {', '.join(map(repr, PACK_NAMES))}, got {self.pack!r}"
             )
         if self.inputs is not None and not callable(self.inputs):
-            raise OptionError(f"inputs: expected a callable mapping a batch to the model's "
+            raise ArgumentTypeError(f"inputs: expected a callable mapping a batch to the model's "
                               f"arguments, got {type(self.inputs).__name__}")
         set_(self, "checksums", bool(self.checksums))
 
@@ -95,7 +95,7 @@ class Options:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise OptionError(
+            raise ArgumentTypeError(
                 f"{where}: unknown option {', '.join(map(repr, unknown))}; options are "
                 f"{', '.join(sorted(known))}"
             )

@@ -226,18 +226,11 @@ def test_labels_layouts_and_storage_options_from_the_shell(in_project: Path, cap
 
 def test_info_and_report_read_shard_directories(in_project: Path, capsys) -> None:
     from seqacts.io.stream import stream
+    from seqacts.options import Options
 
     x = torch.from_numpy(np.load("x.npy"))
     model = _model(in_project)
-    opts = dict(
-        layers=None,
-        internals=False,
-        modules=None,
-        inputs=None,
-        compression=None,
-        pack=None,
-        time=None,
-    )
+    opts = Options()
     Path("parts").mkdir(exist_ok=True)
     stream(model, [x[:10]], Path("parts/part-000000000000.nc"), opts, progress=False)
     stream(

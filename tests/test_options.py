@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import seqacts
-from seqacts.errors import OptionError
+from seqacts.errors import ArgumentTypeError, OptionError
 from seqacts.io.ncfile import COMPRESSIONS
 from seqacts.options import Options
 from seqacts.schema import COMPRESSION_NAMES
@@ -38,12 +38,12 @@ def test_options_are_frozen() -> None:
     ],
 )
 def test_bad_values_name_the_option(kwargs: dict, message: str) -> None:
-    with pytest.raises(OptionError, match=message):
+    with pytest.raises((OptionError, ArgumentTypeError), match=message):
         Options(**kwargs)
 
 
 def test_unknown_option_lists_the_valid_ones() -> None:
-    with pytest.raises(OptionError, match=r"extract_distributed: unknown option 'layer'; options are .*layers"):
+    with pytest.raises(ArgumentTypeError, match=r"extract_distributed: unknown option 'layer'; options are .*layers"):
         Options.of("extract_distributed", {"layer": "l0"})
 
 

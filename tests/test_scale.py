@@ -171,7 +171,7 @@ def test_distributed_checks_what_load_returns(client: object, tmp_path: Path) ->
     with pytest.raises(ValueError, match=r"load\(\d+, \d+\) yielded 4 samples, expected 5"):
         extract_distributed(model, short, 10, tmp_path / "bad", client=client, shard_size=5,
                             progress=False)
-    with pytest.raises(TypeError, match="unknown options"):
+    with pytest.raises(TypeError, match="unknown option"):
         extract_distributed(model, short, 10, tmp_path / "bad", client=client, overwrite=True,
                             layer="l0")
 

@@ -93,8 +93,6 @@ def open_dataset(
     if isinstance(path, (str, os.PathLike)) and not Path(path).exists():
         raise DatasetNotFoundError(f"{path}: no such file or directory; pass a file written by "
                                    "seqacts.extract_to_netcdf or a directory of shards")
-    if isinstance(chunks, str) and chunks == "disk":
-        chunks = disk_chunks(path)
     if isinstance(path, (str, os.PathLike)) and not Path(path).is_dir():
         return _load_small(_trim(_open(path, chunks, kwargs)))
     if isinstance(path, (str, os.PathLike)):
@@ -180,6 +178,8 @@ def _open(path: str | os.PathLike, chunks: Any, kwargs: dict[str, Any]) -> xr.Da
     finally:
         with LOCK:
             netCDF4.set_chunk_cache(*saved)
+    if isinstance(chunks, str) and chunks == "disk":
+        chunks = disk_chunks(store.ds)  # the store's own handle (``ds`` takes its lock)
     with warnings.catch_warnings():  # sample/length sit in bigger chunks than the data
         warnings.filterwarnings("ignore", "The specified chunks separate", UserWarning)
         return xr.open_dataset(store, chunks=chunks, **kwargs)
