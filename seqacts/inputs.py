@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .cli_checks import one_line
-from .errors import CLIError, SeqactsError
+from .errors import CLIError, CorruptFileError, SeqactsError
 
 __all__ = [
     "AXES",
@@ -310,8 +310,11 @@ def open_acts(path: str, what: str = "FILE") -> Any:
         existing_file(path, what)
     try:
         ds = seqacts.open_dataset(p)
-    except SeqactsError:
-        raise
+    except SeqactsError as err:
+        if not isinstance(err, CorruptFileError) or "no HDF5/netCDF4 signature" not in str(err):
+            raise
+        raise CLIError(f"{what}: cannot read {path} as netCDF (no HDF5/netCDF4 signature at "
+                       "its start); pass a .nc file written by seqacts") from err
     except (OSError, ValueError, KeyError) as err:
         raise CLIError(f"{what}: cannot read {path} as netCDF ({one_line(err)}); pass a .nc "
                        "file written by seqacts") from err  # fmt: skip

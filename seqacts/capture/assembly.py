@@ -7,7 +7,6 @@ arrays shaped like the final variables, already padded with NaN, its rows laid o
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,11 +22,11 @@ from ..errors import OptionError
 from ..schema import DIRECTIONS, VARIABLE_DOCS
 from .chains import Layout, Placement
 from .diagnose import nonfinite_steps
+from .provenance import model_class, model_structure
 from .specs import LayerSpec
 
 __all__ = ["Block", "build_block", "build_dataset"]
 
-STEP_VARS = ("h",)
 STATE_VARS = ("h_0", "h_n")
 CELL_STATE_VARS = ("c_0", "c_n")
 
@@ -61,13 +60,9 @@ def _float_dtype(tensors: list[Tensor]) -> np.dtype:
     return np.dtype(np.float32)
 
 
-def _to_torch_view(arr: np.ndarray) -> Tensor:
-    return torch.from_numpy(arr)
-
-
 def _copy(dst: np.ndarray, index: tuple[Any, ...], src: Tensor) -> None:
     """Copy a tensor (any device and float dtype) into a numpy array slot."""
-    target = _to_torch_view(dst)[index]
+    target = torch.from_numpy(dst)[index]
     if src.device.type != "cpu" or src.dtype not in (torch.float32, torch.float64):
         src = src.to("cpu", dtype=target.dtype)
     target.copy_(src)
@@ -306,15 +301,11 @@ def _provenance(model: nn.Module, internals: tuple[str, ...]) -> dict[str, str]:
         seqacts_version = version("seqacts")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         seqacts_version = "unknown"
-    structure = hashlib.sha1(
-        "\n".join(f"{n}:{tuple(p.shape)}:{p.dtype}" for n, p in model.named_parameters()).encode()
-    ).hexdigest()
-    cls = type(model)
     return {
         "seqacts_version": seqacts_version,
         "torch_version": torch.__version__,
-        "model_class": f"{cls.__module__}.{cls.__qualname__}",
-        "model_structure": structure,
+        "model_class": model_class(model),
+        "model_structure": model_structure(model),
         "internals": " ".join(internals),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "Conventions": "CF-1.8",

@@ -13,12 +13,7 @@ __all__ = ["Rows", "affine", "batched", "empty", "stacked_inputs"]
 
 
 def empty(shape: tuple[int, ...], like: Tensor) -> Tensor:
-    """An uninitialised tensor in ``like``'s dtype and device, from torch's own allocator.
-
-    NumPy's allocation (transparent huge pages) makes first writes about 3x cheaper on an idle
-    machine, but measured slower in the benchmark's mixed runs (the kernel compacting memory
-    for huge pages: 2-core EPYC, internals 1.8 s vs 1.55 s), so it is not used.
-    """
+    """An uninitialised tensor in ``like``'s dtype and device."""
     return like.new_empty(shape)
 
 
@@ -98,9 +93,8 @@ def batched(weight: Tensor, batch: int) -> Tensor:
 def affine(out: Tensor, rows: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``out = rows @ weight.T + bias`` over ``(batch, time, .)``, written in place.
 
-    One batched matmul into ``out``, whatever its strides: on the CPU in float32 it is as fast
-    as oneDNN's linear into a fresh contiguous buffer (2-core EPYC: 30 ms vs 34 ms for 32K x
-    288 x 256), and it saves that buffer and the copy out of it.
+    One batched matmul into ``out``, whatever its strides: no intermediate buffer and no copy
+    out of one.
     """
     weights = batched(weight, rows.shape[0])
     if bias is None:

@@ -24,12 +24,12 @@ from typing import Any
 import netCDF4
 import numpy as np
 import pandas as pd
-import torch
 import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..capture.extract import extract_with
+from ..capture.provenance import model_class, model_weights
 from ..capture.recorder import Recorder
 from ..errors import (
     CorruptFileError,
@@ -64,20 +64,10 @@ from .ncfile import (
 )
 
 
-def _model_hash(model: nn.Module) -> str:
-    """sha1 of every parameter and buffer (names, shapes, dtypes and values)."""
-    digest = hashlib.sha1()
-    for name, value in model.state_dict().items():
-        digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
-        digest.update(value.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
 def fingerprint(model: nn.Module, rec: Recorder, modules: Any, compression: str | None,
                 pack: str | None, first_sample: int, time: Any = None,
                 checksums: bool = True) -> dict[str, Any]:
     """What a stream file records about how it was written; resume must match all of it."""
-    cls = type(model)
     labels = None if time is None else hashlib.sha1(
         np.asarray(pd.Index(time).astype(str)).astype("U").tobytes()).hexdigest()
     return {
@@ -87,8 +77,8 @@ def fingerprint(model: nn.Module, rec: Recorder, modules: Any, compression: str 
             modules),
         "compression": compression,
         "pack": pack,
-        "model_class": f"{cls.__module__}.{cls.__qualname__}",
-        "model_weights": _model_hash(model),
+        "model_class": model_class(model),
+        "model_weights": model_weights(model),
         "training": model.training,
         "first_sample": first_sample,
         "time_labels": labels,
