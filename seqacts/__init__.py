@@ -57,8 +57,9 @@ if TYPE_CHECKING:
     from .interventions.context import Intervention, extract, intervene
     from .interventions.edits import Edit, ablate, patch
     from .interventions.scan import ablation_scan
+    from .io.distributed import extract_distributed
     from .io.integrity import VerifyReport, verify
-    from .io.scale import extract_distributed, open_dataset
+    from .io.reading import open_dataset
     from .io.stream import extract_to_netcdf
     from .io.write import write_stream
     from .viz.report import report
@@ -80,11 +81,11 @@ _LAZY: dict[str, str] = {
     "ablate": "seqacts.interventions.edits",
     "ablation_scan": "seqacts.interventions.scan",
     "extract": "seqacts.interventions.context",
-    "extract_distributed": "seqacts.io.scale",
+    "extract_distributed": "seqacts.io.distributed",
     "extract_to_netcdf": "seqacts.io.stream",
     "intervene": "seqacts.interventions.context",
     "layers": "seqacts.capture.discovery",
-    "open_dataset": "seqacts.io.scale",
+    "open_dataset": "seqacts.io.reading",
     "patch": "seqacts.interventions.edits",
     "record": "seqacts.capture.recorder",
     "report": "seqacts.viz.report",

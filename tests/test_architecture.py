@@ -104,7 +104,7 @@ def test_no_private_name_crosses_a_module_border(path: Path) -> None:
 
 def test_no_import_cycles() -> None:
     graph = {
-        m: {t for t, _ in _imports(m, top_level_only=True) if t in MODULES and t != m and not (
+        m: {t for t, _ in _imports(m) if t in MODULES and t != m and not (
             m.startswith(t + ".") and MODULES[t].name == "__init__.py")}
         for m in MODULES
     }

@@ -20,7 +20,8 @@ import xarray as xr
 from torch import nn
 
 from seqacts import extract
-from seqacts.io.scale import extract_distributed, open_dataset
+from seqacts.io.distributed import extract_distributed
+from seqacts.io.reading import open_dataset
 from seqacts.io.stream import IncompleteStreamWarning, StreamMismatchError, extract_to_netcdf
 
 
@@ -48,7 +49,7 @@ def test_open_dataset_is_lazy_and_follows_disk_chunks(streamed: tuple) -> None:
 REDUCE = """
 import json, os, sys
 import dask
-from seqacts.io.scale import open_dataset
+from seqacts.io.reading import open_dataset
 
 def hwm():
     for line in open("/proc/self/status"):

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from seqacts import extract
-from seqacts.io.scale import open_dataset
+from seqacts.io.reading import open_dataset
 from seqacts.io.stream import IncompleteStreamWarning, StreamMismatchError, extract_to_netcdf
 
 STREAM_ATTRS = ("seqacts_stream_complete", "seqacts_stream_samples", "seqacts_stream_batches",

@@ -350,8 +350,12 @@ class Writer:
                 v[tuple(row - 1 if d == "sample" else self._len(d) - 1 if d in self.growing
                         else 0 for d in v.dimensions)] = v.getncattr("_FillValue")
 
-    def finish(self) -> None:
-        """Mark the file complete (first rewriting it if an interrupted run left extra rows)."""
+    def finish(self) -> bool:
+        """Mark the file complete and close it; True when it must be rewritten first instead.
+
+        That is when an interrupted run left rows past the committed ones (netCDF cannot
+        shrink a dimension): the caller then runs :func:`seqacts.io.reading.rewrite_trimmed`.
+        """
         overgrown = self._len("sample") > self.committed["sample"] or any(
             self._len(d) > self.committed[d] for d in self.growing)
         if not overgrown:
@@ -363,10 +367,7 @@ class Writer:
                 errno_, reason = diagnose(self.path, 0, err)
                 self._fail(errno_, reason, err, written=True)
         self.close()
-        if overgrown:
-            from .scale import rewrite_trimmed
-
-            rewrite_trimmed(self.path)
+        return overgrown
 
     def close(self) -> None:
         """Close the file; a failing close (after a failed write) is not raised over the

@@ -44,6 +44,7 @@ from .batchlog import batch_entry, difference, is_empty
 from .destination import check_destination, create_exclusive
 from .integrity import explain_unreadable, repair_truncated, verify
 from .lock import StreamLock
+from .reading import rewrite_trimmed
 
 __all__ = [
     "COMPRESSIONS",
@@ -312,7 +313,8 @@ def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options,
         if writer is None:
             raise InputError("batches: the iterable yielded no batch with samples; nothing to "
                              "write")
-        writer.finish()
+        if writer.finish():
+            rewrite_trimmed(target)
         if overwrite:
             os.replace(target, path)
     except BaseException:

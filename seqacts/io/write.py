@@ -61,7 +61,7 @@ def write_stream(datasets: Iterable[xr.Dataset], path: str | os.PathLike, *,
                 writer.append(ds, {"samples": ds.sizes["sample"]})
             if writer is None:
                 raise InputError("datasets: the iterable yielded no dataset; nothing to write")
-            writer.finish()
+            writer.finish()  # a new file: never rows past the committed ones
             if overwrite:
                 os.replace(target, path)
         except BaseException:
