@@ -18,7 +18,7 @@ from xarray.backends.netCDF4_ import NetCDF4ArrayWrapper
 from xarray.core import indexing
 
 from ..errors import StreamBusyError
-from .integrity import bad_samples, corrupt_chunk_error
+from .integrity import corrupt_chunk_error
 from .lock import describe, lock_holder
 
 __all__ = ["CheckedStore"]
@@ -50,7 +50,9 @@ class _CheckedArray(NetCDF4ArrayWrapper):
             else:
                 idx = np.atleast_1d(np.asarray(k))
                 start, stop = int(idx.min()), int(idx.max()) + 1
-            ranges = bad_samples(var, start, stop)
+            # the failing read's range: probing its chunks again here could crash HDF5 on the
+            # damaged data (seqacts.verify probes chunk by chunk, in a single thread)
+            ranges = [(start, stop)]
         return corrupt_chunk_error(path, self.variable_name, ranges, err)
 
 
