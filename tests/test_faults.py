@@ -83,76 +83,6 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-@pytest.mark.parametrize("preflight", [True, False], ids=["preflight", "write-fails"])
-def test_disk_full_commits_nothing_false_and_resume_finishes(
-    small_fs: Path, tmp_path: Path, preflight: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if not preflight:  # let the write itself hit ENOSPC (as when another program fills the disk)
-        monkeypatch.setattr(seqacts.io.ncfile, "preflight", lambda *a: None)
-    batches, path = inputs(), small_fs / "full.nc"
-    with pytest.raises(StreamWriteError) as info:
-        extract_to_netcdf(model(), batches, path, progress=False)
-    err = info.value
-    assert err.errno == errno.ENOSPC and err.filename == str(path)
-    assert "keeps the" in str(err) and "resume=True" in str(err)
-    assert "During handling" not in "".join(traceback.format_exception(err))
-    committed = int(str(err).split("keeps the ")[1].split()[0])
-    assert committed % 32 == 0 and 0 < committed < 256
-    same(read_fresh(path, tmp_path / "copy.nc"), expected(batches[: committed // 32]))
-    assert verify(path).ok and not list(small_fs.glob(".*lock"))
-
-    subprocess.run(["mount", "-o", "remount,size=4m", str(small_fs)], check=True)
-    monkeypatch.undo()
-    extract_to_netcdf(model(), batches, path, resume=True, progress=False)
-    same(read_fresh(path, tmp_path / "copy2.nc"), expected(batches))
-
-
-def test_disk_full_with_overwrite_keeps_old_file_and_no_temp(small_fs: Path) -> None:
-    old = inputs(1, 8)
-    path = extract_to_netcdf(model(), old, small_fs / "o.nc", progress=False)
-    with pytest.raises(StreamWriteError, match="No space|free"):
-        extract_to_netcdf(model(), inputs(), path, overwrite=True, progress=False)
-    assert sorted(p.name for p in small_fs.iterdir()) == ["o.nc"]  # temp file removed
-    with open_dataset(path) as ds:
-        same(ds.load(), expected(old))
-
-
-FSIZE = """
-import resource, sys
-sys.path.insert(0, {tests!r})
-import seqacts, seqacts.io.ncfile
-from test_faults import model, inputs
-if sys.argv[2] == "no-preflight":
-    seqacts.io.ncfile.preflight = lambda *a: None
-resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
-try:
-    seqacts.extract_to_netcdf(model(), inputs(), sys.argv[1], progress=False)
-except seqacts.StreamWriteError as err:
-    print("errno", err.errno)
-"""
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", ["preflight", "no-preflight"])
-def test_file_size_limit_then_resume(tmp_path: Path, mode: str) -> None:
-    path = tmp_path / "f.nc"
-    script = textwrap.dedent(FSIZE).format(tests=str(HERE))
-    out = subprocess.run([sys.executable, "-c", script, str(path), mode], capture_output=True,
-                         text=True, timeout=120, check=True).stdout
-    assert f"errno {errno.EFBIG}" in out
-    if mode == "no-preflight":  # the limit cut the file short: said so, not "being written"
-        with pytest.raises(CorruptFileError, match="truncated") as info:
-            open_dataset(path)
-        assert "being written" not in str(info.value)
-        with pytest.warns(UserWarning, match="cut short"):
-            extract_to_netcdf(model(), inputs(), path, resume=True, progress=False)
-    else:
-        with pytest.warns(seqacts.IncompleteStreamWarning):
-            open_dataset(path).close()
-        extract_to_netcdf(model(), inputs(), path, resume=True, progress=False)
-    same(read_fresh(path, tmp_path / "copy.nc"), expected(inputs()))
-
-
 WRITER = """
 import sys, time
 sys.path.insert(0, {tests!r})
@@ -357,3 +287,75 @@ def test_lock_file_goes_away_with_the_run_also_when_it_fails(tmp_path: Path) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["u.nc"]
     extract_to_netcdf(model(), inputs(2), path, resume=True, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["u.nc"]
+
+
+# Last in this file: a failed write leaves HDF5 holding a handle released to /dev/null, and
+# reads of deliberately corrupted files in the same process are best done before that.
+@pytest.mark.parametrize("preflight", [True, False], ids=["preflight", "write-fails"])
+def test_disk_full_commits_nothing_false_and_resume_finishes(
+    small_fs: Path, tmp_path: Path, preflight: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not preflight:  # let the write itself hit ENOSPC (as when another program fills the disk)
+        monkeypatch.setattr(seqacts.io.ncfile, "preflight", lambda *a: None)
+    batches, path = inputs(), small_fs / "full.nc"
+    with pytest.raises(StreamWriteError) as info:
+        extract_to_netcdf(model(), batches, path, progress=False)
+    err = info.value
+    assert err.errno == errno.ENOSPC and err.filename == str(path)
+    assert "keeps the" in str(err) and "resume=True" in str(err)
+    assert "During handling" not in "".join(traceback.format_exception(err))
+    committed = int(str(err).split("keeps the ")[1].split()[0])
+    assert committed % 32 == 0 and 0 < committed < 256
+    same(read_fresh(path, tmp_path / "copy.nc"), expected(batches[: committed // 32]))
+    assert verify(path).ok and not list(small_fs.glob(".*lock"))
+
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small_fs)], check=True)
+    monkeypatch.undo()
+    extract_to_netcdf(model(), batches, path, resume=True, progress=False)
+    same(read_fresh(path, tmp_path / "copy2.nc"), expected(batches))
+
+
+def test_disk_full_with_overwrite_keeps_old_file_and_no_temp(small_fs: Path) -> None:
+    old = inputs(1, 8)
+    path = extract_to_netcdf(model(), old, small_fs / "o.nc", progress=False)
+    with pytest.raises(StreamWriteError, match="No space|free"):
+        extract_to_netcdf(model(), inputs(), path, overwrite=True, progress=False)
+    assert sorted(p.name for p in small_fs.iterdir()) == ["o.nc"]  # temp file removed
+    with open_dataset(path) as ds:
+        same(ds.load(), expected(old))
+
+
+FSIZE = """
+import resource, sys
+sys.path.insert(0, {tests!r})
+import seqacts, seqacts.io.ncfile
+from test_faults import model, inputs
+if sys.argv[2] == "no-preflight":
+    seqacts.io.ncfile.preflight = lambda *a: None
+resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
+try:
+    seqacts.extract_to_netcdf(model(), inputs(), sys.argv[1], progress=False)
+except seqacts.StreamWriteError as err:
+    print("errno", err.errno)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["preflight", "no-preflight"])
+def test_file_size_limit_then_resume(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "f.nc"
+    script = textwrap.dedent(FSIZE).format(tests=str(HERE))
+    out = subprocess.run([sys.executable, "-c", script, str(path), mode], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    assert f"errno {errno.EFBIG}" in out
+    if mode == "no-preflight":  # the limit cut the file short: said so, not "being written"
+        with pytest.raises(CorruptFileError, match="truncated") as info:
+            open_dataset(path)
+        assert "being written" not in str(info.value)
+        with pytest.warns(UserWarning, match="cut short"):
+            extract_to_netcdf(model(), inputs(), path, resume=True, progress=False)
+    else:
+        with pytest.warns(seqacts.IncompleteStreamWarning):
+            open_dataset(path).close()
+        extract_to_netcdf(model(), inputs(), path, resume=True, progress=False)
+    same(read_fresh(path, tmp_path / "copy.nc"), expected(inputs()))
