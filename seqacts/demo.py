@@ -224,6 +224,7 @@ def run_demo(
     from .analysis.step_distance import step_distance
     from .analysis.summary import format_table, summary_table
     from .capture.extract import extract
+    from .interventions.scan import ablation_scan
     from .viz.report import report
 
     config = config or DemoConfig()
@@ -275,7 +276,19 @@ def run_demo(
     for kind in ANOMALIES:
         mine = local.isel(rank=np.flatnonzero(local["level"].values == kind))
         log(f"  {kind:<12} {_top_units(mine)}")
-    rep = report(ds, out, reference=ref_ds, kinds="anomaly",
+    windows = torch.from_numpy(test)
+
+    def error(y: torch.Tensor) -> torch.Tensor:  # one copy of the batch's outputs -> per window
+        return ((y - windows) ** 2).mean(dim=(1, 2))
+
+    start = time.perf_counter()
+    scan = ablation_scan(model, windows, error, layers="encoder.l0")
+    worst = scan["mean_effect"].sel(layer="encoder.l0", direction="forward")
+    order = np.argsort(-worst.values)[:3]
+    log(f"\nablating each unit of encoder.l0 ({time.perf_counter() - start:.1f} s): largest rise of "
+        "the reconstruction error: " + ", ".join(
+            f"u{int(worst['unit'][i])} (+{float(worst[i]):.3f})" for i in order))
+    rep = report(ds, out, reference=ref_ds, kinds="anomaly", ablation=scan,
                  title="seqacts demo: LSTM autoencoder on sensor data")  # fmt: skip
     log(f"report: {rep}")
     auc = {str(k): aucs[f"final-state distance {k}"]["all"] for k in ds["layer"].values}

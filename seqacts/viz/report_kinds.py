@@ -178,9 +178,12 @@ def _ablation_table(
     page: Page, ablation: xr.Dataset, head: xr.Dataset, k: Kinds, kind: Any
 ) -> None:
     effect = ablation["effect"] if "effect" in ablation else None
+    scanned = {str(v) for v in ablation["layer"].values} if "layer" in ablation.coords else None
     rows = []
     for i in range(head.sizes["rank"]):
         at = {"layer": str(head["layer"].values[i]), "unit": int(head["unit"].values[i])}
+        if scanned is not None and at["layer"] not in scanned:
+            continue  # a layer the scan did not ablate
         if "direction" in head.coords:
             at["direction"] = str(head["direction"].values[i])
         row = [plots.unit_name(head.isel(rank=i)), f"{float(head['d'][i]):+.2f}",
