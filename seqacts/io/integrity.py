@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import CorruptFileError, StreamBusyError
 from .lock import describe, lock_holder
+from .ncfile import LOCK
 
 __all__ = ["VerifyReport", "bad_samples", "explain_unreadable", "header_problem",
            "repair_truncated", "verify"]
@@ -205,11 +206,12 @@ def verify(path: str | os.PathLike) -> VerifyReport:
         report.ok, report.problems = False, [problem]
         return report
     try:
-        nc = netCDF4.Dataset(path)
+        with LOCK:  # xarray's HDF5 lock: Dask threads may still be reading files
+            nc = netCDF4.Dataset(path)
     except OSError as err:
         report.ok, report.problems = False, [f"cannot open it: {err}"]
         return report
-    with nc:
+    with LOCK, nc:
         nc.set_auto_maskandscale(False)
         attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
         sizes = json.loads(attrs["seqacts_stream_sizes"]) if "seqacts_stream_sizes" in attrs else {}
