@@ -197,6 +197,15 @@ def _report(sinks: list[Sink], weight: Tensor, owner: object, error: BaseExcepti
             pass
 
 
+def _deliver(sinks: list[Sink], method: str, call: Any, weight: Tensor, owner: object) -> None:
+    """Hand ``call`` to every sink; a sink's failure is reported to it, never raised."""
+    for sink in sinks:
+        try:
+            getattr(sink, method)(call)
+        except Exception as error:
+            _report([sink], weight, owner, error)
+
+
 def _caller_locals(depth: int = 2) -> dict[str, Any]:
     """Locals of the function that called the kernel (``RNNBase.forward`` for a module).
 
@@ -238,11 +247,7 @@ def _stack_wrapper(name: str, original: Callable[..., Any]) -> Callable[..., Any
                 raise  # never hand back an unedited result in place of an edited one
             _report(sinks, params[0], owner, error)
             return original(*args)
-        for sink in sinks:
-            try:
-                sink.on_stack(call)
-            except Exception as error:
-                _report([sink], params[0], owner, error)
+        _deliver(sinks, "on_stack", call, params[0], owner)
         return result
 
     recorded_stack_kernel.__wrapped__ = original  # type: ignore[attr-defined]
@@ -376,11 +381,7 @@ def _cell_wrapper(name: str, original: Callable[..., Any]) -> Callable[..., Any]
         except Exception as error:
             _report(sinks, args[2], owner, error)
             return result
-        for sink in sinks:
-            try:
-                sink.on_cell(call)
-            except Exception as error:
-                _report([sink], args[2], owner, error)
+        _deliver(sinks, "on_cell", call, args[2], owner)
         return result
 
     recorded_cell_kernel.__wrapped__ = original  # type: ignore[attr-defined]
