@@ -254,6 +254,48 @@ def _stack_wrapper(name: str, original: Callable[..., Any]) -> Callable[..., Any
     return recorded_stack_kernel
 
 
+@dataclass
+class _StackArgs:
+    """The positional arguments of a fused stack kernel (``torch._VF.lstm`` and kin)."""
+
+    x: Tensor
+    batch_sizes: Tensor | None
+    hx: Any  # h0 (L*D, N, H_out), or (h0, c0) for an LSTM
+    params: Sequence[Tensor]
+    has_biases: bool
+    num_layers: int
+    dropout: float
+    train: bool
+    bidirectional: bool
+    batch_first: bool
+
+    @classmethod
+    def parse(cls, args: tuple[Any, ...], packed: bool) -> _StackArgs:
+        """Name the arguments of a padded or a packed (``batch_sizes`` second) call."""
+        if packed:
+            x, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional = args
+            batch_first = False
+        else:
+            x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first = args
+            batch_sizes = None
+        return cls(x, batch_sizes, hx, params, bool(has_biases), int(num_layers), float(dropout),
+                   bool(train), bool(bidirectional), bool(batch_first))  # fmt: skip
+
+    def layer_call(
+        self, original: Callable[..., Any], kind: str, k: int, layer_input: Tensor,
+        owner: object, unsorted: Tensor | None,
+    ) -> LayerCall:
+        """Layer ``k`` of this stack as a one-layer call of the same kernel."""
+        n_dir = 2 if self.bidirectional else 1
+        per_layer = len(self.params) // self.num_layers
+        layers = slice(k * n_dir, (k + 1) * n_dir)
+        state = (self.hx[0][layers], self.hx[1][layers]) if kind == "LSTM" else self.hx[layers]
+        weights = list(self.params[k * per_layer : (k + 1) * per_layer])
+        return LayerCall(original, kind, k, layer_input, self.batch_sizes, state, weights,
+                         self.has_biases, self.train, self.bidirectional, self.batch_first,
+                         self.params[0], owner, unsorted)  # fmt: skip
+
+
 def _run_layerwise(
     original: Callable[..., Any],
     kind: str,
@@ -263,82 +305,84 @@ def _run_layerwise(
     owner: object,
     unsorted: Tensor | None,
 ) -> tuple[StackCall, Any]:
-    if packed:
-        x, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional = args
-        batch_first = False
-    else:
-        x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first = args
-        batch_sizes = None
+    """Run a fused stack call one layer at a time; its record and the kernel's result."""
+    a = _StackArgs.parse(args, packed)
     is_lstm = kind == "LSTM"
-    n_dir = 2 if bidirectional else 1
-    per_direction = len(params) // (num_layers * n_dir)
-    has_projection = is_lstm and per_direction == weights_per_direction(bool(has_biases), True)
-    per_layer = per_direction * n_dir
-    h_all, c_all = (hx[0], hx[1]) if is_lstm else (hx, None)
+    per_direction = len(a.params) // (a.num_layers * (2 if a.bidirectional else 1))
     call = StackCall(
         kind=kind,
-        weights=params,
-        has_biases=bool(has_biases),
-        bidirectional=bool(bidirectional),
-        batch_first=bool(batch_first),
-        batch_sizes=batch_sizes,
-        has_projection=has_projection,
+        weights=a.params,
+        has_biases=a.has_biases,
+        bidirectional=a.bidirectional,
+        batch_first=a.batch_first,
+        batch_sizes=a.batch_sizes,
+        has_projection=is_lstm and per_direction == weights_per_direction(a.has_biases, True),
         owner=owner,
         unsorted_indices=unsorted,
     )
     keep_inputs = any(s.wants_inputs() for s in sinks)
-    layer_input = x
-    h_n, c_n = [], []
-    for k in range(num_layers):
-        h0 = h_all[k * n_dir : (k + 1) * n_dir]
-        c0 = c_all[k * n_dir : (k + 1) * n_dir] if c_all is not None else None
-        state = (h0, c0) if is_lstm else h0
-        weights = list(params[k * per_layer : (k + 1) * per_layer])
-        layer_call = LayerCall(
-            original, kind, k, layer_input, batch_sizes, state, weights, bool(has_biases),
-            bool(train), bool(bidirectional), bool(batch_first), params[0], owner, unsorted)
-        # interventions hook: an active editor may run this layer itself, edited
-        res = _run_by_editor(sinks, layer_call)
-        fused = None
-        if res is None and is_lstm and keep_inputs and not packed:
-            # internals wanted: keep the kernel's gates (its workspace)
-            fused = workspace.lstm_layer(layer_input, h0, c0, weights, has_biases=has_biases,
-                                         train=train, bidirectional=bidirectional,
-                                         batch_first=batch_first)
-        if fused is not None:
-            res, gates = fused
-        elif res is None:
-            res = layer_call.run()
-        output = res[0]
-        h_n.append(res[1])
-        if is_lstm:
-            c_n.append(res[2])
-        call.layers.append(
-            LayerRun(
-                input=layer_input.detach() if keep_inputs else layer_input.new_empty(0),
-                output=output.detach(),
-                h0=h0.detach(),
-                hn=res[1].detach(),
-                c0=c0.detach() if c0 is not None else None,
-                cn=res[2].detach() if is_lstm else None,
-                weights=[w.detach() for w in weights],
-                gates=gates if fused is not None else (),
-                c_edit=layer_call.c_edit,
-            )
-        )
+    layer_input, results = a.x, []
+    for k in range(a.num_layers):
+        layer_call = a.layer_call(original, kind, k, layer_input, owner, unsorted)
+        res, gates = _run_layer(layer_call, sinks, keep_inputs and not packed)
+        results.append(res)
+        call.layers.append(_layer_run(layer_call, res, gates, keep_inputs))
         # ATen applies the same op between layers: at::dropout(output, p, train=true).
-        if dropout != 0 and train and k < num_layers - 1:
-            layer_input = torch.dropout(output, dropout, True)
+        if a.dropout != 0 and a.train and k < a.num_layers - 1:
+            layer_input = torch.dropout(res[0], a.dropout, True)
         else:
-            layer_input = output
-    hidden = torch.cat(h_n, 0)
+            layer_input = res[0]
+    hidden = torch.cat([res[1] for res in results], 0)
+    h_in = a.hx[0] if is_lstm else a.hx
     if is_lstm:
-        cell = torch.cat(c_n, 0)
-        call.state_in = (h_all.detach(), hx[1].detach())
+        cell = torch.cat([res[2] for res in results], 0)
+        call.state_in = (h_in.detach(), a.hx[1].detach())
         call.state_out = (hidden.detach(), cell.detach())
         return call, (layer_input, hidden, cell)
-    call.state_in, call.state_out = (h_all.detach(),), (hidden.detach(),)
+    call.state_in, call.state_out = (h_in.detach(),), (hidden.detach(),)
     return call, (layer_input, hidden)
+
+
+def _run_layer(
+    layer_call: LayerCall, sinks: list[Sink], workspace_gates: bool
+) -> tuple[Any, Sequence[Tensor]]:
+    """One layer's kernel result, and the gates of its workspace when kept.
+
+    An active editor may run the layer itself, edited. Otherwise, when internals are wanted
+    from an unpacked LSTM layer, the kernel that keeps its gates (its workspace) runs it.
+    """
+    res = _run_by_editor(sinks, layer_call)
+    if res is not None:
+        return res, ()
+    if layer_call.kind == "LSTM" and workspace_gates:
+        h0, c0 = layer_call.state
+        fused = workspace.lstm_layer(layer_call.input, h0, c0, layer_call.weights,
+                                     has_biases=layer_call.has_biases, train=layer_call.train,
+                                     bidirectional=layer_call.bidirectional,
+                                     batch_first=layer_call.batch_first)  # fmt: skip
+        if fused is not None:
+            return fused
+    return layer_call.run(), ()
+
+
+def _layer_run(
+    layer_call: LayerCall, res: Any, gates: Sequence[Tensor], keep_inputs: bool
+) -> LayerRun:
+    """What the sinks keep of one layer's call: detached inputs, outputs and states."""
+    is_lstm = layer_call.kind == "LSTM"
+    h0, c0 = layer_call.state if is_lstm else (layer_call.state, None)
+    layer_input = layer_call.input
+    return LayerRun(
+        input=layer_input.detach() if keep_inputs else layer_input.new_empty(0),
+        output=res[0].detach(),
+        h0=h0.detach(),
+        hn=res[1].detach(),
+        c0=c0.detach() if c0 is not None else None,
+        cn=res[2].detach() if is_lstm else None,
+        weights=[w.detach() for w in layer_call.weights],
+        gates=tuple(gates),
+        c_edit=layer_call.c_edit,
+    )
 
 
 def _is_editor(sink: Sink) -> bool:
