@@ -147,8 +147,7 @@ def extract_distributed(
         raise OutputExistsError(f"{directory} already holds shards; pass overwrite=True to replace "
                                 "them, or resume=True to finish an interrupted run")
     rec = Recorder(model, opts)
-    expected = fingerprint(model, rec, opts.modules, opts.compression, opts.pack, 0, opts.time,
-                           opts.checksums)
+    expected = fingerprint(model, rec, opts, 0)
     expected.pop("first_sample")
     expected = json.loads(json.dumps(expected))  # as stored: lists, not tuples
     plan = json.loads(manifest.read_text()) if manifest.exists() else {}
