@@ -15,7 +15,6 @@ import argparse
 import importlib
 import re
 import sys
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -40,6 +39,7 @@ from .inputs import (
     parse_layout,
     read_coords,
     read_input,
+    safe_load,
 )
 
 __all__ = ["CLIError", "main"]
@@ -83,7 +83,6 @@ def load_factory(spec: str) -> Callable[[], Any]:
 
 def build_model(spec: str, weights: str | None) -> Any:
     """Call the factory, load ``weights`` (``weights_only=True``) and switch to eval mode."""
-    import torch
     from torch import nn
 
     factory = load_factory(spec)
@@ -95,16 +94,9 @@ def build_model(spec: str, weights: str | None) -> Any:
         raise CLIError(f"MODEL: {spec}() returned {type(model).__name__}, not a torch.nn.Module; "
                        "point MODEL at a function returning the model")  # fmt: skip
     if weights is not None:
-        path = existing_file(weights, "--weights")
-        try:
-            with warnings.catch_warnings():  # torch warns about pickle protocols before failing
-                warnings.simplefilter("ignore")
-                state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise CLIError(
-                f"--weights: cannot load {weights} with weights_only=True ({type(err).__name__}); "
-                "save the weights with torch.save(model.state_dict(), path)"
-            ) from err
+        state = safe_load(existing_file(weights, "--weights"),
+                          f"--weights: cannot load {weights} with weights_only=True",
+                          "save the weights with torch.save(model.state_dict(), path)")
         load_weights(model, state, weights)
     return model.eval()
 
@@ -391,24 +383,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("seqacts: interrupted", file=sys.stderr)
         return 130
-    except UserCodeError as err:
-        if args.debug:
-            raise
-        print(f"seqacts {args.command}: error: {one_line(err)} (rerun with --debug for the "
-              "traceback)", file=sys.stderr)  # fmt: skip
-        return 1
-    except (SeqactsError, FileNotFoundError, FileExistsError) as err:
-        if args.debug:
-            raise
-        print(f"seqacts {args.command}: error: {one_line(err)}", file=sys.stderr)
-        return 2
     except Exception as err:
         if args.debug:
             raise
-        print(f"seqacts {args.command}: unexpected {type(err).__name__}: {safe_message(err)} "
-              "(rerun with --debug for the traceback)", file=sys.stderr)  # fmt: skip
-        return 1
+        status, message = describe_failure(err)
+        print(f"seqacts {args.command}: {message}", file=sys.stderr)
+        return status
 
+
+def describe_failure(err: Exception) -> tuple[int, str]:
+    """The exit status and one-line message for an error a command raised.
+
+    A mistake the user can fix (any :class:`SeqactsError`, a missing or existing file) exits
+    with 2; an error from the user's own code, or an unexpected one, with 1.
+    """
+    debug = " (rerun with --debug for the traceback)"
+    if isinstance(err, UserCodeError):
+        return 1, f"error: {one_line(err)}{debug}"
+    if isinstance(err, (SeqactsError, FileNotFoundError, FileExistsError)):
+        return 2, f"error: {one_line(err)}"
+    return 1, f"unexpected {type(err).__name__}: {safe_message(err)}{debug}"
 
 if __name__ == "__main__":
     sys.exit(main())
