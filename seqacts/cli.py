@@ -310,30 +310,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {one_line(message)}; see {self.prog} --help\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    parser = Parser(
-        prog="seqacts", description="Record and analyse per-timestep activations of RNNs."
-    )
-    parser.add_argument("--version", action="version", version=f"seqacts {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, func: Callable[[argparse.Namespace], int], text: str) -> Any:
-        p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
-        p.set_defaults(func=func)
-        return p
-
-    p = command(
-        "demo", cmd_demo, "train a small LSTM autoencoder on sensor data and diagnose anomalies"
-    )
-    p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--quick", action="store_true", help="tiny data and training (smoke test)")
-
-    p = command("extract", cmd_extract, "record a model's activations over an input file")
+def add_extract_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``seqacts extract``."""
     p.add_argument("model", metavar="MODEL", help="package.module:factory returning the nn.Module")
     p.add_argument("--weights", metavar="CKPT", help="state_dict saved with torch.save")
     p.add_argument("--input", required=True, metavar="DATA", help=".npy, .pt or .nc input")
@@ -357,6 +335,34 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the model takes (sample, time, feature) (default)")  # fmt: skip
     layout.add_argument("--time-first", dest="batch_first", action="store_false",
                         help="the model takes (time, sample, feature)")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``seqacts`` parser: one subcommand per ``cmd_*`` function, each with ``--debug``."""
+    from . import __version__
+
+    parser = Parser(
+        prog="seqacts", description="Record and analyse per-timestep activations of RNNs."
+    )
+    parser.add_argument("--version", action="version", version=f"seqacts {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], text: str) -> Any:
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+        p.set_defaults(func=func)
+        return p
+
+    p = command(
+        "demo", cmd_demo, "train a small LSTM autoencoder on sensor data and diagnose anomalies"
+    )
+    p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--quick", action="store_true", help="tiny data and training (smoke test)")
+
+    p = command("extract", cmd_extract, "record a model's activations over an input file")
+    add_extract_arguments(p)
 
     p = command("info", cmd_info, "describe a recorded netCDF file or shard directory")
     p.add_argument("file", metavar="FILE.nc")
