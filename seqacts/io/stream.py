@@ -160,9 +160,10 @@ def extract_to_netcdf(
     limit: :class:`~seqacts.errors.StreamWriteError` with its ``errno``) leaves every committed
     batch readable and ``resume=True`` finishes it. A lock file next to ``path`` keeps a second
     writer out (:class:`~seqacts.errors.StreamBusyError` names the process holding it). The
-    destination is checked before any batch runs; a batch of 0 samples is logged and skipped. Open the result with :func:`seqacts.open_dataset` (lazy, Dask)
-    or ``xr.open_dataset``; it equals ``xr.concat`` of per-batch :func:`seqacts.extract` results
-    (``sample`` numbered 0..N-1, ``time`` padded with NaN to the longest batch).
+    destination is checked before any batch runs; a batch of 0 samples is logged and skipped.
+    Open the result with :func:`seqacts.open_dataset` (lazy, Dask) or ``xr.open_dataset``; it
+    equals ``xr.concat`` of per-batch :func:`seqacts.extract` results (``sample`` numbered
+    0..N-1, ``time`` padded with NaN to the longest batch).
 
     Parameters
     ----------
