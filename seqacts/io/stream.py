@@ -183,7 +183,8 @@ def extract_to_netcdf(
         the longest batch; the file's ``time`` then has exactly these labels.
     compression : {None, "zlib", "zstd"}, default None
         Lossless compression of every per-sample variable (zstd with byte shuffle). Float
-        activations barely compress (ratio ~1.1-1.2) and zlib is ~15x slower; see the README.
+        activations barely compress, and zlib is much slower than zstd; see the README's
+        measurements.
     pack : {None, "int16"}, default None
         Store variables with a known range (gates; ``h``/``h_n`` of tanh layers without
         projection) as int16 with ``scale_factor``/``add_offset`` (xarray decodes them):
