@@ -15,7 +15,6 @@ import argparse
 import importlib
 import re
 import sys
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -40,6 +39,7 @@ from .inputs import (
     parse_layout,
     read_coords,
     read_input,
+    safe_load,
 )
 
 __all__ = ["CLIError", "main"]
@@ -83,7 +83,6 @@ def load_factory(spec: str) -> Callable[[], Any]:
 
 def build_model(spec: str, weights: str | None) -> Any:
     """Call the factory, load ``weights`` (``weights_only=True``) and switch to eval mode."""
-    import torch
     from torch import nn
 
     factory = load_factory(spec)
@@ -95,16 +94,9 @@ def build_model(spec: str, weights: str | None) -> Any:
         raise CLIError(f"MODEL: {spec}() returned {type(model).__name__}, not a torch.nn.Module; "
                        "point MODEL at a function returning the model")  # fmt: skip
     if weights is not None:
-        path = existing_file(weights, "--weights")
-        try:
-            with warnings.catch_warnings():  # torch warns about pickle protocols before failing
-                warnings.simplefilter("ignore")
-                state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise CLIError(
-                f"--weights: cannot load {weights} with weights_only=True ({type(err).__name__}); "
-                "save the weights with torch.save(model.state_dict(), path)"
-            ) from err
+        state = safe_load(existing_file(weights, "--weights"),
+                          f"--weights: cannot load {weights} with weights_only=True",
+                          "save the weights with torch.save(model.state_dict(), path)")
         load_weights(model, state, weights)
     return model.eval()
 
@@ -318,30 +310,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {one_line(message)}; see {self.prog} --help\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    parser = Parser(
-        prog="seqacts", description="Record and analyse per-timestep activations of RNNs."
-    )
-    parser.add_argument("--version", action="version", version=f"seqacts {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, func: Callable[[argparse.Namespace], int], text: str) -> Any:
-        p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
-        p.set_defaults(func=func)
-        return p
-
-    p = command(
-        "demo", cmd_demo, "train a small LSTM autoencoder on sensor data and diagnose anomalies"
-    )
-    p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--quick", action="store_true", help="tiny data and training (smoke test)")
-
-    p = command("extract", cmd_extract, "record a model's activations over an input file")
+def add_extract_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``seqacts extract``."""
     p.add_argument("model", metavar="MODEL", help="package.module:factory returning the nn.Module")
     p.add_argument("--weights", metavar="CKPT", help="state_dict saved with torch.save")
     p.add_argument("--input", required=True, metavar="DATA", help=".npy, .pt or .nc input")
@@ -365,6 +335,34 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the model takes (sample, time, feature) (default)")  # fmt: skip
     layout.add_argument("--time-first", dest="batch_first", action="store_false",
                         help="the model takes (time, sample, feature)")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``seqacts`` parser: one subcommand per ``cmd_*`` function, each with ``--debug``."""
+    from . import __version__
+
+    parser = Parser(
+        prog="seqacts", description="Record and analyse per-timestep activations of RNNs."
+    )
+    parser.add_argument("--version", action="version", version=f"seqacts {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], text: str) -> Any:
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+        p.set_defaults(func=func)
+        return p
+
+    p = command(
+        "demo", cmd_demo, "train a small LSTM autoencoder on sensor data and diagnose anomalies"
+    )
+    p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--quick", action="store_true", help="tiny data and training (smoke test)")
+
+    p = command("extract", cmd_extract, "record a model's activations over an input file")
+    add_extract_arguments(p)
 
     p = command("info", cmd_info, "describe a recorded netCDF file or shard directory")
     p.add_argument("file", metavar="FILE.nc")
@@ -391,24 +389,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("seqacts: interrupted", file=sys.stderr)
         return 130
-    except UserCodeError as err:
-        if args.debug:
-            raise
-        print(f"seqacts {args.command}: error: {one_line(err)} (rerun with --debug for the "
-              "traceback)", file=sys.stderr)  # fmt: skip
-        return 1
-    except (SeqactsError, FileNotFoundError, FileExistsError) as err:
-        if args.debug:
-            raise
-        print(f"seqacts {args.command}: error: {one_line(err)}", file=sys.stderr)
-        return 2
     except Exception as err:
         if args.debug:
             raise
-        print(f"seqacts {args.command}: unexpected {type(err).__name__}: {safe_message(err)} "
-              "(rerun with --debug for the traceback)", file=sys.stderr)  # fmt: skip
-        return 1
+        status, message = describe_failure(err)
+        print(f"seqacts {args.command}: {message}", file=sys.stderr)
+        return status
 
+
+def describe_failure(err: Exception) -> tuple[int, str]:
+    """The exit status and one-line message for an error a command raised.
+
+    A mistake the user can fix (any :class:`SeqactsError`, a missing or existing file) exits
+    with 2; an error from the user's own code, or an unexpected one, with 1.
+    """
+    debug = " (rerun with --debug for the traceback)"
+    if isinstance(err, UserCodeError):
+        return 1, f"error: {one_line(err)}{debug}"
+    if isinstance(err, (SeqactsError, FileNotFoundError, FileExistsError)):
+        return 2, f"error: {one_line(err)}"
+    return 1, f"unexpected {type(err).__name__}: {safe_message(err)}{debug}"
 
 if __name__ == "__main__":
     sys.exit(main())

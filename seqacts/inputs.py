@@ -33,6 +33,7 @@ __all__ = [
     "parse_layout",
     "read_coords",
     "read_input",
+    "safe_load",
 ]
 
 #: The axes of a model's input, in the order ``extract`` hands them to a batch-first model.
@@ -128,18 +129,38 @@ def _load_npy(p: Path, what: str) -> np.ndarray:
                        "write it with np.save") from err  # fmt: skip
 
 
-def _load_pt(p: Path, variable: str | None) -> np.ndarray:
+def safe_load(path: Path, problem: str, fix: str) -> Any:
+    """``torch.load(path, weights_only=True)`` onto the CPU: tensors and containers, no code.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        A file written by ``torch.save``.
+    problem, fix : str
+        What could not be done and how to fix it: a failure raises :class:`CLIError` with
+        ``"{problem} ({exception type}); {fix}"``.
+
+    Returns
+    -------
+    object
+        What the file holds.
+    """
     import torch
 
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols before failing
             warnings.simplefilter("ignore")
-            data = torch.load(p, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CLIError(
-            f"--input: cannot load {p.name} as tensors ({type(err).__name__}): seqacts reads only "
-            "tensors and dicts of tensors; save them with torch.save(x, path) or np.save"
-        ) from err
+        raise CLIError(f"{problem} ({type(err).__name__}); {fix}") from err
+
+
+def _load_pt(p: Path, variable: str | None) -> np.ndarray:
+    import torch
+
+    data = safe_load(p, f"--input: cannot load {p.name} as tensors",
+                     "seqacts reads only tensors and dicts of tensors: save them with "
+                     "torch.save(x, path) or np.save")
     if isinstance(data, Mapping):
         tensors = {str(k): v for k, v in data.items() if isinstance(v, torch.Tensor)}
         key = variable or ("input" if "input" in tensors else None)
@@ -160,15 +181,18 @@ def _load_pt(p: Path, variable: str | None) -> np.ndarray:
     return data.detach().cpu().numpy()
 
 
-def _load_nc(p: Path, variable: str | None) -> InputData:
+def _open_nc(p: Path, what: str) -> Any:
     import xarray as xr
 
     try:
-        ds = xr.open_dataset(p)
+        return xr.open_dataset(p)
     except (OSError, ValueError) as err:
-        raise CLIError(f"--input: cannot read {p.name} as netCDF ({err}); pass a .nc file "
-                       "written by xarray or netCDF4") from err  # fmt: skip
-    with ds:
+        raise CLIError(f"{what}: cannot read {p.name} as netCDF ({err}); pass a .nc file "
+                       "written by xarray or netCDF4") from err
+
+
+def _load_nc(p: Path, variable: str | None) -> InputData:
+    with _open_nc(p, "--input") as ds:
         names = [str(v) for v in ds.data_vars if ds[v].ndim >= 2]
         name = variable or ("input" if "input" in names else names[0] if len(names) == 1 else None)
         if name not in ds.data_vars:
@@ -279,14 +303,7 @@ def _coords_csv(p: Path) -> dict[str, np.ndarray]:
 
 
 def _coords_nc(p: Path, n_samples: int) -> dict[str, np.ndarray]:
-    import xarray as xr
-
-    try:
-        ds = xr.open_dataset(p)
-    except (OSError, ValueError) as err:
-        raise CLIError(f"--coords: cannot read {p.name} as netCDF ({err}); pass a .nc file "
-                       "written by xarray or netCDF4") from err  # fmt: skip
-    with ds:
+    with _open_nc(p, "--coords") as ds:
         along = {str(k): np.asarray(v.values) for k, v in ds.variables.items()
                  if v.dims == ("sample",)}  # fmt: skip
         if along:

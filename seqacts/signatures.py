@@ -38,16 +38,20 @@ def keywords_from(target: Callable[..., Any]) -> Callable[[F], F]:
     """Show the keyword-only parameters of ``target`` in place of a wrapper's ``**kwargs``.
 
     For a function that passes ``**kwargs`` on to ``target``: its signature lists them by name
-    with ``target``'s defaults (the function itself is unchanged).
+    with ``target``'s defaults (the function itself is unchanged). When ``target`` takes
+    ``**kwargs`` as well, the wrapper's own ``**kwargs`` stays at the end.
     """
 
     def decorate(func: F) -> F:
         sig = inspect.signature(func)
+        theirs = inspect.signature(target).parameters.values()
         own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
         names = {p.name for p in own}
-        extra = [p for p in inspect.signature(target).parameters.values()
-                 if p.kind is p.KEYWORD_ONLY and p.name not in names]  # fmt: skip
-        func.__signature__ = sig.replace(parameters=[*own, *extra])  # type: ignore[attr-defined]
+        extra = [p for p in theirs if p.kind is p.KEYWORD_ONLY and p.name not in names]
+        rest = [p for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD
+                and any(q.kind is q.VAR_KEYWORD for q in theirs)]  # fmt: skip
+        func.__signature__ = sig.replace(  # type: ignore[attr-defined]
+            parameters=[*own, *extra, *rest])
         return func
 
     return decorate

@@ -79,6 +79,20 @@ def test_plot_methods_show_their_real_parameters(name: str) -> None:
     assert method.__doc__ == getattr(plots, name).__doc__
 
 
+def test_extract_shows_the_recording_keywords_edits_and_the_model_inputs() -> None:
+    from seqacts.capture.extract import extract as record_extract
+
+    params = inspect.signature(seqacts.extract).parameters
+    recorded = inspect.signature(record_extract).parameters
+    assert list(params) == ["model", "args", "edits", "layers", "internals", "time", "modules",
+                            "grad", "kwargs"]
+    for name in ("layers", "internals", "time", "modules", "grad"):
+        assert params[name] == recorded[name]
+    assert params["edits"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert params["edits"].default is None
+    assert params["kwargs"].kind is inspect.Parameter.VAR_KEYWORD
+
+
 def test_saturation_thresholds_are_declared_once() -> None:
     def defaults(func) -> tuple:
         params = inspect.signature(func).parameters

@@ -20,7 +20,7 @@ from .core import MissingVariableError, computed, masked, require, valid
 from .effect_size import magnitude
 from .groups import group_labels, split_levels
 from .localized import deviation, localized_features, mask_name
-from .mahalanobis import Gaussian, fit_rows, fold_ids, ledoit_wolf, reference_mask
+from .mahalanobis import Gaussian, fit_rows, fold_ids, ledoit_wolf, reference_set
 
 __all__ = [
     "FEATURES",
@@ -112,6 +112,30 @@ def _group_stats(x: xr.DataArray, mask: np.ndarray) -> tuple[xr.DataArray, ...]:
     return sub.count("sample"), sub.mean("sample"), sub.var("sample", ddof=1)
 
 
+def _cohens_d(x: xr.DataArray, tested: np.ndarray, base: xr.DataArray,
+              baseline: np.ndarray) -> xr.Dataset:
+    """Cohen's d of the ``tested`` samples of ``x`` against the ``baseline`` samples of ``base``
+    per unit, with the means and pooled standard deviation it comes from."""
+    n0, m0, v0 = _group_stats(base, baseline)
+    n1, m1, v1 = _group_stats(x, tested)
+    pooled = (((n1 - 1) * v1 + (n0 - 1) * v0) / (n1 + n0 - 2)) ** 0.5
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = (m1 - m0) / pooled
+    return xr.Dataset({"d": d, "mean": m1, "baseline_mean": m0, "pooled_std": pooled})
+
+
+def _ranked(res: xr.Dataset) -> xr.Dataset:
+    """``res`` flattened along ``rank`` by decreasing ``|d|``, undefined entries dropped, with
+    each effect's ``magnitude`` in words."""
+    dims = [d for d in ("level", "layer", "direction", "unit") if d in res.dims]
+    flat = res.stack(rank=dims).reset_index("rank")
+    effect = flat["d"].values
+    keep = np.flatnonzero(~np.isnan(effect))
+    order = keep[np.argsort(-np.abs(effect[keep]), kind="stable")]
+    flat = flat.isel(rank=order).assign_coords(rank=np.arange(1, order.size + 1))
+    return flat.assign_coords(magnitude=("rank", magnitude(flat["d"].values)))
+
+
 def compare(
     ds: xr.Dataset,
     group: str | xr.DataArray | Sequence[Any],
@@ -177,23 +201,10 @@ def compare(
     for level in tests:
         own, same_steps = (x, x) if x is not None else localized_features(
             ds, where, values == level, var, steps=steps)  # fmt: skip
-        n0, m0, v0 = _group_stats(same_steps, values == baseline)
-        n1, m1, v1 = _group_stats(own, values == level)
-        pooled = (((n1 - 1) * v1 + (n0 - 1) * v0) / (n1 + n0 - 2)) ** 0.5
-        with np.errstate(divide="ignore", invalid="ignore"):
-            d = (m1 - m0) / pooled
-        parts.append(xr.Dataset({"d": d, "mean": m1, "baseline_mean": m0, "pooled_std": pooled}))
+        parts.append(_cohens_d(own, values == level, same_steps, values == baseline))
     res = xr.concat(parts, dim=xr.DataArray([str(t) for t in tests], dims="level", name="level"))
     res = computed(res.reset_coords(drop=True))
-    if len(tests) == 1:
-        res = res.isel(level=0, drop=True)
-    dims = [d for d in ("level", "layer", "direction", "unit") if d in res.dims]
-    flat = res.stack(rank=dims).reset_index("rank")
-    effect = flat["d"].values
-    keep = np.flatnonzero(~np.isnan(effect))
-    order = keep[np.argsort(-np.abs(effect[keep]), kind="stable")]
-    flat = flat.isel(rank=order).assign_coords(rank=np.arange(1, order.size + 1))
-    flat = flat.assign_coords(magnitude=("rank", magnitude(flat["d"].values)))
+    flat = _ranked(res.isel(level=0, drop=True) if len(tests) == 1 else res)
     counts = pd.Series(values).value_counts()
     flat.attrs = {
         "group": name,
@@ -223,6 +234,27 @@ def _state_matrix(ds: xr.Dataset, var: str, name: Hashable | None) -> np.ndarray
         m = mask.any([d for d in mask.dims if d not in feature_dims])
         cols = m.broadcast_like(x.isel(sample=0, drop=True)).transpose(*feature_dims).values
     return np.asarray(x.values, dtype=np.float64).reshape(x.shape[0], -1)[:, cols.ravel()]
+
+
+def _scores(x: np.ndarray, ref: np.ndarray, mask: np.ndarray | None, folds: int,
+            shrinkage: float | None) -> tuple[np.ndarray, float]:
+    """Distances of the rows of ``x`` to the complete rows of ``ref``, and the shrinkage used.
+
+    With ``mask`` (``ref`` being ``x[mask]``) reference rows are scored out of fold.
+    """
+    ok = ~np.isnan(ref).any(axis=1)
+    if ok.sum() < 2:
+        raise ReferenceSetError(f"distance: need >= 2 reference samples, got {int(ok.sum())}")
+    fit: Gaussian = fit_rows(ref[ok], shrinkage)
+    out = fit.score(x)
+    if mask is not None:
+        idx = np.flatnonzero(mask)[ok]
+        fold = fold_ids(idx.size, folds)
+        for k in range(folds):
+            train = ref[ok][fold != k]
+            if train.shape[0] >= 2 and np.any(fold == k):
+                out[idx[fold == k]] = fit_rows(train, shrinkage).score(x[idx[fold == k]])
+    return out, fit.shrinkage
 
 
 def distance(
@@ -262,16 +294,8 @@ def distance(
     """
     if var not in ds:
         raise MissingVariableError(f"distance: the dataset has no variable {var!r}")
-    ref_ds, mask = None, None
-    if isinstance(reference, xr.Dataset):
-        ref_ds = reference
-    else:
-        mask = reference_mask(ds, reference)
     names = list(ds["layer"].values) if "layer" in ds.dims else [None]
-    if ref_ds is not None and names != [None]:
-        missing = [n for n in names if n not in ref_ds["layer"].values]
-        if missing:
-            raise ReferenceSetError(f"reference: dataset lacks layers {missing} that ds has")
+    ref_ds, mask = reference_set(ds, reference, names if names != [None] else None)
     scores, shrinks = [], []
     for name in names:
         x = _state_matrix(ds, var, name)
@@ -281,20 +305,9 @@ def distance(
                 f"reference: layer {name} has {ref.shape[1]} state values per "
                 f"sample, ds has {x.shape[1]}; use a dataset of the same model"
             )
-        ok = ~np.isnan(ref).any(axis=1)
-        if ok.sum() < 2:
-            raise ReferenceSetError(f"distance: need >= 2 reference samples, got {int(ok.sum())}")
-        fit: Gaussian = fit_rows(ref[ok], shrinkage)
-        out = fit.score(x)
-        if mask is not None and folds >= 2:
-            idx = np.flatnonzero(mask)[ok]
-            fold = fold_ids(idx.size, folds)
-            for k in range(folds):
-                train = ref[ok][fold != k]
-                if train.shape[0] >= 2 and np.any(fold == k):
-                    out[idx[fold == k]] = fit_rows(train, shrinkage).score(x[idx[fold == k]])
+        out, shrunk = _scores(x, ref, mask if folds >= 2 else None, folds, shrinkage)
         scores.append(out)
-        shrinks.append(fit.shrinkage)
+        shrinks.append(shrunk)
     data = np.stack(scores, axis=1)
     coords: dict[str, Any] = {"sample": ds["sample"].values}
     if names != [None]:

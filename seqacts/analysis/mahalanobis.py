@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..errors import ReferenceMaskError
+from ..errors import ReferenceMaskError, ReferenceSetError
 from .groups import group_labels
 
-__all__ = ["Gaussian", "Moments", "fit_rows", "fold_ids", "ledoit_wolf", "reference_mask"]
+__all__ = ["Gaussian", "Moments", "fit_rows", "fold_ids", "ledoit_wolf", "reference_mask",
+           "reference_set"]
 
 
 def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
@@ -151,3 +152,29 @@ def reference_mask(ds: xr.Dataset, reference: str | xr.DataArray | Sequence[Any]
             f"{labels.dtype}; e.g. reference=~ds.is_anomaly"
         )
     return np.asarray(labels.values)
+
+
+def reference_set(ds: xr.Dataset, reference: xr.Dataset | str | xr.DataArray | Sequence[Any],
+                  layers: Sequence[Any] | None) -> tuple[xr.Dataset | None, np.ndarray | None]:
+    """The known-normal samples as ``(dataset, None)`` or ``(None, mask along sample)``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The samples to score.
+    reference : xarray.Dataset, or a boolean mask along ``sample`` (or its name)
+        Another dataset of the same model, or a selection of ``ds``'s samples.
+    layers : sequence, optional
+        Layers of ``ds`` that a reference dataset must hold too.
+
+    Returns
+    -------
+    tuple
+        The reference dataset or ``None``, and the mask or ``None``.
+    """
+    if not isinstance(reference, xr.Dataset):
+        return None, reference_mask(ds, reference)
+    missing = [n for n in layers or () if n not in reference["layer"].values]
+    if missing:
+        raise ReferenceSetError(f"reference: dataset lacks layers {missing} that ds has")
+    return reference, None

@@ -16,7 +16,7 @@ import xarray as xr
 
 from ..errors import ReferenceSetError
 from .core import CELL_WIDTH_VARS, MissingVariableError, computed, require
-from .mahalanobis import Gaussian, Moments, fold_ids, reference_mask
+from .mahalanobis import Gaussian, Moments, fold_ids, reference_set
 
 __all__ = ["layer_steps", "step_distance"]
 
@@ -124,6 +124,23 @@ def _fit(moments: Moments, shrinkage: float | None) -> Gaussian:
     return moments.fit(shrinkage)
 
 
+def _score_layer(x: xr.DataArray, fits: list[Gaussian], which: np.ndarray) -> xr.DataArray:
+    """Each step's distance under the fit ``which`` picks per sample (lazy when ``x`` is)."""
+    which_da = xr.DataArray(which, dims="sample")
+    if x.chunks is not None:
+        which_da = which_da.chunk({"sample": x.chunksizes["sample"]})
+    return xr.apply_ufunc(
+        _score_steps,
+        x,
+        which_da,
+        kwargs={"fits": fits},
+        input_core_dims=[["feature"], []],
+        dask="parallelized",
+        output_dtypes=[np.float64],
+        dask_gufunc_kwargs={"allow_rechunk": True},
+    )
+
+
 def step_distance(
     ds: xr.Dataset,
     reference: xr.Dataset | str | xr.DataArray | Sequence[bool],
@@ -169,22 +186,15 @@ def step_distance(
             f"step_distance: {var!r} has no time dimension; pass a per-step variable such as "
             "'h', or use seqacts.compare.distance for final states"
         )
-    ref_ds, mask = None, None
+    names = list(ds["layer"].values)
     if isinstance(reference, xr.Dataset):
-        ref_ds = reference
-    else:
-        mask = reference_mask(ds, reference)
+        require(reference, var, "step_distance reference")
+    ref_ds, mask = reference_set(ds, reference, names)
     if mask is not None and not mask.any():
         raise ReferenceSetError(
             "step_distance: the reference mask selects no sample; pass the known-normal "
             "samples, e.g. reference=~ds.is_anomaly"
         )
-    names = list(ds["layer"].values)
-    if ref_ds is not None:
-        require(ref_ds, var, "step_distance reference")
-        missing = [n for n in names if n not in ref_ds["layer"].values]
-        if missing:
-            raise ReferenceSetError(f"reference: dataset lacks layers {missing} that ds has")
     parts, shrinks = [], []
     for name in names:
         x = layer_steps(ds, var, name)
@@ -195,20 +205,7 @@ def step_distance(
                 f"ds has {x.sizes['feature']}; use a dataset of the same model"
             )
         fits, which = _fits(x, ref, mask, shrinkage, folds)
-        which_da = xr.DataArray(which, dims="sample")
-        if x.chunks is not None:
-            which_da = which_da.chunk({"sample": x.chunksizes["sample"]})
-        score = xr.apply_ufunc(
-            _score_steps,
-            x,
-            which_da,
-            kwargs={"fits": fits},
-            input_core_dims=[["feature"], []],
-            dask="parallelized",
-            output_dtypes=[np.float64],
-            dask_gufunc_kwargs={"allow_rechunk": True},
-        )
-        parts.append(score)
+        parts.append(_score_layer(x, fits, which))
         shrinks.append(fits[-1].shrinkage)
     out = xr.concat(parts, dim="layer", coords="different", compat="equals", join="outer")
     out = out.transpose("sample", "layer", "time")

@@ -172,21 +172,7 @@ def build_block(
     lengths = np.zeros((n_samples, n_layers), dtype=np.int64)
 
     for li, spec in enumerate(specs):
-        places = placed.get(spec.label, [])
-        for name, arr in arrays.items():
-            if name in adopted:
-                continue
-            slot = arr[:, li]
-            if arr.ndim == 5:
-                _place_steps(slot, [(p, v) for p in places
-                                    if (v := p.record.h if name == "h" else p.record.extra.get(name))
-                                    is not None])
-            else:
-                _place_states(slot, [(p, _state(p, name)) for p in places])
-        for p in places:
-            lens = p.record.lengths.numpy()
-            rows = slice(p.row, p.row + len(lens))
-            lengths[rows, li] = np.maximum(lengths[rows, li], np.where(lens > 0, p.offset + lens, 0))
+        _fill_layer(li, placed.get(spec.label, []), arrays, adopted, lengths)
     call, call_row = np.full((n_samples, n_layers), -1), np.full((n_samples, n_layers), -1)
     call[: layout.n_samples], call_row[: layout.n_samples] = layout.call, layout.call_row
     return Block(
@@ -201,6 +187,26 @@ def build_block(
         note=layout.note,
         plain=layout.plain,
     )
+
+
+def _fill_layer(li: int, places: list[Placement], arrays: dict[str, np.ndarray],
+                adopted: set[str], lengths: np.ndarray) -> None:
+    """Copy layer ``li``'s records into its slot of every array (but those adopted whole) and
+    its rows' valid lengths into ``lengths``."""
+    for name, arr in arrays.items():
+        if name in adopted:
+            continue
+        slot = arr[:, li]
+        if arr.ndim == 5:
+            _place_steps(slot, [(p, v) for p in places
+                                if (v := p.record.h if name == "h" else p.record.extra.get(name))
+                                is not None])
+        else:
+            _place_states(slot, [(p, _state(p, name)) for p in places])
+    for p in places:
+        lens = p.record.lengths.numpy()
+        rows = slice(p.row, p.row + len(lens))
+        lengths[rows, li] = np.maximum(lengths[rows, li], np.where(lens > 0, p.offset + lens, 0))
 
 
 def _state(place: Placement, name: str) -> Tensor | None:

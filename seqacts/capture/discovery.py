@@ -16,7 +16,7 @@ from ..errors import (
 )
 from .specs import LayerSpec, kind_of
 
-__all__ = ["layers", "recurrent_layers", "select_layers", "select_modules"]
+__all__ = ["by_first_weight", "layers", "recurrent_layers", "select_layers", "select_modules"]
 
 
 def recurrent_layers(model: nn.Module) -> list[tuple[nn.Module, list[LayerSpec]]]:
@@ -52,6 +52,36 @@ def recurrent_layers(model: nn.Module) -> list[tuple[nn.Module, list[LayerSpec]]
             f"nn.RNNCell, nn.LSTMCell, nn.GRUCell); module types found: {', '.join(types)}"
         )
     return found
+
+
+def by_first_weight(
+    found: Iterable[tuple[nn.Module, list[LayerSpec]]],
+) -> dict[int, tuple[nn.Module, list[LayerSpec]]]:
+    """Index recurrent modules by the id of their first weight.
+
+    That tensor (``weight_ih_l0``, or a cell's ``weight_ih``) is what a kernel call receives,
+    so a call is traced back to its module through this index.
+
+    Parameters
+    ----------
+    found : iterable of (module, specs)
+        As :func:`recurrent_layers` returns them.
+
+    Returns
+    -------
+    dict
+        ``id(first weight) -> (module, specs)``; modules without weights are left out.
+    """
+    index = {}
+    for module, specs in found:
+        if isinstance(module, nn.RNNBase):
+            flat = getattr(module, "_flat_weights", None)
+            first = flat[0] if flat else None
+        else:
+            first = getattr(module, "weight_ih", None)
+        if first is not None:
+            index[id(first)] = (module, specs)
+    return index
 
 
 def _check_eager(model: nn.Module) -> None:

@@ -29,9 +29,10 @@ def extract(
     """Run ``model(*args, **kwargs)`` once and return what every recurrent layer computed.
 
     The forward runs under ``torch.no_grad()`` (its output is not returned), in whatever
-    training mode the model is in; ``grad=True`` runs it with autograd on instead. A model in training mode with dropout (``nn.Dropout``
-    modules, or an ``nn.RNN/LSTM/GRU`` with ``dropout > 0``) gives a
-    :class:`~seqacts.TrainingModeWarning`, since two calls then record different values.
+    training mode the model is in; ``grad=True`` runs it with autograd on instead. A model in
+    training mode with dropout (``nn.Dropout`` modules, or an ``nn.RNN/LSTM/GRU`` with
+    ``dropout > 0``) gives a :class:`~seqacts.TrainingModeWarning`, since two calls then
+    record different values.
 
     Parameters
     ----------

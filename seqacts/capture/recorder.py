@@ -27,7 +27,7 @@ from . import kernels
 from .assembly import Block, build_block, build_dataset
 from .chains import Linker, lay_out
 from .diagnose import report_problems
-from .discovery import recurrent_layers, select_layers, select_modules
+from .discovery import by_first_weight, recurrent_layers, select_layers, select_modules
 from .records import cell_internals, resolve_internals, stack_internals
 from .specs import LayerSpec, nonlinearity
 
@@ -123,11 +123,7 @@ class Recorder:
             self._handles.pop().remove()
 
     def _index_weights(self) -> None:
-        self._by_weight = {}
-        for module, specs in self._watched:
-            first = _first_weight(module)
-            if first is not None:
-                self._by_weight[id(first)] = (module, specs)
+        self._by_weight = by_first_weight(self._watched)
 
     # -- root forward boundaries ------------------------------------------------------------
     def _root_pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -265,13 +261,6 @@ def _no_autocast(device_type: str) -> AbstractContextManager[Any]:
     if torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return nullcontext()
-
-
-def _first_weight(module: nn.Module) -> Tensor | None:
-    if isinstance(module, nn.RNNBase):
-        flat = getattr(module, "_flat_weights", None)
-        return flat[0] if flat else None
-    return getattr(module, "weight_ih", None)
 
 
 def _tensors_of(result: Any) -> list[Tensor]:

@@ -136,6 +136,13 @@ def _store(slot: Tensor, time_major: Tensor, order: Tensor | None) -> None:
     slot.copy_(time_major.movedim(0, -2))
 
 
+def _lengths(batch_sizes: Tensor | None, batch: int, steps: int) -> Tensor:
+    """Each sample's valid steps: from a packed sequence's batch sizes, else all ``steps``."""
+    if batch_sizes is None:
+        return torch.full((batch,), steps, dtype=torch.int64)
+    return (batch_sizes.unsqueeze(0) > torch.arange(batch).unsqueeze(1)).sum(1)
+
+
 def stack_internals(
     call: StackCall, k: int, unsorted: Tensor | None, names: tuple[str, ...], escapes: bool
 ) -> LayerRecord:
@@ -149,10 +156,7 @@ def stack_internals(
     bs = call.batch_sizes
     out = _time_major(run.output, bs, call.batch_first, math.nan)
     steps, batch = out.shape[0], out.shape[1]
-    if bs is not None:
-        lengths = (bs.unsqueeze(0) > torch.arange(batch).unsqueeze(1)).sum(1)
-    else:
-        lengths = torch.full((batch,), steps, dtype=torch.int64)
+    lengths = _lengths(bs, batch, steps)
     order = unsorted if bs is not None else None
     buffers = _claim(call, k)
     shared: dict[str, tuple[Tensor, int]] = {}

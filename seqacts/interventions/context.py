@@ -8,9 +8,9 @@ edited at the edited calls. A recorder active at the same time records the edite
 
 from __future__ import annotations
 
-import inspect
 import threading
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -18,11 +18,12 @@ import xarray as xr
 from torch import Tensor, nn
 
 from ..capture import kernels
-from ..capture.discovery import recurrent_layers
+from ..capture.discovery import by_first_weight, recurrent_layers
 from ..capture.extract import extract as record_extract
 from ..capture.specs import LayerSpec
 from ..errors import EditError, LayerSelectionError
 from ..options import Options
+from ..signatures import keywords_from
 from .edits import Edit, Plan, plan, step_flags
 from .runner import apply_plans, output_gate, run_edited_layer
 
@@ -30,13 +31,6 @@ __all__ = ["Intervention", "extract", "intervene"]
 
 _ACTIVE_LOCK = threading.Lock()
 _ACTIVE: list[Intervention] = []
-
-
-def _first_weight(module: nn.Module) -> Tensor | None:
-    if isinstance(module, nn.RNNBase):
-        flat = getattr(module, "_flat_weights", None)
-        return flat[0] if flat else None
-    return getattr(module, "weight_ih", None)
 
 
 class Intervention:
@@ -96,11 +90,7 @@ class Intervention:
                 _ACTIVE.remove(self)
 
     def _index_weights(self) -> None:
-        self._by_weight = {}
-        for module, specs in self._modules:
-            first = _first_weight(module)
-            if first is not None:
-                self._by_weight[id(first)] = (module, specs)
+        self._by_weight = by_first_weight(self._modules)
 
     def _root_pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         if self._depth == 0:
@@ -221,19 +211,20 @@ def intervene(model: nn.Module, edits: Edit | Iterable[Edit]) -> Intervention:
     return Intervention(model, plans_for(model, edits))
 
 
-def extract(
-    model: nn.Module,
-    *args: Any,
-    edits: Edit | Sequence[Edit] | None = None,
-    **kwargs: Any,
-) -> xr.Dataset:
+@keywords_from(record_extract)
+def extract(model: nn.Module, *args: Any, edits: Edit | Sequence[Edit] | None = None,
+            **kwargs: Any) -> xr.Dataset:
     """Run ``model(*args, **kwargs)`` once and return what every recurrent layer computed.
+
+    :func:`seqacts.capture.extract.extract` (whose keywords it takes, and shows in its
+    signature), run under :func:`intervene` when there are edits; ``capture`` knows nothing
+    of interventions, so the ``edits`` keyword is added here.
 
     Parameters
     ----------
     model, *args, **kwargs
         As in :func:`seqacts.capture.extract.extract` (``layers=``, ``internals=``, ``time=``,
-        ``modules=`` and the model's own inputs).
+        ``modules=``, ``grad=`` and the model's own inputs).
     edits : Edit or list of Edit, optional
         Run the forward under :func:`intervene` with these edits: the dataset holds the states
         of the edited run.
@@ -245,19 +236,5 @@ def extract(
         direction, unit) and more; see :func:`seqacts.capture.extract.extract`.
     """
     planned = Options(edits=edits).edits
-    if not planned:
+    with intervene(model, list(planned)) if planned else nullcontext():
         return record_extract(model, *args, **kwargs)
-    with intervene(model, list(planned)):
-        return record_extract(model, *args, **kwargs)
-
-
-def _with_edits(base: inspect.Signature) -> inspect.Signature:
-    """``base`` with the keyword-only ``edits`` added (what ``help(seqacts.extract)`` shows)."""
-    params = list(base.parameters.values())
-    at = next(i for i, p in enumerate(params) if p.kind is inspect.Parameter.KEYWORD_ONLY)
-    edits = inspect.Parameter("edits", inspect.Parameter.KEYWORD_ONLY, default=None,
-                              annotation="Edit | Sequence[Edit] | None")  # fmt: skip
-    return base.replace(parameters=[*params[:at], edits, *params[at:]])
-
-
-extract.__signature__ = _with_edits(inspect.signature(record_extract))  # type: ignore[attr-defined]

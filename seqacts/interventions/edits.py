@@ -69,13 +69,18 @@ def _units(units: int | Any | None, option: str) -> tuple[int, ...] | None:
     return out
 
 
-def _check_common(state: str, direction: str) -> None:
+def _edit(layer: str, units: int | Any | None, state: str, time: TimeSpec, direction: str, *,
+          value: float | Any = 0.0, source: Any = None) -> Edit:
+    """An :class:`Edit`, its state, direction, steps and units checked."""
     if state not in STATES:
         raise EditError(
             f"state: expected 'h' (hidden state) or 'c' (LSTM cell state), got {state!r}"
         )
     if direction not in DIRECTIONS:
         raise EditError(f"direction: expected 'forward' or 'backward', got {direction!r}")
+    _check_time(time)
+    return Edit(layer=str(layer), units=_units(units, "units"), state=state,
+                direction=direction, time=time, value=value, source=source)  # fmt: skip
 
 
 def ablate(
@@ -113,10 +118,7 @@ def ablate(
     Edit
         Pass it to :func:`seqacts.intervene`, :func:`seqacts.extract` (``edits=``).
     """
-    _check_common(state, direction)
-    _check_time(time)
-    return Edit(layer=str(layer), units=_units(units, "units"), state=state,
-                direction=direction, time=time, value=value)  # fmt: skip
+    return _edit(layer, units, state, time, direction, value=value)
 
 
 def patch(
@@ -147,15 +149,12 @@ def patch(
     -------
     Edit
     """
-    _check_common(state, direction)
-    _check_time(time)
     if not isinstance(source, (xr.Dataset, Tensor, np.ndarray)):
         raise EditError(
             f"patch: source must be an xarray.Dataset recorded from the same model or a tensor "
             f"(sample, time, unit); got {type(source).__name__}"
         )
-    return Edit(layer=str(layer), units=_units(units, "units"), state=state,
-                direction=direction, time=time, source=source)  # fmt: skip
+    return _edit(layer, units, state, time, direction, source=source)
 
 
 @dataclass

@@ -86,6 +86,41 @@ def default_batch_units(x: Tensor, batch_dim: int, specs: list[LayerSpec], total
     return int(max(1, min(total, budget // per_unit)))
 
 
+def _scanned_layers(model: nn.Module, layers: str | Iterable[str] | None,
+                    state: str) -> list[LayerSpec]:
+    """The selected layers; for ``state="c"`` the LSTM ones (all of them must be, when named)."""
+    specs = [s for _, ss in select_layers(model, layers) for s in ss]
+    if state != "c":
+        return specs
+    lstm = [s for s in specs if s.kind in ("LSTM", "LSTMCell")]
+    if layers is not None and len(lstm) < len(specs):
+        others = ", ".join(s.label for s in specs if s not in lstm)
+        raise EditError(f"state='c': {others} has no cell state; select LSTM layers only")
+    if not lstm:
+        raise EditError("state='c': the model has no LSTM layer; use state='h'")
+    return lstm
+
+
+def _plans(part: list[tuple[str, int, int]], n: int, width_of: dict[str, int], state: str,
+           value: float) -> dict[str, list[Plan]]:
+    """Plans ablating unit ``part[j]`` (label, direction, unit) in the ``j``-th copy of a batch
+    of ``n`` samples repeated ``len(part)`` times."""
+    masks: dict[tuple[str, int], Tensor] = {}
+    for j, (label, d, u) in enumerate(part):
+        mask = masks.setdefault(
+            (label, d), torch.zeros(len(part) * n, width_of[label], dtype=torch.bool)
+        )
+        mask[j * n : (j + 1) * n, u] = True
+    plans: dict[str, list[Plan]] = {}
+    for (label, d), mask in masks.items():
+        values = torch.full((1, width_of[label]), float(value), dtype=torch.float64)
+        plans.setdefault(label, []).append(
+            Plan(label=label, direction=d, state=state, unit_mask=mask,
+                 values=values, per_step=False)  # fmt: skip
+        )
+    return plans
+
+
 def ablation_scan(
     model: nn.Module,
     x: Tensor,
@@ -135,15 +170,7 @@ def ablation_scan(
         raise EditError(f"state: expected 'h' or 'c', got {state!r}")
     if not isinstance(x, Tensor):
         raise EditError(f"x: ablation_scan needs the input batch as a tensor, got {type(x).__name__}")
-    specs = [s for _, ss in select_layers(model, layers) for s in ss]
-    if state == "c":
-        lstm = [s for s in specs if s.kind in ("LSTM", "LSTMCell")]
-        if layers is not None and len(lstm) < len(specs):
-            others = ", ".join(s.label for s in specs if s not in lstm)
-            raise EditError(f"state='c': {others} has no cell state; select LSTM layers only")
-        specs = lstm
-        if not specs:
-            raise EditError("state='c': the model has no LSTM layer; use state='h'")
+    specs = _scanned_layers(model, layers, state)
     width_of = {s.label: s.n_cell_units if state == "c" else s.n_units for s in specs}
     units = [(i, s, d, u) for i, s in enumerate(specs) for d in range(s.n_directions)
              for u in range(width_of[s.label])]  # fmt: skip
@@ -160,19 +187,7 @@ def ablation_scan(
     with tqdm(total=len(units), desc="ablation scan", unit="unit") as bar:
         for start in range(0, len(units), chunk):
             part = units[start : start + chunk]
-            masks: dict[tuple[str, int], Tensor] = {}
-            for j, (_, s, d, u) in enumerate(part):
-                mask = masks.setdefault(
-                    (s.label, d), torch.zeros(len(part) * n, width_of[s.label], dtype=torch.bool)
-                )
-                mask[j * n : (j + 1) * n, u] = True
-            plans: dict[str, list[Plan]] = {}
-            for (label, d), mask in masks.items():
-                values = torch.full((1, width_of[label]), float(value), dtype=torch.float64)
-                plans.setdefault(label, []).append(
-                    Plan(label=label, direction=d, state=state, unit_mask=mask,
-                         values=values, per_step=False)  # fmt: skip
-                )
+            plans = _plans([(s.label, d, u) for _, s, d, u in part], n, width_of, state, value)
             repeated = torch.cat([x] * len(part), dim=bdim)
             with torch.no_grad(), Intervention(model, plans):
                 outputs = blocks(model(repeated), len(part), n, bdim)

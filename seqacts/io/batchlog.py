@@ -3,7 +3,7 @@
 A stream file logs one entry per committed batch (samples, input shapes, sha256 of the inputs).
 ``resume=True`` recomputes the entry of every batch it skips, without running the model, and
 refuses batches that differ from the committed ones: other data, other batch sizes, another
-order. Hashing reads the inputs once (sha256: ~1 GB/s), far less than the activations written.
+order. Hashing reads the inputs once (sha256), a small cost beside writing their activations.
 """
 
 from __future__ import annotations

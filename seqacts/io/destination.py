@@ -1,5 +1,6 @@
-"""Where a stream file goes: the destination checked before any batch runs, and the empty file
-created exclusively (never over a file that appeared meanwhile unless overwriting)."""
+"""Where a stream file goes: the destination checked before any batch runs, the empty file
+created exclusively (never over a file that appeared meanwhile unless overwriting), and the
+file's ending: finished and put in place, or on a failure closed and its temporary removed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import errno
 import os
 import warnings
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import xarray as xr
@@ -15,9 +17,10 @@ from torch import nn
 from ..capture.specs import nonlinearity
 from ..errors import DestinationError, OutputExistsError
 from ..schema import TANH_BOUNDED_KINDS, base_kind
-from .ncfile import PACK_RANGES, create, rows_per_chunk
+from .ncfile import PACK_RANGES, Writer, create, rows_per_chunk
+from .reading import rewrite_trimmed
 
-__all__ = ["check_destination", "create_exclusive"]
+__all__ = ["Output", "check_destination", "create_exclusive"]
 
 
 def _squashes(ds: xr.Dataset, model: nn.Module | None) -> bool:
@@ -85,3 +88,54 @@ def _link_new(tmp: Path, path: Path) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         os.close(fd)
         os.replace(tmp, path)
+
+
+class Output:
+    """The file a stream writes, from its creation to its end; a context manager.
+
+    With ``overwrite`` the file is written under a temporary name beside ``path`` and renamed
+    over it by :meth:`finish`, so a failure keeps the old file. Leaving the block on an
+    exception closes the writer and removes that temporary file.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The destination.
+    overwrite : bool
+        Replace ``path`` at the end rather than create it.
+    writer : Writer, optional
+        The writer of a file already there (a resumed stream).
+    """
+
+    def __init__(self, path: Path, *, overwrite: bool, writer: Writer | None = None) -> None:
+        self.path = path
+        self.overwrite = overwrite
+        self.file = path.with_name(f".{path.name}.tmp-{os.getpid()}") if overwrite else path
+        self.writer = writer
+
+    def create(self, ds: xr.Dataset, options: dict[str, Any], model: nn.Module | None) -> Writer:
+        """Create the file for batches like ``ds`` (:func:`create_exclusive`) and open it."""
+        create_exclusive(self.file, ds, options, model, overwrite=self.overwrite)
+        self.writer = Writer(self.file)
+        return self.writer
+
+    def finish(self) -> None:
+        """Mark the file complete (rewriting it without uncommitted rows if an interrupted run
+        left some) and, when overwriting, rename it over ``path``."""
+        assert self.writer is not None, "finish() before create()"
+        if self.writer.finish():
+            rewrite_trimmed(self.file)
+        if self.overwrite:
+            os.replace(self.file, self.path)
+
+    def __enter__(self) -> Output:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if kind is None:
+            return
+        if self.writer is not None:
+            self.writer.close()
+        if self.overwrite:
+            self.file.unlink(missing_ok=True)

@@ -136,31 +136,13 @@ def extract_distributed(
     opts = Options.of("extract_distributed", options)
     client = client if client is not None else get_client()
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    manifest = directory / MANIFEST
-    existing = sorted(directory.glob(PART.replace("{:012d}", "*")))
-    if (existing or manifest.exists()) and overwrite:
-        for p in existing:
-            p.unlink()
-        manifest.unlink(missing_ok=True)
-    elif (existing or manifest.exists()) and not resume:
-        raise OutputExistsError(f"{directory} already holds shards; pass overwrite=True to replace "
-                                "them, or resume=True to finish an interrupted run")
+    manifest = _prepare(directory, overwrite=overwrite, resume=resume)
     rec = Recorder(model, opts)
-    expected = fingerprint(model, rec, opts.modules, opts.compression, opts.pack, 0, opts.time,
-                           opts.checksums)
+    expected = fingerprint(model, rec, opts, 0)
     expected.pop("first_sample")
     expected = json.loads(json.dumps(expected))  # as stored: lists, not tuples
     plan = json.loads(manifest.read_text()) if manifest.exists() else {}
-    if plan:
-        if plan["n_samples"] != n_samples or shard_size not in (None, plan["shard_size"]):
-            raise StreamMismatchError(
-                f"resume: {directory} was planned for n_samples={plan['n_samples']}, shard_size="
-                f"{plan['shard_size']}; got n_samples={n_samples}, shard_size={shard_size}")
-        shard_size = int(plan["shard_size"])
-    else:
-        workers = max(1, len(client.scheduler_info()["workers"]))
-        shard_size = shard_size or max(1, math.ceil(n_samples / (4 * workers)))
+    shard_size = _shard_size(plan, n_samples, shard_size, client, directory)
     _check_parts(directory, plan.get("fingerprint"), expected)
     run = uuid.uuid4().hex
     _write_manifest(manifest, {"n_samples": n_samples, "shard_size": shard_size,
@@ -182,6 +164,36 @@ def extract_distributed(
         bar.close()
         client.cancel([f for f in futures if not f.done()])
     return paths
+
+
+def _prepare(directory: Path, *, overwrite: bool, resume: bool) -> Path:
+    """Create ``directory``, emptied of an earlier run's shards when overwriting (refused
+    unless resuming otherwise); return the path of its manifest."""
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest = directory / MANIFEST
+    existing = sorted(directory.glob(PART.replace("{:012d}", "*")))
+    if (existing or manifest.exists()) and overwrite:
+        for p in existing:
+            p.unlink()
+        manifest.unlink(missing_ok=True)
+    elif (existing or manifest.exists()) and not resume:
+        raise OutputExistsError(f"{directory} already holds shards; pass overwrite=True to replace "
+                                "them, or resume=True to finish an interrupted run")
+    return manifest
+
+
+def _shard_size(plan: dict[str, Any], n_samples: int, shard_size: int | None, client: Any,
+                directory: Path) -> int:
+    """The planned run's shard size (which a resumed run must match), else the one asked for,
+    else about four shards per worker."""
+    if plan:
+        if plan["n_samples"] != n_samples or shard_size not in (None, plan["shard_size"]):
+            raise StreamMismatchError(
+                f"resume: {directory} was planned for n_samples={plan['n_samples']}, shard_size="
+                f"{plan['shard_size']}; got n_samples={n_samples}, shard_size={shard_size}")
+        return int(plan["shard_size"])
+    workers = max(1, len(client.scheduler_info()["workers"]))
+    return shard_size or max(1, math.ceil(n_samples / (4 * workers)))
 
 
 def _write_manifest(manifest: Path, plan: dict[str, Any]) -> None:

@@ -180,6 +180,35 @@ class VerifyReport:
         return "\n".join(lines)
 
 
+def _read_variable(nc: netCDF4.Dataset, name: str, var: netCDF4.Variable, committed: int,
+                   report: VerifyReport) -> None:
+    """Read ``var``'s committed samples in spans of whole chunks (about 16 MiB), counting into
+    ``report`` what was read and which sample ranges fail."""
+    if "sample" not in var.dimensions:
+        try:
+            report.bytes_read += np.asarray(var[...]).nbytes
+            report.chunks += 1
+        except (RuntimeError, OSError) as err:
+            report.problems.append(f"variable {name!r}: unreadable ({err})")
+        return
+    axis = var.dimensions.index("sample")
+    rows = int(var.chunking()[axis]) if var.chunking() != "contiguous" else 64
+    step = max(rows, rows * max(1, 2**24 // max(rows * var.dtype.itemsize * int(np.prod(
+        [len(nc.dimensions[d]) for d in var.dimensions if d != "sample"])), 1)))
+    for lo in range(0, committed, step):
+        hi = min(lo + step, committed)
+        index = [slice(None)] * var.ndim
+        index[axis] = slice(lo, hi)
+        try:
+            report.bytes_read += np.asarray(var[tuple(index)]).nbytes
+            report.chunks += -(-(hi - lo) // rows)
+        except (RuntimeError, OSError) as err:
+            for a, b in bad_samples(var, lo, hi):
+                report.problems.append(
+                    f"variable {name!r}, {_sample_range(rows, a, b)}: fails its "
+                    f"checksum or cannot be decoded ({err})")
+
+
 def verify(path: str | os.PathLike) -> VerifyReport:
     """Read every committed chunk of a stream (or any netCDF4) file and report what fails.
 
@@ -223,28 +252,6 @@ def verify(path: str | os.PathLike) -> VerifyReport:
                 continue
             (report.checksummed if var.filters().get("fletcher32") else report.unchecked).append(
                 name)
-            if "sample" not in var.dimensions:
-                try:
-                    report.bytes_read += np.asarray(var[...]).nbytes
-                    report.chunks += 1
-                except (RuntimeError, OSError) as err:
-                    report.problems.append(f"variable {name!r}: unreadable ({err})")
-                continue
-            axis = var.dimensions.index("sample")
-            rows = int(var.chunking()[axis]) if var.chunking() != "contiguous" else 64
-            step = max(rows, rows * max(1, 2**24 // max(rows * var.dtype.itemsize * int(np.prod(
-                [len(nc.dimensions[d]) for d in var.dimensions if d != "sample"])), 1)))
-            for lo in range(0, committed, step):
-                hi = min(lo + step, committed)
-                index = [slice(None)] * var.ndim
-                index[axis] = slice(lo, hi)
-                try:
-                    report.bytes_read += np.asarray(var[tuple(index)]).nbytes
-                    report.chunks += -(-(hi - lo) // rows)
-                except (RuntimeError, OSError) as err:
-                    for a, b in bad_samples(var, lo, hi):
-                        report.problems.append(
-                            f"variable {name!r}, {_sample_range(rows, a, b)}: fails its "
-                            f"checksum or cannot be decoded ({err})")
+            _read_variable(nc, name, var, committed, report)
     report.ok = not report.problems
     return report

@@ -272,30 +272,15 @@ class Writer:
         writer is closed.
         """
         start, n = self.committed["sample"], 0 if ds is None else ds.sizes["sample"]
-        if ds is not None and set(map(str, ds.variables)) != set(self.nc.variables):
-            differ = set(map(str, ds.variables)) ^ set(self.nc.variables)
-            why = ("every batch must record the same modules" if not differ <= {"call", "call_row"}
-                   else "in this batch the calls became samples differently from the first one "
-                   "(coordinates call/call_row; see the README's 'How calls become samples'): "
-                   "stream batches whose forward calls the recurrent layers the same way")
-            raise StreamMismatchError(
-                f"this batch's dataset has variables {sorted(map(str, ds.variables))} but the file "
-                f"has {sorted(self.nc.variables)}; {why}")
+        if ds is not None:
+            self._check_variables(ds)
         if start % self.chunk and n:
             warnings.warn(
                 f"compression: this batch starts at sample {start}, inside a compressed chunk of "
                 f"{self.chunk} samples that a committed batch wrote; a crash now could lose that "
                 f"chunk. Use batch sizes that are multiples of {self.chunk}", stacklevel=4)
-        data: dict[str, np.ndarray] = {}  # encode outside the lock (lazy input reads take it)
         variables = {} if ds is None else dict(ds.variables)
-        for name in self.rows if n else ():
-            data[name] = np.asarray(variables[name].values)
-            if name == "sample":
-                data[name] = np.arange(start, start + n) + self.options["first_sample"]
-            elif name in self.packed:
-                data[name] = _pack(data[name], name, *self.packed[name])
-            elif data[name].dtype == np.float16:
-                data[name] = data[name].astype(np.float32)
+        data = self._encode(variables, start, n)  # outside the lock (lazy input reads take it)
         nbytes = sum(v.nbytes for v in data.values())
         if not self.compressed and (short := preflight(self.path, nbytes)):
             self._fail(short[0], short[1], None, written=False)
@@ -327,6 +312,34 @@ class Writer:
         self.committed = committed
         self.batches += 1
         return nbytes
+
+    def _check_variables(self, ds: xr.Dataset) -> None:
+        """Raise unless ``ds`` has the file's variables (the first batch's)."""
+        if set(map(str, ds.variables)) == set(self.nc.variables):
+            return
+        differ = set(map(str, ds.variables)) ^ set(self.nc.variables)
+        why = ("every batch must record the same modules" if not differ <= {"call", "call_row"}
+               else "in this batch the calls became samples differently from the first one "
+               "(coordinates call/call_row; see the README's 'How calls become samples'): "
+               "stream batches whose forward calls the recurrent layers the same way")
+        raise StreamMismatchError(
+            f"this batch's dataset has variables {sorted(map(str, ds.variables))} but the file "
+            f"has {sorted(self.nc.variables)}; {why}")
+
+    def _encode(self, variables: dict[Any, xr.Variable], start: int,
+                n: int) -> dict[str, np.ndarray]:
+        """The per-sample arrays of a batch of ``n`` samples as stored: ``sample`` numbered on
+        from ``start``, packed variables as int16, float16 as float32."""
+        data: dict[str, np.ndarray] = {}
+        for name in self.rows if n else ():
+            data[name] = np.asarray(variables[name].values)
+            if name == "sample":
+                data[name] = np.arange(start, start + n) + self.options["first_sample"]
+            elif name in self.packed:
+                data[name] = _pack(data[name], name, *self.packed[name])
+            elif data[name].dtype == np.float16:
+                data[name] = data[name].astype(np.float32)
+        return data
 
     def _fail(self, errno_: int | None, reason: str, err: BaseException | None,
               written: bool) -> None:

@@ -17,7 +17,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +41,9 @@ from ..errors import (
 )
 from ..options import Options
 from .batchlog import batch_entry, difference, is_empty
-from .destination import check_destination, create_exclusive
+from .destination import Output, check_destination
 from .integrity import explain_unreadable, repair_truncated, verify
 from .lock import StreamLock
-from .reading import rewrite_trimmed
 
 __all__ = [
     "COMPRESSIONS",
@@ -65,25 +64,23 @@ from .ncfile import (
 )
 
 
-def fingerprint(model: nn.Module, rec: Recorder, modules: Any, compression: str | None,
-                pack: str | None, first_sample: int, time: Any = None,
-                checksums: bool = True) -> dict[str, Any]:
+def fingerprint(model: nn.Module, rec: Recorder, opts: Options,
+                first_sample: int) -> dict[str, Any]:
     """What a stream file records about how it was written; resume must match all of it."""
-    labels = None if time is None else hashlib.sha1(
-        np.asarray(pd.Index(time).astype(str)).astype("U").tobytes()).hexdigest()
+    labels = None if opts.time is None else hashlib.sha1(
+        np.asarray(pd.Index(opts.time).astype(str)).astype("U").tobytes()).hexdigest()
     return {
         "layers": [s.label for s in rec.specs],
         "internals": list(rec.internals),
-        "modules": [modules] if isinstance(modules, str) else None if modules is None else list(
-            modules),
-        "compression": compression,
-        "pack": pack,
+        "modules": None if opts.modules is None else list(opts.modules),
+        "compression": opts.compression,
+        "pack": opts.pack,
         "model_class": model_class(model),
         "model_weights": model_weights(model),
         "training": model.training,
         "first_sample": first_sample,
         "time_labels": labels,
-        "checksums": checksums,
+        "checksums": opts.checksums,
     }
 
 
@@ -163,9 +160,10 @@ def extract_to_netcdf(
     limit: :class:`~seqacts.errors.StreamWriteError` with its ``errno``) leaves every committed
     batch readable and ``resume=True`` finishes it. A lock file next to ``path`` keeps a second
     writer out (:class:`~seqacts.errors.StreamBusyError` names the process holding it). The
-    destination is checked before any batch runs; a batch of 0 samples is logged and skipped. Open the result with :func:`seqacts.open_dataset` (lazy, Dask)
-    or ``xr.open_dataset``; it equals ``xr.concat`` of per-batch :func:`seqacts.extract` results
-    (``sample`` numbered 0..N-1, ``time`` padded with NaN to the longest batch).
+    destination is checked before any batch runs; a batch of 0 samples is logged and skipped.
+    Open the result with :func:`seqacts.open_dataset` (lazy, Dask) or ``xr.open_dataset``; it
+    equals ``xr.concat`` of per-batch :func:`seqacts.extract` results (``sample`` numbered
+    0..N-1, ``time`` padded with NaN to the longest batch).
 
     Parameters
     ----------
@@ -185,7 +183,8 @@ def extract_to_netcdf(
         the longest batch; the file's ``time`` then has exactly these labels.
     compression : {None, "zlib", "zstd"}, default None
         Lossless compression of every per-sample variable (zstd with byte shuffle). Float
-        activations barely compress (ratio ~1.1-1.2) and zlib is ~15x slower; see the README.
+        activations barely compress, and zlib is much slower than zstd; see the README's
+        measurements.
     pack : {None, "int16"}, default None
         Store variables with a known range (gates; ``h``/``h_n`` of tanh layers without
         projection) as int16 with ``scale_factor``/``add_offset`` (xarray decodes them):
@@ -229,101 +228,140 @@ def stream(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options, 
         raise OptionError("overwrite=True and resume=True contradict each other; pick one")
     check_destination(path)
     rec = Recorder(model, opts)  # resolves names; fails early on a bad one
-    expected = fingerprint(model, rec, opts.modules, opts.compression, opts.pack,
-                           first_sample, opts.time, opts.checksums)
+    expected = fingerprint(model, rec, opts, first_sample)
     with StreamLock(path):
         return _locked(model, batches, path, opts, expected, overwrite=overwrite, resume=resume,
                        progress=progress, guard=guard)
 
 
+@dataclass
+class Committed:
+    """What a stream file already holds when a run starts: nothing, or a resumed file's batches."""
+
+    samples: int = 0
+    batches: int = 0
+    log: list[dict[str, Any]] = field(default_factory=list)
+    complete: bool = False
+
+
+def open_resumed(path: Path, expected: dict[str, Any]) -> tuple[Committed, Writer | None]:
+    """Check ``path`` for ``resume`` (options, model, every committed chunk) and open it for
+    appending unless it is complete."""
+    complete = check_resume(path, expected)
+    if not (report := verify(path)).ok:
+        raise CorruptFileError(
+            5, f"resume: {path} has committed batches that no longer read back ("
+            + "; ".join(report.problems) + "); rewrite it with overwrite=True", str(path))
+    samples, batches, log = read_log(path)
+    if complete:
+        return Committed(samples, batches, log, complete=True), None
+    try:
+        return Committed(samples, batches, log), Writer(path)
+    except OSError as err:
+        raise explain_unreadable(path, err, "resume") from err
+
+
+def check_skipped(path: Path, index: int, committed: Committed, entry: dict[str, Any]) -> bool:
+    """Whether batch ``index`` is already in the file (raising if it differs from the logged
+    one, or if a complete file is given more batches)."""
+    if index < committed.batches:
+        if index < len(committed.log) and (diff := difference(index, committed.log[index], entry)):
+            raise StreamMismatchError(
+                f"resume: {path} was written from other batches ({diff}); pass the same "
+                "batches, in the same order and sizes, or overwrite=True to start over")
+        return True
+    if committed.complete:
+        raise StreamMismatchError(
+            f"resume: {path} is already complete with {committed.batches} batches "
+            f"({committed.samples} samples), but batches yielded more (batch {index} and on); "
+            "pass the same batches, or write the others to another file")
+    return False
+
+
+class Progress:
+    """A tqdm bar counting samples, with the write rate in MB/s."""
+
+    def __init__(self, batches: Iterable[Any], path: Path, initial: int, show: bool) -> None:
+        self.sized = hasattr(batches, "__len__")
+        self.batches = batches
+        self.bar = tqdm(total=_total_samples(batches), initial=initial, unit=" samples",
+                        desc=path.name, disable=not show, dynamic_ncols=True)
+        self.started, self.nbytes = time.perf_counter(), 0
+
+    def update(self, samples: int, nbytes: int) -> None:
+        """Count a written batch of ``samples`` samples and ``nbytes`` bytes."""
+        self.nbytes += nbytes
+        if self.bar.total is None and self.sized:  # estimate from the first batch's size
+            self.bar.total = len(self.batches) * samples  # type: ignore[arg-type]
+        rate = self.nbytes / 1e6 / (time.perf_counter() - self.started)
+        self.bar.set_postfix_str(f"{rate:.0f} MB/s", refresh=False)
+        self.bar.update(samples)
+
+    def close(self) -> None:
+        """Close the bar, its total set to what was counted."""
+        self.bar.total = self.bar.n
+        self.bar.close()
+
+
 def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options,
             expected: dict[str, Any], *, overwrite: bool, resume: bool, progress: bool,
             guard: Callable[[], None] | None) -> Path:
-    writer: Writer | None = None
     if path.exists() and not (overwrite or resume):
         raise OutputExistsError(
             f"{path} exists; pass overwrite=True to replace it, or resume=True to finish an "
             "interrupted stream into it")
-    logged: list[dict[str, Any]] = []
-    complete, committed, skip = False, 0, 0
-    if path.exists() and resume:
-        complete = check_resume(path, expected)
-        if not (report := verify(path)).ok:
-            raise CorruptFileError(
-                5, f"resume: {path} has committed batches that no longer read back ("
-                + "; ".join(report.problems) + "); rewrite it with overwrite=True", str(path))
-        committed, skip, logged = read_log(path)
-        if not complete:
-            try:
-                writer = Writer(path)
-            except OSError as err:
-                raise explain_unreadable(path, err, "resume") from err
-    target = path.with_name(f".{path.name}.tmp-{os.getpid()}") if overwrite else path
-    bar = tqdm(total=_total_samples(batches), initial=committed,
-               unit=" samples", desc=path.name, disable=not progress or complete,
-               dynamic_ncols=True)
-    sized, started, nbytes, i = hasattr(batches, "__len__"), time.perf_counter(), 0, -1
-    pending: list[dict[str, Any]] = []  # 0-sample batches before the file exists
+    committed, writer = open_resumed(path, expected) if path.exists() and resume else (
+        Committed(), None)
+    bar = Progress(batches, path, committed.samples, progress and not committed.complete)
     try:
-        for i, batch in enumerate(batches):
-            args, kwargs = _model_args(batch, opts.inputs)
-            entry = batch_entry(args, kwargs)
-            if i < skip:
-                if i < len(logged) and (diff := difference(i, logged[i], entry)):
-                    raise StreamMismatchError(
-                        f"resume: {path} was written from other batches ({diff}); pass the same "
-                        "batches, in the same order and sizes, or overwrite=True to start over")
-                continue
-            if complete:
+        with Output(path, overwrite=overwrite, writer=writer) as out:
+            seen = _write_batches(model, batches, out, opts, expected, committed, bar, guard)
+            if seen < committed.batches:
                 raise StreamMismatchError(
-                    f"resume: {path} is already complete with {skip} batches "
-                    f"({committed} samples), but batches "
-                    f"yielded more (batch {i} and on); pass the same batches, or write the "
-                    "others to another file")
-            if is_empty(args, kwargs):
-                entry["samples"] = 0
-                if writer is None:
-                    pending.append(entry)
-                else:
-                    writer.append(None, entry)
-                continue
-            ds = extract_with(model, replace(opts, time=None), args, kwargs)
-            entry["samples"] = ds.sizes["sample"]
-            if opts.time is not None:
-                ds = _label_time(ds, opts.time)
-            if guard is not None:
-                guard()
-            if writer is None:
-                create_exclusive(target, ds, expected, model, overwrite=overwrite)
-                writer = Writer(target)
-                for empty in pending:
-                    writer.append(None, empty)
-            nbytes += writer.append(ds, entry)
-            if bar.total is None and sized:  # estimate from the first batch's size
-                bar.total = len(batches) * ds.sizes["sample"]  # type: ignore[arg-type]
-            bar.set_postfix_str(f"{nbytes / 1e6 / (time.perf_counter() - started):.0f} MB/s",
-                                refresh=False)
-            bar.update(ds.sizes["sample"])
-        if i + 1 < skip:
-            raise StreamMismatchError(
-                f"resume: {path} already holds {skip} batches but batches yielded only {i + 1}; "
-                "pass the same batches, in the same order")
-        if complete:
-            return path
-        if writer is None:
-            raise InputError("batches: the iterable yielded no batch with samples; nothing to "
-                             "write")
-        if writer.finish():
-            rewrite_trimmed(target)
-        if overwrite:
-            os.replace(target, path)
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        if overwrite:
-            target.unlink(missing_ok=True)
-        raise
+                    f"resume: {path} already holds {committed.batches} batches but batches "
+                    f"yielded only {seen}; pass the same batches, in the same order")
+            if committed.complete:
+                return path
+            if out.writer is None:
+                raise InputError("batches: the iterable yielded no batch with samples; nothing "
+                                 "to write")
+            out.finish()
     finally:
-        bar.total = bar.n
         bar.close()
     return path
+
+
+def _write_batches(model: nn.Module, batches: Iterable[Any], out: Output, opts: Options,
+                   expected: dict[str, Any], committed: Committed, bar: Progress,
+                   guard: Callable[[], None] | None) -> int:
+    """Record and append each batch not yet committed; return how many batches were seen.
+
+    0-sample batches are logged; those before the file exists wait for its creation.
+    """
+    pending: list[dict[str, Any]] = []
+    seen = 0
+    for seen, batch in enumerate(batches, 1):
+        args, kwargs = _model_args(batch, opts.inputs)
+        entry = batch_entry(args, kwargs)
+        if check_skipped(out.path, seen - 1, committed, entry):
+            continue
+        if is_empty(args, kwargs):
+            entry["samples"] = 0
+            if out.writer is None:
+                pending.append(entry)
+            else:
+                out.writer.append(None, entry)
+            continue
+        ds = extract_with(model, replace(opts, time=None), args, kwargs)
+        entry["samples"] = ds.sizes["sample"]
+        if opts.time is not None:
+            ds = _label_time(ds, opts.time)
+        if guard is not None:
+            guard()
+        writer = out.writer
+        if writer is None:
+            writer = out.create(ds, expected, model)
+            for empty in pending:
+                writer.append(None, empty)
+        bar.update(ds.sizes["sample"], writer.append(ds, entry))
+    return seen

@@ -14,9 +14,8 @@ import xarray as xr
 
 from ..errors import InputError, OutputExistsError
 from ..options import Options
-from .destination import check_destination, create_exclusive
+from .destination import Output, check_destination
 from .lock import StreamLock
-from .ncfile import Writer
 
 __all__ = ["write_stream"]
 
@@ -48,26 +47,14 @@ def write_stream(datasets: Iterable[xr.Dataset], path: str | os.PathLike, *,
     check_destination(path)
     options = {"compression": storage.compression, "pack": storage.pack,
                "checksums": storage.checksums, "first_sample": 0, "model_weights": None}
-    target = path.with_name(f".{path.name}.tmp-{os.getpid()}") if overwrite else path
     with StreamLock(path):
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{path} exists; pass overwrite=True to replace it")
-        writer = None
-        try:
+        with Output(path, overwrite=overwrite) as out:
             for ds in datasets:
-                if writer is None:
-                    create_exclusive(target, ds, options, None, overwrite=overwrite)
-                    writer = Writer(target)
+                writer = out.writer or out.create(ds, options, None)
                 writer.append(ds, {"samples": ds.sizes["sample"]})
-            if writer is None:
+            if out.writer is None:
                 raise InputError("datasets: the iterable yielded no dataset; nothing to write")
-            writer.finish()  # a new file: never rows past the committed ones
-            if overwrite:
-                os.replace(target, path)
-        except BaseException:
-            if writer is not None:
-                writer.close()
-            if overwrite:
-                target.unlink(missing_ok=True)
-            raise
+            out.finish()
     return path
