@@ -228,6 +228,40 @@ def test_flipped_bytes_raise_with_variable_and_samples(tmp_path: Path, compressi
         done.stdout + done.stderr)
 
 
+DAMAGED_ATTRIBUTES = """
+import sys
+import pytest
+from seqacts import CorruptFileError, open_dataset, verify
+from seqacts.cli import main
+from tests.test_faults import inputs, model
+from seqacts import extract_to_netcdf
+path = sys.argv[1]
+for call in (lambda: open_dataset(path),
+             lambda: extract_to_netcdf(model(), inputs(), path, resume=True, progress=False)):
+    with pytest.raises(CorruptFileError, match="metadata .* is damaged .*Recreate it"):
+        call()
+report = verify(path)
+assert not report.ok and "global attributes are damaged" in report.problems[0], report.problems
+assert main(["info", "--verify", path]) == 1
+print("CHECKED")
+"""
+
+
+def test_damaged_attributes_are_named_not_raised_as_attribute_errors(tmp_path: Path) -> None:
+    path = extract_to_netcdf(model(), inputs(), tmp_path / "a.nc", progress=False)
+    data = path.read_bytes()
+    # the fractal-heap block holding the global attributes (signature "FHDB")
+    at = data.find(b"FHDB", data.find(b"seqacts_stream_options") - 512)
+    assert at > 0
+    _flip(path, at, 16)
+    done = subprocess.run([sys.executable, "-c", DAMAGED_ATTRIBUTES, str(path)],
+                          capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).parent.parent)
+    if done.returncode < 0:
+        pytest.skip(f"HDF5 crashed (signal {-done.returncode}) reading the damaged file")
+    assert done.returncode == 0 and "CHECKED" in done.stdout, done.stdout + done.stderr
+
+
 def test_resume_refuses_a_corrupted_partial_file(tmp_path: Path) -> None:
     path = tmp_path / "z.nc"
     with pytest.raises(KeyboardInterrupt):

@@ -23,7 +23,8 @@ from ..errors import CorruptFileError, StreamBusyError
 from .lock import describe, lock_holder
 from .ncfile import LOCK
 
-__all__ = ["VerifyReport", "bad_samples", "explain_unreadable", "header_problem",
+__all__ = ["VerifyReport", "bad_samples", "damaged_metadata", "explain_unreadable",
+           "header_problem", "is_damage",
            "repair_truncated", "verify"]
 
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -118,6 +119,25 @@ def explain_unreadable(path: Path, err: BaseException, what: str = "open") -> OS
     return OSError(getattr(err, "errno", None) or 5,
                    f"{what}: cannot read {path} ({err}); if another program has it open for "
                    "writing, close it first (HDF5 locks open files)", str(path))
+
+
+def is_damage(err: BaseException) -> bool:
+    """Whether netCDF4 raised ``err`` because the file is damaged (not a missing attribute).
+
+    netCDF4 reports a metadata block HDF5 cannot decode as ``RuntimeError`` or
+    ``AttributeError`` with a ``NetCDF: ...`` message (e.g. "Can't open HDF5 attribute").
+    """
+    text = str(err)
+    return (isinstance(err, (RuntimeError, AttributeError)) and text.startswith("NetCDF:")
+            and "not found" not in text)
+
+
+def damaged_metadata(path: Path, err: BaseException, what: str = "open") -> CorruptFileError:
+    """The error for a file whose header opens but whose attributes or variables do not."""
+    return CorruptFileError(
+        5, f"{what}: {path} is unreadable: part of its metadata (attributes or variable "
+        f"descriptions) is damaged ({err}). Recreate it (overwrite=True); seqacts.verify(path) "
+        "lists what else fails", str(path))
 
 
 def _sample_range(rows: int, start: int, stop: int) -> str:
@@ -237,21 +257,29 @@ def verify(path: str | os.PathLike) -> VerifyReport:
     try:
         with LOCK:  # xarray's HDF5 lock: Dask threads may still be reading files
             nc = netCDF4.Dataset(path)
-    except OSError as err:
+    except (OSError, RuntimeError, AttributeError) as err:
         report.ok, report.problems = False, [f"cannot open it: {err}"]
         return report
     with LOCK, nc:
         nc.set_auto_maskandscale(False)
-        attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
-        sizes = json.loads(attrs["seqacts_stream_sizes"]) if "seqacts_stream_sizes" in attrs else {}
+        try:
+            attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
+            sizes = json.loads(attrs.get("seqacts_stream_sizes", "{}"))
+        except (RuntimeError, AttributeError, ValueError) as err:
+            report.problems.append(f"its global attributes are damaged ({err})")
+            attrs, sizes = {}, {}
         committed = int(sizes.get("sample", len(nc.dimensions.get("sample", ()))))
         report.samples, report.batches = committed, int(attrs.get("seqacts_stream_batches", 0))
         report.complete = bool(attrs.get("seqacts_stream_complete", 0))
         for name, var in nc.variables.items():
-            if var.dtype is str:
+            try:
+                if var.dtype is str:
+                    continue
+                checked = bool(var.filters().get("fletcher32"))
+            except (RuntimeError, AttributeError) as err:
+                report.problems.append(f"variable {name!r}: its description is damaged ({err})")
                 continue
-            (report.checksummed if var.filters().get("fletcher32") else report.unchecked).append(
-                name)
+            (report.checksummed if checked else report.unchecked).append(name)
             _read_variable(nc, name, var, committed, report)
     report.ok = not report.problems
     return report

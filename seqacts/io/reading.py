@@ -22,7 +22,7 @@ import xarray as xr
 from ..errors import DatasetNotFoundError, IncompleteStreamWarning, StreamMismatchError
 from .checkedread import CheckedStore
 from .chunking import disk_chunks
-from .integrity import explain_unreadable
+from .integrity import damaged_metadata, explain_unreadable, is_damage
 from .ncfile import (
     BATCHES,
     COMPLETE,
@@ -160,11 +160,17 @@ def _open(path: str | os.PathLike, chunks: Any, kwargs: dict[str, Any]) -> xr.Da
     finally:
         with LOCK:
             netCDF4.set_chunk_cache(*saved)
-    if isinstance(chunks, str) and chunks == "disk":
-        chunks = disk_chunks(store.ds)  # the store's own handle (``ds`` takes its lock)
-    with warnings.catch_warnings():  # sample/length sit in bigger chunks than the data
-        warnings.filterwarnings("ignore", "The specified chunks separate", UserWarning)
-        return xr.open_dataset(store, chunks=chunks, **kwargs)
+    try:
+        if isinstance(chunks, str) and chunks == "disk":
+            chunks = disk_chunks(store.ds)  # the store's own handle (``ds`` takes its lock)
+        with warnings.catch_warnings():  # sample/length sit in bigger chunks than the data
+            warnings.filterwarnings("ignore", "The specified chunks separate", UserWarning)
+            return xr.open_dataset(store, chunks=chunks, **kwargs)
+    except (RuntimeError, AttributeError) as err:
+        if not is_damage(err):
+            raise
+        store.close()
+        raise damaged_metadata(Path(path), err) from err
 
 
 def _trim(ds: xr.Dataset, warn: bool = True) -> xr.Dataset:

@@ -42,7 +42,7 @@ from ..errors import (
 from ..options import Options
 from .batchlog import batch_entry, difference, is_empty
 from .destination import Output, check_destination
-from .integrity import explain_unreadable, repair_truncated, verify
+from .integrity import damaged_metadata, explain_unreadable, is_damage, repair_truncated, verify
 from .lock import StreamLock
 
 __all__ = [
@@ -95,7 +95,9 @@ def check_resume(path: Path, expected: dict[str, Any]) -> bool:
             found, complete = json.loads(nc.getncattr(OPTIONS)), bool(nc.getncattr(COMPLETE))
     except OSError as err:
         raise explain_unreadable(path, err, "resume") from err
-    except (AttributeError, ValueError) as err:
+    except (AttributeError, ValueError, RuntimeError) as err:
+        if is_damage(err):
+            raise damaged_metadata(path, err, "resume") from err
         raise StreamMismatchError(f"resume: {path} is not a seqacts stream file ({err})") from err
     diff = [f"{k}: file has {found.get(k)!r}, this call {v!r}" for k, v in expected.items()
             if found.get(k) != v and k != "model_weights"]
