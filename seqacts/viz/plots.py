@@ -132,11 +132,7 @@ def heatmap(
     layer = str(ds["layer"].values[0]) if layer is None else layer
     sample = ds["sample"].values[0] if sample is None else sample
     one = analysis.layer(ds, layer).sel(sample=sample)
-    if var not in one:
-        raise analysis.MissingVariableError(f"heatmap: layer {layer!r} has no variable {var!r}")
-    width = int(one["n_cell_units"] if var in CELL_WIDTH_VARS else one["n_units"])
-    da = one[var].isel(time=slice(0, int(one["length"])), unit=slice(0, width))
-    da = da if "direction" in da.dims else da.expand_dims(direction=["forward"])
+    da = _valid_block(one, var, layer)
     dirs = list(da["direction"].values)
     panels: list[str | xr.DataArray] = []
     if isinstance(panel, str | xr.DataArray):
@@ -145,16 +141,7 @@ def heatmap(
         panels = list(panel)
     rows = len(dirs) + len(panels)
     fig, axes = subplots(rows, 1, sharex=True, figsize=(9, 2.2 + 1.6 * rows))
-    sigmoid, finite = var in SIGMOID_GATES, np.isfinite(da.values).any()
-    vmax = float(np.nanmax(np.abs(da.values))) if finite and not sigmoid else 1.0
-    vmin, cmap = (0.0, "viridis") if sigmoid else (-vmax, cmap)
-    for ax, direction in zip(axes[: len(dirs), 0], dirs, strict=True):
-        part = da.sel(direction=direction).transpose("unit", "time")
-        xy = (part["time"].values, part["unit"].values, part.values)
-        mesh = ax.pcolormesh(*xy, shading="nearest", cmap=cmap, vmin=vmin, vmax=vmax)
-        ax.set_ylabel(f"unit ({direction})" if len(dirs) > 1 else "unit")
-    # one colourbar beside all rows keeps heatmaps and panels the same width, aligned in time
-    fig.colorbar(mesh, ax=list(axes[:, 0]), label=label(ds[var], var), pad=0.01, shrink=0.9)
+    _draw_units(axes[:, 0], da, ds[var], cmap)
     kind = str(one["kind"].values) if "kind" in one.coords else ""
     note = _sample_note(ds, sample)
     title = f"{var} of {layer} ({kind}), sample {sample}" + (f" — {note}" if note else "")
@@ -169,6 +156,31 @@ def heatmap(
         _shade(axes[: len(dirs), 0], on, x, axes[len(dirs) :, 0])
     time_axis(axes[-1, 0], ds)
     return fig
+
+
+def _valid_block(one: xr.Dataset, var: str, layer: str) -> xr.DataArray:
+    """``var`` of one sample and layer over its valid steps and units, with a direction dim."""
+    if var not in one:
+        raise analysis.MissingVariableError(f"heatmap: layer {layer!r} has no variable {var!r}")
+    width = int(one["n_cell_units"] if var in CELL_WIDTH_VARS else one["n_units"])
+    da = one[var].isel(time=slice(0, int(one["length"])), unit=slice(0, width))
+    return da if "direction" in da.dims else da.expand_dims(direction=["forward"])
+
+
+def _draw_units(column: np.ndarray, da: xr.DataArray, var: xr.DataArray, cmap: str) -> None:
+    """Units x time in the first axes of ``column``, one per direction, on one colour scale;
+    one colourbar beside the whole column keeps heatmaps and panels aligned in time."""
+    sigmoid, finite = var.name in SIGMOID_GATES, np.isfinite(da.values).any()
+    vmax = float(np.nanmax(np.abs(da.values))) if finite and not sigmoid else 1.0
+    vmin, cmap = (0.0, "viridis") if sigmoid else (-vmax, cmap)
+    dirs = list(da["direction"].values)
+    for ax, direction in zip(column[: len(dirs)], dirs, strict=True):
+        part = da.sel(direction=direction).transpose("unit", "time")
+        xy = (part["time"].values, part["unit"].values, part.values)
+        mesh = ax.pcolormesh(*xy, shading="nearest", cmap=cmap, vmin=vmin, vmax=vmax)
+        ax.set_ylabel(f"unit ({direction})" if len(dirs) > 1 else "unit")
+    fig = column[0].figure
+    fig.colorbar(mesh, ax=list(column), label=label(var, str(var.name)), pad=0.01, shrink=0.9)
 
 
 def traces(
