@@ -21,7 +21,6 @@ from ..errors import OptionError
 from ..schema import CELL_WIDTH_VARS, SIGMOID_GATES
 from ..signatures import keywords_from
 from .figure_style import (
-    BOOL_COLORS,
     CYCLE,
     SMALL,
     group_colors,
@@ -76,6 +75,8 @@ def _panel(ax: Axes, da: xr.DataArray, x: np.ndarray, name: str) -> None:
     for i, col in enumerate(keep):
         ax.plot(x, values[:, col], lw=1, label=None if names is None else f"{other[0]} {names[i]}")
     if names is not None and 1 < len(names) <= 10:
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high + 0.35 * (high - low))  # room above the lines for the legend
         ax.legend(loc="upper left", fontsize=SMALL, ncols=min(len(names), 5))
     ax.set_ylabel(label(da, str(da.name or name)))
 
@@ -312,7 +313,7 @@ def compare(
     ax = axes[0, 0]
     names = [unit_name(res.isel(rank=i)) for i in range(n)]
     d = np.nan_to_num(res["d"].values, posinf=1e3, neginf=-1e3)
-    ax.barh(np.arange(n), d, color=[BOOL_COLORS[bool(v > 0)] for v in d])
+    ax.barh(np.arange(n), d, color=_bar_colors(ds, group, res))
     ax.set_yticks(np.arange(n), names, fontsize=SMALL)
     ax.invert_yaxis()
     ax.axvline(0, color="0.3", lw=0.8)
@@ -323,7 +324,16 @@ def compare(
     return fig
 
 
-def unit_name(row: xr.Dataset) -> str:
+def _bar_colors(ds: xr.Dataset, group: Any, result: xr.Dataset) -> list[str]:
+    """Each row in the colour of the group it compares with the baseline (grey when pooled)."""
+    labels = group_labels(ds, group)
+    by_name = {str(lv): c for lv, c in group_colors(labels, result.attrs.get("baseline")).items()}
+    n = result.sizes["rank"]
+    levels = result["level"].values if "level" in result.coords else [result.attrs.get("levels")] * n
+    return [by_name.get(str(lv), CYCLE[-1]) for lv in levels]
+
+
+def unit_name(row: xr.Dataset | xr.DataArray) -> str:
     parts = [str(row["layer"].values)]
     if "direction" in row.coords and row["direction"].item() != "forward":
         parts.append(str(row["direction"].values))
@@ -368,7 +378,8 @@ def distance(
         group = xr.DataArray(np.where(mask, "reference", "other"), dims="sample", name="set")
     labels = None if group is None else group_labels(ds, group)
     layers = list(scores["layer"].values) if "layer" in scores.dims else [None]
-    fig, axes = subplots(1, len(layers), figsize=(3.6 * len(layers) + 0.5, 3.2))
+    legend = 2.4 if group is not None else 0.0  # room for the legend beside the panels
+    fig, axes = subplots(1, len(layers), figsize=(3.6 * len(layers) + 0.5 + legend, 3.2))
     for ax, layer in zip(axes[0], layers, strict=True):
         score = scores if layer is None else scores.sel(layer=layer)
         finite = score.values[np.isfinite(score.values)]
@@ -387,5 +398,6 @@ def distance(
         ax.set_xlabel(f"Mahalanobis distance of {scores.attrs.get('var', 'h_n')}")
     axes[0, 0].set_ylabel("samples")
     if labels is not None:
-        axes[0, 0].legend(fontsize=SMALL)
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside right center",
+                   fontsize=SMALL)  # fmt: skip
     return fig

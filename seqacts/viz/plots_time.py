@@ -117,7 +117,8 @@ def bands(
         suffix = f" {d}" if d != "forward" else ""
         ax.set_ylabel(f"{la}{suffix}\nunit {u}", fontsize=SMALL + 1)
     _x_axis(axes, ds, x, keep, align)
-    axes[0, 0].legend(loc="upper left", fontsize=SMALL)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside right upper",
+               fontsize=SMALL)  # fmt: skip
     title = f"{label(ds[var], var)}: group mean and {low:g}-{high:g}th percentile band"
     axes[0, 0].set_title(title, loc="left", fontsize="medium")
     return fig

@@ -25,7 +25,7 @@ from ..schema import SIGMOID_GATES
 from . import plots
 from .html_page import Page, table
 from .plots_time import bands
-from .report_kinds import Kinds, kinds_sections, resolve_kinds
+from .report_kinds import Kinds, kinds_sections, ranked_table, resolve_kinds
 
 if TYPE_CHECKING:
     from .report_scan import ModelScan
@@ -93,28 +93,18 @@ def _compare_section(page: Page, ds: xr.Dataset, k: Kinds, top: int) -> None:
     page.section(f"Units that respond to {name} over whole windows")
     page.add(
         "<p class=note>Cohen's d between groups of each unit's mean hidden state over all valid "
-        "steps (left) and of its final state h_n (right), each kind against "
+        "steps (first) and of its final state h_n (second), each kind against "
         f"{html.escape(k.name(k.baseline))}. Averaging over the whole window dilutes an anomaly "
-        "that lasts a few steps; the sections per kind localize it. |d| &lt; 0.2 negligible, "
-        "0.2 small, 0.5 medium, 0.8 large.</p><div class=row>"
+        "that lasts a few steps; the sections per kind localize it. Bars take the colour of "
+        "the kind they compare. |d| &lt; 0.2 negligible, 0.2 small, 0.5 medium, 0.8 large.</p>"
     )
     results = {}
     for feature in ("mean", "h_n"):
         result = compare(ds, k.labels, feature=feature, baseline=k.baseline)
         results[feature] = result
-        page.add("<div>")
         fig = plots.compare(ds, k.labels, result=result, top=top)
         page.figure(fig, f"compare_{feature}", f"ranked effect sizes of {feature}")
-        head = result.isel(rank=slice(0, top))
-        rows = [
-            [int(head["rank"][i]), plots.unit_name(head.isel(rank=i)),
-             f"{float(head['d'][i]):+.2f}", str(head["magnitude"].values[i]),
-             f"{float(head['mean'][i]):+.3f}", f"{float(head['baseline_mean'][i]):+.3f}"]
-            for i in range(head.sizes["rank"])
-        ]  # fmt: skip
-        page.add(table(["rank", "unit", "d", "effect size", "group mean", "baseline"], rows,
-                       (1, 3)) + "</div>")  # fmt: skip
-    page.add("</div>")
+        page.add(ranked_table(result.isel(rank=slice(0, top))))
     ranked = results["mean"]
     if ranked.sizes["rank"]:
         best = str(ranked["magnitude"].values[0])

@@ -33,6 +33,7 @@ __all__ = [
     "kind_section",
     "kinds_sections",
     "localized_where",
+    "ranked_table",
     "ranked_units",
     "resolve_kinds",
     "scores_section",
@@ -171,6 +172,17 @@ def top_rows(ranked: xr.Dataset, kind: Any, top: int) -> xr.Dataset:
     return ranked.isel(rank=slice(0, top))
 
 
+def ranked_table(head: xr.Dataset) -> str:
+    """Rows of a :func:`seqacts.compare` result as a table: unit, d, its size in words, means."""
+    rows = [
+        [int(i + 1), plots.unit_name(head.isel(rank=i)), f"{float(head['d'][i]):+.2f}",
+         str(head["magnitude"].values[i]), f"{float(head['mean'][i]):+.3f}",
+         f"{float(head['baseline_mean'][i]):+.3f}"]
+        for i in range(head.sizes["rank"])
+    ]  # fmt: skip
+    return table(["rank", "unit", "d", "effect size", "group mean", "baseline"], rows, (1, 3))
+
+
 def _mean_over(effect: xr.DataArray, k: Kinds, level: Any) -> xr.DataArray:
     """Mean of an ablation effect over the samples of one level, matched by sample label."""
     samples = k.labels["sample"].values[k.labels.values == level]
@@ -225,11 +237,9 @@ def _ablation_top(page: Page, ablation: xr.Dataset, k: Kinds, kind: Any, top: in
         return
     flat = e.stack(p=[d for d in ("layer", "direction", "unit") if d in e.dims]).dropna("p")
     order = np.argsort(-np.abs(flat.values), kind="stable")[:top]
-    rows = [
-        [" ".join(str(flat[d].values[i]) for d in ("layer", "direction") if d in flat.coords)
-         + f" u{int(flat['unit'].values[i])}", f"{float(flat.values[i]):+.4g}"]
-        for i in order
-    ]  # fmt: skip
+    rows = [[plots.unit_name(flat.isel(p=i)), f"{float(flat.values[i]):+.4g}"] for i in order]
+    page.add(f"<p class=note>The {len(rows)} scanned units whose ablation changes the score "
+             f"most for {html.escape(k.name(kind))}:</p>")  # fmt: skip
     page.add(table(["unit", f"ablation effect on {k.name(kind)}"], rows, (0,)))
 
 
@@ -290,17 +300,11 @@ def _carrying_units(page: Page, ctx: KindContext, kind: Any, head: xr.Dataset) -
         "direction; negative: it is calmer than normal. |d| &lt; 0.2 negligible, 0.2 small, "
         "0.5 medium, 0.8 large.</p>"
     )
-    rows = [
-        [int(i + 1), plots.unit_name(head.isel(rank=i)), f"{float(head['d'][i]):+.2f}",
-         str(head["magnitude"].values[i]), f"{float(head['mean'][i]):+.3f}",
-         f"{float(head['baseline_mean'][i]):+.3f}"]
-        for i in range(head.sizes["rank"])
-    ]  # fmt: skip
-    if not rows:
+    if not head.sizes["rank"]:
         page.add(f"<p class=note>No {html.escape(name)} window has a step in "
                  f"{where_text}: nothing to localize.</p>")  # fmt: skip
         return
-    page.add(table(["rank", "unit", "d", "effect size", "group mean", "baseline"], rows, (1, 3)))
+    page.add(ranked_table(head))
     if str(head["magnitude"].values[0]) in ("negligible", "small"):
         page.add(f"<p class=note>No unit responds to {html.escape(name)} with even a medium "
                  "effect at these steps.</p>")  # fmt: skip
