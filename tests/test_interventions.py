@@ -327,6 +327,18 @@ def test_ablation_scan_equals_separate_edited_forwards():
     cells = seqacts.ablation_scan(CellLoop(nn.LSTMCell(N_IN, H)).double(), x,
                                   lambda y: y.sum((1, 2)), state="c")  # fmt: skip
     assert cells.effect.sizes == {"sample": N, "layer": 1, "direction": 1, "unit": H}
+    some = seqacts.ablation_scan(model, x, score, units={"l1": [2, 0]}, batch_units=2)
+    assert list(some["layer"].values) == ["l1"]
+    picked = some.effect.sel(unit=[0, 2])
+    np.testing.assert_allclose(picked.values, scan.effect.sel(unit=[0, 2]).values,
+                               atol=1e-12, rtol=0)  # fmt: skip
+    assert np.isnan(some.effect.drop_sel(unit=[0, 2]).values).all()
+    with pytest.raises(seqacts.LayerSelectionError, match="no layer matches 'l9'"):
+        seqacts.ablation_scan(model, x, score, units={"l9": [0]})
+    with pytest.raises(seqacts.EditError, match="units: 'l0' is not among the scanned layers"):
+        seqacts.ablation_scan(model, x, score, layers="l1", units={"l0": [0]})
+    with pytest.raises(seqacts.EditError, match=f"l1 has units 0..{H - 1}"):
+        seqacts.ablation_scan(model, x, score, units={"l1": [H]})
 
 
 def test_edits_compose_with_record_and_gradients():

@@ -74,7 +74,7 @@ def test_traces_colour_samples_by_group(ds: xr.Dataset) -> None:
     assert len(unit_axes) == 2 and all(len(ax.lines) == 10 for ax in unit_axes)
     colours = {tuple(line.get_color()) if not isinstance(line.get_color(), str)
                else line.get_color() for line in unit_axes[0].lines}  # fmt: skip
-    assert colours == {plots.BOOL_COLORS[False], plots.BOOL_COLORS[True]}
+    assert colours == {figure_style.BOOL_COLORS[False], figure_style.BOOL_COLORS[True]}
     labels = [t.get_text() for t in unit_axes[0].get_legend().get_texts()]
     assert sorted(labels) == ["is_anomaly=False", "is_anomaly=True"]
     assert unit_axes[1].get_ylabel() == "unit 2"
@@ -108,6 +108,28 @@ def test_compare_bars_follow_the_ranking(ds: xr.Dataset) -> None:
     assert "is_anomaly" in ax.get_xlabel()
 
 
+def test_compare_bars_take_the_colour_of_the_kind_they_compare(ds: xr.Dataset) -> None:
+    kind = xr.DataArray(["normal", "spike", "normal", "shift", "normal"] * 2, dims="sample",
+                        name="kind")  # fmt: skip
+    fig = plots.compare(ds, kind, top=8)
+    result = ds.seqacts.compare(kind).isel(rank=slice(0, 8))
+    colours = {"normal": figure_style.CYCLE[0], "shift": figure_style.CYCLE[1],
+               "spike": figure_style.CYCLE[2]}  # baseline first, then in sorted order
+    expected = [matplotlib.colors.to_rgba(colours[lv]) for lv in result["level"].values]
+    assert {"shift", "spike"} == set(result["level"].values)
+    assert [tuple(bar.get_facecolor()) for bar in fig.axes[0].patches] == expected
+
+
+def test_heatmap_panel_legend_sits_above_the_lines(ds: xr.Dataset) -> None:
+    fig = plots.heatmap(ds, 3, "enc.l0", panel="input")
+    fig.canvas.draw()
+    (panel,) = [ax for ax in fig.axes if ax.lines]
+    legend = panel.get_legend().get_window_extent()
+    for line in panel.lines:
+        y = panel.transData.transform(line.get_xydata())[:, 1]
+        assert y.max() < legend.y0  # no line runs under the legend
+
+
 def test_distance_histograms_per_layer_with_auc(ds: xr.Dataset) -> None:
     fig = ds.seqacts.plot.distance(~ds["is_anomaly"], group="is_anomaly")
     titles = [ax.get_title() for ax in fig.axes]
@@ -137,7 +159,7 @@ def test_bands_draw_each_groups_mean_and_interquartile_range(ds: xr.Dataset) -> 
     line = lines["is_anomaly=True (n=5)"]
     ok = np.isfinite(line.get_ydata())
     np.testing.assert_allclose(line.get_ydata()[ok], expected[ok])
-    assert line.get_color() == plots.BOOL_COLORS[True]
+    assert line.get_color() == figure_style.BOOL_COLORS[True]
 
 
 def test_bands_align_on_the_onset_and_heatmap_takes_several_panels(ds: xr.Dataset) -> None:

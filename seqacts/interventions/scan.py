@@ -8,7 +8,7 @@ units costs one forward of a larger batch instead of one forward each.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ from ..schema import DIRECTIONS
 from .context import Intervention
 from .edits import STATES, Plan
 
-__all__ = ["ablation_scan", "blocks", "default_batch_units"]
+__all__ = ["ablation_scan", "batch_dim", "blocks", "default_batch_units"]
 
 #: Memory a chunk's repeated batch may take on the CPU by default (bytes).
 CPU_BUDGET = 1 << 30
@@ -69,7 +69,8 @@ def blocks(value: Any, n_blocks: int, n: int, batch_dim: int) -> list[Any]:
     return [value] * n_blocks
 
 
-def _batch_dim(model: nn.Module) -> int:
+def batch_dim(model: nn.Module) -> int:
+    """The dim of ``model``'s input that holds samples: 1 for a sequence-first ``nn.RNNBase``."""
     return 1 if isinstance(model, nn.RNNBase) and not model.batch_first else 0
 
 
@@ -130,6 +131,7 @@ def ablation_scan(
     state: str = "h",
     value: float = 0.0,
     batch_units: int | None = None,
+    units: Mapping[str, Iterable[int]] | None = None,
 ) -> xr.Dataset:
     """The change of ``score(model(x))`` caused by ablating each unit at all steps.
 
@@ -158,35 +160,42 @@ def ablation_scan(
     batch_units : int, optional
         Units ablated per forward (the batch is repeated that many times); default chosen so
         that the repeated batch fits in memory.
+    units : mapping of str to list of int, optional
+        Only these units, by layer label (``{"encoder.l0": [3, 7]}``), in every direction;
+        default every unit of ``layers``. With ``layers`` unset, the layers are its keys.
 
     Returns
     -------
     xarray.Dataset
         ``effect`` (sample, layer, direction, unit): score with the unit ablated minus the
         unedited score; ``mean_effect`` (layer, direction, unit), its mean over samples. NaN
-        past a layer's width and on the backward direction of a unidirectional layer.
+        past a layer's width, on the backward direction of a unidirectional layer and for
+        units not in ``units``.
     """
     if state not in STATES:
         raise EditError(f"state: expected 'h' or 'c', got {state!r}")
     if not isinstance(x, Tensor):
         raise EditError(f"x: ablation_scan needs the input batch as a tensor, got {type(x).__name__}")
+    if units is not None and layers is None:
+        layers = list(units)
     specs = _scanned_layers(model, layers, state)
     width_of = {s.label: s.n_cell_units if state == "c" else s.n_units for s in specs}
-    units = [(i, s, d, u) for i, s in enumerate(specs) for d in range(s.n_directions)
-             for u in range(width_of[s.label])]  # fmt: skip
-    bdim = _batch_dim(model)
+    chosen = _chosen_units(units, width_of)
+    todo = [(i, s, d, u) for i, s in enumerate(specs) for d in range(s.n_directions)
+            for u in chosen[s.label]]  # fmt: skip
+    bdim = batch_dim(model)
     n = x.shape[bdim]
     with torch.no_grad():
         base = _scores(score(model(x)), n)
     if batch_units is not None and batch_units < 1:
         raise EditError(f"batch_units: expected a positive number of units, got {batch_units}")
-    chunk = batch_units or default_batch_units(x, bdim, specs, len(units))
+    chunk = batch_units or default_batch_units(x, bdim, specs, len(todo))
     n_dir = max(s.n_directions for s in specs)
     width = max(max(s.n_units, s.n_cell_units) for s in specs)
     effect = np.full((n, len(specs), n_dir, width), np.nan)
-    with tqdm(total=len(units), desc="ablation scan", unit="unit") as bar:
-        for start in range(0, len(units), chunk):
-            part = units[start : start + chunk]
+    with tqdm(total=len(todo), desc="ablation scan", unit="unit") as bar:
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
             plans = _plans([(s.label, d, u) for _, s, d, u in part], n, width_of, state, value)
             repeated = torch.cat([x] * len(part), dim=bdim)
             with torch.no_grad(), Intervention(model, plans):
@@ -195,6 +204,29 @@ def ablation_scan(
                     effect[:, i, d, u] = _scores(score(outputs[j]), n) - base
             bar.update(len(part))
     return _dataset(effect, specs, state)
+
+
+def _chosen_units(
+    units: Mapping[str, Iterable[int]] | None, width_of: dict[str, int]
+) -> dict[str, list[int]]:
+    """The units to ablate per layer label, checked against the layers' widths."""
+    if units is None:
+        return {label: list(range(width)) for label, width in width_of.items()}
+    unknown = sorted(set(units) - set(width_of))
+    if unknown:
+        raise EditError(
+            f"units: {', '.join(map(repr, unknown))} is not among the scanned layers "
+            f"({', '.join(width_of)}); key units by layer label"
+        )
+    chosen = {label: sorted({int(u) for u in units.get(label, [])}) for label in width_of}
+    for label, picked in chosen.items():
+        bad = [u for u in picked if not 0 <= u < width_of[label]]
+        if bad:
+            raise EditError(
+                f"units: {label} has units 0..{width_of[label] - 1}, got {bad}; pick units "
+                "within the layer's width"
+            )
+    return chosen
 
 
 def _dataset(effect: np.ndarray, specs: list[LayerSpec], state: str) -> xr.Dataset:

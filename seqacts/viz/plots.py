@@ -21,7 +21,6 @@ from ..errors import OptionError
 from ..schema import CELL_WIDTH_VARS, SIGMOID_GATES
 from ..signatures import keywords_from
 from .figure_style import (
-    BOOL_COLORS,
     CYCLE,
     SMALL,
     group_colors,
@@ -76,6 +75,8 @@ def _panel(ax: Axes, da: xr.DataArray, x: np.ndarray, name: str) -> None:
     for i, col in enumerate(keep):
         ax.plot(x, values[:, col], lw=1, label=None if names is None else f"{other[0]} {names[i]}")
     if names is not None and 1 < len(names) <= 10:
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high + 0.35 * (high - low))  # room above the lines for the legend
         ax.legend(loc="upper left", fontsize=SMALL, ncols=min(len(names), 5))
     ax.set_ylabel(label(da, str(da.name or name)))
 
@@ -132,11 +133,7 @@ def heatmap(
     layer = str(ds["layer"].values[0]) if layer is None else layer
     sample = ds["sample"].values[0] if sample is None else sample
     one = analysis.layer(ds, layer).sel(sample=sample)
-    if var not in one:
-        raise analysis.MissingVariableError(f"heatmap: layer {layer!r} has no variable {var!r}")
-    width = int(one["n_cell_units"] if var in CELL_WIDTH_VARS else one["n_units"])
-    da = one[var].isel(time=slice(0, int(one["length"])), unit=slice(0, width))
-    da = da if "direction" in da.dims else da.expand_dims(direction=["forward"])
+    da = _valid_block(one, var, layer)
     dirs = list(da["direction"].values)
     panels: list[str | xr.DataArray] = []
     if isinstance(panel, str | xr.DataArray):
@@ -145,16 +142,7 @@ def heatmap(
         panels = list(panel)
     rows = len(dirs) + len(panels)
     fig, axes = subplots(rows, 1, sharex=True, figsize=(9, 2.2 + 1.6 * rows))
-    sigmoid, finite = var in SIGMOID_GATES, np.isfinite(da.values).any()
-    vmax = float(np.nanmax(np.abs(da.values))) if finite and not sigmoid else 1.0
-    vmin, cmap = (0.0, "viridis") if sigmoid else (-vmax, cmap)
-    for ax, direction in zip(axes[: len(dirs), 0], dirs, strict=True):
-        part = da.sel(direction=direction).transpose("unit", "time")
-        xy = (part["time"].values, part["unit"].values, part.values)
-        mesh = ax.pcolormesh(*xy, shading="nearest", cmap=cmap, vmin=vmin, vmax=vmax)
-        ax.set_ylabel(f"unit ({direction})" if len(dirs) > 1 else "unit")
-    # one colourbar beside all rows keeps heatmaps and panels the same width, aligned in time
-    fig.colorbar(mesh, ax=list(axes[:, 0]), label=label(ds[var], var), pad=0.01, shrink=0.9)
+    _draw_units(axes[:, 0], da, ds[var], cmap)
     kind = str(one["kind"].values) if "kind" in one.coords else ""
     note = _sample_note(ds, sample)
     title = f"{var} of {layer} ({kind}), sample {sample}" + (f" — {note}" if note else "")
@@ -169,6 +157,31 @@ def heatmap(
         _shade(axes[: len(dirs), 0], on, x, axes[len(dirs) :, 0])
     time_axis(axes[-1, 0], ds)
     return fig
+
+
+def _valid_block(one: xr.Dataset, var: str, layer: str) -> xr.DataArray:
+    """``var`` of one sample and layer over its valid steps and units, with a direction dim."""
+    if var not in one:
+        raise analysis.MissingVariableError(f"heatmap: layer {layer!r} has no variable {var!r}")
+    width = int(one["n_cell_units"] if var in CELL_WIDTH_VARS else one["n_units"])
+    da = one[var].isel(time=slice(0, int(one["length"])), unit=slice(0, width))
+    return da if "direction" in da.dims else da.expand_dims(direction=["forward"])
+
+
+def _draw_units(column: np.ndarray, da: xr.DataArray, var: xr.DataArray, cmap: str) -> None:
+    """Units x time in the first axes of ``column``, one per direction, on one colour scale;
+    one colourbar beside the whole column keeps heatmaps and panels aligned in time."""
+    sigmoid, finite = var.name in SIGMOID_GATES, np.isfinite(da.values).any()
+    vmax = float(np.nanmax(np.abs(da.values))) if finite and not sigmoid else 1.0
+    vmin, cmap = (0.0, "viridis") if sigmoid else (-vmax, cmap)
+    dirs = list(da["direction"].values)
+    for ax, direction in zip(column[: len(dirs)], dirs, strict=True):
+        part = da.sel(direction=direction).transpose("unit", "time")
+        xy = (part["time"].values, part["unit"].values, part.values)
+        mesh = ax.pcolormesh(*xy, shading="nearest", cmap=cmap, vmin=vmin, vmax=vmax)
+        ax.set_ylabel(f"unit ({direction})" if len(dirs) > 1 else "unit")
+    fig = column[0].figure
+    fig.colorbar(mesh, ax=list(column), label=label(var, str(var.name)), pad=0.01, shrink=0.9)
 
 
 def traces(
@@ -300,7 +313,7 @@ def compare(
     ax = axes[0, 0]
     names = [unit_name(res.isel(rank=i)) for i in range(n)]
     d = np.nan_to_num(res["d"].values, posinf=1e3, neginf=-1e3)
-    ax.barh(np.arange(n), d, color=[BOOL_COLORS[bool(v > 0)] for v in d])
+    ax.barh(np.arange(n), d, color=_bar_colors(ds, group, res))
     ax.set_yticks(np.arange(n), names, fontsize=SMALL)
     ax.invert_yaxis()
     ax.axvline(0, color="0.3", lw=0.8)
@@ -311,7 +324,16 @@ def compare(
     return fig
 
 
-def unit_name(row: xr.Dataset) -> str:
+def _bar_colors(ds: xr.Dataset, group: Any, result: xr.Dataset) -> list[str]:
+    """Each row in the colour of the group it compares with the baseline (grey when pooled)."""
+    labels = group_labels(ds, group)
+    by_name = {str(lv): c for lv, c in group_colors(labels, result.attrs.get("baseline")).items()}
+    n = result.sizes["rank"]
+    levels = result["level"].values if "level" in result.coords else [result.attrs.get("levels")] * n
+    return [by_name.get(str(lv), CYCLE[-1]) for lv in levels]
+
+
+def unit_name(row: xr.Dataset | xr.DataArray) -> str:
     parts = [str(row["layer"].values)]
     if "direction" in row.coords and row["direction"].item() != "forward":
         parts.append(str(row["direction"].values))
@@ -356,7 +378,8 @@ def distance(
         group = xr.DataArray(np.where(mask, "reference", "other"), dims="sample", name="set")
     labels = None if group is None else group_labels(ds, group)
     layers = list(scores["layer"].values) if "layer" in scores.dims else [None]
-    fig, axes = subplots(1, len(layers), figsize=(3.6 * len(layers) + 0.5, 3.2))
+    legend = 2.4 if group is not None else 0.0  # room for the legend beside the panels
+    fig, axes = subplots(1, len(layers), figsize=(3.6 * len(layers) + 0.5 + legend, 3.2))
     for ax, layer in zip(axes[0], layers, strict=True):
         score = scores if layer is None else scores.sel(layer=layer)
         finite = score.values[np.isfinite(score.values)]
@@ -375,5 +398,6 @@ def distance(
         ax.set_xlabel(f"Mahalanobis distance of {scores.attrs.get('var', 'h_n')}")
     axes[0, 0].set_ylabel("samples")
     if labels is not None:
-        axes[0, 0].legend(fontsize=SMALL)
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside right center",
+                   fontsize=SMALL)  # fmt: skip
     return fig

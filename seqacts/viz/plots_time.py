@@ -21,6 +21,7 @@ from ..errors import GroupError
 from .figure_style import SMALL, group_colors, group_name, label, subplots, time_axis
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = ["bands", "onsets"]
@@ -98,7 +99,7 @@ def bands(
     levels = list(colors) if levels is None else list(levels)
     rows = _unit_rows(units, layer, direction)
     n_t = ds.sizes["time"]
-    start = np.zeros(ds.sizes["sample"], dtype=np.int64)
+    start = None
     if align is not None:
         mask = step_mask(ds, align).values.astype(bool)
         start = onsets(mask, np.isin(labels.values, [lv for lv in levels if lv != baseline]))
@@ -106,38 +107,64 @@ def bands(
     x = np.arange(-(n_t - 1), n_t) if align is not None else ds["time"].values
     keep = np.zeros(x.size, dtype=bool)
     for ax, (la, d, u) in zip(axes[:, 0], rows, strict=True):
-        da = analysis.masked(ds.sel(layer=[la]), var).sel(layer=la, unit=u)
-        da = da.sel(direction=d) if "direction" in da.dims else da
-        values = analysis.computed(da.transpose("sample", "time")).values
-        if align is not None:
-            shifted = np.full((values.shape[0], x.size), np.nan)
-            for s in np.flatnonzero(start >= 0):
-                shifted[s, n_t - 1 - start[s] : 2 * n_t - 1 - start[s]] = values[s]
-            values = shifted
+        values = _unit_values(ds, var, la, d, u)
+        if start is not None:
+            values = _shifted(values, start)
         for level in levels:
-            part = values[labels.values == level]
-            enough = np.sum(np.isfinite(part), axis=0) >= max(2, part.shape[0] // 4)
-            keep |= enough
-            with np.errstate(invalid="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mid = np.where(enough, np.nanmean(part, axis=0), np.nan)
-                lo, hi = np.nanpercentile(np.where(enough, part, 0.0), [low, high], axis=0)
-            color = colors.get(level, "0.4")
-            name = f"{group_name(labels, level)} (n={part.shape[0]})"
-            ax.plot(x, mid, color=color, lw=1.6, label=name)
-            ax.fill_between(x, np.where(enough, lo, np.nan), np.where(enough, hi, np.nan),
-                            color=color, alpha=0.22, lw=0)  # fmt: skip
+            name = f"{group_name(labels, level)} (n={int(np.sum(labels.values == level))})"
+            keep |= _band(ax, x, values[labels.values == level], colors.get(level, "0.4"), name,
+                          (low, high))  # fmt: skip
         suffix = f" {d}" if d != "forward" else ""
         ax.set_ylabel(f"{la}{suffix}\nunit {u}", fontsize=SMALL + 1)
-    if align is not None:
-        for ax in axes[:, 0]:
-            ax.axvline(0, color="0.3", lw=1, ls="--")
-        if keep.any():
-            axes[-1, 0].set_xlim(x[keep].min(), x[keep].max())
-        axes[-1, 0].set_xlabel(f"steps since the first {mask_name(align)} step")
-    else:
-        time_axis(axes[-1, 0], ds)
-    axes[0, 0].legend(loc="upper left", fontsize=SMALL)
+    _x_axis(axes, ds, x, keep, align)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside right upper",
+               fontsize=SMALL)  # fmt: skip
     title = f"{label(ds[var], var)}: group mean and {low:g}-{high:g}th percentile band"
     axes[0, 0].set_title(title, loc="left", fontsize="medium")
     return fig
+
+
+def _unit_values(ds: xr.Dataset, var: str, layer: str, direction: str, unit: int) -> np.ndarray:
+    """One unit's valid values of ``var``, (sample, time), NaN past each sample's length."""
+    da = analysis.masked(ds.sel(layer=[layer]), var).sel(layer=layer, unit=unit)
+    da = da.sel(direction=direction) if "direction" in da.dims else da
+    return analysis.computed(da.transpose("sample", "time")).values
+
+
+def _shifted(values: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Rows moved so that step ``start[s]`` of sample ``s`` lands at column ``n_t - 1`` (x = 0);
+    rows without an onset (``start < 0``) are all NaN."""
+    n_t = values.shape[1]
+    out = np.full((values.shape[0], 2 * n_t - 1), np.nan)
+    for s in np.flatnonzero(start >= 0):
+        out[s, n_t - 1 - start[s] : 2 * n_t - 1 - start[s]] = values[s]
+    return out
+
+
+def _band(
+    ax: Axes, x: np.ndarray, part: np.ndarray, color: str, name: str, pct: tuple[float, float]
+) -> np.ndarray:
+    """Draw one group's mean and percentile band; returns the steps with enough samples."""
+    enough = np.sum(np.isfinite(part), axis=0) >= max(2, part.shape[0] // 4)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mid = np.where(enough, np.nanmean(part, axis=0), np.nan)
+        lo, hi = np.nanpercentile(np.where(enough, part, 0.0), list(pct), axis=0)
+    ax.plot(x, mid, color=color, lw=1.6, label=name)
+    ax.fill_between(x, np.where(enough, lo, np.nan), np.where(enough, hi, np.nan),
+                    color=color, alpha=0.22, lw=0)  # fmt: skip
+    return enough
+
+
+def _x_axis(
+    axes: np.ndarray, ds: xr.Dataset, x: np.ndarray, keep: np.ndarray, align: Any
+) -> None:
+    """Time axis, or steps since the onset with a line at 0, limited to the steps drawn."""
+    if align is None:
+        time_axis(axes[-1, 0], ds)
+        return
+    for ax in axes[:, 0]:
+        ax.axvline(0, color="0.3", lw=1, ls="--")
+    if keep.any():
+        axes[-1, 0].set_xlim(x[keep].min(), x[keep].max())
+    axes[-1, 0].set_xlabel(f"steps since the first {mask_name(align)} step")

@@ -3,14 +3,16 @@
 ``report(ds, out_dir)`` writes ``report.html`` (no server and no other file needed to read it)
 and each figure as a PNG beside it. With a group (e.g. ``is_anomaly`` or a categorical
 ``anomaly``) it adds, per kind, the scores' ROC AUC, a typical window, the units that carry it
-and, given an ablation scan, the units' effects on the score (:mod:`seqacts.report_kinds`).
+and the units' effects on the score: from a precomputed ablation scan, or from one the report
+runs itself when given the model, its inputs and a score (:mod:`seqacts.viz.report_scan`).
 """
 
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
@@ -18,12 +20,15 @@ import xarray as xr
 from ..analysis import core as analysis
 from ..analysis.compare import compare
 from ..analysis.summary import summary, summary_rows
-from ..errors import OutputExistsError
+from ..errors import GroupError, OutputExistsError
 from ..schema import SIGMOID_GATES
 from . import plots
 from .html_page import Page, table
 from .plots_time import bands
-from .report_kinds import Kinds, kinds_sections, resolve_kinds
+from .report_kinds import Kinds, kinds_sections, ranked_table, resolve_kinds
+
+if TYPE_CHECKING:
+    from .report_scan import ModelScan
 
 __all__ = ["report"]
 
@@ -88,28 +93,18 @@ def _compare_section(page: Page, ds: xr.Dataset, k: Kinds, top: int) -> None:
     page.section(f"Units that respond to {name} over whole windows")
     page.add(
         "<p class=note>Cohen's d between groups of each unit's mean hidden state over all valid "
-        "steps (left) and of its final state h_n (right), each kind against "
+        "steps (first) and of its final state h_n (second), each kind against "
         f"{html.escape(k.name(k.baseline))}. Averaging over the whole window dilutes an anomaly "
-        "that lasts a few steps; the sections per kind localize it. |d| &lt; 0.2 negligible, "
-        "0.2 small, 0.5 medium, 0.8 large.</p><div class=row>"
+        "that lasts a few steps; the sections per kind localize it. Bars take the colour of "
+        "the kind they compare. |d| &lt; 0.2 negligible, 0.2 small, 0.5 medium, 0.8 large.</p>"
     )
     results = {}
     for feature in ("mean", "h_n"):
         result = compare(ds, k.labels, feature=feature, baseline=k.baseline)
         results[feature] = result
-        page.add("<div>")
         fig = plots.compare(ds, k.labels, result=result, top=top)
         page.figure(fig, f"compare_{feature}", f"ranked effect sizes of {feature}")
-        head = result.isel(rank=slice(0, top))
-        rows = [
-            [int(head["rank"][i]), plots.unit_name(head.isel(rank=i)),
-             f"{float(head['d'][i]):+.2f}", str(head["magnitude"].values[i]),
-             f"{float(head['mean'][i]):+.3f}", f"{float(head['baseline_mean'][i]):+.3f}"]
-            for i in range(head.sizes["rank"])
-        ]  # fmt: skip
-        page.add(table(["rank", "unit", "d", "effect size", "group mean", "baseline"], rows,
-                       (1, 3)) + "</div>")  # fmt: skip
-    page.add("</div>")
+        page.add(ranked_table(result.isel(rank=slice(0, top))))
     ranked = results["mean"]
     if ranked.sizes["rank"]:
         best = str(ranked["magnitude"].values[0])
@@ -141,6 +136,53 @@ def _legend(k: Kinds) -> str:
     return f"<p class=note>Groups and their colours in every figure:</p><ul>{items}</ul>"
 
 
+def _kinds_part(
+    page: Page,
+    ds: xr.Dataset,
+    k: Kinds,
+    reference: Any,
+    ablation: xr.Dataset | None,
+    scan: ModelScan | None,
+    out: Path,
+    top: int,
+) -> None:
+    """The sections per kind and the whole-window comparison; saves a scan the report ran."""
+    if reference is None:
+        reference = xr.DataArray(k.labels.values == k.baseline, dims="sample")
+    used = kinds_sections(page, ds, k, reference, ablation, top, scan=scan)
+    if scan is not None and used is not None:
+        used.to_netcdf(out / "ablation.nc")
+    _compare_section(page, ds, k, top)
+
+
+def _gates_section(page: Page, ds: xr.Dataset) -> None:
+    if not any(g in ds for g in SIGMOID_GATES):
+        return
+    page.section("Gate saturation")
+    page.add(
+        "<p class=note>Fraction of valid steps each unit's gate spends below 0.1 (left) or "
+        "above 0.9 (right); points on the dashed line are always saturated (Karpathy, "
+        "Johnson &amp; Fei-Fei, 2015).</p>"
+    )
+    page.figure(plots.saturation(ds), "saturation", "left vs right saturation per gate")
+
+
+def _out_dir(out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"out_dir: {out} is a file; pass a directory to write into")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _header(ds: xr.Dataset) -> str:
+    return (
+        f"<p class=note>{ds.sizes.get('sample', 1)} samples, {ds.sizes.get('layer', 1)} layers, "
+        f"up to {ds.sizes.get('time', 0)} steps; created "
+        f"{html.escape(str(ds.attrs.get('created', '?')))}</p>"
+    )
+
+
 def report(
     ds: xr.Dataset,
     out_dir: str | Path,
@@ -150,6 +192,9 @@ def report(
     kinds: str | None = None,
     baseline: Any = None,
     ablation: xr.Dataset | None = None,
+    model: Any = None,
+    inputs: Any = None,
+    score: Callable[[Any], Any] | None = None,
     title: str | None = None,
     top: int = 15,
 ) -> Path:
@@ -176,6 +221,16 @@ def report(
     ablation : xarray.Dataset, optional
         A precomputed ablation scan with ``effect`` (sample, layer, direction, unit) and/or
         ``mean_effect``: the change of an anomaly score when each unit is silenced.
+    model : torch.nn.Module, optional
+        The recorded model: with ``inputs`` and ``score``, the report runs
+        :func:`seqacts.ablation_scan` on the units it ranks (the top ``top`` units of each
+        kind, in their layers) and shows their effects like ``ablation=``; the scan is saved
+        as ``out_dir/ablation.nc``. Needs a group.
+    inputs : torch.Tensor, optional
+        The input batch ``ds`` was recorded from, one sample per sample of ``ds``, in order.
+    score : callable, optional
+        ``score(outputs)`` -> one float per sample, e.g. the reconstruction error; required
+        with ``model`` (a score attached to ``ds`` cannot be recomputed from ablated runs).
     title : str, optional
         Heading; default names the model class.
     top : int
@@ -185,40 +240,40 @@ def report(
     -------
     pathlib.Path
         The path of ``report.html``.
+
+    Raises
+    ------
+    OptionError
+        ``model``, ``inputs`` and ``score`` not given together, or with ``ablation``.
+    InputError
+        ``inputs`` holds another number of samples than ``ds``.
     """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"out_dir: {out} is a file; pass a directory to write into")
-    out.mkdir(parents=True, exist_ok=True)
+    group = group if group is not None else _default_group(ds)
+    scan = None
+    if model is not None or inputs is not None or score is not None:
+        from .report_scan import model_scan  # torch only when a model is given
+
+        scan = model_scan(ds, model, inputs, score, ablation)
+        if group is None:
+            raise GroupError(
+                "report: model= ablates the units that respond to a group; pass group= (e.g. "
+                "group='is_anomaly')"
+            )
+    out = _out_dir(out_dir)
     page = Page(out)
-    title = title or f"seqacts report: {ds.attrs.get('model_class', 'model')}"
-    header = (
-        f"<p class=note>{ds.sizes.get('sample', 1)} samples, {ds.sizes.get('layer', 1)} layers, "
-        f"up to {ds.sizes.get('time', 0)} steps; created "
-        f"{html.escape(str(ds.attrs.get('created', '?')))}</p>"
-    )
+    header = _header(ds)
     page.section("Layers")
     page.add(table(*summary_rows(summary(ds))))
-    group = group if group is not None else _default_group(ds)
     if group is not None:
         k = resolve_kinds(ds, group, kinds, baseline)
-        if reference is None:
-            reference = xr.DataArray(k.labels.values == k.baseline, dims="sample")
         header += _legend(k)
-        kinds_sections(page, ds, k, reference, ablation, top)
-        _compare_section(page, ds, k, top)
+        _kinds_part(page, ds, k, reference, ablation, scan, out, top)
     else:
         _activations(page, ds)
-    if any(g in ds for g in SIGMOID_GATES):
-        page.section("Gate saturation")
-        page.add(
-            "<p class=note>Fraction of valid steps each unit's gate spends below 0.1 (left) or "
-            "above 0.9 (right); points on the dashed line are always saturated (Karpathy, "
-            "Johnson &amp; Fei-Fei, 2015).</p>"
-        )
-        page.figure(plots.saturation(ds), "saturation", "left vs right saturation per gate")
+    _gates_section(page, ds)
     _dead_section(page, ds)
     _overview(page, ds, ds.encoding.get("source"))
     path = out / "report.html"
+    title = title or f"seqacts report: {ds.attrs.get('model_class', 'model')}"
     path.write_text(page.render(title, header), encoding="utf-8")
     return path

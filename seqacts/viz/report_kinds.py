@@ -8,6 +8,7 @@ baseline; a boolean group (``is_anomaly``) is one kind.
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,13 +27,17 @@ from .html_page import Page, table
 from .plots_time import bands
 
 __all__ = [
+    "KindContext",
     "Kinds",
     "anomaly_scores",
     "kind_section",
     "kinds_sections",
     "localized_where",
+    "ranked_table",
+    "ranked_units",
     "resolve_kinds",
     "scores_section",
+    "top_rows",
 ]
 
 
@@ -160,10 +165,22 @@ def scores_section(
     return best
 
 
-def _top_rows(ranked: xr.Dataset, k: Kinds, kind: Any, top: int) -> xr.Dataset:
+def top_rows(ranked: xr.Dataset, kind: Any, top: int) -> xr.Dataset:
+    """The first ``top`` rows of a ranked comparison for one kind (all rows when not per kind)."""
     if "level" in ranked.coords:
         ranked = ranked.isel(rank=np.flatnonzero(ranked["level"].values == str(kind)))
     return ranked.isel(rank=slice(0, top))
+
+
+def ranked_table(head: xr.Dataset) -> str:
+    """Rows of a :func:`seqacts.compare` result as a table: unit, d, its size in words, means."""
+    rows = [
+        [int(i + 1), plots.unit_name(head.isel(rank=i)), f"{float(head['d'][i]):+.2f}",
+         str(head["magnitude"].values[i]), f"{float(head['mean'][i]):+.3f}",
+         f"{float(head['baseline_mean'][i]):+.3f}"]
+        for i in range(head.sizes["rank"])
+    ]  # fmt: skip
+    return table(["rank", "unit", "d", "effect size", "group mean", "baseline"], rows, (1, 3))
 
 
 def _mean_over(effect: xr.DataArray, k: Kinds, level: Any) -> xr.DataArray:
@@ -174,10 +191,16 @@ def _mean_over(effect: xr.DataArray, k: Kinds, level: Any) -> xr.DataArray:
     )
 
 
+def _effect_at(values: xr.DataArray, at: dict[str, Any]) -> xr.DataArray:
+    return values.sel({d: v for d, v in at.items() if d in values.dims})
+
+
 def _ablation_table(
     page: Page, ablation: xr.Dataset, head: xr.Dataset, k: Kinds, kind: Any
 ) -> None:
+    """The ablation effects of the ranked units ``head``; units the scan left out are skipped."""
     effect = ablation["effect"] if "effect" in ablation else None
+    per_sample = effect is not None and "sample" in effect.dims
     scanned = {str(v) for v in ablation["layer"].values} if "layer" in ablation.coords else None
     rows = []
     for i in range(head.sizes["rank"]):
@@ -187,17 +210,17 @@ def _ablation_table(
         if "direction" in head.coords:
             at["direction"] = str(head["direction"].values[i])
         row = [plots.unit_name(head.isel(rank=i)), f"{float(head['d'][i]):+.2f}",
-               str(head["magnitude"].values[i])]
-        if effect is not None and "sample" in effect.dims:
-            e = effect.sel({d: v for d, v in at.items() if d in effect.dims})
-            on, off = _mean_over(e, k, kind), _mean_over(e, k, k.baseline)
-            row += [f"{float(on):+.4g}", f"{float(off):+.4g}"]
+               str(head["magnitude"].values[i])]  # fmt: skip
+        values = []
+        if effect is not None and per_sample:
+            e = _effect_at(effect, at)
+            values += [float(_mean_over(e, k, kind)), float(_mean_over(e, k, k.baseline))]
         if "mean_effect" in ablation:
-            m = ablation["mean_effect"]
-            row.append(f"{float(m.sel({d: v for d, v in at.items() if d in m.dims})):+.4g}")
-        rows.append(row)
+            values.append(float(_effect_at(ablation["mean_effect"], at)))
+        if values and not np.isnan(values).all():  # NaN: a unit the scan did not ablate
+            rows.append(row + [f"{v:+.4g}" for v in values])
     headers = ["unit", "localized d", "effect size"]
-    if effect is not None and "sample" in effect.dims:
+    if per_sample:
         headers += [f"effect on {k.name(kind)}", f"effect on {k.name(k.baseline)}"]
     if "mean_effect" in ablation:
         headers.append("mean effect")
@@ -214,98 +237,128 @@ def _ablation_top(page: Page, ablation: xr.Dataset, k: Kinds, kind: Any, top: in
         return
     flat = e.stack(p=[d for d in ("layer", "direction", "unit") if d in e.dims]).dropna("p")
     order = np.argsort(-np.abs(flat.values), kind="stable")[:top]
-    rows = [
-        [" ".join(str(flat[d].values[i]) for d in ("layer", "direction") if d in flat.coords)
-         + f" u{int(flat['unit'].values[i])}", f"{float(flat.values[i]):+.4g}"]
-        for i in order
-    ]  # fmt: skip
+    rows = [[plots.unit_name(flat.isel(p=i)), f"{float(flat.values[i]):+.4g}"] for i in order]
+    page.add(f"<p class=note>The {len(rows)} scanned units whose ablation changes the score "
+             f"most for {html.escape(k.name(kind))}:</p>")  # fmt: skip
     page.add(table(["unit", f"ablation effect on {k.name(kind)}"], rows, (0,)))
 
 
-def kind_section(
-    page: Page,
-    ds: xr.Dataset,
-    k: Kinds,
-    kind: Any,
-    *,
-    steps: xr.DataArray,
-    best: str,
-    where: xr.DataArray,
-    where_text: str,
-    ranked: xr.Dataset,
-    ablation: xr.Dataset | None,
-    top: int,
-) -> None:
-    """One kind: its typical window, its localized units over time and their ablation effects."""
-    name = k.name(kind)
-    page.section(f"Kind: {name}")
+@dataclass(frozen=True)
+class KindContext:
+    """What every kind's section reads.
+
+    ``steps`` is the step distance (sample, layer, time), ``best`` the layer whose max step
+    distance separates best, ``where`` the steps to localize on (described by ``where_text``),
+    ``ranked`` the localized :func:`seqacts.compare` result and ``ablation`` a scan, if any.
+    """
+
+    ds: xr.Dataset
+    k: Kinds
+    steps: xr.DataArray
+    best: str
+    where: xr.DataArray
+    where_text: str
+    ranked: xr.Dataset
+    ablation: xr.Dataset | None
+    top: int
+
+
+def _typical_window(page: Page, ctx: KindContext, kind: Any) -> None:
+    """The median-scoring window of ``kind``: heatmap with input and step-distance panels."""
+    name, k = ctx.k.name(kind), ctx.k
     members = np.flatnonzero(k.labels.values == kind)
-    score = steps.sel(layer=best).max("time").values
+    score = ctx.steps.sel(layer=ctx.best).max("time").values
     order = members[np.argsort(score[members], kind="stable")]
-    typical = ds["sample"].values[order[(order.size - 1) // 2]]
+    typical = ctx.ds["sample"].values[order[(order.size - 1) // 2]]
     page.section(f"Typical {name} window", 3)
-    panels: list[str | xr.DataArray] = [p for p in ("input",) if p in ds and "time" in ds[p].dims]
-    panels.append(steps.sel(layer=[best]).isel(layer=0, drop=True).rename("step_distance"))
-    highlight = where.rename(where_text)
-    fig = plots.heatmap(ds, typical, best, panel=panels, highlight=highlight)
+    panels: list[str | xr.DataArray] = [
+        p for p in ("input",) if p in ctx.ds and "time" in ctx.ds[p].dims
+    ]
+    panels.append(ctx.steps.sel(layer=[ctx.best]).isel(layer=0, drop=True).rename("step_distance"))
+    highlight = ctx.where.rename(ctx.where_text)
+    fig = plots.heatmap(ctx.ds, typical, ctx.best, panel=panels, highlight=highlight)
     page.figure(
         fig,
         f"example_{name}",
         f"sample {typical}: the median-scoring {name} window (max step distance of "
-        f"{best}, rank {(order.size + 1) // 2} of {order.size}); dashed boxes: {where_text}",
+        f"{ctx.best}, rank {(order.size + 1) // 2} of {order.size}); dashed boxes: "
+        f"{ctx.where_text}",
         lead=k.swatch(kind),
     )
+
+
+def _carrying_units(page: Page, ctx: KindContext, kind: Any, head: xr.Dataset) -> None:
+    """The units with the largest localized effect for ``kind``: table and bands over time."""
+    name, k = ctx.k.name(kind), ctx.k
     page.section(f"Units that carry {name}", 3)
-    head = _top_rows(ranked, k, kind, top)
-    base = html.escape(k.name(k.baseline))
+    base, where_text = html.escape(k.name(k.baseline)), html.escape(ctx.where_text)
     page.add(
         "<p class=note>How far each unit is from normal at each step, |h &minus; mean| / std "
-        f"of the {base} windows at that step, averaged over the {html.escape(where_text)} "
+        f"of the {base} windows at that step, averaged over the {where_text} "
         f"steps of each {html.escape(name)} window and compared (Cohen's d) with the same steps "
         f"of the {base} windows. Positive: the unit leaves its normal range, in either "
         "direction; negative: it is calmer than normal. |d| &lt; 0.2 negligible, 0.2 small, "
         "0.5 medium, 0.8 large.</p>"
     )
-    rows = [
-        [int(i + 1), plots.unit_name(head.isel(rank=i)), f"{float(head['d'][i]):+.2f}",
-         str(head["magnitude"].values[i]), f"{float(head['mean'][i]):+.3f}",
-         f"{float(head['baseline_mean'][i]):+.3f}"]
-        for i in range(head.sizes["rank"])
-    ]  # fmt: skip
-    if not rows:
+    if not head.sizes["rank"]:
         page.add(f"<p class=note>No {html.escape(name)} window has a step in "
-                 f"{html.escape(where_text)}: nothing to localize.</p>")  # fmt: skip
-    else:
-        page.add(table(["rank", "unit", "d", "effect size", "group mean", "baseline"], rows, (1, 3)))
-    strong = head.isel(rank=slice(0, 4))
-    if strong.sizes["rank"]:
-        if str(head["magnitude"].values[0]) in ("negligible", "small"):
-            page.add(f"<p class=note>No unit responds to {html.escape(name)} with even a medium "
-                     "effect at these steps.</p>")  # fmt: skip
-        fig = bands(ds, strong, k.labels, levels=[k.baseline, kind], baseline=k.baseline,
-                    align=where, var="h_deviation")  # fmt: skip
-        page.figure(
-            fig,
-            f"units_{name}",
-            f"top units for {name}: distance from normal, group mean and interquartile band, "
-            "aligned on the first "
-            f"{where_text} step ({k.name(k.baseline)} windows read at the same steps)",
-        )
+                 f"{where_text}: nothing to localize.</p>")  # fmt: skip
+        return
+    page.add(ranked_table(head))
+    if str(head["magnitude"].values[0]) in ("negligible", "small"):
+        page.add(f"<p class=note>No unit responds to {html.escape(name)} with even a medium "
+                 "effect at these steps.</p>")  # fmt: skip
+    fig = bands(ctx.ds, head.isel(rank=slice(0, 4)), k.labels, levels=[k.baseline, kind],
+                baseline=k.baseline, align=ctx.where, var="h_deviation")  # fmt: skip
+    page.figure(
+        fig,
+        f"units_{name}",
+        f"top units for {name}: distance from normal, group mean and interquartile band, "
+        f"aligned on the first {ctx.where_text} step ({k.name(k.baseline)} windows read at "
+        "the same steps)",
+    )
+
+
+def _ablation_part(page: Page, ctx: KindContext, kind: Any, head: xr.Dataset) -> None:
+    """The ablation effects on the score of ``head`` and of the units that change it most."""
+    name = ctx.k.name(kind)
     page.section(f"Ablation effects for {name}", 3)
-    if ablation is None:
+    if ctx.ablation is None:
         page.add(
-            "<p class=note>No ablation scan given. Pass <code>report(ds, out, "
-            "ablation=scan)</code> with a dataset holding <code>effect</code> (sample, layer, "
-            "direction, unit) and <code>mean_effect</code> to see whether silencing these units "
-            "changes the anomaly score.</p>"
+            "<p class=note>No ablation scan given. Pass <code>report(ds, out, model=model, "
+            "inputs=x, score=score)</code> to have the report ablate these units, or "
+            "<code>ablation=scan</code> with a dataset holding <code>effect</code> (sample, "
+            "layer, direction, unit) and <code>mean_effect</code>, to see whether silencing "
+            "them changes the anomaly score.</p>"
         )
-    else:
-        page.add("<p class=note>Change of the score when each unit is ablated, averaged over "
-                 "the windows of this kind and of the baseline: first for the units above, then "
-                 "the units whose ablation changes it most for this kind.</p>")  # fmt: skip
-        if head.sizes["rank"]:
-            _ablation_table(page, ablation, head, k, kind)
-        _ablation_top(page, ablation, k, kind, top)
+        return
+    scope = ctx.ablation.attrs.get("scope")
+    among = f" Scanned: {html.escape(str(scope))}." if scope else ""
+    page.add("<p class=note>Change of the score when each unit is ablated, averaged over "
+             "the windows of this kind and of the baseline: first for the units above, then "
+             f"the units whose ablation changes it most for this kind.{among}</p>")  # fmt: skip
+    if head.sizes["rank"]:
+        _ablation_table(page, ctx.ablation, head, ctx.k, kind)
+    _ablation_top(page, ctx.ablation, ctx.k, kind, ctx.top)
+
+
+def kind_section(page: Page, ctx: KindContext, kind: Any) -> None:
+    """One kind: its typical window, its localized units over time and their ablation effects."""
+    page.section(f"Kind: {ctx.k.name(kind)}")
+    _typical_window(page, ctx, kind)
+    head = top_rows(ctx.ranked, kind, ctx.top)
+    _carrying_units(page, ctx, kind, head)
+    _ablation_part(page, ctx, kind, head)
+
+
+def ranked_units(ranked: xr.Dataset, k: Kinds, top: int) -> dict[str, list[int]]:
+    """The units of every kind's top ``top`` localized rows, by layer label (for a scan)."""
+    units: dict[str, set[int]] = {}
+    for kind in k.kinds:
+        head = top_rows(ranked, kind, top)
+        for layer, unit in zip(head["layer"].values, head["unit"].values, strict=True):
+            units.setdefault(str(layer), set()).add(int(unit))
+    return {layer: sorted(us) for layer, us in units.items()}
 
 
 def localized_where(
@@ -324,10 +377,23 @@ def localized_where(
     return (sd > limit).reset_coords(drop=True).rename(text), text
 
 
+
+
 def kinds_sections(
-    page: Page, ds: xr.Dataset, k: Kinds, reference: Any, ablation: xr.Dataset | None, top: int
-) -> None:
-    """Scores per kind, then one section per kind."""
+    page: Page,
+    ds: xr.Dataset,
+    k: Kinds,
+    reference: Any,
+    ablation: xr.Dataset | None,
+    top: int,
+    scan: Callable[[dict[str, list[int]]], xr.Dataset] | None = None,
+) -> xr.Dataset | None:
+    """Scores per kind, then one section per kind.
+
+    With ``scan`` (e.g. a :class:`seqacts.viz.report_scan.ModelScan`), the ablation effects
+    shown are those of ``scan(units)`` for the ranked units of every kind; returns the
+    ablation scan used, if any.
+    """
     where = ("a separate reference dataset" if isinstance(reference, xr.Dataset)
              else f"the {k.name(k.baseline)} windows (each scored out of fold)")  # fmt: skip
     scores, steps = anomaly_scores(ds, reference)
@@ -337,7 +403,16 @@ def kinds_sections(
     page.figure(fig, "step_distance", "max step distance per window, by group and layer")
     mask, text = localized_where(ds, k, steps, best)
     ranked = compare(ds, k.labels, baseline=k.baseline, where=mask, feature="deviation")
-    ds = ds.assign(h_deviation=deviation(ds, "h", k.labels.values == k.baseline))
+    if scan is not None:
+        units = ranked_units(ranked, k, top)
+        if units:
+            scope = f"the top {top} units of each kind ({sum(map(len, units.values()))} units)"
+            ablation = scan(units).assign_attrs(scope=scope)
+    ctx = KindContext(
+        ds=ds.assign(h_deviation=deviation(ds, "h", k.labels.values == k.baseline)),
+        k=k, steps=steps, best=best, where=mask, where_text=text, ranked=ranked,
+        ablation=ablation, top=top,
+    )  # fmt: skip
     for kind in k.kinds:
-        kind_section(page, ds, k, kind, steps=steps, best=best, where=mask, where_text=text,
-                     ranked=ranked, ablation=ablation, top=top)  # fmt: skip
+        kind_section(page, ctx, kind)
+    return ablation
