@@ -2,7 +2,9 @@
 
 The batch is repeated once per unit of a chunk and each copy gets its own unit ablated (one
 plan per layer and direction whose unit mask differs per block of samples), so a chunk of
-units costs one forward of a larger batch instead of one forward each.
+units costs one forward of a larger batch instead of one forward each. The model may take
+several inputs; which of them hold the samples, and are repeated, is the rule of
+:mod:`seqacts.interventions.scan_inputs`.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from ..errors import EditError
 from ..schema import DIRECTIONS
 from .context import Intervention
 from .edits import STATES, Plan
+from .scan_inputs import Key, ScanInputs, scan_inputs
 
-__all__ = ["ablation_scan", "batch_dim", "blocks", "default_batch_units"]
+__all__ = ["ablation_scan", "blocks", "default_batch_units"]
 
 #: Memory a chunk's repeated batch may take on the CPU by default (bytes).
 CPU_BUDGET = 1 << 30
@@ -69,17 +72,12 @@ def blocks(value: Any, n_blocks: int, n: int, batch_dim: int) -> list[Any]:
     return [value] * n_blocks
 
 
-def batch_dim(model: nn.Module) -> int:
-    """The dim of ``model``'s input that holds samples: 1 for a sequence-first ``nn.RNNBase``."""
-    return 1 if isinstance(model, nn.RNNBase) and not model.batch_first else 0
-
-
-def default_batch_units(x: Tensor, batch_dim: int, specs: list[LayerSpec], total: int) -> int:
+def default_batch_units(inputs: ScanInputs, specs: list[LayerSpec], total: int) -> int:
     """Units per forward so that the repeated batch's activations fit the memory budget."""
-    n = x.shape[batch_dim]
-    steps = x.shape[1 - batch_dim] if x.dim() >= 3 else 1
+    x = inputs.first
+    steps = x.shape[1 - inputs.dim] if x.dim() >= 3 else 1
     per_sample = sum(s.n_directions * (s.n_units + 6 * s.n_cell_units) for s in specs)
-    per_unit = max(1, (n * steps * per_sample + x.numel()) * x.element_size() * 2)
+    per_unit = max(1, (inputs.n * steps * per_sample * x.element_size() + inputs.nbytes) * 2)
     if x.is_cuda:
         budget = int(torch.cuda.mem_get_info(x.device)[0] * 0.5)
     else:
@@ -124,7 +122,7 @@ def _plans(part: list[tuple[str, int, int]], n: int, width_of: dict[str, int], s
 
 def ablation_scan(
     model: nn.Module,
-    x: Tensor,
+    x: Any,
     score: Callable[[Any], Any],
     *,
     layers: str | Iterable[str] | None = None,
@@ -132,8 +130,12 @@ def ablation_scan(
     value: float = 0.0,
     batch_units: int | None = None,
     units: Mapping[str, Iterable[int]] | None = None,
+    batch_dims: Mapping[Key, int | None] | None = None,
 ) -> xr.Dataset:
     """The change of ``score(model(x))`` caused by ablating each unit at all steps.
+
+    ``x`` may hold several arguments (``model(*x)`` for a tuple, ``model(**x)`` for a dict);
+    every tensor holding the samples is repeated, everything else is passed as is.
 
     Forwards run under ``torch.no_grad()`` in the model's current mode (``model.eval()`` for
     deterministic scores: dropout would differ between the copies of the batch).
@@ -141,10 +143,16 @@ def ablation_scan(
     Parameters
     ----------
     model : torch.nn.Module
-        The root model, called as ``model(x)``.
-    x : torch.Tensor
-        The input batch; samples along dim 0 (dim 1 when ``model`` is itself an ``nn.RNN``,
-        ``nn.LSTM`` or ``nn.GRU`` with ``batch_first=False``).
+        The root model, called as ``model(x)``, ``model(*x)`` or ``model(**x)``.
+    x : torch.Tensor, tuple, list or dict
+        The input batch: a tensor, a tuple or list of positional arguments
+        (``(x, lengths)``, ``(x, (h0, c0))``) or a dict of keyword arguments (a DataLoader
+        batch); an argument may itself be a tuple, list or dict (one level deep). The first
+        tensor sets the number of samples: its size along dim 0 (dim 1 when ``model`` is
+        itself an ``nn.RNN``, ``nn.LSTM`` or ``nn.GRU`` with ``batch_first=False``). Every
+        other tensor with exactly one dim of that size is repeated along it (an ``h0`` of shape
+        ``(layers, n, hidden)`` along dim 1); tensors without one, and non-tensors (ints,
+        strings, None), are passed unchanged.
     score : callable
         ``score(outputs)`` -> one float per sample (tensor or array), e.g. reconstruction error.
         It is always called with the outputs for the samples of ``x``, in order (each copy of
@@ -163,6 +171,10 @@ def ablation_scan(
     units : mapping of str to list of int, optional
         Only these units, by layer label (``{"encoder.l0": [3, 7]}``), in every direction;
         default every unit of ``layers``. With ``layers`` unset, the layers are its keys.
+    batch_dims : mapping of int or str to int or None, optional
+        The dim holding the samples of an argument, by position (tuple, list, or ``0`` for a
+        tensor ``x``) or name (dict), for all tensors in it; None passes it unchanged. Needed
+        when a tensor has several dims of the batch's size; overrides the rule above.
 
     Returns
     -------
@@ -171,11 +183,18 @@ def ablation_scan(
         unedited score; ``mean_effect`` (layer, direction, unit), its mean over samples. NaN
         past a layer's width, on the backward direction of a unidirectional layer and for
         units not in ``units``.
+
+    Raises
+    ------
+    EditError
+        ``x`` of another type or holding no tensor, a tensor with several dims of the batch's
+        size (name its dim in ``batch_dims``), a ``PackedSequence`` (pack inside the model),
+        a bad ``state``, ``batch_units`` or ``units``, or a score that is not one float per
+        sample.
     """
     if state not in STATES:
         raise EditError(f"state: expected 'h' or 'c', got {state!r}")
-    if not isinstance(x, Tensor):
-        raise EditError(f"x: ablation_scan needs the input batch as a tensor, got {type(x).__name__}")
+    inputs = scan_inputs(model, x, batch_dims)
     if units is not None and layers is None:
         layers = list(units)
     specs = _scanned_layers(model, layers, state)
@@ -183,13 +202,12 @@ def ablation_scan(
     chosen = _chosen_units(units, width_of)
     todo = [(i, s, d, u) for i, s in enumerate(specs) for d in range(s.n_directions)
             for u in chosen[s.label]]  # fmt: skip
-    bdim = batch_dim(model)
-    n = x.shape[bdim]
+    n = inputs.n
     with torch.no_grad():
-        base = _scores(score(model(x)), n)
+        base = _scores(score(inputs(model)), n)
     if batch_units is not None and batch_units < 1:
         raise EditError(f"batch_units: expected a positive number of units, got {batch_units}")
-    chunk = batch_units or default_batch_units(x, bdim, specs, len(todo))
+    chunk = batch_units or default_batch_units(inputs, specs, len(todo))
     n_dir = max(s.n_directions for s in specs)
     width = max(max(s.n_units, s.n_cell_units) for s in specs)
     effect = np.full((n, len(specs), n_dir, width), np.nan)
@@ -197,9 +215,9 @@ def ablation_scan(
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             plans = _plans([(s.label, d, u) for _, s, d, u in part], n, width_of, state, value)
-            repeated = torch.cat([x] * len(part), dim=bdim)
+            repeated = inputs.repeated(len(part))
             with torch.no_grad(), Intervention(model, plans):
-                outputs = blocks(model(repeated), len(part), n, bdim)
+                outputs = blocks(repeated(model), len(part), n, inputs.dim)
                 for j, (i, _, d, u) in enumerate(part):
                     effect[:, i, d, u] = _scores(score(outputs[j]), n) - base
             bar.update(len(part))

@@ -155,6 +155,15 @@ def _kinds_part(
     _compare_section(page, ds, k, top)
 
 
+def _remove_stale_scan(out: Path, ablation: xr.Dataset | None) -> None:
+    """Remove an earlier run's ``ablation.nc`` unless it is the ``ablation=`` this report shows:
+    only a scan the report runs itself is saved there."""
+    path = out / "ablation.nc"
+    source = ablation.encoding.get("source") if ablation is not None else None
+    if path.exists() and not (source and Path(source).resolve() == path.resolve()):
+        path.unlink()
+
+
 def _gates_section(page: Page, ds: xr.Dataset) -> None:
     if not any(g in ds for g in SIGMOID_GATES):
         return
@@ -225,9 +234,12 @@ def report(
         The recorded model: with ``inputs`` and ``score``, the report runs
         :func:`seqacts.ablation_scan` on the units it ranks (the top ``top`` units of each
         kind, in their layers) and shows their effects like ``ablation=``; the scan is saved
-        as ``out_dir/ablation.nc``. Needs a group.
-    inputs : torch.Tensor, optional
-        The input batch ``ds`` was recorded from, one sample per sample of ``ds``, in order.
+        as ``out_dir/ablation.nc``. Needs a group. Without a model, an ``ablation.nc`` left
+        there by an earlier run is removed (unless it is the ``ablation=`` shown).
+    inputs : torch.Tensor, tuple or dict, optional
+        The input batch ``ds`` was recorded from, one sample per sample of ``ds``, in order:
+        ``model(inputs)``, ``model(*inputs)`` for a tuple (``(x, lengths)``) or
+        ``model(**inputs)`` for a dict, as ``x`` of :func:`seqacts.ablation_scan`.
     score : callable, optional
         ``score(outputs)`` -> one float per sample, e.g. the reconstruction error; required
         with ``model`` (a score attached to ``ds`` cannot be recomputed from ablated runs).
@@ -247,6 +259,8 @@ def report(
         ``model``, ``inputs`` and ``score`` not given together, or with ``ablation``.
     InputError
         ``inputs`` holds another number of samples than ``ds``.
+    EditError
+        ``inputs`` holds no tensor, or one whose samples are ambiguous.
     """
     group = group if group is not None else _default_group(ds)
     scan = None
@@ -260,6 +274,7 @@ def report(
                 "group='is_anomaly')"
             )
     out = _out_dir(out_dir)
+    _remove_stale_scan(out, ablation)
     page = Page(out)
     header = _header(ds)
     page.section("Layers")

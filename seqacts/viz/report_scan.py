@@ -17,17 +17,28 @@ import xarray as xr
 from torch import Tensor, nn
 
 from ..errors import ArgumentTypeError, InputError, OptionError
-from ..interventions.scan import ablation_scan, batch_dim
+from ..interventions.scan import ablation_scan
+from ..interventions.scan_inputs import scan_inputs
 
 __all__ = ["ModelScan", "model_scan"]
+
+#: How to name the dim of an argument whose samples are ambiguous: the report takes no
+#: ``batch_dims``, the scan does.
+OVERRIDE = (
+    "run seqacts.ablation_scan(model, inputs, score, batch_dims={{{key!r}: dim}}) yourself and "
+    "pass its result as report(..., ablation=)"
+)
 
 
 @dataclass(frozen=True)
 class ModelScan:
-    """A model, its inputs (one per sample of the dataset, in order) and a per-sample score."""
+    """A model, its inputs (one per sample of the dataset, in order) and a per-sample score.
+
+    ``inputs`` is anything :func:`seqacts.ablation_scan` takes as ``x``: a tensor, a tuple of
+    positional arguments or a dict of keyword arguments."""
 
     model: nn.Module
-    inputs: Tensor
+    inputs: Any
     score: Callable[[Any], Any]
     samples: np.ndarray
 
@@ -52,7 +63,11 @@ def model_scan(
         ``model`` without ``inputs`` or ``score`` (or the other way round), or with a
         precomputed ``ablation`` as well.
     ArgumentTypeError
-        ``model`` is no ``nn.Module``, ``inputs`` no tensor or ``score`` not callable.
+        ``model`` is no ``nn.Module``, ``inputs`` no tensor, tuple, list or dict, or ``score``
+        not callable.
+    EditError
+        ``inputs`` holds no tensor, or a tensor whose samples are ambiguous (as in
+        :func:`seqacts.ablation_scan`).
     InputError
         ``inputs`` holds another number of samples than ``ds``.
     """
@@ -75,19 +90,21 @@ def model_scan(
         )
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(inputs, Tensor):
+    if not isinstance(inputs, (Tensor, tuple, list, Mapping)):
         raise ArgumentTypeError(
-            f"inputs: expected the model's input batch as a tensor, got {type(inputs).__name__}; "
-            "pass torch.from_numpy(x)"
+            f"inputs: expected the model's input batch as a tensor, a tuple of positional "
+            f"arguments or a dict of keyword arguments, got {type(inputs).__name__}"
+            + ("; pass torch.from_numpy(x)" if hasattr(inputs, "__array__") else "")
         )
     if not callable(score):
         raise ArgumentTypeError(f"score: expected a callable, got {type(score).__name__}")
-    dim = batch_dim(model)
+    batch = scan_inputs(model, inputs, name="inputs", override=OVERRIDE)
     n = ds.sizes["sample"]
-    if inputs.dim() <= dim or inputs.shape[dim] != n:
-        got = inputs.shape[dim] if inputs.dim() > dim else "none"
+    if batch.n != n:
+        shape = tuple(batch.first.shape)
         raise InputError(
-            f"inputs: {got} samples along dim {dim} of shape {tuple(inputs.shape)}, but the "
-            f"dataset has {n}; pass the inputs the dataset was recorded from, in its sample order"
+            f"inputs: {batch.n} samples along dim {batch.dim} of the first tensor (shape "
+            f"{shape}), but the dataset has {n}; pass the inputs the dataset was recorded from, "
+            "in its sample order"
         )
     return ModelScan(model, inputs, score, ds["sample"].values)
