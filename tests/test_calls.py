@@ -480,3 +480,144 @@ def test_provenance_coordinates_stream_to_netcdf(tmp_path):
         for name in ("call", "call_row", "length", "nonfinite"):
             np.testing.assert_array_equal(got[name].values, expected[name].values)
         np.testing.assert_array_equal(got.h.values, expected.h.values)
+
+
+# -- 8. calls whose state is partly explained by a returned state: told, never relinked ------
+
+
+def dead_relu_cell() -> nn.RNNCell:
+    """A relu cell whose every state is all zeros (the bias keeps each unit below zero)."""
+    torch.manual_seed(12)
+    cell = nn.RNNCell(2, 3, nonlinearity="relu")
+    with torch.no_grad():
+        cell.bias_ih.fill_(-50.0)
+    return cell
+
+
+def fresh_state_in_every_call(seq2seq) -> None:  # noqa: ANN001
+    model = Forecaster()
+    with torch.no_grad(), seqacts.record(model) as rec:
+        model.loss(torch.randn(4, 6, 2))
+        model.loss(torch.randn(4, 6, 2))  # the module's own fresh zeros, twice in one group
+        model(torch.randn(4, 6, 2))
+        model(torch.randn(3, 6, 2))
+    assert rec.to_dataset().sizes["sample"] == 15
+    with torch.no_grad(), seqacts.record(seq2seq) as rec:
+        for _ in range(3):
+            seq2seq(torch.randn(2, 5, 3))
+    assert rec.to_dataset().sizes["sample"] == 6
+    dead = nn.Sequential(dead_relu_cell())  # zeros returned, fresh zeros in the next call
+    with torch.no_grad(), seqacts.record(dead) as rec:
+        dead(torch.randn(2, 2))
+        dead(torch.randn(2, 2))
+    assert rec.to_dataset().sizes["sample"] == 4
+
+
+def all_zero_state_passed_as_the_same_tensor(seq2seq) -> None:  # noqa: ANN001
+    cell = dead_relu_cell()
+    x = torch.randn(5, 4, 2)
+    with torch.no_grad(), seqacts.record(cell) as rec:
+        h = None
+        for t in range(5):
+            h = cell(x[t], h)
+            assert not h.any()
+    ds = rec.to_dataset()
+    assert ds.sizes["sample"] == 4 and ds.length.values[:, 0].tolist() == [5] * 4
+
+
+def fresh_start_after_a_row_that_died(seq2seq) -> None:  # noqa: ANN001
+    cell = nn.RNNCell(2, 3, nonlinearity="relu")
+    with torch.no_grad():
+        cell.weight_ih.fill_(1.0)
+        cell.bias_ih.zero_()
+        cell.bias_hh.zero_()
+    x = torch.tensor([[-5.0, -5.0], [1.0, 1.0]])  # row 0 returns zeros, row 1 does not
+    with torch.no_grad(), seqacts.record(cell) as rec:
+        assert not cell(x)[0].any()
+        cell(x)  # a fresh start: its zero row 0 equals the returned row 0, row 1 does not
+    assert rec.to_dataset().sizes["sample"] == 4
+
+
+def shrinking_packed_cell_loop(seq2seq) -> None:  # noqa: ANN001
+    cell = nn.GRUCell(3, 4)
+    x = torch.randn(4, 3, 3)
+    with torch.no_grad(), seqacts.record(cell) as rec:
+        h = torch.zeros(3, 4)
+        for t, n in enumerate([3, 3, 2, 1]):
+            h = cell(x[t, :n], h[:n])
+    assert rec.to_dataset().length.values[:, 0].tolist() == [4, 3, 2]
+
+
+def draws_sampled_from_the_encoder_state(seq2seq) -> None:  # noqa: ANN001
+    with torch.no_grad(), seqacts.record(DeepAR().eval()) as rec:
+        rec.model(torch.randn(2, 6, 2))
+    assert rec.to_dataset().sizes["sample"] == 8
+
+
+def state_carried_between_calls_of_a_model_that_is_the_lstm(seq2seq) -> None:  # noqa: ANN001
+    lstm = nn.LSTM(2, 3)
+    with torch.no_grad(), seqacts.record(lstm) as rec:
+        state = None
+        for _ in range(3):
+            _, state = lstm(torch.randn(4, 2, 2), state)
+    assert rec.to_dataset().length.values[:, 0].tolist() == [12, 12]
+
+
+@pytest.mark.parametrize("pattern", [
+    fresh_state_in_every_call,
+    all_zero_state_passed_as_the_same_tensor,
+    fresh_start_after_a_row_that_died,
+    shrinking_packed_cell_loop,
+    draws_sampled_from_the_encoder_state,
+    state_carried_between_calls_of_a_model_that_is_the_lstm,
+])
+def test_usual_patterns_are_not_told_as_splits(pattern, seq2seq):  # noqa: ANN001
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", seqacts.RecordingWarning)
+        pattern(seq2seq)
+
+
+@pytest.mark.parametrize("row", [0, 2])
+def test_a_state_with_one_row_replaced_is_told_and_still_starts_new_samples(row):
+    torch.manual_seed(13)
+    lstm = nn.LSTM(2, 3)
+    x = torch.randn(4, 3, 2)
+    with torch.no_grad(), seqacts.record(lstm) as rec:
+        _, (h, c) = lstm(x)
+        h, c = h.clone(), c.clone()
+        h[:, row], c[:, row] = 0.0, 0.0  # a reset row: the other rows are the returned state
+        lstm(x, (h, c))
+    with pytest.warns(seqacts.RecordingWarning, match=r"^seqacts: l0 call 1: some but not all "
+                      r"rows of the initial state are bitwise the rows") as caught:
+        ds = rec.to_dataset()
+    assert len(caught) == 1
+    assert ds.sizes["sample"] == 6 and ds.length.values[:, 0].tolist() == [4] * 6
+
+
+def test_a_state_reset_entirely_or_reordered_fully_is_not_told():
+    """Nothing of the returned state is left (a reset), or no row kept its place: no claim."""
+    torch.manual_seed(14)
+    cell = nn.GRUCell(2, 3)
+    x = torch.randn(3, 2)
+    with warnings.catch_warnings(), torch.no_grad(), seqacts.record(cell) as rec:
+        warnings.simplefilter("error", seqacts.RecordingWarning)
+        h = cell(x)
+        h = cell(x, torch.zeros_like(h))
+        h = cell(x, h[[1, 2, 0]])
+        h = cell(x, h * 0.5)
+        ds = rec.to_dataset()
+    assert ds.sizes["sample"] == 12
+
+
+def test_split_warnings_count_calls_as_the_dataset_does():
+    """Calls are numbered per layer across the whole recording, like the 'call' coordinate."""
+    cell = dead_relu_cell()
+    model = nn.Sequential(cell)
+    x = torch.randn(2, 2)
+    with torch.no_grad(), seqacts.record(model) as rec:
+        model(x)
+        cell(x, torch.stack([cell(x)])[0])  # outside a root call: its own group, calls 1 and 2
+    with pytest.warns(seqacts.RecordingWarning, match=r"^seqacts: 0 call 2: the initial state "
+                      r"is all zeros, equal to the all-zero state an earlier call returned"):
+        ds = rec.to_dataset()
+    assert ds.sizes["sample"] == 6

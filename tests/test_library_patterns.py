@@ -75,6 +75,14 @@ def outputs_hook(store: list[tuple]):  # noqa: ANN201
     return keep
 
 
+def told(rec: seqacts.Recorder, match: str):  # noqa: ANN201
+    """``rec``'s dataset, checking that building it warns once, with a message matching ``match``."""
+    with pytest.warns(seqacts.RecordingWarning, match=match) as caught:
+        ds = rec.to_dataset()
+    assert sum(issubclass(w.category, seqacts.RecordingWarning) for w in caught) == 1
+    return ds
+
+
 # --- darts RNNModel.predict: the state returned by one model(...) call is passed to the next ---
 
 
@@ -105,8 +113,14 @@ def test_darts_predict_loop_records_every_step_once() -> None:
             y, state = model(s, state)
     handle.remove()
     assert model_state(model) == before
-    ds = rec.to_dataset()
-    # chains never cross model(...) calls (README): 4 calls of 2 rows -> 8 samples
+    # chains never cross model(...) calls (README): 4 calls of 2 rows -> 8 samples, and the
+    # calls that started from the state an earlier model(...) call returned are named
+    ds = told(
+        rec,
+        r"rnn.l0 calls 1, 2, 3; rnn.l1 calls 1, 2, 3: the initial state is bitwise the "
+        r"state that the layer returned in an earlier call of the model, but chains never "
+        r"cross calls of the model .*one model\(\.\.\.\) call \(e.g. a wrapper module",
+    )
     assert ds.sizes["sample"] == 8
     top = ds.h.sel(layer="rnn.l1", direction="forward").values
     for i, (args, (out, (_h_n, c_n))) in enumerate(calls):
@@ -128,6 +142,42 @@ def test_darts_predict_loop_records_every_step_once() -> None:
             np.testing.assert_allclose(got_c, ref[k]["c"], rtol=0, atol=1e-5)
             got_h0 = ds.h_0.sel(layer=f"rnn.l{k}").values[rows]
             np.testing.assert_allclose(got_h0, ref[k]["h_0"], rtol=0, atol=0)
+
+
+class PredictLoop(nn.Module):
+    """The fix the warning suggests: darts' predict loop run inside one root call."""
+
+    def __init__(self, forecaster: nn.Module) -> None:
+        super().__init__()
+        self.forecaster = forecaster
+
+    def forward(self, x, steps):  # noqa: ANN001, ANN201
+        y, state = self.forecaster(x)
+        outs = [y]
+        for s in steps:
+            y, state = self.forecaster(s, state)
+            outs.append(y)
+        return torch.cat(outs, 1)
+
+
+def test_darts_predict_loop_inside_one_root_call_is_one_sample_per_series() -> None:
+    torch.manual_seed(0)
+    inner = StatefulForecaster().eval()
+    x = torch.randn(2, 8, 3)
+    steps = [torch.randn(2, 1, 3) for _ in range(3)]
+    calls: list[tuple] = []
+    handle = inner.rnn.register_forward_hook(outputs_hook(calls))
+    with torch.no_grad(), seqacts.record(PredictLoop(inner)) as rec:
+        rec.model(x, steps)
+    handle.remove()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = rec.to_dataset()
+    assert ds.sizes["sample"] == 2
+    np.testing.assert_array_equal(ds.length.sel(layer="forecaster.rnn.l1").values, [11, 11])
+    top = ds.h.sel(layer="forecaster.rnn.l1", direction="forward").values
+    returned = np.concatenate([out.numpy() for _, (out, _) in calls], 1)
+    np.testing.assert_array_equal(top[:, :11, :5], returned)
 
 
 # --- neuralforecast LSTM(recurrent=True): proj_size stack, state kept on a module attribute ---
@@ -166,7 +216,11 @@ def test_neuralforecast_projected_state_on_attribute_matches_reference() -> None
     handle.remove()
     for a, b in zip(expected, got, strict=True):
         assert torch.equal(a, b)
-    ds = rec.to_dataset()
+    ds = told(
+        rec,
+        r"hist_encoder.l0 calls 1, 2; hist_encoder.l1 calls 1, 2: the initial state is "
+        r"bitwise the state that the layer returned in an earlier call of the model",
+    )
     assert ds.sizes["sample"] == 9
     assert ds.n_units.sel(layer="hist_encoder.l1").item() == 1
     assert ds.n_cell_units.sel(layer="hist_encoder.l1").item() == 6
@@ -359,7 +413,12 @@ def test_speechbrain_all_zero_relu_state_copy_starts_new_samples() -> None:
     x = torch.randn(2, 5, 2)
     with torch.no_grad(), seqacts.record(model) as rec:
         out = model(x)
-    ds = rec.to_dataset()
+    ds = told(
+        rec,
+        r"cell calls 1, 2, 3, 4: the initial state is all zeros, equal to the all-zero "
+        r"state an earlier call returned but not the same tensor .*all-zero states .* are "
+        r"linked only when passed on as the same tensor .*recorded as separate samples",
+    )
     assert ds.sizes["sample"] == 10
     np.testing.assert_array_equal(ds.length.sel(layer="cell").values, [1] * 10)
     h = ds.h.sel(layer="cell", direction="forward").values[:, 0, :3]
@@ -459,9 +518,16 @@ def test_pytorch_forecasting_packed_encoder_then_decoder(lengths: list[int]) -> 
         with seqacts.record(model) as rec:
             got = model(x, lens, y)
     assert torch.equal(expected, got)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        ds = rec.to_dataset()
+    if 0 not in lengths:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ds = rec.to_dataset()
+    else:
+        ds = told(
+            rec,
+            r"rnn.l0 call 1; rnn.l1 call 1: some but not all rows of the initial state "
+            r"are bitwise the rows that an earlier call of the layer returned",
+        )
     h = ds.h.sel(layer="rnn.l1", direction="forward").values
     if 0 not in lengths:
         # every row's decoder steps follow its own encoder steps

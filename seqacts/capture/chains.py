@@ -11,6 +11,13 @@ Within one group (one call of the root model, or the calls made outside any), ch
 every layer is the same samples when every recorded layer has the same sequence of chain row
 counts; otherwise every chain gets rows of its own (shared only by the layers of one stack that
 chained alike) and the group carries a note (the recorder warns with it).
+
+A call that continues nothing although its initial state is *partly* explained by a returned
+state is noted as a :class:`Split` (the recorder warns with :func:`split_messages`): some but
+not all of its rows are bitwise the rows a chain's last call returned (``"rows"``); it got an
+all-zero state equal to an earlier call's returned one but not that tensor (``"zeros"``); or it
+got exactly the state the layer returned in an earlier group (``"root"``). Only calls that
+matched no chain are checked, and the rule itself never changes.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from torch import Tensor
 
 from .records import LayerRecord
 
-__all__ = ["Chain", "Linker", "Placement", "Layout", "lay_out"]
+__all__ = ["Chain", "End", "Linker", "Placement", "Layout", "Split", "lay_out", "split_messages"]
 
 
 @dataclass
@@ -40,19 +47,48 @@ class Chain:
         return int(self.records[0].h.shape[0])
 
 
-class Linker:
-    """Each layer's chains within one group, built one record at a time as calls arrive."""
+@dataclass(frozen=True)
+class End:
+    """The state a chain's last call returned, kept to recognise it in a later group."""
 
-    def __init__(self) -> None:
+    key: bytes  # the bits of its first row, as ``Chain.tail_key``
+    hn: Tensor
+    cn: Tensor | None
+
+
+@dataclass(frozen=True)
+class Split:
+    """Why a call that continued nothing started new samples although its state was partly
+    explained: ``"rows"``, ``"zeros"`` or ``"root"`` (see the module docstring)."""
+
+    reason: str
+    call: int  # the call's index among the layer's calls in the group
+
+
+class Linker:
+    """Each layer's chains within one group, built one record at a time as calls arrive.
+
+    ``earlier`` holds, per layer, the ends of the chains of an earlier group: a call that
+    starts from one of them is noted as a ``"root"`` split (it is never linked to it).
+    """
+
+    def __init__(self, earlier: dict[str, list[End]] | None = None) -> None:
         self.chains: dict[str, list[Chain]] = {}
         self.n_calls: dict[str, int] = {}
+        self.earlier = earlier or {}
+        self.splits: dict[str, list[Split]] = {}
+        self.latest: dict[str, Chain] = {}  # the chain each layer's most recent call went to
 
     def add(self, label: str, rec: LayerRecord) -> None:
         call = self.n_calls.get(label, 0)
         self.n_calls[label] = call + 1
         chains = self.chains.setdefault(label, [])
-        chain = _continued(chains, rec)
+        chain, zero_copy = _continued(chains, rec)
         if chain is None:
+            reason = "zeros" if zero_copy else _partly_explained(
+                rec, self.latest.get(label), self.earlier.get(label, []))
+            if reason:
+                self.splits.setdefault(label, []).append(Split(reason, call))
             chain = Chain(first_call=call)
             chains.append(chain)
         else:
@@ -61,6 +97,7 @@ class Linker:
         chain.records.append(rec)
         chain.calls.append(call)
         chain.tail_key = _first_row(rec.hn)
+        self.latest[label] = chain
 
     def release(self) -> None:
         """Drop the kernel's state tensors kept for linking (the group is complete)."""
@@ -68,27 +105,81 @@ class Linker:
             for chain in chains:
                 chain.records[-1].state_out = ()
 
+    def ends(self) -> dict[str, list[End]]:
+        """Per layer called in this group, the states its chains' last calls returned."""
+        return {
+            label: [End(c.tail_key, c.records[-1].hn, c.records[-1].cn) for c in chains]
+            for label, chains in self.chains.items() if chains
+        }
 
-def _continued(chains: list[Chain], rec: LayerRecord) -> Chain | None:
-    """The chain whose last call returned the state ``rec`` started from, most recent first."""
+
+def _continued(chains: list[Chain], rec: LayerRecord) -> tuple[Chain | None, bool]:
+    """The chain whose last call returned the state ``rec`` started from, most recent first,
+    and, when there is none, whether an all-zero returned state equal to ``rec``'s (but not
+    the same tensor) was passed over."""
     n = rec.h0.shape[0]
     if not chains or n == 0:
-        return None
+        return None, False
     key = _first_row(rec.h0)
     fresh: bool | None = None  # whether rec's initial state is all zeros, computed when needed
     for chain in reversed(chains):
         prev = chain.records[-1]
-        if chain.tail_key != key or prev.hn.shape[0] < n or prev.hn.shape[1:] != rec.h0.shape[1:]:
+        if chain.tail_key != key or not _fits(rec.h0, prev.hn):
             continue
         if not (_equal_prefix(rec.h0, prev.hn) and _equal_prefix(rec.c0, prev.cn)):
             continue  # also when the returned tensor was modified in place before being passed
         if _same_memory(rec.state_in, prev.state_out):
-            return chain
+            return chain, False
         if fresh is None:
-            fresh = not bool(rec.h0.any()) and (rec.c0 is None or not bool(rec.c0.any()))
+            fresh = _all_zero(rec)
         if not fresh:  # zeros are every fresh start's state: only identity proves a continuation
-            return chain
-    return None
+            return chain, False
+    return None, bool(fresh)
+
+
+def _fits(h0: Tensor, hn: Tensor) -> bool:
+    """Whether ``h0`` could be the first rows of the returned ``hn`` by shape."""
+    return hn.shape[0] >= h0.shape[0] and hn.shape[1:] == h0.shape[1:]
+
+
+def _all_zero(rec: LayerRecord) -> bool:
+    return not bool(rec.h0.any()) and (rec.c0 is None or not bool(rec.c0.any()))
+
+
+def _partly_explained(rec: LayerRecord, latest: Chain | None, earlier: list[End]) -> str:
+    """For a call that continues no chain: ``"root"`` when its state is exactly one an earlier
+    group's chain ended with (not all zeros), ``"rows"`` when some but not all of its rows are
+    bitwise the rows the layer's latest chain returned (rows of zeros not counted), else ""."""
+    n = rec.h0.shape[0]
+    if n == 0:
+        return ""
+    if earlier:
+        key = _first_row(rec.h0)
+        for end in earlier:
+            if (end.key == key and _fits(rec.h0, end.hn) and _equal_prefix(rec.h0, end.hn)
+                    and _equal_prefix(rec.c0, end.cn) and not _all_zero(rec)):
+                return "root"
+    if latest is None:
+        return ""
+    prev = latest.records[-1]
+    if not _fits(rec.h0, prev.hn) or (rec.c0 is None) != (prev.cn is None):
+        return ""
+    same = _equal_rows(rec.h0, prev.hn)
+    nonzero = rec.h0.flatten(1).any(1)
+    if rec.c0 is not None and prev.cn is not None:
+        same &= _equal_rows(rec.c0, prev.cn)
+        nonzero |= rec.c0.flatten(1).any(1)
+    if bool(same.all()):
+        return ""
+    return "rows" if bool((same & nonzero).any()) else ""
+
+
+def _equal_rows(a: Tensor, b: Tensor) -> Tensor:
+    """Per row of ``a``, whether it is bitwise the same row of ``b`` (the first rows)."""
+    if a.dtype != b.dtype or a.device != b.device or b.shape[1:] != a.shape[1:]:
+        return torch.zeros(a.shape[0], dtype=torch.bool, device=a.device)
+    bits = _BITS[a.element_size()]
+    return (a.contiguous().view(bits) == b[: a.shape[0]].contiguous().view(bits)).flatten(1).all(1)
 
 
 def _first_row(t: Tensor) -> bytes:
@@ -126,6 +217,52 @@ def _equal_prefix(a: Tensor | None, b: Tensor | None) -> bool:
         return False
     bits = _BITS[a.element_size()]
     return torch.equal(a.contiguous().view(bits), b[: a.shape[0]].contiguous().view(bits))
+
+
+_SPLIT_TEXT = {
+    "rows": (
+        "some but not all rows of the initial state are bitwise the rows that an earlier call "
+        "of the layer returned (the others were replaced, e.g. reset or reordered, before "
+        "being passed on); a call continues another only when all its rows (h and c) are "
+        "that state, so these calls started new samples"
+    ),
+    "zeros": (
+        "the initial state is all zeros, equal to the all-zero state an earlier call returned "
+        "but not the same tensor (e.g. a copy made by torch.stack): all-zero states are every "
+        "fresh start's state and are linked only when passed on as the same tensor (or a view "
+        "of its first rows), so these steps were recorded as separate samples"
+    ),
+    "root": (
+        "the initial state is bitwise the state that the layer returned in an earlier call of "
+        "the model, but chains never cross calls of the model (model(...)), so these calls "
+        "started new samples; to record such a loop as one sample, run the whole loop inside "
+        "one model(...) call (e.g. a wrapper module whose forward runs it)"
+    ),
+}
+
+
+def split_messages(splits: dict[str, dict[str, list[int]]]) -> list[str]:
+    """One message per kind of :class:`Split`, naming each layer and its calls.
+
+    Parameters
+    ----------
+    splits : dict
+        A layer's label -> reason -> the calls (counted from 0 per layer, as the dataset's
+        ``call`` coordinate) that started new samples for that reason.
+
+    Returns
+    -------
+    list of str
+        The messages, in the order rows, zeros, root; empty when nothing was split.
+    """
+    out = []
+    for reason, text in _SPLIT_TEXT.items():
+        where = [f"{label} call{'s' if len(calls[reason]) > 1 else ''} "
+                 f"{_counts(calls[reason], 'calls')[1:-1]}"
+                 for label, calls in splits.items() if calls.get(reason)]
+        if where:
+            out.append(f"seqacts: {'; '.join(where)}: {text} (README, 'How calls become samples')")
+    return out
 
 
 @dataclass
@@ -191,7 +328,7 @@ def lay_out(labels: list[str], linker: Linker, modules: dict[str, str] | None = 
             placements.setdefault(label, []).extend(_place(chain, int(start)))
     note = None
     if not aligned:
-        note = ", ".join(f"{label} {_counts(rows)}" for label, rows in counts.items())
+        note = ", ".join(f"{label} {_counts(rows, 'chains')}" for label, rows in counts.items())
     n_calls = np.array([linker.n_calls.get(label, 0) for label in labels], dtype=np.int64)
     return Layout(n_samples, placements, call, call_row, n_calls, note)
 
@@ -209,6 +346,6 @@ def _place(chain: Chain, start: int) -> list[Placement]:
     return out
 
 
-def _counts(rows: list[int]) -> str:
-    shown = ", ".join(map(str, rows[:6])) + (f", ... ({len(rows)} chains)" if len(rows) > 6 else "")
-    return f"[{shown}]"
+def _counts(values: list[int], noun: str) -> str:
+    shown = ", ".join(map(str, values[:6]))
+    return f"[{shown}" + (f", ... ({len(values)} {noun})]" if len(values) > 6 else "]")

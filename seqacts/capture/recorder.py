@@ -8,6 +8,7 @@ kernels through :mod:`seqacts.kernels`; both are removed when the block exits.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Collection, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -20,12 +21,12 @@ from torch import Tensor, nn
 from torch.nn.modules import module as torch_module
 from torch.nn.utils.rnn import PackedSequence
 
-from ..errors import RecordingError
+from ..errors import RecordingError, RecordingWarning
 from ..options import Options
 from ..schema import base_kind
 from . import kernels
 from .assembly import Block, build_block, build_dataset
-from .chains import Linker, lay_out
+from .chains import End, Linker, lay_out, split_messages
 from .diagnose import report_problems
 from .discovery import by_first_weight, recurrent_layers, select_layers, select_modules
 from .records import cell_internals, resolve_internals, stack_internals
@@ -68,6 +69,9 @@ class Recorder:
         self._blocks: list[Block] = []
         self._failures: dict[str, list[str]] = {}
         self._group: _Group | None = None
+        self._ends: dict[str, list[End]] = {}  # each layer's chain ends in its latest group
+        self._splits: dict[str, dict[str, list[int]]] = {}  # label -> reason -> dataset calls
+        self._calls: dict[str, int] = {}  # each layer's calls in the blocks so far
         self._depth = 0
         self._active = False
 
@@ -129,7 +133,7 @@ class Recorder:
     def _root_pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         if self._depth == 0:
             self._close_group()  # calls made outside a root forward form their own group
-            self._group = _Group()
+            self._group = self._new_group()
             self._index_weights()  # weights may have been replaced since __enter__
         self._depth += 1
 
@@ -152,18 +156,30 @@ class Recorder:
 
     def _current_group(self) -> _Group:
         if self._group is None:
-            self._group = _Group()
+            self._group = self._new_group()
         return self._group
+
+    def _new_group(self) -> _Group:
+        return _Group(linker=Linker(self._ends))
 
     def _close_group(self) -> None:
         group, self._group = self._group, None
         if group is None or (not group.linker.chains and not group.outputs):
             return
+        linker = group.linker
+        self._ends = {**self._ends, **linker.ends()}
         try:
-            layout = lay_out([s.label for s in self.specs], group.linker,
+            layout = lay_out([s.label for s in self.specs], linker,
                              {s.label: s.module_path for s in self.specs})
-            group.linker.release()
+            linker.release()
             self._blocks.append(build_block(self.specs, layout, group.outputs, self.internals))
+            for label, splits in linker.splits.items():
+                seen = self._calls.get(label, 0)
+                for split in splits:
+                    self._splits.setdefault(label, {}).setdefault(split.reason, []).append(
+                        seen + split.call)
+            for label, n in linker.n_calls.items():
+                self._calls[label] = self._calls.get(label, 0) + n
         except Exception as error:  # never break the user's forward: report it with the dataset
             self._failures.setdefault("(assembly)", []).append(f"{type(error).__name__}: {error}")
 
@@ -224,7 +240,9 @@ class Recorder:
         -----
         RecordingWarning
             Once per kind of problem: layers whose rows could not be aligned as the same
-            samples, non-finite states, selected layers that saw no call, failed bookkeeping.
+            samples, non-finite states, selected layers that saw no call, failed bookkeeping,
+            and calls that started new samples although their initial state was partly a
+            state an earlier call returned (see :func:`seqacts.capture.chains.split_messages`).
         """
         if self._active and self._depth == 0:
             self._close_group()  # cell calls made outside any root forward
@@ -246,6 +264,8 @@ class Recorder:
         unused = [s.label for s, n in zip(self.specs, calls, strict=True)
                   if n == 0 and s.label not in self._failures]
         report_problems(ds, notes, unused, self._failures)
+        for message in split_messages(self._splits):
+            warnings.warn(message, RecordingWarning, stacklevel=2)
         return ds
 
     def pop_dataset(self) -> xr.Dataset:
@@ -253,6 +273,8 @@ class Recorder:
         ds = self.to_dataset()
         self._blocks.clear()
         self._failures.clear()
+        self._splits.clear()
+        self._calls.clear()
         return ds
 
 
