@@ -22,6 +22,7 @@ from ..errors import OptionError
 from ..schema import DIRECTIONS, VARIABLE_DOCS
 from .chains import Layout, Placement
 from .diagnose import nonfinite_steps
+from .module_rows import Piece
 from .provenance import model_class, model_structure
 from .specs import LayerSpec
 
@@ -39,7 +40,8 @@ class Block:
     n_steps: int
     arrays: dict[str, np.ndarray]  # name -> (sample, layer, direction[, time], unit)
     lengths: np.ndarray  # (sample, layer) int64
-    outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)  # name -> per call
+    # name -> per <name>.call, the pieces (first row, array) it holds; None: not placed
+    outputs: dict[str, list[list[tuple[int | None, np.ndarray]]]] = field(default_factory=dict)
     call: np.ndarray | None = None  # (sample, layer) int64: first call of the row's chain, -1
     call_row: np.ndarray | None = None  # (sample, layer) int64: row within that call, -1
     n_calls: np.ndarray | None = None  # (layer,) calls of each layer in this block
@@ -139,13 +141,16 @@ def _end(place: Placement) -> int:
 def build_block(
     specs: Sequence[LayerSpec],
     layout: Layout,
-    outputs: dict[str, list[Tensor]],
+    outputs: dict[str, list[list[Piece]]],
     internals: tuple[str, ...],
 ) -> Block:
     """Pad one group's records into arrays shaped like the dataset's variables.
 
     ``layout`` (:func:`seqacts.chains.lay_out`) says which rows and steps each record fills:
-    the calls of a chain follow each other along time, chains take their own rows.
+    the calls of a chain follow each other along time, chains take their own rows. ``outputs``
+    (:func:`seqacts.capture.module_rows.place_outputs`) holds the other modules' outputs per
+    ``<name>.call``, each piece at its first row (a time-major output of a one-chain group
+    is transposed here).
     """
     n_dir, width, any_lstm = _geometry(specs)
     placed = layout.placements
@@ -180,7 +185,8 @@ def build_block(
         n_steps=n_steps,
         arrays=arrays,
         lengths=lengths,
-        outputs={k: [_output_array(t, n_samples) for t in v] for k, v in outputs.items()},
+        outputs={k: [[(row, _output_array(t, n_samples if layout.plain else None))
+                      for row, t in slot] for slot in v] for k, v in outputs.items()},
         call=call,
         call_row=call_row,
         n_calls=layout.n_calls,
@@ -224,17 +230,21 @@ def _order(internals: tuple[str, ...], any_lstm: bool) -> tuple[str, ...]:
     return ("h", *STATE_VARS, *(CELL_STATE_VARS if any_lstm else ()), *internals)
 
 
-def _outputs_samples(outputs: dict[str, list[Tensor]]) -> int:
-    return max([t.shape[0] if t.dim() else 1 for ts in outputs.values() for t in ts] + [0])
+def _outputs_samples(outputs: dict[str, list[list[Piece]]]) -> int:
+    return max([row + (t.shape[0] if t.dim() else 1) for slots in outputs.values()
+                for slot in slots for row, t in slot if row is not None] + [0])
 
 
-def _output_array(t: Tensor, n_samples: int) -> np.ndarray:
+def _output_array(t: Tensor, n_samples: int | None) -> np.ndarray:
+    """``t`` as a float numpy array; transposed when it is time-major in a block of
+    ``n_samples`` rows (None: it is already sample-major)."""
     t = t.detach().to("cpu")
     if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64):
         t = t.float()
     if t.dim() == 0:
         t = t.reshape(1)
-    if t.dim() > 1 and t.shape[0] != n_samples and t.shape[1] == n_samples:
+    if n_samples is not None and t.dim() > 1 and t.shape[0] != n_samples and (
+            t.shape[1] == n_samples):
         t = t.transpose(0, 1)  # a time-major output: put the sample axis first
     arr = t.numpy()
     return arr if arr.dtype.kind == "f" else arr.astype(np.float64)
@@ -271,19 +281,33 @@ def _pad_to(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
+def _fill_slot(pieces: list[tuple[int | None, np.ndarray]], shape: tuple[int, ...]) -> np.ndarray:
+    """One ``<name>.call`` of a block: its pieces at their rows, NaN elsewhere."""
+    if len(pieces) == 1 and pieces[0][0] == 0:
+        return _pad_to(pieces[0][1], shape)
+    placed = [(row, a) for row, a in pieces if row is not None]
+    out = np.full(shape, np.nan, dtype=np.result_type(np.float32, *[a.dtype for _, a in placed]))
+    for row, a in placed:
+        dims: tuple[int, ...] = a.shape + (1,) * (len(shape) - a.ndim)
+        index = [slice(0, n) for n in dims]
+        index[0] = slice(row, row + dims[0])
+        out[tuple(index)] = a.reshape(dims)
+    return out
+
+
 def _output_variables(blocks: Sequence[Block], reserved: set[str]) -> dict[str, xr.DataArray]:
     """Other modules' outputs: ``(sample[, <name>.call], <name>.dim1, ...)``, NaN-padded."""
     variables = {}
     for name in dict.fromkeys(k for b in blocks for k in b.outputs):
         calls = [b.outputs.get(name, []) for b in blocks]
         n_calls = max(len(c) for c in calls)
-        arrays = [a for c in calls for a in c]
+        arrays = [a for c in calls for slot in c for _, a in slot]
         ndim = max(a.ndim for a in arrays)
         tail = tuple(max(a.shape[i] if i < a.ndim else 1 for a in arrays) for i in range(1, ndim))
         data = np.concatenate(
             [
                 np.stack(
-                    [_pad_to(a, (b.n_samples, *tail)) for a in c]
+                    [_fill_slot(slot, (b.n_samples, *tail)) for slot in c]
                     + [np.full((b.n_samples, *tail), np.nan)] * (n_calls - len(c)),
                     axis=1,
                 )

@@ -79,11 +79,13 @@ class Linker:
         self.splits: dict[str, list[Split]] = {}
         self.latest: dict[str, Chain] = {}  # the chain each layer's most recent call went to
 
-    def add(self, label: str, rec: LayerRecord) -> None:
+    def add(self, label: str, rec: LayerRecord) -> int:
+        """Link ``rec`` into its layer's chains; returns the index of the chain it went to."""
         call = self.n_calls.get(label, 0)
         self.n_calls[label] = call + 1
         chains = self.chains.setdefault(label, [])
         chain, zero_copy = _continued(chains, rec)
+        index = len(chains)
         if chain is None:
             reason = "zeros" if zero_copy else _partly_explained(
                 rec, self.latest.get(label), self.earlier.get(label, []))
@@ -93,11 +95,13 @@ class Linker:
             chains.append(chain)
         else:
             chain.records[-1].state_out = ()  # no longer a chain's end: nothing can continue it
+            index = next(i for i in range(len(chains) - 1, -1, -1) if chains[i] is chain)
         rec.state_in = ()
         chain.records.append(rec)
         chain.calls.append(call)
         chain.tail_key = _first_row(rec.hn)
         self.latest[label] = chain
+        return index
 
     def release(self) -> None:
         """Drop the kernel's state tensors kept for linking (the group is complete)."""
@@ -285,6 +289,7 @@ class Layout:
     call_row: np.ndarray  # (sample, layer) int64: the row within that call, -1 if none
     n_calls: np.ndarray  # (layer,) int64: calls of each layer in the group
     note: str | None = None  # why the layers' rows could not be aligned
+    rows: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # per chain: start, n
 
     @property
     def plain(self) -> bool:
@@ -320,9 +325,11 @@ def lay_out(labels: list[str], linker: Linker, modules: dict[str, str] | None = 
     call = np.full((n_samples, len(labels)), -1, dtype=np.int64)
     call_row = np.full((n_samples, len(labels)), -1, dtype=np.int64)
     placements: dict[str, list[Placement]] = {}
+    blocks: dict[str, list[tuple[int, int]]] = {}
     for li, label in enumerate(labels):
         for chain, start in zip(linker.chains.get(label, []), starts.get(label, []), strict=True):
             n = chain.rows
+            blocks.setdefault(label, []).append((int(start), n))
             call[start : start + n, li] = chain.first_call
             call_row[start : start + n, li] = np.arange(n)
             placements.setdefault(label, []).extend(_place(chain, int(start)))
@@ -330,7 +337,7 @@ def lay_out(labels: list[str], linker: Linker, modules: dict[str, str] | None = 
     if not aligned:
         note = ", ".join(f"{label} {_counts(rows, 'chains')}" for label, rows in counts.items())
     n_calls = np.array([linker.n_calls.get(label, 0) for label in labels], dtype=np.int64)
-    return Layout(n_samples, placements, call, call_row, n_calls, note)
+    return Layout(n_samples, placements, call, call_row, n_calls, note, blocks)
 
 
 def _place(chain: Chain, start: int) -> list[Placement]:

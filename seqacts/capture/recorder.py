@@ -29,7 +29,8 @@ from .assembly import Block, build_block, build_dataset
 from .chains import End, Linker, lay_out, split_messages
 from .diagnose import report_problems
 from .discovery import by_first_weight, recurrent_layers, select_layers, select_modules
-from .records import cell_internals, resolve_internals, stack_internals
+from .module_rows import place_outputs, unplaced_message
+from .records import LayerRecord, cell_internals, resolve_internals, stack_internals
 from .specs import LayerSpec, nonlinearity
 
 __all__ = ["Recorder", "record"]
@@ -41,6 +42,8 @@ class _Group:
 
     linker: Linker = field(default_factory=Linker)
     outputs: dict[str, list[Tensor]] = field(default_factory=dict)
+    positions: dict[str, list[int]] = field(default_factory=dict)  # kernel calls before each
+    trace: list[tuple[str, int]] = field(default_factory=list)  # kernel calls: label, chain
 
 
 class Recorder:
@@ -72,6 +75,7 @@ class Recorder:
         self._ends: dict[str, list[End]] = {}  # each layer's chain ends in its latest group
         self._splits: dict[str, dict[str, list[int]]] = {}  # label -> reason -> dataset calls
         self._calls: dict[str, int] = {}  # each layer's calls in the blocks so far
+        self._unplaced: list[str] = []  # module outputs' calls left NaN, one message each
         self._depth = 0
         self._active = False
 
@@ -153,6 +157,7 @@ class Recorder:
         for i, t in enumerate(tensors):
             key = name if len(tensors) == 1 else f"{name}[{i}]"
             group.outputs.setdefault(key, []).append(t.detach().clone())
+            group.positions.setdefault(key, []).append(len(group.trace))
 
     def _current_group(self) -> _Group:
         if self._group is None:
@@ -172,7 +177,13 @@ class Recorder:
             layout = lay_out([s.label for s in self.specs], linker,
                              {s.label: s.module_path for s in self.specs})
             linker.release()
-            self._blocks.append(build_block(self.specs, layout, group.outputs, self.internals))
+            outputs, unplaced = place_outputs(layout, group.trace, group.outputs, group.positions)
+            block = build_block(self.specs, layout, outputs, self.internals)
+            if unplaced:
+                first = sum(b.n_samples for b in self._blocks)
+                self._unplaced += unplaced_message(unplaced, len(self._blocks), first,
+                                                   first + block.n_samples - 1)
+            self._blocks.append(block)
             for label, splits in linker.splits.items():
                 seen = self._calls.get(label, 0)
                 for split in splits:
@@ -216,7 +227,7 @@ class Recorder:
             records = [stack_internals(call, spec.index, unsorted, self.internals,
                                        escapes=spec.index == last) for spec in specs]
         for spec, rec in zip(specs, records, strict=True):
-            group.linker.add(spec.label, rec)
+            self._add(group, spec.label, rec)
 
     def on_cell(self, call: kernels.CellCall) -> None:
         hit = self._resolve(call.weights[0], call.owner)
@@ -225,7 +236,12 @@ class Recorder:
         _, specs = hit
         with _no_autocast(call.h.device.type):
             rec = cell_internals(call, self.internals)
-        self._current_group().linker.add(specs[0].label, rec)
+        self._add(self._current_group(), specs[0].label, rec)
+
+    def _add(self, group: _Group, label: str, rec: LayerRecord) -> None:
+        chain = group.linker.add(label, rec)
+        if self._outputs:  # the order of kernel and module calls places module outputs
+            group.trace.append((label, chain))
 
     # -- results -------------------------------------------------------------------------------
     def to_dataset(self) -> xr.Dataset:
@@ -264,7 +280,7 @@ class Recorder:
         unused = [s.label for s, n in zip(self.specs, calls, strict=True)
                   if n == 0 and s.label not in self._failures]
         report_problems(ds, notes, unused, self._failures)
-        for message in split_messages(self._splits):
+        for message in [*split_messages(self._splits), *self._unplaced]:
             warnings.warn(message, RecordingWarning, stacklevel=2)
         return ds
 
@@ -275,6 +291,7 @@ class Recorder:
         self._failures.clear()
         self._splits.clear()
         self._calls.clear()
+        self._unplaced.clear()
         return ds
 
 
