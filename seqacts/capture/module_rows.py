@@ -11,7 +11,7 @@ own, and a module call is placed in the rows of one chain only when that is prov
   RNN's output), those from the module's previous call (or the start of the group) up to this
   call;
 * of the row blocks of the chains those kernel calls went to, exactly one must have as many
-  rows as the output's batch (its first axis, or its second for a time-major output).
+  rows as the output's first axis (or, when none has, its second: a time-major output).
 
 A call placed in a chain's rows takes that chain's next ``<path>.call``; a call that cannot be
 placed is left NaN and reported (:func:`unplaced_message`), never guessed.
@@ -81,7 +81,7 @@ def place_outputs(
             else:
                 episode = trace[pos[k] : pos[k + 1] if k + 1 < len(pos) else len(trace)]
             blocks = sorted({layout.rows[label][i] for label, i in episode})
-            fits = [(start, o) for start, n in blocks if (o := _oriented(t, n)) is not None]
+            fits = _fits(t, blocks)
             if len(fits) != 1:
                 unplaced.append(Unplaced(key, k, _reason(t, blocks, len(fits), before)))
                 _slot(out, 0).append((None, t))
@@ -100,13 +100,13 @@ def _slot(slots: list[list[Piece]], i: int) -> list[Piece]:
     return slots[i]
 
 
-def _oriented(t: Tensor, rows: int) -> Tensor | None:
-    """``t`` with its batch of ``rows`` first (a time-major output transposed), or None."""
-    if t.dim() and t.shape[0] == rows:
-        return t
-    if t.dim() > 1 and t.shape[1] == rows:
-        return t.transpose(0, 1)
-    return None
+def _fits(t: Tensor, blocks: list[tuple[int, int]]) -> list[tuple[int, Tensor]]:
+    """The row blocks whose row count is ``t``'s first axis; when none, its second (a
+    time-major output, transposed to put the batch first)."""
+    first = [(start, t) for start, n in blocks if t.dim() and t.shape[0] == n]
+    if first or t.dim() < 2:
+        return first
+    return [(start, t.transpose(0, 1)) for start, n in blocks if t.shape[1] == n]
 
 
 def _reason(t: Tensor, blocks: list[tuple[int, int]], n_fits: int, before: bool) -> str:

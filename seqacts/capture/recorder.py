@@ -258,7 +258,9 @@ class Recorder:
             Once per kind of problem: layers whose rows could not be aligned as the same
             samples, non-finite states, selected layers that saw no call, failed bookkeeping,
             and calls that started new samples although their initial state was partly a
-            state an earlier call returned (see :func:`seqacts.capture.chains.split_messages`).
+            state an earlier call returned (see :func:`seqacts.capture.chains.split_messages`);
+            once per module output and group whose calls were left NaN because no single
+            chain's rows provably hold them (:mod:`seqacts.capture.module_rows`).
         """
         if self._active and self._depth == 0:
             self._close_group()  # cell calls made outside any root forward
