@@ -18,6 +18,7 @@ from torch import nn
 
 import seqacts
 from seqacts.capture import workspace
+from seqacts.capture.specs import DirectionWeights
 from seqacts.capture.unroll import layer_internals
 from seqacts.errors import WorkspaceWarning
 
@@ -75,8 +76,8 @@ def test_workspace_gates_equal_recomputed_gates(hidden):
     for d in range(2):
         w = [t.double() for t in weights[4 * d : 4 * d + 4]]
         h = out[..., d * hidden : (d + 1) * hidden].double()
-        expected = layer_internals("LSTM", x.double(), h, h0[d].double(), c0[d].double(), *w,
-                                   reverse=d == 1)
+        expected = layer_internals("LSTM", x.double(), h, h0[d].double(), c0[d].double(),
+                                   DirectionWeights(*w, None), reverse=d == 1)
         got = gates[d].flip(0) if d == 1 else gates[d]  # kernel order -> time order
         for j, name in enumerate(("input_gate", "forget_gate", "cell_gate", "output_gate")):
             np.testing.assert_allclose(got[..., j * hidden : (j + 1) * hidden].double(),
