@@ -93,6 +93,29 @@ def test_bfloat16_workspace_holds_bfloat16_gates(hidden):
 
 
 @needs_onednn
+@pytest.mark.parametrize("misread", ["row_length", "offset", "gate_order", "last_sample"])
+def test_gates_match_rejects_misread_layouts(misread):
+    _, x, h0, _, weights, ((out, _, _), gates) = _run_layer(50, bidi=False)
+    rows = gates[0]
+    args = (x, out, h0[0], *weights)
+    assert workspace.gates_match(rows, *args, reverse=False)
+    steps, batch, width = rows.shape
+    ld = rows.stride(1)
+    if misread == "row_length":  # the padding rule without its extra 16 values
+        wrong = rows.as_strided(rows.shape, (batch * (ld - 16), ld - 16, 1))
+    elif misread == "offset":
+        wrong = rows.as_strided(rows.shape, rows.stride(), rows.storage_offset() + 1)
+    elif misread == "gate_order":  # f, i, g, o
+        hidden = width // 4
+        wrong = torch.cat([rows[..., hidden : 2 * hidden], rows[..., :hidden],
+                           rows[..., 2 * hidden :]], -1)
+    else:  # only the last sample of the last step misread
+        wrong = rows.clone()
+        wrong[-1, -1] = wrong[-1, 0]
+    assert not workspace.gates_match(wrong, *args, reverse=False)
+
+
+@needs_onednn
 @pytest.mark.parametrize("bias", [True, False])
 def test_layer_outputs_and_gradients_equal_the_kernel_call_bitwise(bias):
     torch.manual_seed(3)
