@@ -98,7 +98,7 @@ def layer_internals(
     base = CELL_BASE_KIND.get(kind, kind)
     wanted = _check_names(base, names)
     with torch.no_grad():
-        _check_shapes(base, x, h, h0, c0, weights, lengths, "c" in wanted)
+        _check_shapes(base, x, h, (h0, c0), weights, lengths, "c" in wanted)
         fresh, dest = _destinations(base, wanted, out, x, weights.w_ih.shape[0])
         if x.shape[0] == 0:
             return fresh
@@ -196,12 +196,13 @@ def _check_shapes(
     kind: str,
     x: Tensor,
     h: Tensor,
-    h0: Tensor,
-    c0: Tensor | None,
+    states: tuple[Tensor, Tensor | None],
     weights: DirectionWeights,
     lengths: Tensor | None,
     needs_c0: bool,
 ) -> None:
+    """Check every tensor's shape against ``x``'s, ``h``'s and the weights'; ``states``: h0, c0."""
+    h0, c0 = states
     for name, t in (("x", x), ("h", h)):
         if t.dim() != 3:
             raise UnrollError(
