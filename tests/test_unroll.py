@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from seqacts.capture.specs import DirectionWeights
 from seqacts.capture.unroll import UnrollError, layer_internals
 from seqacts.schema import INTERNALS as GATES
 
@@ -59,13 +60,13 @@ def run_module(
     return x.to(dtype), out.to(dtype), h0.to(dtype), c0, lengths
 
 
-def weights(module: nn.RNNBase, d: int, dtype: torch.dtype = torch.float64) -> list[Tensor | None]:
+def weights(module: nn.RNNBase, d: int, dtype: torch.dtype = torch.float64) -> DirectionWeights:
     sfx = "_l0" + ("_reverse" if d else "")
     names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
-    return [
+    return DirectionWeights(*(
         getattr(module, n + sfx).detach().to(dtype) if hasattr(module, n + sfx) else None
         for n in names
-    ]
+    ))
 
 
 def internals(
@@ -77,18 +78,13 @@ def internals(
 ) -> dict[str, Tensor]:
     x, out, h0, c0, lengths = run_module(module, packed, dtype)
     n_out = out.shape[-1] // 2
-    w_ih, w_hh, b_ih, b_hh, w_hr = weights(module, d, dtype)
     return layer_internals(
         str(module.mode),
         x,
         out[..., d * n_out : (d + 1) * n_out],
         h0[d],
         c0[d] if c0 is not None else None,
-        w_ih,
-        w_hh,
-        b_ih,
-        b_hh,
-        w_hr,
+        weights(module, d, dtype),
         lengths=lengths,
         reverse=d == 1,
         names=names,
@@ -99,7 +95,8 @@ def reference(module: nn.RNNBase, packed: bool, d: int) -> dict[str, Tensor]:
     """The equations of PyTorch's docs, one sample and one step at a time, in float64."""
     x, _, h0, c0, _ = run_module(module, packed)
     kind = str(module.mode)
-    w_ih, w_hh, b_ih, b_hh, w_hr = weights(module, d)
+    w = weights(module, d)
+    w_ih, w_hh, b_ih, b_hh, w_hr = w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr
     zero = torch.zeros(w_ih.shape[0], dtype=torch.float64)
     b_ih = zero if b_ih is None else b_ih
     b_hh = zero if b_hh is None else b_hh
@@ -175,7 +172,7 @@ def test_reproduces_module_output(kind: str, bias: bool, proj: int, packed: bool
     got = internals(module, packed, d)
     if kind == "LSTM":
         rebuilt = got["output_gate"] * got["c"].tanh()
-        w_hr = weights(module, d)[4]
+        w_hr = weights(module, d).w_hr
         rebuilt = rebuilt @ w_hr.t() if w_hr is not None else rebuilt
     elif kind == "GRU":
         prev = torch.cat([h0[d, None], h[:-1]]) if d == 0 else torch.cat([h[1:], h0[d, None]])
@@ -229,12 +226,12 @@ def test_padding_is_nan_and_garbage_stays_out() -> None:
     invalid = torch.arange(STEPS)[:, None] >= lengths[None, :]
     w = weights(module, 1)
     clean = layer_internals(
-        "LSTM", x, out[..., HIDDEN:], h0[1], c0[1], *w, lengths=lengths, reverse=True
+        "LSTM", x, out[..., HIDDEN:], h0[1], c0[1], w, lengths=lengths, reverse=True
     )
     x2, out2 = x.clone(), out.clone()
     x2[invalid], out2[invalid] = 1e30, -1e30
     dirty = layer_internals(
-        "LSTM", x2, out2[..., HIDDEN:], h0[1], c0[1], *w, lengths=lengths, reverse=True
+        "LSTM", x2, out2[..., HIDDEN:], h0[1], c0[1], w, lengths=lengths, reverse=True
     )
     for name, v in clean.items():
         assert v[invalid].isnan().all() and v[~invalid].isfinite().all()
@@ -263,10 +260,7 @@ def test_single_cell_step(cell: type[nn.Module], kind: str) -> None:
         h[None],
         h0,
         c0,
-        module.weight_ih,
-        module.weight_hh,
-        module.bias_ih,
-        module.bias_hh,
+        DirectionWeights(module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh, None),
     )
     if kind == "LSTMCell":
         close(got["c"][0], new[1])
@@ -287,10 +281,9 @@ def test_records_no_autograd_graph() -> None:
         out[..., :HIDDEN],
         h0[0],
         c0[0],
-        module.weight_ih_l0,
-        module.weight_hh_l0,
-        module.bias_ih_l0,
-        module.bias_hh_l0,
+        DirectionWeights(
+            module.weight_ih_l0, module.weight_hh_l0, module.bias_ih_l0, module.bias_hh_l0, None
+        ),
     )
     assert module.weight_ih_l0.requires_grad
     assert not any(v.requires_grad for v in got.values())
@@ -306,7 +299,7 @@ def test_out_writes_into_strided_slots(kind: str, packed: bool, names: list[str]
     if not wanted:
         return
     x, out, h0, c0, lengths = run_module(module, packed)
-    args = (x, out[..., HIDDEN:], h0[1], c0[1] if c0 is not None else None, *weights(module, 1))
+    args = (x, out[..., HIDDEN:], h0[1], c0[1] if c0 is not None else None, weights(module, 1))
     fresh = layer_internals(kind, *args, lengths=lengths, reverse=True, names=wanted)
     buffer = torch.full((BATCH, 3, STEPS, HIDDEN + 2), -7.0, dtype=torch.float64)
     slots = {n: buffer[:, 1, :, 1 : HIDDEN + 1] for n in wanted[:1]}
@@ -326,10 +319,10 @@ def test_out_must_cover_every_name() -> None:
     w = weights(module, 0)
     slot = torch.empty(BATCH, STEPS, HIDDEN, dtype=torch.float64)
     with pytest.raises(UnrollError, match="out has no tensor for 'c'"):
-        layer_internals("LSTM", x, out[..., :HIDDEN], h0[0], c0[0], *w, names=["c"], out={})
+        layer_internals("LSTM", x, out[..., :HIDDEN], h0[0], c0[0], w, names=["c"], out={})
     with pytest.raises(UnrollError, match=r"Expected out\['c'\] of shape"):
         layer_internals(
-            "LSTM", x, out[..., :HIDDEN], h0[0], c0[0], *w, names=["c"],
+            "LSTM", x, out[..., :HIDDEN], h0[0], c0[0], w, names=["c"],
             out={"c": slot.transpose(0, 1)},
         )
 
@@ -361,20 +354,20 @@ def test_errors_say_what_to_do() -> None:
     module = make_module("LSTM")
     x, out, h0, c0, _ = run_module(module, False)
     w = weights(module, 0)
-    args = (x, out[..., :HIDDEN], h0[0], c0[0], *w)
+    args = (x, out[..., :HIDDEN], h0[0], c0[0], w)
     with pytest.raises(UnrollError, match="unknown kind 'LSTMX'.*LSTM, GRU"):
         layer_internals("LSTMX", *args)
     with pytest.raises(UnrollError, match="no variable 'reset_gate'; available: c, input_gate"):
         layer_internals("LSTM", *args, names=["reset_gate"])
     with pytest.raises(UnrollError, match="needs c0; pass zeros of shape"):
-        layer_internals("LSTM", x, out[..., :HIDDEN], h0[0], None, *w, names=["c"])
+        layer_internals("LSTM", x, out[..., :HIDDEN], h0[0], None, w, names=["c"])
     with pytest.raises(UnrollError, match=r"Expected h0 of shape \(4, 5\)"):
-        layer_internals("LSTM", x, out[..., :HIDDEN], h0, c0[0], *w)
+        layer_internals("LSTM", x, out[..., :HIDDEN], h0, c0[0], w)
     with pytest.raises(ValueError, match="Expected x to be 3D"):
-        layer_internals("LSTM", x[0], out[..., :HIDDEN], h0[0], c0[0], *w)
+        layer_internals("LSTM", x[0], out[..., :HIDDEN], h0[0], c0[0], w)
     # Without c, no c0 is needed.
     assert list(
-        layer_internals("LSTM", x, out[..., :HIDDEN], h0[0], None, *w, names=["forget_gate"])
+        layer_internals("LSTM", x, out[..., :HIDDEN], h0[0], None, w, names=["forget_gate"])
     )
 
 
@@ -384,10 +377,13 @@ def test_cuda_matches_cpu(kind: str) -> None:
     module = make_module(kind, proj=2 if kind == "LSTM" else 0)
     x, out, h0, c0, lengths = run_module(module, True)
     n_out = out.shape[-1] // 2
-    cpu_args = [x, out[..., n_out:], h0[1], c0[1] if c0 is not None else None, *weights(module, 1)]
-    cpu = layer_internals(kind, *cpu_args, lengths=lengths, reverse=True)
+    w = weights(module, 1)
+    cpu_args = [x, out[..., n_out:], h0[1], c0[1] if c0 is not None else None]
+    cpu = layer_internals(kind, *cpu_args, w, lengths=lengths, reverse=True)
     gpu_args = [a.cuda() if a is not None else None for a in cpu_args]
-    gpu = layer_internals(kind, *gpu_args, lengths=lengths.cuda(), reverse=True)
+    gpu_w = DirectionWeights(*(getattr(w, f).cuda() if getattr(w, f) is not None else None
+                               for f in ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")))
+    gpu = layer_internals(kind, *gpu_args, gpu_w, lengths=lengths.cuda(), reverse=True)
     for name, v in cpu.items():
         assert gpu[name].device.type == "cuda"
         close(gpu[name].cpu(), v, 1e-10)

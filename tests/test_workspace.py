@@ -18,6 +18,7 @@ from torch import nn
 
 import seqacts
 from seqacts.capture import workspace
+from seqacts.capture.specs import DirectionWeights
 from seqacts.capture.unroll import layer_internals
 from seqacts.errors import WorkspaceWarning
 
@@ -75,8 +76,8 @@ def test_workspace_gates_equal_recomputed_gates(hidden):
     for d in range(2):
         w = [t.double() for t in weights[4 * d : 4 * d + 4]]
         h = out[..., d * hidden : (d + 1) * hidden].double()
-        expected = layer_internals("LSTM", x.double(), h, h0[d].double(), c0[d].double(), *w,
-                                   reverse=d == 1)
+        expected = layer_internals("LSTM", x.double(), h, h0[d].double(), c0[d].double(),
+                                   DirectionWeights(*w, None), reverse=d == 1)
         got = gates[d].flip(0) if d == 1 else gates[d]  # kernel order -> time order
         for j, name in enumerate(("input_gate", "forget_gate", "cell_gate", "output_gate")):
             np.testing.assert_allclose(got[..., j * hidden : (j + 1) * hidden].double(),
@@ -89,6 +90,29 @@ def test_bfloat16_workspace_holds_bfloat16_gates(hidden):
     _, x, h0, _, weights, ((out, _, _), gates) = _run_layer(hidden, False, torch.bfloat16)
     assert gates and gates[0].dtype == torch.bfloat16
     assert workspace.gates_match(gates[0], x, out, h0[0], *weights, reverse=False)
+
+
+@needs_onednn
+@pytest.mark.parametrize("misread", ["row_length", "offset", "gate_order", "last_sample"])
+def test_gates_match_rejects_misread_layouts(misread):
+    _, x, h0, _, weights, ((out, _, _), gates) = _run_layer(50, bidi=False)
+    rows = gates[0]
+    args = (x, out, h0[0], *weights)
+    assert workspace.gates_match(rows, *args, reverse=False)
+    steps, batch, width = rows.shape
+    ld = rows.stride(1)
+    if misread == "row_length":  # the padding rule without its extra 16 values
+        wrong = rows.as_strided(rows.shape, (batch * (ld - 16), ld - 16, 1))
+    elif misread == "offset":
+        wrong = rows.as_strided(rows.shape, rows.stride(), rows.storage_offset() + 1)
+    elif misread == "gate_order":  # f, i, g, o
+        hidden = width // 4
+        wrong = torch.cat([rows[..., hidden : 2 * hidden], rows[..., :hidden],
+                           rows[..., 2 * hidden :]], -1)
+    else:  # only the last sample of the last step misread
+        wrong = rows.clone()
+        wrong[-1, -1] = wrong[-1, 0]
+    assert not workspace.gates_match(wrong, *args, reverse=False)
 
 
 @needs_onednn

@@ -22,7 +22,7 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 from ..errors import OptionError
 from ..schema import INTERNALS, gate_order
 from .kernels import CellCall, StackCall
-from .specs import layer_weights
+from .specs import DirectionWeights, layer_weights
 from .unroll import empty, layer_internals, lstm_internals_from_gates
 
 __all__ = ["LayerRecord", "resolve_internals", "stack_internals", "cell_internals"]
@@ -185,8 +185,7 @@ def stack_internals(
                 )
                 continue
             values = layer_internals(
-                call.kind, x, out_h[:, :, d], h0_k[:, d], c0_k[:, d] if c0_k is not None else None,
-                w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr,
+                call.kind, x, out_h[:, :, d], h0_k[:, d], c0_k[:, d] if c0_k is not None else None, w,
                 lengths=dev_lengths, reverse=d == 1, names=wanted,
                 out={n: v[:, d] for n, v in extra.items()} if order is None else None,
                 c_edit=_for_direction(run.c_edit, d),
@@ -229,7 +228,7 @@ def cell_internals(call: CellCall, names: tuple[str, ...]) -> LayerRecord:
         parts = layer_internals(
             call.kind, call.input.unsqueeze(0).to(dtype), call.h.unsqueeze(0), call.h_prev.to(dtype),
             call.c_prev.to(dtype) if call.c_prev is not None else None,
-            w_ih, w_hh, b_ih, b_hh, None, names=wanted,
+            DirectionWeights(w_ih, w_hh, b_ih, b_hh, None), names=wanted,
         )
         extra = {n: v.reshape(v.shape[1], 1, 1, -1) for n, v in parts.items()}
         if "c" in extra and c is not None:

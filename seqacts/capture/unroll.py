@@ -18,6 +18,7 @@ from torch import Tensor
 from ..errors import UnrollError
 from ..schema import CELL_BASE_KIND, INTERNAL_ACTIVATION, INTERNALS, gate_order
 from .rows import Rows, batched, empty
+from .specs import DirectionWeights
 
 __all__ = ["UnrollError", "empty", "layer_internals", "lstm_internals_from_gates"]
 
@@ -40,11 +41,7 @@ def layer_internals(
     h: Tensor,
     h0: Tensor,
     c0: Tensor | None,
-    w_ih: Tensor,
-    w_hh: Tensor,
-    b_ih: Tensor | None,
-    b_hh: Tensor | None,
-    w_hr: Tensor | None = None,
+    weights: DirectionWeights,
     *,
     lengths: Tensor | None = None,
     reverse: bool = False,
@@ -68,7 +65,7 @@ def layer_internals(
     h0, c0
         Initial states, dims ``(batch, out)`` and ``(batch, hidden)``; ``c0`` only for LSTM
         (needed when ``"c"`` is requested).
-    w_ih, w_hh, b_ih, b_hh, w_hr
+    weights
         The direction's weights as PyTorch stores them; biases ``None`` for ``bias=False``;
         ``w_hr`` the LSTM projection when ``proj_size > 0`` (then ``out = proj_size``), only
         checked: ``h`` is already projected, and the gates need nothing else from it.
@@ -101,16 +98,18 @@ def layer_internals(
     base = CELL_BASE_KIND.get(kind, kind)
     wanted = _check_names(base, names)
     with torch.no_grad():
-        _check_shapes(base, x, h, h0, c0, w_ih, w_hh, w_hr, lengths, "c" in wanted)
-        hidden = w_ih.shape[0] // len(gate_order(base))
-        if out is None:
-            fresh = {n: empty((x.shape[0], x.shape[1], hidden), x) for n in wanted}
-            dest = {n: v.transpose(0, 1) for n, v in fresh.items()}
-        else:
-            _check_out(base, wanted, out, (x.shape[1], x.shape[0], hidden), x)
-            fresh, dest = {n: out[n] for n in wanted}, dict(out)
-        _internals(base, wanted, dest, x, h, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse,
-                   c_edit)  # fmt: skip
+        _check_shapes(base, x, h, (h0, c0), weights, lengths, "c" in wanted)
+        fresh, dest = _destinations(base, wanted, out, x, weights.w_ih.shape[0])
+        if x.shape[0] == 0:
+            return fresh
+        gates = _gates(base, wanted, dest, Rows(x, h, h0, lengths, reverse), weights)
+        invalid = _invalid_steps(lengths, x)
+        if "c" in wanted:
+            assert c0 is not None  # checked in _check_shapes
+            _cell_scan(gates, dest["c"], c0.to(x), invalid if reverse else None, reverse, c_edit)
+        if invalid is not None:
+            for n in wanted:
+                dest[n].masked_fill_(invalid, float("nan"))
         return fresh
 
 
@@ -197,14 +196,13 @@ def _check_shapes(
     kind: str,
     x: Tensor,
     h: Tensor,
-    h0: Tensor,
-    c0: Tensor | None,
-    w_ih: Tensor,
-    w_hh: Tensor,
-    w_hr: Tensor | None,
+    states: tuple[Tensor, Tensor | None],
+    weights: DirectionWeights,
     lengths: Tensor | None,
     needs_c0: bool,
 ) -> None:
+    """Check every tensor's shape against ``x``'s, ``h``'s and the weights'; ``states``: h0, c0."""
+    h0, c0 = states
     for name, t in (("x", x), ("h", h)):
         if t.dim() != 3:
             raise UnrollError(
@@ -212,15 +210,16 @@ def _check_shapes(
             )
     steps, batch, n_in = x.shape
     n_out = h.shape[2]
-    hidden = w_ih.shape[0] // len(gate_order(kind))
+    n_gates = len(gate_order(kind))
+    hidden = weights.w_ih.shape[0] // n_gates
     expected = {
         "h": ((steps, batch, n_out), h.shape),
         "h0": ((batch, n_out), h0.shape),
-        "w_ih": ((len(gate_order(kind)) * hidden, n_in), w_ih.shape),
-        "w_hh": ((len(gate_order(kind)) * hidden, n_out), w_hh.shape),
+        "w_ih": ((n_gates * hidden, n_in), weights.w_ih.shape),
+        "w_hh": ((n_gates * hidden, n_out), weights.w_hh.shape),
     }
-    if w_hr is not None:
-        expected["w_hr"] = ((n_out, hidden), w_hr.shape)
+    if weights.w_hr is not None:
+        expected["w_hr"] = ((n_out, hidden), weights.w_hr.shape)
     if needs_c0:
         if c0 is None:
             raise UnrollError(
@@ -233,7 +232,7 @@ def _check_shapes(
         if tuple(got) != want:
             raise UnrollError(
                 f"{kind}: Expected {name} of shape {want} (from x {tuple(x.shape)}, h "
-                f"{tuple(h.shape)}, w_ih {tuple(w_ih.shape)}), got {tuple(got)}"
+                f"{tuple(h.shape)}, w_ih {tuple(weights.w_ih.shape)}), got {tuple(got)}"
             )
 
 
@@ -255,36 +254,44 @@ def _check_out(
             )
 
 
-def _internals(
+def _destinations(
+    kind: str,
+    wanted: tuple[str, ...],
+    out: Mapping[str, Tensor] | None,
+    x: Tensor,
+    gate_rows: int,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """What to return, and where to write: ``(batch, time, hidden)`` views of it, any strides."""
+    hidden = gate_rows // len(gate_order(kind))
+    if out is None:
+        fresh = {n: empty((x.shape[0], x.shape[1], hidden), x) for n in wanted}
+        return fresh, {n: v.transpose(0, 1) for n, v in fresh.items()}
+    _check_out(kind, wanted, out, (x.shape[1], x.shape[0], hidden), x)
+    return {n: out[n] for n in wanted}, dict(out)
+
+
+def _gates(
     kind: str,
     wanted: tuple[str, ...],
     dest: dict[str, Tensor],
-    x: Tensor,
-    h: Tensor,
-    h0: Tensor,
-    c0: Tensor | None,
-    w_ih: Tensor,
-    w_hh: Tensor,
-    b_ih: Tensor | None,
-    b_hh: Tensor | None,
-    lengths: Tensor | None,
-    reverse: bool,
-    c_edit: Callable[[int, Tensor], Tensor] | None = None,
-) -> None:
-    """Write the ``wanted`` variables into ``dest``, dims ``(batch, time, hidden)``, any strides.
+    rows: Rows,
+    weights: DirectionWeights,
+) -> dict[str, Tensor]:
+    """The post-activation gates the ``wanted`` variables need, each written into ``dest``.
 
     Everything runs on ``(batch, time, ...)`` views, so a sample-major destination needs no
     transposing copy: each gate is one batched matmul written straight into its destination.
+    A gate that is not wanted itself gets a scratch buffer, except that the cell state's
+    destination holds the input gate's values when ``i`` is not wanted (the scan builds ``c``
+    over them).
     """
-    steps, batch, n_in = x.shape
+    x = rows.inputs
+    batch, steps = x.shape[:2]
     chunks = gate_order(kind)
-    hidden = w_ih.shape[0] // len(chunks)
-    if steps == 0:
-        return
+    hidden = weights.w_ih.shape[0] // len(chunks)
     needed = [g for g in chunks if any(g in NEEDS.get(n, (n,)) for n in wanted)]
     if "c" in wanted and "input_gate" not in wanted:
-        dest["input_gate"] = dest["c"]  # the scan builds c over i's values
-    rows = Rows(x, h, h0, lengths, reverse)
+        dest["input_gate"] = dest["c"]
 
     def block(w: Tensor, j: int) -> Tensor:
         return w[j * hidden : (j + 1) * hidden].to(x)
@@ -295,33 +302,30 @@ def _internals(
     gates: dict[str, Tensor] = {}
     for g in needed:
         j = chunks.index(g)
-        b_x = block(b_ih, j) if b_ih is not None else None
-        b_h = block(b_hh, j) if b_hh is not None else None
+        b_x = block(weights.b_ih, j) if weights.b_ih is not None else None
+        b_h = block(weights.b_hh, j) if weights.b_hh is not None else None
         target = dest[g] if g in dest else empty((batch, steps, hidden), x)
         if g == "new_gate":
             # GRU keeps the halves apart: n = tanh(W_in x + b_in + r * (W_hn h + b_hn)).
-            rows.hidden_affine(target, block(w_hh, j), b_h).mul_(gates["reset_gate"])
+            rows.hidden_affine(target, block(weights.w_hh, j), b_h).mul_(gates["reset_gate"])
             if b_x is not None:
                 target.add_(b_x)
-            gates[g] = target.baddbmm_(rows.inputs, batched(block(w_ih, j), batch)).tanh_()
+            gates[g] = target.baddbmm_(rows.inputs, batched(block(weights.w_ih, j), batch)).tanh_()
             continue
         bias = b_x + b_h if b_x is not None and b_h is not None else b_x if b_x is not None else b_h
-        gates[g] = rows.affine(target, block(w_ih, j), block(w_hh, j), bias)
+        gates[g] = rows.affine(target, block(weights.w_ih, j), block(weights.w_hh, j), bias)
         act = INPLACE_ACTIVATION[g]
         if act is not None:
             getattr(gates[g], act)()
-    del rows
+    return gates
 
-    invalid = None
-    if lengths is not None:
-        t = torch.arange(steps, device=x.device).unsqueeze(0)
-        invalid = (t >= lengths.to(x.device).unsqueeze(1)).unsqueeze(2)
-    if "c" in wanted:
-        assert c0 is not None  # checked in _check_shapes
-        _cell_scan(gates, dest["c"], c0.to(x), invalid if reverse else None, reverse, c_edit)
-    if invalid is not None:
-        for n in wanted:
-            dest[n].masked_fill_(invalid, float("nan"))
+
+def _invalid_steps(lengths: Tensor | None, x: Tensor) -> Tensor | None:
+    """Where ``t >= length``, dims ``(batch, time, 1)``; ``None`` when every step is valid."""
+    if lengths is None:
+        return None
+    t = torch.arange(x.shape[0], device=x.device).unsqueeze(0)
+    return (t >= lengths.to(x.device).unsqueeze(1)).unsqueeze(2)
 
 
 def _cell_scan(

@@ -66,22 +66,26 @@ def gates_match(
     b_hh: Tensor | None,
     reverse: bool,
 ) -> bool:
-    """Whether the kernel-order ``gates`` agree with a recomputation at its first, second and last step.
+    """Whether the kernel-order ``gates`` agree with a recomputation at a few rows.
 
-    ``x`` (time, batch, input) and ``h`` (time, batch, hidden) are time-ordered; the check is
-    in float32, with a tolerance far below the O(1) errors of a misread layout: 1e-4 (3e-2
-    for bfloat16 gates) plus 1e-6 of the sum of the products' magnitudes, for rounding in
-    large sums.
+    The rows checked are the first, second, middle and last sample at the kernel's first,
+    second and last step: a misread offset, row length or gate order shows in each of them,
+    and the check costs a few small products however large the batch. ``x`` (time, batch,
+    input) and ``h`` (time, batch, hidden) are time-ordered; the check is in float32, with a
+    tolerance far below the O(1) errors of a misread layout: 1e-4 (3e-2 for bfloat16 gates)
+    plus 1e-6 of the sum of the products' magnitudes, for rounding in large sums.
     """
-    steps = x.shape[0]
+    steps, batch = x.shape[:2]
     kernel_steps = sorted({0, min(1, steps - 1), steps - 1})
+    samples = sorted({0, min(1, batch - 1), batch // 2, batch - 1})
     times = [steps - 1 - s if reverse else s for s in kernel_steps]
     prev_times = [t + 1 if reverse else t - 1 for t in times]
     f32 = torch.float32
     h_prev = torch.stack(
-        [h0 if s == 0 else h[t] for s, t in zip(kernel_steps, prev_times, strict=True)]
+        [h0[samples] if s == 0 else h[t, samples] for s, t in zip(kernel_steps, prev_times, strict=True)]
     )
-    x_t, h_prev, w_ih, w_hh = x[times].to(f32), h_prev.to(f32), w_ih.to(f32), w_hh.to(f32)
+    x_t = x[times][:, samples].to(f32)
+    h_prev, w_ih, w_hh = h_prev.to(f32), w_ih.to(f32), w_hh.to(f32)
     pre = x_t @ w_ih.t() + h_prev @ w_hh.t()
     scale = x_t.abs() @ w_ih.abs().t() + h_prev.abs() @ w_hh.abs().t()
     for b in (b_ih, b_hh):
@@ -93,7 +97,7 @@ def gates_match(
         if act is not None:
             getattr(chunk, f"{act}_")()
     tol = (1e-4 if gates.dtype == f32 else 3e-2) + 1e-6 * scale
-    got = gates[kernel_steps].to(f32)
+    got = gates[kernel_steps][:, samples].to(f32)
     agree = ((got - pre).abs() <= tol) | (got.isnan() & pre.isnan())  # NaN inputs give NaN gates
     return bool(agree.all())
 
