@@ -126,3 +126,31 @@ def test_sequence_first_models_count_samples_along_dim_1(tmp_path) -> None:
     with pytest.raises(seqacts.InputError, match="along dim 1"):
         report(ds, tmp_path / "r", model=lstm, inputs=x[:, :5], score=lambda y: y[0].sum((0, 2)))
     assert not Path(tmp_path / "r").exists()
+
+
+def test_a_failing_report_keeps_the_earlier_scan_and_creates_nothing(data, tmp_path) -> None:
+    model, inputs, ds = data
+    report(ds, tmp_path, group="anomaly", model=model, inputs=inputs, score=score, top=1)
+    saved = (tmp_path / "ablation.nc").read_bytes()
+    model.train()
+    model.zero_grad()
+    score(model(inputs)).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    calls = []
+
+    def failing(y: torch.Tensor) -> torch.Tensor:  # the unedited score, then a failing scan
+        calls.append(y.shape)
+        if len(calls) > 1:
+            raise RuntimeError("score failed")
+        return score(y)
+
+    with pytest.raises(RuntimeError, match="score failed"):
+        report(ds, tmp_path, group="anomaly", model=model, inputs=inputs, score=failing, top=1)
+    assert (tmp_path / "ablation.nc").read_bytes() == saved
+    assert len(calls) == 2 and model.training
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads, strict=True))
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    with pytest.raises(Exception, match="no_such_group"):
+        report(ds, tmp_path / "new", group="no_such_group")
+    assert not (tmp_path / "new").exists()

@@ -166,10 +166,10 @@ def _open(path: str | os.PathLike, chunks: Any, kwargs: dict[str, Any]) -> xr.Da
         with warnings.catch_warnings():  # sample/length sit in bigger chunks than the data
             warnings.filterwarnings("ignore", "The specified chunks separate", UserWarning)
             return xr.open_dataset(store, chunks=chunks, **kwargs)
-    except (RuntimeError, AttributeError) as err:
+    except BaseException as err:
+        store.close()
         if not is_damage(err):
             raise
-        store.close()
         raise damaged_metadata(Path(path), err) from err
 
 
@@ -194,30 +194,36 @@ def rewrite_trimmed(path: Path) -> None:
     """Copy the committed part of ``path`` into a fresh, complete file (bounded memory).
 
     Needed only when a resumed run wrote less than the interrupted one had begun to write:
-    netCDF cannot shrink an unlimited dimension.
+    netCDF cannot shrink an unlimited dimension. On any failure (also ``KeyboardInterrupt``)
+    ``path`` is left as it was and the temporary copy is removed.
     """
     tmp = path.with_name(f".{path.name}.trim-{os.getpid()}")
-    entries = read_log(path)[2]
-    with xr.open_dataset(path, engine="netcdf4", cache=False) as src:
-        ds = _trim(src, warn=False)
-        packed = {
-            str(n): PACK_RANGES[str(n)]
-            for n, v in src.variables.items()
-            if v.encoding.get("dtype") == np.int16
-        }
-        attrs = {k: v for k, v in ds.attrs.items() if not k.startswith("seqacts_stream")}
-        rows = int(src["h"].encoding["chunksizes"][0])
-        create(tmp, ds.isel(sample=slice(0, 0)).assign_attrs(attrs),
-               json.loads(ds.attrs[OPTIONS]), packed, rows)
-        writer = Writer(tmp)
-        per_sample = sum(v.nbytes for v in ds.variables.values() if "sample" in v.dims)
-        step = max(1, 2**26 * ds.sizes["sample"] // max(per_sample, 1) // rows) * rows
-        for start in range(0, ds.sizes["sample"], step):
-            writer.append(ds.isel(sample=slice(start, start + step)).load())
-        with LOCK:
-            if writer.log is not None:
-                for k, entry in enumerate(entries):
-                    writer.log[k] = encode_entry(entry)
-            writer.nc.setncatts({BATCHES: int(ds.attrs[BATCHES]), COMPLETE: 1})
-        writer.close()
-    os.replace(tmp, path)
+    try:
+        entries = read_log(path)[2]
+        with xr.open_dataset(path, engine="netcdf4", cache=False) as src:
+            ds = _trim(src, warn=False)
+            packed = {
+                str(n): PACK_RANGES[str(n)]
+                for n, v in src.variables.items()
+                if v.encoding.get("dtype") == np.int16
+            }
+            attrs = {k: v for k, v in ds.attrs.items() if not k.startswith("seqacts_stream")}
+            rows = int(src["h"].encoding["chunksizes"][0])
+            create(tmp, ds.isel(sample=slice(0, 0)).assign_attrs(attrs),
+                   json.loads(ds.attrs[OPTIONS]), packed, rows)
+            writer = Writer(tmp)
+            try:
+                per_sample = sum(v.nbytes for v in ds.variables.values() if "sample" in v.dims)
+                step = max(1, 2**26 * ds.sizes["sample"] // max(per_sample, 1) // rows) * rows
+                for start in range(0, ds.sizes["sample"], step):
+                    writer.append(ds.isel(sample=slice(start, start + step)).load())
+                with LOCK:
+                    if writer.log is not None:
+                        for k, entry in enumerate(entries):
+                            writer.log[k] = encode_entry(entry)
+                    writer.nc.setncatts({BATCHES: int(ds.attrs[BATCHES]), COMPLETE: 1})
+            finally:
+                writer.close()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

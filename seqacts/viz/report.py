@@ -152,12 +152,15 @@ def _kinds_part(
     used = kinds_sections(page, ds, k, reference, ablation, top, scan=scan)
     if scan is not None and used is not None:
         used.to_netcdf(out / "ablation.nc")
+    else:
+        _remove_stale_scan(out, ablation)
     _compare_section(page, ds, k, top)
 
 
 def _remove_stale_scan(out: Path, ablation: xr.Dataset | None) -> None:
     """Remove an earlier run's ``ablation.nc`` unless it is the ``ablation=`` this report shows:
-    only a scan the report runs itself is saved there."""
+    only a scan the report runs itself is saved there. Called once the report's scan, if any,
+    has run, so a failing scan leaves the earlier file."""
     path = out / "ablation.nc"
     source = ablation.encoding.get("source") if ablation is not None else None
     if path.exists() and not (source and Path(source).resolve() == path.resolve()):
@@ -273,14 +276,13 @@ def report(
                 "report: model= ablates the units that respond to a group; pass group= (e.g. "
                 "group='is_anomaly')"
             )
+    k = resolve_kinds(ds, group, kinds, baseline) if group is not None else None
     out = _out_dir(out_dir)
-    _remove_stale_scan(out, ablation)
     page = Page(out)
     header = _header(ds)
     page.section("Layers")
     page.add(table(*summary_rows(summary(ds))))
-    if group is not None:
-        k = resolve_kinds(ds, group, kinds, baseline)
+    if k is not None:
         header += _legend(k)
         _kinds_part(page, ds, k, reference, ablation, scan, out, top)
     else:
@@ -291,4 +293,6 @@ def report(
     path = out / "report.html"
     title = title or f"seqacts report: {ds.attrs.get('model_class', 'model')}"
     path.write_text(page.render(title, header), encoding="utf-8")
+    if k is None:
+        _remove_stale_scan(out, ablation)
     return path
