@@ -40,7 +40,9 @@ def _scores(value: Any, n: int) -> np.ndarray:
     if arr.shape != (n,):
         raise EditError(
             f"score: expected one float per sample ({n}), got {arr.size} values; return e.g. "
-            "((y - x) ** 2).mean(dim=(1, 2)) for a batch-first output"
+            "((y - x) ** 2).mean(dim=(1, 2)) for a batch-first output. If the model takes its "
+            "batch along another dim than the one that gave n, say which with batch_dims= "
+            "(e.g. batch_dims={0: 1} for a sequence-first input)"
         )
     return arr
 
