@@ -99,6 +99,22 @@ def test_heads_on_views_of_two_earlier_runs_go_to_each_runs_rows_by_data_flow():
         np.testing.assert_array_equal(ds["head"].values[rows], seen["head"][call])
 
 
+def test_a_linked_call_whose_output_does_not_fit_its_chains_rows_is_left_nan_and_warned():
+    torch.manual_seed(9)
+    model = Tagger()
+    xs = [torch.randn(3, 6, 3), torch.randn(3, 6, 3)]
+
+    def first_sample_only() -> None:
+        for x in xs:
+            out, _ = model.lstm(model.embed(x))
+            model.head(out[0])  # a view of the output: linked, but 6 steps, not 3 rows
+
+    ds, told, _ = recorded(model, first_sample_only, ["head"], {})
+    assert np.isnan(ds["head"].values).all()
+    assert len(told) == 1
+    assert told[0].count("(6x2) has no axis of the row count of the chain its data flows") == 2
+
+
 class Seq2Seq(nn.Module):
     def __init__(self) -> None:
         super().__init__()
