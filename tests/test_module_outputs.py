@@ -99,22 +99,6 @@ def test_heads_on_views_of_two_earlier_runs_go_to_each_runs_rows_by_data_flow():
         np.testing.assert_array_equal(ds["head"].values[rows], seen["head"][call])
 
 
-def test_a_linked_call_whose_output_does_not_fit_its_chains_rows_is_left_nan_and_warned():
-    torch.manual_seed(9)
-    model = Tagger()
-    xs = [torch.randn(3, 6, 3), torch.randn(3, 6, 3)]
-
-    def first_sample_only() -> None:
-        for x in xs:
-            out, _ = model.lstm(model.embed(x))
-            model.head(out[0])  # a view of the output: linked, but 6 steps, not 3 rows
-
-    ds, told, _ = recorded(model, first_sample_only, ["head"], {})
-    assert np.isnan(ds["head"].values).all()
-    assert len(told) == 1
-    assert told[0].count("(6x2) has no axis of the row count of the chain its data flows") == 2
-
-
 class Seq2Seq(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -278,20 +262,25 @@ def test_a_module_taking_the_states_of_two_chains_is_left_nan_and_warned():
     assert told[0].count("its inputs come from several chains (3, 3 rows)") == 4
 
 
-def test_an_output_of_no_chains_size_is_left_nan_and_warned():
+@pytest.mark.parametrize(("batches", "reduce", "reason"), [
+    ((4, 3), lambda out: out.mean((0, 1)), "no axis of the row count of the chains that ran"),
+    # a view of the output: linked by data flow, but 6 steps, not 3 rows
+    ((3, 3), lambda out: out[0], "(6x2) has no axis of the row count of the chain its data flows"),
+])
+def test_an_output_of_no_chains_size_is_left_nan_and_warned(batches, reduce, reason):
     torch.manual_seed(5)
     model = Tagger()
-    xs = [torch.randn(4, 6, 3), torch.randn(3, 6, 3)]
+    xs = [torch.randn(n, 6, 3) for n in batches]
 
-    def pooled() -> None:
+    def reduced() -> None:
         for x in xs:
             out, _ = model.lstm(model.embed(x))
-            model.head(out.mean((0, 1)))  # one row for the whole batch
+            model.head(reduce(out))
 
-    ds, told, _ = recorded(model, pooled, ["head"], {})
-    assert ds.sizes["sample"] == 7
+    ds, told, _ = recorded(model, reduced, ["head"], {})
+    assert ds.sizes["sample"] == sum(batches)
     assert np.isnan(ds["head"].values).all()
-    assert len(told) == 1 and "no axis of the row count" in told[0]
+    assert len(told) == 1 and told[0].count(reason) == 2
 
 
 @pytest.mark.parametrize("runs", [1, 2])
