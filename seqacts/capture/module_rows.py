@@ -72,7 +72,7 @@ class Flow:
     calls: dict[str, list[tuple[frozenset[Storage], Storage | None]]] = field(default_factory=dict)
     alive: list[Tensor] = field(default_factory=list)
     _by_storage: tuple[int, dict[Storage, list[int]], dict[Storage, list[int]]] = field(
-        default=(0, {}, {}), init=False, repr=False)
+        default_factory=lambda: (0, {}, {}), init=False, repr=False)
 
     def _index(self) -> tuple[dict[Storage, list[int]], dict[Storage, list[int]]]:
         """Storage -> the kernel calls that took it as input, and those that returned it."""
