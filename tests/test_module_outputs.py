@@ -81,6 +81,50 @@ def test_loss_called_twice_puts_each_call_of_head_and_embed_in_its_chains_rows()
         np.testing.assert_array_equal(ds["embed"].values[rows], seen["embed"][call])
 
 
+def test_heads_on_views_of_two_earlier_runs_go_to_each_runs_rows_by_data_flow():
+    torch.manual_seed(7)
+    model = Tagger()
+    xs = [torch.randn(4, 6, 3), torch.randn(4, 6, 3)]
+
+    def both_then_heads() -> None:
+        outs = [model.lstm(model.embed(x))[0] for x in xs]
+        for out in outs:  # both runs before either head: order and size cannot tell
+            model.head(out[:, -1])
+
+    ds, told, seen = recorded(model, both_then_heads, ["head"], {"head": model.head})
+    assert told == []
+    assert "head.call" not in ds.dims
+    for call in (0, 1):
+        rows = chain_rows(ds, "lstm.l0", call)
+        np.testing.assert_array_equal(ds["head"].values[rows], seen["head"][call])
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.GRU(3, 4, batch_first=True)
+        self.embed = nn.Linear(2, 3)
+        self.decoder = nn.GRU(3, 4, batch_first=True)
+
+    def forward(self, src: torch.Tensor, targets: list[torch.Tensor]) -> list[torch.Tensor]:
+        _, h = self.encoder(src)  # once
+        return [self.decoder(self.embed(y), h)[0] for y in targets]  # embed before each run
+
+
+def test_an_embedding_run_before_each_of_two_decoder_runs_after_one_encoder_run_goes_to_each_run():
+    torch.manual_seed(8)
+    model = Seq2Seq()
+    src, targets = torch.randn(3, 5, 3), [torch.randn(3, 4, 2), torch.randn(3, 4, 2)]
+    ds, told, seen = recorded(model, lambda: model(src, targets), ["embed"], {"embed": model.embed})
+    assert [m for m in told if "module output" in m] == []  # (encoder and decoder rows differ)
+    runs = [chain_rows(ds, "decoder.l0", run) for run in (0, 1)]
+    assert len(runs[0]) == len(runs[1]) == 3 and set(runs[0]).isdisjoint(runs[1])
+    for run in (0, 1):
+        np.testing.assert_array_equal(ds["embed"].values[runs[run]], seen["embed"][run])
+    placed = ~np.isnan(ds["embed"].values).all(axis=tuple(range(1, ds["embed"].ndim)))
+    assert sorted(np.flatnonzero(placed).tolist()) == sorted([*runs[0], *runs[1]])
+
+
 def test_a_model_that_is_an_lstm_called_twice_places_its_time_major_output_per_call():
     torch.manual_seed(1)
     lstm = nn.LSTM(3, 4)  # time-major: output (T, B, H)
@@ -159,20 +203,36 @@ def test_a_head_on_draws_goes_to_the_draws_rows_by_its_batch_size():
     assert np.isnan(ds["head"].values[encoder]).all()
 
 
-def test_interleaved_chains_of_the_same_size_leave_the_head_nan_and_warn():
+def interleave(model: Decoder, q: torch.Tensor, d: torch.Tensor, feed) -> None:  # noqa: ANN001
+    """Step two chains of the same size in turn; run the head on ``feed(h_q, h_d)`` after each."""
+    sq = sd = None
+    for t in range(4):
+        sq = model.cell(q[:, t], sq)
+        sd = model.cell(d[:, t], sd)
+        for h in feed(sq[0], sd[0]):
+            model.head(h)
+
+
+def test_interleaved_chains_of_the_same_size_place_a_head_on_each_chains_state_by_data_flow():
     torch.manual_seed(4)
     model = Decoder()
     q, d = torch.randn(3, 4, 3), torch.randn(3, 4, 3)
-
-    def interleaved() -> None:
-        sq = sd = None
+    ds, told, seen = recorded(model, lambda: interleave(model, q, d, lambda a, b: (a, b)),
+                              ["head"], {"head": model.head})
+    assert told == []
+    assert ds.sizes["head.call"] == 4
+    for chain in (0, 1):
+        rows = chain_rows(ds, "cell", chain)
         for t in range(4):
-            sq = model.cell(q[:, t], sq)
-            sd = model.cell(d[:, t], sd)
-            model.head(sq[0])
-            model.head(sd[0])
+            np.testing.assert_array_equal(ds["head"].values[rows, t], seen["head"][2 * t + chain])
 
-    ds, told, _ = recorded(model, interleaved, ["head"], {})
+
+def test_interleaved_chains_of_the_same_size_leave_an_unlinked_head_nan_and_warn():
+    torch.manual_seed(4)
+    model = Decoder()
+    q, d = torch.randn(3, 4, 3), torch.randn(3, 4, 3)
+    ds, told, _ = recorded(model, lambda: interleave(model, q, d, lambda a, b: (a.clone(), b.clone())),
+                           ["head"], {})
     assert ds.sizes["sample"] == 6
     assert sorted(set(ds.call.values.ravel().tolist())) == [0, 1]
     assert np.isnan(ds["head"].values).all()
@@ -182,20 +242,45 @@ def test_interleaved_chains_of_the_same_size_leave_the_head_nan_and_warn():
     assert "one model(...) call per batch" in told[0] and "call coordinate" in told[0]
 
 
-def test_an_output_of_no_chains_size_is_left_nan_and_warned():
+def test_a_module_taking_the_states_of_two_chains_is_left_nan_and_warned():
+    torch.manual_seed(4)
+    model = Decoder()
+    model.join = nn.Bilinear(4, 4, 2)  # one output from both chains' states
+    q, d = torch.randn(3, 4, 3), torch.randn(3, 4, 3)
+
+    def joined() -> None:
+        sq = sd = None
+        for t in range(4):
+            sq = model.cell(q[:, t], sq)
+            sd = model.cell(d[:, t], sd)
+            model.join(sq[0], sd[0])
+
+    ds, told, _ = recorded(model, joined, ["join"], {})
+    assert ds["join"].shape == (6, 2)  # no call placed: no call axis
+    assert np.isnan(ds["join"].values).all()
+    assert len(told) == 1 and "'join' in group 0" in told[0]
+    assert told[0].count("its inputs come from several chains (3, 3 rows)") == 4
+
+
+@pytest.mark.parametrize(("batches", "reduce", "reason"), [
+    ((4, 3), lambda out: out.mean((0, 1)), "no axis of the row count of the chains that ran"),
+    # a view of the output: linked by data flow, but 6 steps, not 3 rows
+    ((3, 3), lambda out: out[0], "(6x2) has no axis of the row count of the chain its data flows"),
+])
+def test_an_output_of_no_chains_size_is_left_nan_and_warned(batches, reduce, reason):
     torch.manual_seed(5)
     model = Tagger()
-    xs = [torch.randn(4, 6, 3), torch.randn(3, 6, 3)]
+    xs = [torch.randn(n, 6, 3) for n in batches]
 
-    def pooled() -> None:
+    def reduced() -> None:
         for x in xs:
             out, _ = model.lstm(model.embed(x))
-            model.head(out.mean((0, 1)))  # one row for the whole batch
+            model.head(reduce(out))
 
-    ds, told, _ = recorded(model, pooled, ["head"], {})
-    assert ds.sizes["sample"] == 7
+    ds, told, _ = recorded(model, reduced, ["head"], {})
+    assert ds.sizes["sample"] == sum(batches)
     assert np.isnan(ds["head"].values).all()
-    assert len(told) == 1 and "no axis of the row count" in told[0]
+    assert len(told) == 1 and told[0].count(reason) == 2
 
 
 @pytest.mark.parametrize("runs", [1, 2])

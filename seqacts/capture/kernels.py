@@ -68,6 +68,8 @@ class StackCall:
     owner: object  # the module whose forward issued the call, when it was an nn.RNNBase's
     unsorted_indices: Tensor | None  # PackedSequence order to undo, read from that forward
     layers: list[LayerRun] = field(default_factory=list)
+    #: the stack's input ``x`` as the kernel received it (packed: its data)
+    input: Tensor | None = None
     #: the initial and returned states as the kernel saw them (h[, c]), for chaining calls
     state_in: tuple[Tensor, ...] = ()
     state_out: tuple[Tensor, ...] = ()
@@ -319,6 +321,7 @@ def _run_layerwise(
         has_projection=is_lstm and per_direction == weights_per_direction(a.has_biases, True),
         owner=owner,
         unsorted_indices=unsorted,
+        input=a.x,
     )
     keep_inputs = any(s.wants_inputs() for s in sinks)
     layer_input, results = a.x, []

@@ -3,15 +3,25 @@
 In a group whose layers hold one chain each (every plain ``model(x)``), every call of a module
 is placed from row 0, one ``<path>.call`` per call. In a group with several chains (``loss()``
 called twice, a model that is itself an RNN called twice, ...) the chains take rows of their
-own, and a module call is placed in the rows of one chain only when that is provable:
+own, and a module call is placed in the rows of one chain only when that is provable. The
+proof is data flow where there is any, else the order of calls and the batch sizes:
 
-* its *episode* is the recorded kernel calls next to it: for a module whose first call in the
-  group came before any kernel call (an embedding run before its RNN), those from this call up
-  to the module's next call (or the end of the group); for any other module (a head run on the
-  RNN's output), those from the module's previous call (or the start of the group) up to this
-  call;
-* of the row blocks of the chains those kernel calls went to, exactly one must have as many
-  rows as the output's first axis (or, when none has, its second: a time-major output).
+* *data flow* (proven): the call's output is the very storage a later recorded kernel call
+  took as its input (an embedding feeding an RNN), or one of its inputs is the storage an
+  earlier kernel call returned (a head on the RNN's output, also on a view of it such as
+  ``out[:, -1]``). Storages are compared only while both tensors are alive (:class:`Flow`
+  keeps them), so a reused address never links. When these links name one chain, the call
+  goes to its rows if the output has an axis of their row count; when they name several
+  chains, it is left NaN;
+* *order and size* (only without any link): the call's *episode* is the recorded kernel calls
+  next to it: for a module whose first call in the group came before any kernel call (an
+  embedding run before its RNN), those from this call up to the module's next call (or the
+  end of the group); for any other module (a head run on the RNN's output), those from the
+  module's previous call (or the start of the group) up to this call. Of the row blocks of
+  the chains those kernel calls went to, exactly one must have as many rows as the output's
+  first axis (or, when none has, its second: a time-major output). This rests on the order
+  alone: a module fed by a copy of one chain's output but run next to another chain of the
+  same size would be placed with that other chain.
 
 A call placed in a chain's rows takes that chain's next ``<path>.call``; a call that cannot be
 placed is left NaN and reported (:func:`unplaced_message`), never guessed.
@@ -19,16 +29,86 @@ placed is left NaN and reported (:func:`unplaced_message`), never guessed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 from torch import Tensor
 
 from .chains import Layout
 
-__all__ = ["Piece", "Unplaced", "place_outputs", "unplaced_message"]
+__all__ = ["Flow", "Piece", "Storage", "Unplaced", "place_outputs", "storage_of", "unplaced_message"]
 
 Piece = tuple[int | None, Tensor]  # first row (None: not placed, kept for its shape), output
+Storage = tuple[str, int]  # a tensor's device and the address of its storage
+
+
+def storage_of(t: Tensor) -> Storage | None:
+    """The device and storage address of ``t`` (shared by all its views); None when it has none.
+
+    Parameters
+    ----------
+    t : torch.Tensor
+        Any tensor.
+
+    Returns
+    -------
+    tuple of (str, int) or None
+        ``(device, address)``; None for an empty storage or a tensor without one.
+    """
+    try:
+        ptr = t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):
+        return None
+    return (str(t.device), ptr) if ptr else None
+
+
+@dataclass
+class Flow:
+    """Where the group's tensors live: each kernel call's input and output storage (in the
+    order of the trace), each module call's input storages and output storage, and the
+    tensors kept alive so that no compared address is reused during the group."""
+
+    kernels: list[tuple[Storage | None, Storage | None]] = field(default_factory=list)
+    calls: dict[str, list[tuple[frozenset[Storage], Storage | None]]] = field(default_factory=dict)
+    alive: list[Tensor] = field(default_factory=list)
+    _by_storage: tuple[int, dict[Storage, list[int]], dict[Storage, list[int]]] = field(
+        default_factory=lambda: (0, {}, {}), init=False, repr=False)
+
+    def _index(self) -> tuple[dict[Storage, list[int]], dict[Storage, list[int]]]:
+        """Storage -> the kernel calls that took it as input, and those that returned it."""
+        if self._by_storage[0] != len(self.kernels):
+            takers: dict[Storage, list[int]] = {}
+            makers: dict[Storage, list[int]] = {}
+            for i, (x, y) in enumerate(self.kernels):
+                if x is not None:
+                    takers.setdefault(x, []).append(i)
+                if y is not None:
+                    makers.setdefault(y, []).append(i)
+            self._by_storage = (len(self.kernels), takers, makers)
+        return self._by_storage[1], self._by_storage[2]
+
+    def add_kernel(self, x: Tensor | None, out: Tensor) -> None:
+        """Note a kernel call's input sequence ``x`` and its output, and keep the output alive."""
+        self.kernels.append((None if x is None else storage_of(x), storage_of(out)))
+        self.alive.append(out)
+
+    def add_call(self, key: str, inputs: Iterable[Tensor], out: Tensor) -> None:
+        """Note a module call's tensor inputs and its output ``out``, and keep ``out`` alive."""
+        ins = frozenset(s for s in map(storage_of, inputs) if s is not None)
+        self.calls.setdefault(key, []).append((ins, storage_of(out)))
+        self.alive.append(out)
+
+    def links(self, key: str, call: int, before: int) -> set[int]:
+        """The kernel calls (indices in the trace) that call ``call`` of ``key``, made after
+        ``before`` kernel calls, is linked to: later ones that took its output as input,
+        earlier ones whose output it took as an input."""
+        if key not in self.calls:
+            return set()
+        ins, out = self.calls[key][call]
+        takers, makers = self._index()
+        later = {i for i in takers.get(out, []) if i >= before} if out is not None else set()
+        earlier = {i for s in ins for i in makers.get(s, []) if i < before}
+        return later | earlier
 
 
 @dataclass(frozen=True)
@@ -45,6 +125,7 @@ def place_outputs(
     trace: Sequence[tuple[str, int]],
     outputs: dict[str, list[Tensor]],
     positions: dict[str, list[int]],
+    flow: Flow | None = None,
 ) -> tuple[dict[str, list[list[Piece]]], list[Unplaced]]:
     """Each module output's calls as ``<path>.call`` slots of pieces placed at their rows.
 
@@ -58,6 +139,9 @@ def place_outputs(
         Output name -> its tensors, one per call, in order.
     positions : dict
         Output name -> per call, how many kernel calls of ``trace`` came before it.
+    flow : Flow, optional
+        The storages of the group's kernel and module calls; its links place a call before
+        the order-and-size rule does. None: that rule alone.
 
     Returns
     -------
@@ -76,14 +160,21 @@ def place_outputs(
         taken: dict[int, int] = {}  # a row block's start -> calls placed in it so far
         out: list[list[Piece]] = []
         for k, t in enumerate(tensors):
-            if before:
-                episode = trace[pos[k - 1] if k else 0 : pos[k]]
+            linked = flow.links(key, k, pos[k]) if flow is not None else set()
+            if linked:
+                blocks = sorted({layout.rows[trace[i][0]][trace[i][1]] for i in linked})
+                fits = _fits(t, blocks) if len(blocks) == 1 else []
+                reason = "" if len(fits) == 1 else _linked_reason(t, blocks)
             else:
-                episode = trace[pos[k] : pos[k + 1] if k + 1 < len(pos) else len(trace)]
-            blocks = sorted({layout.rows[label][i] for label, i in episode})
-            fits = _fits(t, blocks)
-            if len(fits) != 1:
-                unplaced.append(Unplaced(key, k, _reason(t, blocks, len(fits), before)))
+                if before:
+                    episode = trace[pos[k - 1] if k else 0 : pos[k]]
+                else:
+                    episode = trace[pos[k] : pos[k + 1] if k + 1 < len(pos) else len(trace)]
+                blocks = sorted({layout.rows[label][i] for label, i in episode})
+                fits = _fits(t, blocks)
+                reason = "" if len(fits) == 1 else _reason(t, blocks, len(fits), before)
+            if reason:
+                unplaced.append(Unplaced(key, k, reason))
                 _slot(out, 0).append((None, t))
                 continue
             start, piece = fits[0]
@@ -119,6 +210,15 @@ def _reason(t: Tensor, blocks: list[tuple[int, int]], n_fits: int, before: bool)
     if n_fits == 0:
         return f"its output ({shape}) has no axis of the row count of the chains that ran {where} ({sizes})"
     return f"{n_fits} chains of its batch size ran {where} ({sizes} rows): which one it belongs to cannot be told"
+
+
+def _linked_reason(t: Tensor, blocks: list[tuple[int, int]]) -> str:
+    if len(blocks) > 1:
+        sizes = ", ".join(str(n) for _, n in blocks)
+        return f"its inputs come from several chains ({sizes} rows)"
+    shape = "x".join(map(str, t.shape)) or "scalar"
+    return (f"its output ({shape}) has no axis of the row count of the chain its data flows "
+            f"from or to ({blocks[0][1]})")
 
 
 def unplaced_message(unplaced: list[Unplaced], group: int, first: int, last: int) -> list[str]:

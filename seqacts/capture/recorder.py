@@ -29,7 +29,7 @@ from .assembly import Block, build_block, build_dataset
 from .chains import End, Linker, lay_out, split_messages
 from .diagnose import report_problems
 from .discovery import by_first_weight, recurrent_layers, select_layers, select_modules
-from .module_rows import place_outputs, unplaced_message
+from .module_rows import Flow, place_outputs, unplaced_message
 from .records import LayerRecord, cell_internals, resolve_internals, stack_internals
 from .specs import LayerSpec, nonlinearity
 
@@ -44,6 +44,7 @@ class _Group:
     outputs: dict[str, list[Tensor]] = field(default_factory=dict)
     positions: dict[str, list[int]] = field(default_factory=dict)  # kernel calls before each
     trace: list[tuple[str, int]] = field(default_factory=list)  # kernel calls: label, chain
+    flow: Flow = field(default_factory=Flow)  # storages of the trace's and the outputs' calls
 
 
 class Recorder:
@@ -121,7 +122,7 @@ class Recorder:
             return  # autograd recomputing a forward during backward (checkpointing)
         hit = self._outputs.get(id(module))
         if hit is not None and hit[1] is module:
-            self._record_output(hit[0], result)
+            self._record_output(hit[0], args, result)
         # after the output: the root's own output must land before _root_post closes the group
         if module is self.model and self._root_groups:
             self._root_post(module, args, result)
@@ -149,15 +150,17 @@ class Recorder:
             else:
                 self._close_group()
 
-    def _record_output(self, name: str, result: Any) -> None:
+    def _record_output(self, name: str, args: tuple[Any, ...], result: Any) -> None:
         tensors = _tensors_of(result)
         if not tensors:
             return
         group = self._current_group()
+        inputs = [t for a in args for t in _tensors_of(a)]
         for i, t in enumerate(tensors):
             key = name if len(tensors) == 1 else f"{name}[{i}]"
             group.outputs.setdefault(key, []).append(t.detach().clone())
             group.positions.setdefault(key, []).append(len(group.trace))
+            group.flow.add_call(key, inputs, t.detach())
 
     def _current_group(self) -> _Group:
         if self._group is None:
@@ -177,7 +180,8 @@ class Recorder:
             layout = lay_out([s.label for s in self.specs], linker,
                              {s.label: s.module_path for s in self.specs})
             linker.release()
-            outputs, unplaced = place_outputs(layout, group.trace, group.outputs, group.positions)
+            outputs, unplaced = place_outputs(layout, group.trace, group.outputs, group.positions,
+                                              group.flow)
             block = build_block(self.specs, layout, outputs, self.internals)
             if unplaced:
                 first = sum(b.n_samples for b in self._blocks)
@@ -227,7 +231,7 @@ class Recorder:
             records = [stack_internals(call, spec.index, unsorted, self.internals,
                                        escapes=spec.index == last) for spec in specs]
         for spec, rec in zip(specs, records, strict=True):
-            self._add(group, spec.label, rec)
+            self._add(group, spec.label, rec, call.input, call.layers[-1].output)
 
     def on_cell(self, call: kernels.CellCall) -> None:
         hit = self._resolve(call.weights[0], call.owner)
@@ -236,12 +240,14 @@ class Recorder:
         _, specs = hit
         with _no_autocast(call.h.device.type):
             rec = cell_internals(call, self.internals)
-        self._add(self._current_group(), specs[0].label, rec)
+        self._add(self._current_group(), specs[0].label, rec, call.input, call.h)
 
-    def _add(self, group: _Group, label: str, rec: LayerRecord) -> None:
+    def _add(self, group: _Group, label: str, rec: LayerRecord, x: Tensor | None,
+             out: Tensor) -> None:
         chain = group.linker.add(label, rec)
-        if self._outputs:  # the order of kernel and module calls places module outputs
+        if self._outputs:  # the order of kernel and module calls, and their data, place outputs
             group.trace.append((label, chain))
+            group.flow.add_kernel(x, out.detach())
 
     # -- results -------------------------------------------------------------------------------
     def to_dataset(self) -> xr.Dataset:
