@@ -23,8 +23,10 @@ def test_benchmark_prints_ratios(script, shows):
         capture_output=True, text=True, timeout=300, check=True,
     ).stdout
     assert "plain forward" in out and shows in out
+    # A ratio can print as 0.00x at these tiny sizes when one row stalls on a loaded machine:
+    # the test checks the table is printed, not the timings.
     ratios = [float(r) for r in re.findall(r"(\d+\.\d+)x", out)]
-    assert ratios and all(r > 0 for r in ratios)
+    assert len(ratios) >= 3 and all(r >= 0 for r in ratios)
 
 
 @pytest.mark.slow  # four subprocesses importing torch, on top of the streaming itself
