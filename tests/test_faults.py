@@ -28,6 +28,7 @@ import seqacts
 from seqacts import (
     CorruptFileError,
     DestinationError,
+    OutputExistsError,
     StreamBusyError,
     StreamMismatchError,
     StreamWriteError,
@@ -37,6 +38,7 @@ from seqacts import (
     verify,
 )
 from seqacts.cli import main
+from seqacts.io import destination
 
 HERE = Path(__file__).parent
 
@@ -434,3 +436,22 @@ def test_interrupted_trim_rewrite_keeps_the_file_and_removes_its_copy(
     reading.rewrite_trimmed(path)  # the copy's handle was closed: it can run again
     with open_dataset(path) as ds:
         same(ds.load(), expected(inputs(2, 8)))
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_a_file_created_meanwhile_is_never_overwritten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       hard_links: bool) -> None:
+    path = tmp_path / "race.nc"
+    real_link = os.link
+
+    def racing_link(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+        Path(dst).write_bytes(b"another process's file")  # it wins the race
+        if not hard_links:
+            raise OSError(errno.EPERM, "Operation not permitted")
+        real_link(src, dst)
+
+    monkeypatch.setattr(destination.os, "link", racing_link)
+    with pytest.raises(OutputExistsError, match="created by another process"):
+        extract_to_netcdf(model(), inputs(2), path, progress=False)
+    assert path.read_bytes() == b"another process's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["race.nc"]

@@ -79,15 +79,18 @@ def create_exclusive(path: Path, ds: xr.Dataset, options: dict[str, Any], model:
 def _link_new(tmp: Path, path: Path) -> None:
     """Put ``tmp`` at ``path`` unless something is there already."""
     try:
-        os.link(tmp, path)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:  # a filesystem without hard links: exclusive create, then rename over it
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            os.close(fd)
+            os.replace(tmp, path)
     except FileExistsError:
         raise OutputExistsError(
             errno.EEXIST, f"{path} was created by another process while this run started; "
             "pass overwrite=True to replace it, or resume=True to finish it", str(path)) from None
-    except OSError:  # a filesystem without hard links: exclusive create, then rename over it
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        os.close(fd)
-        os.replace(tmp, path)
 
 
 class Output:
