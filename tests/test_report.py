@@ -172,6 +172,21 @@ def test_report_without_groups_or_internals(tmp_path) -> None:
         assert str(value) in text
 
 
+def test_a_report_that_fails_while_built_changes_no_file(tmp_path, monkeypatch) -> None:
+    ds = _anomalies(n=12)
+    report(ds, tmp_path, group="is_anomaly")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert "report.html" in before and any(name.endswith(".png") for name in before)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a figure failed")
+
+    monkeypatch.setattr("seqacts.viz.report.plots.saturation", broken)
+    with pytest.raises(RuntimeError, match="a figure failed"):
+        report(_anomalies(n=12, seed=41), tmp_path, group="anomaly")  # other data and figures
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def test_report_reads_a_lazy_dataset_and_a_reference_dataset(tmp_path) -> None:
     ds = make_dataset(n_samples=12, seed=33)
     ds = ds.assign_coords(is_anomaly=("sample", np.arange(12) >= 8))

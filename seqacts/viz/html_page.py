@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,7 @@ class Page:
         self.toc: list[tuple[int, str, str]] = []
         self._anchors: set[str] = set()
         self._names: set[str] = set()
+        self.files: dict[str, bytes] = {}  # figure files, written by :meth:`save`
 
     def add(self, text: str) -> None:
         self.parts.append(text)
@@ -86,7 +88,7 @@ class Page:
         return anchor
 
     def figure(self, fig: Any, name: str, caption: str, lead: str = "") -> None:
-        """Save ``fig`` as ``name.png`` beside the page and embed it with its caption.
+        """Embed ``fig`` with its caption; :meth:`save` writes it as ``name.png`` beside the page.
 
         ``lead`` is HTML put before the (escaped) caption, e.g. a colour swatch.
         """
@@ -98,12 +100,26 @@ class Page:
         fig.savefig(buf, format="png", dpi=110)
         pyplot().close(fig)
         data = buf.getvalue()
-        (self.out_dir / f"{name}.png").write_bytes(data)
+        self.files[f"{name}.png"] = data
         b64 = base64.b64encode(data).decode("ascii")
         self.add(
             f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{b64}">'
             f"<figcaption>{lead}{html.escape(caption)}</figcaption></figure>"
         )
+
+    def save(self, name: str, title: str, header: str) -> Path:
+        """Write the figure files, then the page as ``name`` (under a temporary name, renamed
+        into place), so that a report that fails while being built changes no file."""
+        for file, data in self.files.items():
+            (self.out_dir / file).write_bytes(data)
+        path = self.out_dir / name
+        tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
+        try:
+            tmp.write_text(self.render(title, header), encoding="utf-8")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
 
     def render(self, title: str, header: str) -> str:
         """The whole document: title, ``header`` HTML, table of contents, then the sections."""

@@ -290,9 +290,8 @@ def report(
     _gates_section(page, ds)
     _dead_section(page, ds)
     _overview(page, ds, ds.encoding.get("source"))
-    path = out / "report.html"
     title = title or f"seqacts report: {ds.attrs.get('model_class', 'model')}"
-    path.write_text(page.render(title, header), encoding="utf-8")
+    path = page.save("report.html", title, header)
     if k is None:
         _remove_stale_scan(out, ablation)
     return path
