@@ -292,3 +292,25 @@ def test_one_chain_groups_keep_every_call_from_row_zero(runs):
                               {"head": model.head})
     assert told == [] and "call" not in ds.coords
     np.testing.assert_array_equal(ds["head"].values, np.concatenate(seen["head"]))
+
+
+class CopyingTagger(Tagger):
+    """The head reads a copy of the LSTM's output: no data flow links it to a layer."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(self.embed(x))
+        return self.head(out[:, -1].clone())
+
+
+def test_a_placement_by_order_and_size_alone_is_told():
+    torch.manual_seed(2)
+    model = CopyingTagger()
+    xs = [torch.randn(4, 6, 3), torch.randn(4, 6, 3)]
+    ds, told, seen = recorded(model, lambda: [model.loss(x) for x in xs], ["head"],
+                              {"head": model.head})
+    assert len(told) == 1 and "'head'" in told[0], told
+    assert "call 0 in rows 0..3; call 1 in rows 4..7" in told[0]
+    assert "placed by the order of the calls and the batch size alone" in told[0]
+    for chain in (0, 1):  # placed (by order, here rightly), and said to be unproven
+        rows = chain_rows(ds, "lstm.l0", chain)
+        np.testing.assert_array_equal(ds["head"].values[rows], seen["head"][chain])

@@ -101,23 +101,27 @@ class Flow:
     def links(self, key: str, call: int, before: int) -> set[int]:
         """The kernel calls (indices in the trace) that call ``call`` of ``key``, made after
         ``before`` kernel calls, is linked to: later ones that took its output as input,
-        earlier ones whose output it took as an input."""
+        earlier ones whose output it took as an input or returns itself (a module wrapping
+        the kernel, such as the ``nn.LSTM``)."""
         if key not in self.calls:
             return set()
         ins, out = self.calls[key][call]
         takers, makers = self._index()
         later = {i for i in takers.get(out, []) if i >= before} if out is not None else set()
         earlier = {i for s in ins for i in makers.get(s, []) if i < before}
-        return later | earlier
+        wrapped = {i for i in makers.get(out, []) if i < before} if out is not None else set()
+        return later | earlier | wrapped
 
 
 @dataclass(frozen=True)
 class Unplaced:
-    """A module output's call (counted from 0 in its group) that no chain's rows provably hold."""
+    """A module output's call (counted from 0 in its group) that no chain's rows provably hold:
+    left NaN, or (``placed``) placed by order and batch size alone, with no data-flow link."""
 
     key: str
     call: int
     reason: str
+    placed: bool = False
 
 
 def place_outputs(
@@ -148,7 +152,8 @@ def place_outputs(
     slots : dict
         Output name -> per ``<path>.call``, the pieces ``(first row, tensor)`` it holds.
     unplaced : list of Unplaced
-        The calls left NaN because no chain's rows provably hold them.
+        The calls left NaN because no chain's rows provably hold them, and (``placed``) those
+        placed by order and batch size alone although data flow was traced.
     """
     if layout.plain or not trace:
         return {key: [[(0, t)] for t in ts] for key, ts in outputs.items()}, []
@@ -178,6 +183,9 @@ def place_outputs(
                 _slot(out, 0).append((None, t))
                 continue
             start, piece = fits[0]
+            if not linked and flow is not None:
+                unplaced.append(Unplaced(key, k, f"rows {start}..{start + len(piece) - 1}",
+                                         placed=True))
             slot = taken.get(start, 0)
             taken[start] = slot + 1
             _slot(out, slot).append((start, piece))
@@ -222,19 +230,26 @@ def _linked_reason(t: Tensor, blocks: list[tuple[int, int]]) -> str:
 
 
 def unplaced_message(unplaced: list[Unplaced], group: int, first: int, last: int) -> list[str]:
-    """One message per module output with calls left NaN in a group (samples ``first..last``)."""
-    by_key: dict[str, list[Unplaced]] = {}
+    """One message per module output and kind of note in a group (samples ``first..last``):
+    calls left NaN, and calls placed by order and batch size alone."""
+    by_key: dict[tuple[bool, str], list[Unplaced]] = {}
     for u in unplaced:
-        by_key.setdefault(u.key, []).append(u)
+        by_key.setdefault((u.placed, u.key), []).append(u)
     messages = []
-    for key, items in by_key.items():
-        reasons = "; ".join(f"call {u.call}: {u.reason}" for u in items[:4])
-        more = f"; ... ({len(items)} calls)" if len(items) > 4 else ""
-        messages.append(
-            f"seqacts: module output {key!r} in group {group} (samples {first}..{last}), which "
-            f"holds several chains of calls: {reasons}{more}. These calls were left NaN rather "
-            "than placed in rows they may not belong to; run one model(...) call per batch, or "
-            "match the module's calls to rows with the layers' call coordinate (README, "
-            "'Other modules')"
-        )
+    for (placed, key), items in sorted(by_key.items(), key=lambda kv: kv[0], reverse=True):
+        sep = " in " if placed else ": "
+        notes = "; ".join(f"call {u.call}{sep}{u.reason}" for u in items[:4])
+        notes += f"; ... ({len(items)} calls)" if len(items) > 4 else ""
+        head = (f"seqacts: module output {key!r} in group {group} (samples {first}..{last}), "
+                f"which holds several chains of calls: {notes}")
+        messages.append(head + (_PLACED if placed else _LEFT_NAN))
     return messages
+
+
+_LEFT_NAN = (". These calls were left NaN rather than placed in rows they may not belong to; run "
+             "one model(...) call per batch, or match the module's calls to rows with the "
+             "layers' call coordinate (README, 'Other modules')")
+_PLACED = (", placed by the order of the calls and the batch size alone: no data flows between "
+           "these calls and a recorded layer (a copy, or a mix of outputs), so the placement is "
+           "not proven. Check it with the layers' call coordinate, or run one model(...) call "
+           "per batch (README, 'Other modules')")
