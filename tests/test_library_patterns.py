@@ -20,17 +20,9 @@ from torch import nn
 from torch.nn.utils import rnn as rnn_utils
 
 import seqacts
+from seqacts.schema import CELL_KERNELS, STACK_KERNELS
 
-KERNELS = (
-    "lstm",
-    "gru",
-    "rnn_tanh",
-    "rnn_relu",
-    "lstm_cell",
-    "gru_cell",
-    "rnn_tanh_cell",
-    "rnn_relu_cell",
-)
+KERNELS = (*STACK_KERNELS.values(), *CELL_KERNELS.values())
 
 
 def model_state(model: nn.Module) -> dict[str, object]:
