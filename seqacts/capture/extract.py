@@ -9,6 +9,7 @@ import torch
 import xarray as xr
 from torch import nn
 
+from ..keras import is_keras_model
 from ..options import Options
 from .recorder import Recorder
 from .training import warn_if_random
@@ -59,8 +60,15 @@ def extract(
     -------
     xarray.Dataset
         ``h`` (sample, layer, direction, time, unit); ``h_0``, ``h_n`` and for LSTMs ``c_0``,
-        ``c_n`` (sample, layer, direction, unit); internals with ``h``'s dims.
+        ``c_n`` (sample, layer, direction, unit); internals with ``h``'s dims. A Keras 3 model
+        is called as ``model(*args, training=False, **kwargs)`` and its dataset adds ``mask``
+        (sample, layer, time) and the ``keras_deviation`` coordinate (README, "Keras").
     """
+    if is_keras_model(model):
+        from ..keras.api import extract as keras_extract
+
+        return keras_extract(model, args, kwargs, layers=layers, internals=internals, time=time,
+                             modules=modules, grad=grad)
     warn_if_random(model)
     options = Options(layers=layers, internals=internals, time=time, modules=modules)
     return extract_with(model, options, args, kwargs, grad=grad)

@@ -22,6 +22,7 @@ from torch.nn.modules import module as torch_module
 from torch.nn.utils.rnn import PackedSequence
 
 from ..errors import RecordingError, RecordingWarning
+from ..keras import is_keras_model
 from ..options import Options
 from ..schema import base_kind
 from . import kernels
@@ -351,6 +352,12 @@ def record(
     Returns
     -------
     Recorder
-        A context manager; ``rec.to_dataset()`` returns the ``xarray.Dataset``.
+        A context manager; ``rec.to_dataset()`` returns the ``xarray.Dataset``. For a Keras 3
+        model, a :class:`seqacts.keras.recorder.KerasRecorder` with the same methods.
     """
+    if is_keras_model(model):
+        from ..keras.api import record as keras_record
+
+        return keras_record(model, Options(layers=layers, internals=internals, time=time,  # type: ignore[return-value]
+                                           modules=modules))
     return Recorder(model, Options(layers=layers, internals=internals, time=time, modules=modules))

@@ -22,6 +22,7 @@ from ..capture.discovery import by_first_weight, recurrent_layers
 from ..capture.extract import extract as record_extract
 from ..capture.specs import LayerSpec
 from ..errors import EditError, LayerSelectionError
+from ..keras import is_keras_model
 from ..options import Options
 from ..signatures import keywords_from
 from .edits import Edit, Plan, plan, step_flags
@@ -179,6 +180,10 @@ def _edit_list(edits: Edit | Iterable[Edit]) -> list[Edit]:
 
 def plans_for(model: nn.Module, edits: Edit | Iterable[Edit]) -> dict[str, list[Plan]]:
     """Check each edit against the layer it names; group the resolved plans by layer label."""
+    if is_keras_model(model):
+        from ..keras.api import interventions_unsupported
+
+        raise interventions_unsupported(model)
     specs = {s.label: s for _, ss in recurrent_layers(model) for s in ss}
     out: dict[str, list[Plan]] = {}
     for edit in _edit_list(edits):
@@ -236,5 +241,9 @@ def extract(model: nn.Module, *args: Any, edits: Edit | Sequence[Edit] | None = 
         direction, unit) and more; see :func:`seqacts.capture.extract.extract`.
     """
     planned = Options(edits=edits).edits
+    if planned and is_keras_model(model):
+        from ..keras.api import interventions_unsupported
+
+        raise interventions_unsupported(model)
     with intervene(model, list(planned)) if planned else nullcontext():
         return record_extract(model, *args, **kwargs)

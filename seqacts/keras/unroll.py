@@ -1,0 +1,233 @@
+"""Re-run one call of a Keras recurrent layer step by step through its cell, keeping every state.
+
+The loop is the one Keras' ``backend.rnn`` runs: the cell called per step on the step's input
+and the previous states (``cell(x_t, states, training=...)``), the new states kept only where
+the step is not masked (``where(mask_t, new, old)``), in reverse time order when the layer has
+``go_backwards``. The gates are then one batched product from the cell's own weights over the
+whole sequence, in the cell's order of operations (``implementation=2``). Values come back as
+NumPy arrays indexed by the *input's* time step (a backward run's step ``t`` is the state after
+reading ``x_t``), with the layer's own visible output recomputed alongside to be compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .kinds import CELL_KINDS, KERNEL_ORDER
+
+__all__ = ["CellRun", "LayerRun", "initial_states", "run_layer"]
+
+
+@dataclass
+class CellRun:
+    """One cell's values over one call, ``(sample, time, unit)`` in input-time order."""
+
+    h: np.ndarray
+    h0: np.ndarray  # (sample, unit)
+    hn: np.ndarray
+    c0: np.ndarray | None = None
+    cn: np.ndarray | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class LayerRun:
+    """One direction of one call: each cell's run, the step mask and the visible output."""
+
+    cells: list[CellRun]
+    mask: np.ndarray  # (sample, time) bool, input-time order
+    output: Any  # what the layer returns as its first output, recomputed (backend tensor)
+
+
+def _no_grad() -> AbstractContextManager[Any]:
+    import keras
+
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.no_grad()
+    return nullcontext()
+
+
+def _per_cell(states: Any, n_cells: int) -> list[list[Any]]:
+    from keras import tree
+
+    if n_cells == 1:
+        return [list(states) if tree.is_nested(states) else [states]]
+    return [list(s) if tree.is_nested(s) else [s] for s in states]
+
+
+def initial_states(rnn: Any, sequences: Any, given: Any) -> list[list[Any]]:
+    """The states ``rnn.call`` starts from, per cell (as ``RNN.call`` derives them).
+
+    Read *before* the call: a stateful layer overwrites its states with the new ones.
+    """
+    from keras import ops, tree
+
+    if given is None:
+        if rnn.stateful:
+            given = tree.map_structure(ops.copy, rnn.states)
+        else:
+            given = rnn.get_initial_state(batch_size=ops.shape(sequences)[0])
+    if not tree.is_nested(given):
+        given = [given]
+    given = tree.map_structure(
+        lambda s: ops.convert_to_tensor(s, dtype=rnn.cell.compute_dtype), list(given))
+    cells = rnn.cell.cells if type(rnn.cell).__name__ == "StackedRNNCells" else [rnn.cell]
+    return _per_cell(given, len(cells))
+
+
+def _where(keep: Any, new: Any, old: Any) -> Any:
+    from keras import ops
+
+    return ops.where(keep, new, old)
+
+
+def run_layer(rnn: Any, cells: Sequence[Any], x: Any, states: list[list[Any]], mask: Any,
+              training: bool, internals: tuple[str, ...]) -> LayerRun:
+    """Run ``rnn``'s recurrence over ``x`` (sample, time, feature) from ``states``.
+
+    ``mask`` is the call's mask (sample, time) or ``None``; ``internals`` the variables to add.
+    """
+    try:
+        return _run(rnn, cells, x, states, mask, training, internals)
+    finally:
+        rnn._maybe_reset_dropout_masks(rnn.cell)  # as RNN.call does: nothing left on the cell
+
+
+def _run(rnn: Any, cells: Sequence[Any], x: Any, states: list[list[Any]], mask: Any,
+         training: bool, internals: tuple[str, ...]) -> LayerRun:
+    from keras import ops, tree
+
+    with _no_grad():
+        n, steps = int(ops.shape(x)[0]), int(ops.shape(x)[1])
+        order = range(steps - 1, -1, -1) if rnn.go_backwards else range(steps)
+        masks = None
+        if mask is not None:
+            if tree.is_nested(mask):
+                mask = tree.flatten(mask)[0]
+            masks = ops.cast(ops.convert_to_tensor(mask), "bool")
+        start = [list(s) for s in states]
+        inputs: list[list[Any]] = [[] for _ in cells]
+        kept: list[list[list[Any]]] = [[] for _ in cells]
+        outputs: list[Any] = []
+        out_prev: Any = None
+        for t in order:
+            step = x[:, t]
+            new_states = []
+            for k, cell in enumerate(cells):
+                inputs[k].append(step)
+                kwargs = {"training": training} if getattr(cell, "_call_has_training_arg",
+                                                           False) else {}
+                step, new = cell(step, states[k], **kwargs)
+                new_states.append(list(new) if tree.is_nested(new) else [new])
+            if out_prev is None:
+                out_prev = ops.zeros_like(step)
+            if masks is not None:
+                keep = ops.expand_dims(masks[:, t], -1)
+                new_states = [[_where(keep, a, b) for a, b in zip(new, old, strict=True)]
+                              for new, old in zip(new_states, states, strict=True)]
+                zero = ops.zeros_like(step) if rnn.zero_output_for_mask else out_prev
+                step = _where(keep, step, zero)
+            states = new_states
+            out_prev = step
+            outputs.append(step)
+            for k in range(len(cells)):
+                kept[k].append(states[k])
+        visible = ops.stack(outputs, axis=1) if rnn.return_sequences else outputs[-1]
+        runs = [_cell_run(cell, inputs[k], kept[k], start[k], internals, rnn.go_backwards)
+                for k, cell in enumerate(cells)]
+        flags = (ops.convert_to_numpy(masks).astype(bool) if masks is not None
+                 else np.ones((n, steps), dtype=bool))
+    return LayerRun(runs, flags, visible)
+
+
+def _numpy(t: Any) -> np.ndarray:
+    from keras import ops
+
+    return np.asarray(ops.convert_to_numpy(t))
+
+
+def _cell_run(cell: Any, inputs: list[Any], kept: list[list[Any]], start: list[Any],
+              internals: tuple[str, ...], backwards: bool) -> CellRun:
+    """One cell's states (and internals) from the steps in processing order."""
+    from keras import ops
+
+    kind = CELL_KINDS[type(cell).__name__]
+    h_seq = ops.stack([s[0] for s in kept], axis=1)
+    c_seq = ops.stack([s[1] for s in kept], axis=1) if kind == "LSTM" else None
+    extra: dict[str, Any] = {}
+    wanted = [n for n in internals if n in KERNEL_ORDER[kind] or (n == "c" and kind == "LSTM")]
+    if c_seq is not None and "c" in wanted:
+        extra["c"] = c_seq
+    gates = [n for n in wanted if n != "c"]
+    if gates:
+        x_seq = ops.stack(inputs, axis=1)
+        h_prev = ops.concatenate([ops.expand_dims(start[0], 1), h_seq[:, :-1]], axis=1)
+        extra.update({k: v for k, v in gate_values(cell, kind, x_seq, h_prev).items()
+                      if k in gates})
+
+    def forward_time(t: Any) -> np.ndarray:
+        a = _numpy(t)
+        return a[:, ::-1] if backwards else a
+
+    return CellRun(
+        h=forward_time(h_seq), h0=_numpy(start[0]), hn=_numpy(kept[-1][0]),
+        c0=_numpy(start[1]) if kind == "LSTM" else None,
+        cn=_numpy(kept[-1][1]) if kind == "LSTM" else None,
+        extra={name: np.ascontiguousarray(forward_time(v)) for name, v in extra.items()},
+    )
+
+
+def gate_values(cell: Any, kind: str, x: Any, h_prev: Any) -> dict[str, Any]:
+    """Every gate of ``cell`` at every step, ``(sample, time, unit)``, from its weights.
+
+    ``x`` holds each step's input and ``h_prev`` the state the step started from, both in
+    processing order; the operations are the cell's own (``implementation=2``) over all steps.
+    """
+    from keras import ops
+
+    units = int(cell.units)
+    if kind == "LSTM":
+        z = ops.matmul(x, cell.kernel)
+        z = ops.add(z, ops.matmul(h_prev, cell.recurrent_kernel))
+        if cell.use_bias:
+            z = ops.add(z, cell.bias)
+        z0, z1, z2, z3 = ops.split(z, 4, axis=-1)
+        ra = cell.recurrent_activation
+        return {"input_gate": ra(z0), "forget_gate": ra(z1), "cell_gate": cell.activation(z2),
+                "output_gate": ra(z3)}
+    if kind == "GRU":
+        input_bias = recurrent_bias = None
+        if cell.use_bias:
+            if not cell.reset_after:
+                input_bias = cell.bias
+            else:
+                input_bias, recurrent_bias = (
+                    ops.squeeze(e, axis=0) for e in ops.split(cell.bias, cell.bias.shape[0], axis=0))
+        matrix_x = ops.matmul(x, cell.kernel)
+        if input_bias is not None:
+            matrix_x = ops.add(matrix_x, input_bias)
+        x_z, x_r, x_h = ops.split(matrix_x, 3, axis=-1)
+        if cell.reset_after:
+            inner = ops.matmul(h_prev, cell.recurrent_kernel)
+            if recurrent_bias is not None:
+                inner = inner + recurrent_bias
+        else:
+            inner = ops.matmul(h_prev, cell.recurrent_kernel[:, : 2 * units])
+        z = cell.recurrent_activation(x_z + inner[..., :units])
+        r = cell.recurrent_activation(x_r + inner[..., units : 2 * units])
+        if cell.reset_after:
+            rec_h = r * inner[..., 2 * units :]
+        else:
+            rec_h = ops.matmul(r * h_prev, cell.recurrent_kernel[:, 2 * units :])
+        return {"update_gate": z, "reset_gate": r, "new_gate": cell.activation(x_h + rec_h)}
+    a = ops.matmul(x, cell.kernel)
+    if cell.bias is not None:
+        a = ops.add(a, cell.bias)
+    return {"preactivation": a + ops.matmul(h_prev, cell.recurrent_kernel)}
