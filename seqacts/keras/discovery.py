@@ -47,6 +47,7 @@ def _cells(rnn: Any) -> list[Any] | None:
 def _entry(layer: Any, path: str) -> KerasLayer | None:
     from keras.layers import RNN, Bidirectional
 
+    rnns: tuple[Any, ...]
     if isinstance(layer, Bidirectional):
         rnns = (layer.forward_layer, layer.backward_layer)
     elif isinstance(layer, RNN):

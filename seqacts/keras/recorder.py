@@ -243,7 +243,9 @@ class KerasRecorder:
                 f"seqacts.record(model) as rec:` block before calling rec.to_dataset(){traced}; "
                 f"selected layers: {', '.join(s.label for s in self.specs)}")
         facts = model_facts(self.model)
-        ds = build_dataset(self.specs, self._blocks, self.internals, facts, self.time)
+        # provenance reads the model's class and named_parameters(): ModelFacts has both
+        ds = build_dataset(self.specs, self._blocks, self.internals, facts,  # type: ignore[arg-type]
+                           self.time)
         ds = finish_dataset(ds, self.entries, self.specs, self._masks, self._deviation, facts)
         if self._failures:
             ds.attrs["failed_layers"] = " ".join(self._failures)

@@ -20,7 +20,7 @@ import numpy as np
 
 from .kinds import CELL_KINDS, KERNEL_ORDER
 
-__all__ = ["CellRun", "LayerRun", "initial_states", "run_layer"]
+__all__ = ["CellRun", "LayerRun", "initial_states", "run_layer", "torch_fused_lstm"]
 
 
 @dataclass
@@ -95,6 +95,8 @@ def run_layer(rnn: Any, cells: Sequence[Any], x: Any, states: list[list[Any]], m
     ``mask`` is the call's mask (sample, time) or ``None``; ``internals`` the variables to add.
     """
     try:
+        if mask is None and torch_fused_lstm(rnn):
+            return _run_torch_lstm(rnn, x, states[0], internals)
         return _run(rnn, cells, x, states, mask, training, internals)
     finally:
         rnn._maybe_reset_dropout_masks(rnn.cell)  # as RNN.call does: nothing left on the cell
@@ -231,3 +233,68 @@ def gate_values(cell: Any, kind: str, x: Any, h_prev: Any) -> dict[str, Any]:
     if cell.bias is not None:
         a = ops.add(a, cell.bias)
     return {"preactivation": a + ops.matmul(h_prev, cell.recurrent_kernel)}
+
+
+def torch_fused_lstm(rnn: Any) -> bool:
+    """Whether an unmasked call of ``rnn`` takes the torch backend's own LSTM loop.
+
+    ``keras.layers.LSTM`` hands the whole sequence to ``backend.lstm`` first; on the torch
+    backend off CUDA that runs ``_fallback_lstm``: the input projections of all steps in one
+    product, then per step ``z = x_proj[t] + h @ recurrent_kernel``.
+    """
+    import keras
+
+    return (keras.backend.backend() == "torch" and isinstance(rnn, keras.layers.LSTM)
+            and rnn.use_cudnn in ("auto", True) and not rnn.recurrent_dropout
+            and not _on_cuda(rnn.cell.kernel))
+
+
+def _on_cuda(variable: Any) -> bool:
+    from keras import ops
+
+    return str(getattr(ops.convert_to_tensor(variable), "device", "cpu")).startswith("cuda")
+
+
+def _run_torch_lstm(rnn: Any, x: Any, start: list[Any], internals: tuple[str, ...]) -> LayerRun:
+    """``_fallback_lstm``'s operations, in its order, keeping every step's gates and states."""
+    import torch
+    from keras import ops
+
+    cell = rnn.cell
+    with torch.no_grad():
+        kernel = ops.convert_to_tensor(cell.kernel)
+        recurrent = ops.convert_to_tensor(cell.recurrent_kernel)
+        bias = ops.convert_to_tensor(cell.bias) if cell.use_bias else None
+        inputs = ops.convert_to_tensor(x).to(kernel.dtype)
+        if rnn.go_backwards:
+            inputs = torch.flip(inputs, dims=[1])
+        x_proj = torch.matmul(inputs.permute(1, 0, 2), kernel)
+        if bias is not None:
+            x_proj = x_proj + bias
+        h, c = (ops.convert_to_tensor(s).to(kernel.dtype) for s in start)
+        act, rec = cell.activation, cell.recurrent_activation
+        keep: dict[str, list[Any]] = {n: [] for n in ("h", "c", *KERNEL_ORDER["LSTM"])}
+        for t in range(x_proj.shape[0]):
+            z = x_proj[t] + torch.matmul(h, recurrent)
+            z_i, z_f, z_c, z_o = torch.chunk(z, 4, dim=1)
+            c = rec(z_f) * c + rec(z_i) * act(z_c)
+            h = rec(z_o) * act(c)
+            keep["h"].append(h)
+            keep["c"].append(c)
+            if any(n in internals for n in KERNEL_ORDER["LSTM"]):
+                for name, part, f in (("input_gate", z_i, rec), ("forget_gate", z_f, rec),
+                                      ("cell_gate", z_c, act), ("output_gate", z_o, rec)):
+                    keep[name].append(f(part))
+
+        def series(name: str) -> np.ndarray:
+            a = torch.stack(keep[name], dim=1).cpu().numpy()
+            return np.ascontiguousarray(a[:, ::-1] if rnn.go_backwards else a)
+
+        visible = torch.stack(keep["h"], dim=1) if rnn.return_sequences else h
+        run = CellRun(
+            h=series("h"), h0=_numpy(start[0]), hn=h.cpu().numpy(), c0=_numpy(start[1]),
+            cn=c.cpu().numpy(),
+            extra={n: series(n) for n in internals if n in KERNEL_ORDER["LSTM"] or n == "c"},
+        )
+    n, steps = int(x_proj.shape[1]), int(x_proj.shape[0])
+    return LayerRun([run], np.ones((n, steps), dtype=bool), visible)

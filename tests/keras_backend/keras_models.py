@@ -237,10 +237,13 @@ def test_nested_records_and_exceptions_clean_up():
         with seqacts.record(model):
             raise ValueError("boom")
     assert "call" not in vars(layer) and "call" not in vars(model)
-    with pytest.raises(seqacts.RecordingError, match="nothing was recorded"):
-        with seqacts.record(model) as rec:
-            model.predict(x, verbose=0)
-        rec.to_dataset()
+    with seqacts.record(model) as rec:
+        model.predict(x, verbose=0)  # compiled on tensorflow and jax: traced, not run
+    if BACKEND == "torch":  # the torch backend's predict runs the layers eagerly
+        assert rec.to_dataset().sizes["sample"] == 3
+    else:
+        with pytest.raises(seqacts.RecordingError, match="only traced"):
+            rec.to_dataset()
     assert "call" not in vars(layer)
 
 
