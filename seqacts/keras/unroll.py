@@ -97,6 +97,14 @@ def run_layer(rnn: Any, cells: Sequence[Any], x: Any, states: list[list[Any]], m
     try:
         if mask is None and torch_fused_lstm(rnn):
             return _run_torch_lstm(rnn, x, states[0], internals)
+        import keras
+
+        if keras.backend.backend() == "jax" and not rnn.unroll:
+            from .unroll_jax import jax_fused_gru, run_fused_gru, run_scan
+
+            if jax_fused_gru(rnn, mask):
+                return run_fused_gru(rnn, x, states[0], internals)
+            return run_scan(rnn, cells, x, states, mask, training, internals)
         return _run(rnn, cells, x, states, mask, training, internals)
     finally:
         rnn._maybe_reset_dropout_masks(rnn.cell)  # as RNN.call does: nothing left on the cell
@@ -160,16 +168,24 @@ def _cell_run(cell: Any, inputs: list[Any], kept: list[list[Any]], start: list[A
     """One cell's states (and internals) from the steps in processing order."""
     from keras import ops
 
-    kind = CELL_KINDS[type(cell).__name__]
     h_seq = ops.stack([s[0] for s in kept], axis=1)
-    c_seq = ops.stack([s[1] for s in kept], axis=1) if kind == "LSTM" else None
+    c_seq = ops.stack([s[1] for s in kept], axis=1) if len(kept[0]) > 1 else None
+    return cell_run(cell, ops.stack(inputs, axis=1), h_seq, c_seq, start, internals, backwards)
+
+
+def cell_run(cell: Any, x_seq: Any, h_seq: Any, c_seq: Any, start: list[Any],
+             internals: tuple[str, ...], backwards: bool) -> CellRun:
+    """One cell's run from its per-step inputs, ``h`` and ``c`` (sample, time, unit), in
+    processing order, and the states it started from."""
+    from keras import ops
+
+    kind = CELL_KINDS[type(cell).__name__]
     extra: dict[str, Any] = {}
     wanted = [n for n in internals if n in KERNEL_ORDER[kind] or (n == "c" and kind == "LSTM")]
     if c_seq is not None and "c" in wanted:
         extra["c"] = c_seq
     gates = [n for n in wanted if n != "c"]
     if gates:
-        x_seq = ops.stack(inputs, axis=1)
         h_prev = ops.concatenate([ops.expand_dims(start[0], 1), h_seq[:, :-1]], axis=1)
         extra.update({k: v for k, v in gate_values(cell, kind, x_seq, h_prev).items()
                       if k in gates})
@@ -179,9 +195,9 @@ def _cell_run(cell: Any, inputs: list[Any], kept: list[list[Any]], start: list[A
         return a[:, ::-1] if backwards else a
 
     return CellRun(
-        h=forward_time(h_seq), h0=_numpy(start[0]), hn=_numpy(kept[-1][0]),
+        h=forward_time(h_seq), h0=_numpy(start[0]), hn=_numpy(h_seq[:, -1]),
         c0=_numpy(start[1]) if kind == "LSTM" else None,
-        cn=_numpy(kept[-1][1]) if kind == "LSTM" else None,
+        cn=_numpy(c_seq[:, -1]) if c_seq is not None else None,
         extra={name: np.ascontiguousarray(forward_time(v)) for name, v in extra.items()},
     )
 
