@@ -22,6 +22,7 @@ from .analysis.step_distance import step_distance
 from .analysis.summary import summary, summary_table
 from .errors import (
     ArgumentTypeError,
+    CellStateError,
     CorruptFileError,
     DatasetMismatchError,
     DatasetNotFoundError,
@@ -30,6 +31,7 @@ from .errors import (
     GroupError,
     IncompleteStreamWarning,
     InputError,
+    KindError,
     LayerSelectionError,
     MissingVariableError,
     NoRecurrentModuleError,
@@ -53,6 +55,7 @@ from .schema import INTERNALS, KINDS
 
 if TYPE_CHECKING:
     from .capture.discovery import layers
+    from .capture.modules import register_cell
     from .capture.recorder import Recorder, record
     from .interventions.context import Intervention, extract, intervene
     from .interventions.edits import Edit, ablate, patch
@@ -91,6 +94,7 @@ _LAZY: dict[str, str] = {
     "report": "seqacts.viz.report",
     "verify": "seqacts.io.integrity",
     "write_stream": "seqacts.io.write",
+    "register_cell": "seqacts.capture.modules",
 }
 
 __all__ = [
@@ -153,6 +157,9 @@ __all__ = [
     "summary_table",
     "verify",
     "write_stream",
+    "CellStateError",
+    "KindError",
+    "register_cell",
 ]
 
 

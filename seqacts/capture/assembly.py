@@ -47,8 +47,8 @@ class Block:
 
 
 def _geometry(specs: Sequence[LayerSpec]) -> tuple[int, int, bool]:
-    n_dir = max(s.n_directions for s in specs)
-    width = max(max(s.n_units, s.n_cell_units) for s in specs)
+    n_dir = max((s.n_directions for s in specs), default=1)
+    width = max((max(s.n_units, s.n_cell_units) for s in specs), default=0)
     any_lstm = any(has_cell_state(s.kind) for s in specs)
     return n_dir, width, any_lstm
 
@@ -253,17 +253,19 @@ def _concat(blocks: Sequence[Block], name: str, n_steps: int) -> np.ndarray:
         return first
     total = sum(b.n_samples for b in blocks)
     dtype = np.result_type(*[b.arrays[name].dtype for b in blocks])
-    shape = (total, *first.shape[1:])
+    # a Python cell's width is known from its first call, which may come in a later block
+    width = max(b.arrays[name].shape[-1] for b in blocks)
+    shape = (total, *first.shape[1:-1], width)
     if first.ndim == 5:
-        shape = (total, first.shape[1], first.shape[2], n_steps, first.shape[4])
+        shape = (total, first.shape[1], first.shape[2], n_steps, width)
     out = np.full(shape, np.nan, dtype=dtype)
     start = 0
     for b in blocks:
         arr = b.arrays[name]
         if arr.ndim == 5:
-            out[start : start + b.n_samples, :, :, : arr.shape[3], :] = arr
+            out[start : start + b.n_samples, :, :, : arr.shape[3], : arr.shape[4]] = arr
         else:
-            out[start : start + b.n_samples] = arr
+            out[start : start + b.n_samples, ..., : arr.shape[-1]] = arr
         start += b.n_samples
     return out
 
@@ -363,7 +365,17 @@ def build_dataset(
     model: nn.Module,
     time: Sequence[Any] | None,
 ) -> xr.Dataset:
-    """Concatenate blocks along ``sample`` and label everything (see the README's schema)."""
+    """Concatenate blocks along ``sample`` and label everything (see the README's schema).
+
+    Without any layer (only ``modules=`` outputs recorded) the dataset has their variables and
+    ``sample`` only.
+    """
+    if not specs:
+        ds = xr.Dataset(coords={"sample": np.arange(sum(b.n_samples for b in blocks))},
+                        attrs=_provenance(model, internals))
+        for name, var in _output_variables(blocks, {"sample"}).items():
+            ds[name] = var
+        return ds
     n_dir, width, _ = _geometry(specs)
     n_steps = max(b.n_steps for b in blocks)
     data_vars: dict[str, Any] = {}
