@@ -22,6 +22,7 @@ from ..errors import RecordingError
 from ..options import Options
 from ..schema import base_kind
 from . import kernels
+from .calls import CellCall, StackCall
 from .cells import CellWatch
 from .discovery import (
     by_first_weight,
@@ -195,7 +196,7 @@ class Recorder:
         for label in labels:
             self._recording.fail(label, error)
 
-    def on_stack(self, call: kernels.StackCall) -> None:
+    def on_stack(self, call: StackCall) -> None:
         hit = self._resolve(call.weights[0], call.owner)
         if hit is None or call.layers[0].output.numel() == 0:  # 0 samples: nothing to record
             return
@@ -208,7 +209,7 @@ class Recorder:
         for spec, rec in zip(specs, records, strict=True):
             self._add(group, spec.label, rec, call.input, call.layers[-1].output)
 
-    def on_cell(self, call: kernels.CellCall) -> None:
+    def on_cell(self, call: CellCall) -> None:
         hit = self._resolve(call.weights[0], call.owner)
         if hit is None or call.h.numel() == 0:  # 0 samples: nothing to record
             return

@@ -22,7 +22,7 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 from ..errors import OptionError
 from ..kinds import kind_spec, registered_kinds
 from ..schema import gate_order
-from .kernels import CellCall, StackCall
+from .calls import CellCall, StackCall
 from .specs import DirectionWeights, layer_weights
 from .unroll import empty, layer_internals, lstm_internals_from_gates
 
