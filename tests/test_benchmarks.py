@@ -41,6 +41,17 @@ def test_stream_benchmark_prints_throughput_checksums_and_memory():
     assert out.count("write peak RSS") == 2 and "reduction peak RSS" in out
 
 
+@pytest.mark.slow  # one subprocess per Keras backend, each importing keras
+def test_keras_benchmark_prints_a_row_per_backend():
+    pytest.importorskip("keras")
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_keras.py"), "--quick", "--repeats", "1"],
+        capture_output=True, text=True, timeout=600, check=True,
+    ).stdout
+    assert "model.predict" in out and "seqacts.extract" in out
+    assert re.search(r"\| (tensorflow|torch|jax) \| [\d.]+ ms, 1.00x", out), out
+
+
 def test_analysis_memory_benchmark_prints_its_table():
     out = subprocess.run(
         [sys.executable, str(BENCHMARKS / "bench_analysis_memory.py"), "--quick"],
@@ -48,3 +59,13 @@ def test_analysis_memory_benchmark_prints_its_table():
     ).stdout
     for name in ("summary", "dead_units", "report"):
         assert re.search(rf"\| {name} \| \d+ MB, [\d.]+ s \|", out), out
+
+
+@pytest.mark.slow  # five subprocesses, on top of writing the file
+def test_windows_benchmark_prints_its_table():
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_windows.py"), "--quick"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    for name in ("open only", "match, default threshold", "match, threshold=0", "top_windows"):
+        assert re.search(rf"\| {re.escape(name)}[^|]* \| \d+ MB[^|]* \| [\d.]+ s \| \d+ \|", out), out

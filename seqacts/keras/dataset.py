@@ -4,40 +4,17 @@ the layer's own output, Keras' equations in the variables' descriptions, and pro
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from ..capture.specs import LayerSpec
-from ..errors import OptionError
+from ..kinds.keras_kinds import MASK_DOC, description, is_gru_cell
 from .discovery import KerasLayer
-from .kinds import KERAS_DOCS, KERAS_INTERNALS, description
 
-__all__ = ["ModelFacts", "finish_dataset", "model_facts", "resolve_internals"]
-
-
-def resolve_internals(internals: bool | str | Collection[str] | None,
-                      kinds: set[str]) -> tuple[str, ...]:
-    """Validate ``internals=`` against the Keras kinds recorded; return the variable names."""
-    if internals is None or internals is False:
-        return ()
-    applicable = list(dict.fromkeys(n for k in sorted(kinds) for n in KERAS_INTERNALS[k]))
-    if internals is True:
-        return tuple(applicable)
-    wanted = [internals] if isinstance(internals, str) else list(internals)
-    every = {n for names in KERAS_INTERNALS.values() for n in names}
-    unknown = [n for n in wanted if n not in every]
-    if unknown:
-        raise OptionError(f"internals: unknown variable {', '.join(map(repr, unknown))}; choose "
-                          f"from {', '.join(sorted(every))} (or pass internals=True for all)")
-    missing = [n for n in wanted if n not in applicable]
-    if missing:
-        raise OptionError(
-            f"internals: {', '.join(map(repr, missing))} does not exist for the selected layers "
-            f"(kinds {', '.join(sorted(kinds))}); available: {', '.join(applicable)}")
-    return tuple(dict.fromkeys(wanted))
+__all__ = ["ModelFacts", "finish_dataset", "model_facts"]
 
 
 class _Weight:
@@ -69,7 +46,7 @@ def model_facts(model: Any) -> ModelFacts:
 
 def _gru_variants(entries: Sequence[KerasLayer]) -> set[bool]:
     return {bool(c.reset_after) for e in entries for c in e.cells
-            if type(c).__name__ == "GRUCell"}
+            if is_gru_cell(type(c).__name__)}
 
 
 def finish_dataset(ds: xr.Dataset, entries: Sequence[KerasLayer], specs: Sequence[LayerSpec],
@@ -80,12 +57,8 @@ def finish_dataset(ds: xr.Dataset, entries: Sequence[KerasLayer], specs: Sequenc
 
     steps = ds.sizes["time"]
     mask = np.concatenate([np.pad(m, ((0, 0), (0, 0), (0, steps - m.shape[2]))) for m in masks])
-    ds["mask"] = xr.Variable(("sample", "layer", "time"), mask, {
-        "long_name": KERAS_DOCS["mask"],
-        "description": "1 where the layer ran the step, 0 where Keras' mask skipped it: there "
-                       "h (and c) hold the state carried from the last unmasked step, the gates "
-                       "what the cell computed and Keras discarded",
-    })
+    ds["mask"] = xr.Variable(("sample", "layer", "time"), mask,
+                             {"long_name": MASK_DOC[0], "description": MASK_DOC[1]})
     ds = ds.assign_coords(keras_deviation=("layer", deviation.astype(np.float64)))
     ds["keras_deviation"].attrs.update(
         long_name="largest difference from the layer's own output",

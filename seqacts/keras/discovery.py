@@ -14,7 +14,7 @@ from typing import Any
 
 from ..capture.specs import LayerSpec
 from ..errors import ArgumentTypeError, LayerSelectionError, NoRecurrentModuleError
-from .kinds import CELL_KINDS
+from ..kinds.keras_kinds import CELL_KINDS
 
 __all__ = ["KerasLayer", "keras_layers", "recurrent_layers", "select_layers"]
 

@@ -22,12 +22,13 @@ import xarray as xr
 
 from ..capture.assembly import Block, build_block, build_dataset
 from ..capture.chains import Linker, lay_out
-from ..capture.records import LayerRecord
+from ..capture.records import LayerRecord, resolve_internals
 from ..errors import OptionError, RecordingError, RecordingWarning
 from ..options import Options
-from .dataset import finish_dataset, model_facts, resolve_internals
+from .dataset import finish_dataset, model_facts
 from .discovery import KerasLayer, recurrent_layers, select_layers
-from .unroll import CellRun, LayerRun, initial_states, run_layer
+from .runs import CellRun, LayerRun
+from .unroll import initial_states, run_layer
 
 __all__ = ["KerasRecorder"]
 

@@ -13,35 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .kinds import CELL_KINDS, KERNEL_ORDER
+from ..kinds.keras_kinds import KERAS_LSTM, KERNEL_ORDER
+from .runs import CellRun, LayerRun, cell_run, numpy_of
 
-__all__ = ["CellRun", "LayerRun", "initial_states", "run_layer", "torch_fused_lstm"]
-
-
-@dataclass
-class CellRun:
-    """One cell's values over one call, ``(sample, time, unit)`` in input-time order."""
-
-    h: np.ndarray
-    h0: np.ndarray  # (sample, unit)
-    hn: np.ndarray
-    c0: np.ndarray | None = None
-    cn: np.ndarray | None = None
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-@dataclass
-class LayerRun:
-    """One direction of one call: each cell's run, the step mask and the visible output."""
-
-    cells: list[CellRun]
-    mask: np.ndarray  # (sample, time) bool, input-time order
-    output: Any  # what the layer returns as its first output, recomputed (backend tensor)
+__all__ = ["initial_states", "run_layer", "torch_fused_lstm"]
 
 
 def _no_grad() -> AbstractContextManager[Any]:
@@ -152,15 +131,9 @@ def _run(rnn: Any, cells: Sequence[Any], x: Any, states: list[list[Any]], mask: 
         visible = ops.stack(outputs, axis=1) if rnn.return_sequences else outputs[-1]
         runs = [_cell_run(cell, inputs[k], kept[k], start[k], internals, rnn.go_backwards)
                 for k, cell in enumerate(cells)]
-        flags = (ops.convert_to_numpy(masks).astype(bool) if masks is not None
+        flags = (ops.convert_tonumpy_of(masks).astype(bool) if masks is not None
                  else np.ones((n, steps), dtype=bool))
     return LayerRun(runs, flags, visible)
-
-
-def _numpy(t: Any) -> np.ndarray:
-    from keras import ops
-
-    return np.asarray(ops.convert_to_numpy(t))
 
 
 def _cell_run(cell: Any, inputs: list[Any], kept: list[list[Any]], start: list[Any],
@@ -171,84 +144,6 @@ def _cell_run(cell: Any, inputs: list[Any], kept: list[list[Any]], start: list[A
     h_seq = ops.stack([s[0] for s in kept], axis=1)
     c_seq = ops.stack([s[1] for s in kept], axis=1) if len(kept[0]) > 1 else None
     return cell_run(cell, ops.stack(inputs, axis=1), h_seq, c_seq, start, internals, backwards)
-
-
-def cell_run(cell: Any, x_seq: Any, h_seq: Any, c_seq: Any, start: list[Any],
-             internals: tuple[str, ...], backwards: bool) -> CellRun:
-    """One cell's run from its per-step inputs, ``h`` and ``c`` (sample, time, unit), in
-    processing order, and the states it started from."""
-    from keras import ops
-
-    kind = CELL_KINDS[type(cell).__name__]
-    extra: dict[str, Any] = {}
-    wanted = [n for n in internals if n in KERNEL_ORDER[kind] or (n == "c" and kind == "LSTM")]
-    if c_seq is not None and "c" in wanted:
-        extra["c"] = c_seq
-    gates = [n for n in wanted if n != "c"]
-    if gates:
-        h_prev = ops.concatenate([ops.expand_dims(start[0], 1), h_seq[:, :-1]], axis=1)
-        extra.update({k: v for k, v in gate_values(cell, kind, x_seq, h_prev).items()
-                      if k in gates})
-
-    def forward_time(t: Any) -> np.ndarray:
-        a = _numpy(t)
-        return a[:, ::-1] if backwards else a
-
-    return CellRun(
-        h=forward_time(h_seq), h0=_numpy(start[0]), hn=_numpy(h_seq[:, -1]),
-        c0=_numpy(start[1]) if kind == "LSTM" else None,
-        cn=_numpy(c_seq[:, -1]) if c_seq is not None else None,
-        extra={name: np.ascontiguousarray(forward_time(v)) for name, v in extra.items()},
-    )
-
-
-def gate_values(cell: Any, kind: str, x: Any, h_prev: Any) -> dict[str, Any]:
-    """Every gate of ``cell`` at every step, ``(sample, time, unit)``, from its weights.
-
-    ``x`` holds each step's input and ``h_prev`` the state the step started from, both in
-    processing order; the operations are the cell's own (``implementation=2``) over all steps.
-    """
-    from keras import ops
-
-    units = int(cell.units)
-    if kind == "LSTM":
-        z = ops.matmul(x, cell.kernel)
-        z = ops.add(z, ops.matmul(h_prev, cell.recurrent_kernel))
-        if cell.use_bias:
-            z = ops.add(z, cell.bias)
-        z0, z1, z2, z3 = ops.split(z, 4, axis=-1)
-        ra = cell.recurrent_activation
-        return {"input_gate": ra(z0), "forget_gate": ra(z1), "cell_gate": cell.activation(z2),
-                "output_gate": ra(z3)}
-    if kind == "GRU":
-        input_bias = recurrent_bias = None
-        if cell.use_bias:
-            if not cell.reset_after:
-                input_bias = cell.bias
-            else:
-                input_bias, recurrent_bias = (
-                    ops.squeeze(e, axis=0) for e in ops.split(cell.bias, cell.bias.shape[0], axis=0))
-        matrix_x = ops.matmul(x, cell.kernel)
-        if input_bias is not None:
-            matrix_x = ops.add(matrix_x, input_bias)
-        x_z, x_r, x_h = ops.split(matrix_x, 3, axis=-1)
-        if cell.reset_after:
-            inner = ops.matmul(h_prev, cell.recurrent_kernel)
-            if recurrent_bias is not None:
-                inner = inner + recurrent_bias
-        else:
-            inner = ops.matmul(h_prev, cell.recurrent_kernel[:, : 2 * units])
-        z = cell.recurrent_activation(x_z + inner[..., :units])
-        r = cell.recurrent_activation(x_r + inner[..., units : 2 * units])
-        if cell.reset_after:
-            rec_h = r * inner[..., 2 * units :]
-        else:
-            rec_h = ops.matmul(r * h_prev, cell.recurrent_kernel[:, 2 * units :])
-        return {"update_gate": z, "reset_gate": r, "new_gate": cell.activation(x_h + rec_h)}
-    a = ops.matmul(x, cell.kernel)
-    if cell.bias is not None:
-        a = ops.add(a, cell.bias)
-    return {"preactivation": a + ops.matmul(h_prev, cell.recurrent_kernel)}
 
 
 def torch_fused_lstm(rnn: Any) -> bool:
@@ -289,7 +184,7 @@ def _run_torch_lstm(rnn: Any, x: Any, start: list[Any], internals: tuple[str, ..
             x_proj = x_proj + bias
         h, c = (ops.convert_to_tensor(s).to(kernel.dtype) for s in start)
         act, rec = cell.activation, cell.recurrent_activation
-        keep: dict[str, list[Any]] = {n: [] for n in ("h", "c", *KERNEL_ORDER["LSTM"])}
+        keep: dict[str, list[Any]] = {n: [] for n in ("h", "c", *KERNEL_ORDER[KERAS_LSTM])}
         for t in range(x_proj.shape[0]):
             z = x_proj[t] + torch.matmul(h, recurrent)
             z_i, z_f, z_c, z_o = torch.chunk(z, 4, dim=1)
@@ -297,7 +192,7 @@ def _run_torch_lstm(rnn: Any, x: Any, start: list[Any], internals: tuple[str, ..
             h = rec(z_o) * act(c)
             keep["h"].append(h)
             keep["c"].append(c)
-            if any(n in internals for n in KERNEL_ORDER["LSTM"]):
+            if any(n in internals for n in KERNEL_ORDER[KERAS_LSTM]):
                 for name, part, f in (("input_gate", z_i, rec), ("forget_gate", z_f, rec),
                                       ("cell_gate", z_c, act), ("output_gate", z_o, rec)):
                     keep[name].append(f(part))
@@ -308,9 +203,9 @@ def _run_torch_lstm(rnn: Any, x: Any, start: list[Any], internals: tuple[str, ..
 
         visible = torch.stack(keep["h"], dim=1) if rnn.return_sequences else h
         run = CellRun(
-            h=series("h"), h0=_numpy(start[0]), hn=h.cpu().numpy(), c0=_numpy(start[1]),
+            h=series("h"), h0=numpy_of(start[0]), hn=h.cpu().numpy(), c0=numpy_of(start[1]),
             cn=c.cpu().numpy(),
-            extra={n: series(n) for n in internals if n in KERNEL_ORDER["LSTM"] or n == "c"},
+            extra={n: series(n) for n in internals if n in KERNEL_ORDER[KERAS_LSTM] or n == "c"},
         )
     n, steps = int(x_proj.shape[1]), int(x_proj.shape[0])
     return LayerRun([run], np.ones((n, steps), dtype=bool), visible)

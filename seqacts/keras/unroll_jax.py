@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .unroll import LayerRun, cell_run
+from .runs import LayerRun, cell_run
 
 __all__ = ["jax_fused_gru", "run_fused_gru", "run_scan"]
 
