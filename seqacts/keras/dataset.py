@@ -49,6 +49,12 @@ def _gru_variants(entries: Sequence[KerasLayer]) -> set[bool]:
             if is_gru_cell(type(c).__name__)}
 
 
+def _activation_name(cell: Any, name: str) -> str:
+    """The name of a cell's activation (``""`` when the cell has none of that role)."""
+    fn = getattr(cell, name, None)
+    return "" if fn is None else str(getattr(fn, "__name__", type(fn).__name__))
+
+
 def finish_dataset(ds: xr.Dataset, entries: Sequence[KerasLayer], specs: Sequence[LayerSpec],
                    masks: Sequence[np.ndarray], deviation: np.ndarray,
                    facts: ModelFacts) -> xr.Dataset:
@@ -64,6 +70,11 @@ def finish_dataset(ds: xr.Dataset, entries: Sequence[KerasLayer], specs: Sequenc
         long_name="largest difference from the layer's own output",
         description="max |layer output - seqacts' re-run of the recurrence| over the recorded "
                     "calls; 0 where bitwise equal (README, 'Keras')")
+    cells = {s.label: e.cells[s.index] for e in entries for s in e.specs}
+    for name in ("activation", "recurrent_activation"):
+        ds = ds.assign_coords({name: ("layer", [_activation_name(cells[s.label], name)
+                                                for s in specs])})
+        ds[name].attrs["description"] = f"the Keras cell's {name} (README, 'Keras')"
     kinds = {s.kind for s in specs}
     variants = _gru_variants(entries)
     for name in ds.data_vars:

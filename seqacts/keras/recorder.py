@@ -325,5 +325,7 @@ def _deviation(entry: KerasLayer, runs: list[LayerRun], result: Any) -> float:
         if a_np.shape != b_np.shape:
             raise RecordingError(f"{entry.path}: the re-run's output has shape {b_np.shape}, the "
                                  f"layer's {a_np.shape}")
-        worst = max(worst, float(np.max(np.abs(a_np - b_np), initial=0.0)))
+        same = (a_np == b_np) | (np.isnan(a_np) & np.isnan(b_np))  # NaN in, NaN out: equal
+        diff = np.where(same, 0.0, np.abs(a_np - b_np))
+        worst = max(worst, float(np.max(np.nan_to_num(diff, nan=np.inf), initial=0.0)))
     return worst

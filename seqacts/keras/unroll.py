@@ -131,7 +131,7 @@ def _run(rnn: Any, cells: Sequence[Any], x: Any, states: list[list[Any]], mask: 
         visible = ops.stack(outputs, axis=1) if rnn.return_sequences else outputs[-1]
         runs = [_cell_run(cell, inputs[k], kept[k], start[k], internals, rnn.go_backwards)
                 for k, cell in enumerate(cells)]
-        flags = (ops.convert_tonumpy_of(masks).astype(bool) if masks is not None
+        flags = (ops.convert_to_numpy(masks).astype(bool) if masks is not None
                  else np.ones((n, steps), dtype=bool))
     return LayerRun(runs, flags, visible)
 
