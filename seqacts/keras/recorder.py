@@ -63,6 +63,9 @@ class KerasRecorder:
         if options.modules:
             raise OptionError("modules: recording other layers' outputs is PyTorch-only for now; "
                               "for a Keras model record its outputs with model(x) itself")
+        if getattr(options, "cells", None):
+            raise OptionError("cells: Python cells are recorded in PyTorch models only; a Keras "
+                              "model's LSTM/GRU/SimpleRNN layers are found by themselves")
         self.model = model
         self.options = options
         self.entries: list[KerasLayer] = select_layers(model, options.layers)

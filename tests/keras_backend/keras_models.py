@@ -278,8 +278,8 @@ def test_cli_keras_file(tmp_path):
     np.testing.assert_array_equal(back["h"].values, expected["h"].values)
     lam = keras.Sequential([keras.Input((7, 4)), L.Lambda(lambda v: v * 2), L.LSTM(3)])
     lam.save(tmp_path / "lambda.keras")
-    cmd[2] = str(tmp_path / "lambda.keras")
-    cmd[6] = str(tmp_path / "lambda.nc")
+    cmd[cmd.index(str(tmp_path / "model.keras"))] = str(tmp_path / "lambda.keras")
+    cmd[cmd.index(str(tmp_path / "acts.nc"))] = str(tmp_path / "lambda.nc")
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Lambda" in done.stderr
