@@ -505,3 +505,26 @@ def test_an_error_inside_the_block_leaves_the_recorder_usable(quiet: object) -> 
         model(x)  # a later forward is its own group, recorded whole
     ds = rec.to_dataset()
     assert ds.sizes["sample"] == N and ds.sizes["time"] == T
+
+
+def test_layers_are_in_module_order_and_an_empty_batch_records_nothing(quiet: object) -> None:
+    class CellFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cell = DecayGRUCell(N_IN, H)
+            self.rnn = nn.GRU(H, H, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h, hs = x.new_zeros(x.shape[0], H), []
+            for t in range(x.shape[1]):
+                h = self.cell(x[:, t], h)
+                hs.append(h)
+            return self.rnn(torch.stack(hs, 1))[0]
+
+    model = CellFirst()
+    ds = seqacts.extract(model, torch.rand(N, T, 2 * N_IN), cells={"cell": "h"})
+    assert list(ds["layer"].values) == ["cell", "rnn.l0"]
+    with seqacts.record(model, cells={"cell": "h"}) as rec:
+        model.cell(torch.rand(0, 2 * N_IN), torch.zeros(0, H))
+        model(torch.rand(N, T, 2 * N_IN))
+    assert rec.to_dataset().sizes["sample"] == N

@@ -51,14 +51,14 @@ class Recorder:
         found = recurrent_layers(model, required=not (options.modules or cells))
         selected = [(m, specs) for m, specs in select_layers(model, options.layers, found)
                     if id(m) not in hooked_ids]  # cells= takes a module off the kernel path
-        hooked = [(m, s) for m, specs in selected for s in specs if s.hooked] + [
-            (m, specs[0]) for m, specs in cells]
+        order = {id(m): i for i, m in enumerate(model.modules())}
+        selected = sorted([*selected, *cells], key=lambda hit: order[id(hit[0])])
+        hooked = [(m, s) for m, specs in selected for s in specs if s.hooked]
         watched = [(m, specs) for m, specs in selected if not specs[0].hooked]
-        self.specs: list[LayerSpec] = [s for _, specs in selected for s in specs] + [
-            specs[0] for _, specs in cells]
+        self.specs: list[LayerSpec] = [s for _, specs in selected for s in specs]
         self.internals: tuple[str, ...] = resolve_internals(
             options.internals,
-            {base_kind(s.kind, nonlinearity(m)) for m, specs in [*selected, *cells] for s in specs},
+            {base_kind(s.kind, nonlinearity(m)) for m, specs in selected for s in specs},
         )
         self.time = options.time
         self._watched = watched

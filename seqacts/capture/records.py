@@ -241,7 +241,7 @@ def step_record(h_prev: Tensor, c_prev: Tensor | None, h: Tensor, c: Tensor | No
                 extra: dict[str, Tensor]) -> LayerRecord:
     """The record of one step of a cell from the (detached) states it received and returned,
     each ``(N, W)``; ``extra`` holds its internals, ``(N, 1, 1, W)``."""
-    h_rec = h.clone().reshape(h.shape[0], 1, 1, -1)
+    h_rec = h.clone().reshape(h.shape[0], 1, 1, h.shape[-1])
     return LayerRecord(
         h=h_rec,
         h0=h_prev.clone().unsqueeze(1),
