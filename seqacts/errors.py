@@ -38,6 +38,7 @@ __all__ = [
     "WorkspaceWarning",
     "KindError",
     "CellStateError",
+    "WorkspaceLayoutError",
 ]
 
 
@@ -152,6 +153,11 @@ class CellStateError(SeqactsError, TypeError):
 
     The message names the module, what it returned, and the state that was declared.
     """
+
+
+class WorkspaceLayoutError(SeqactsError, RuntimeError):
+    """Internal: an LSTM kernel's workspace is not laid out as seqacts reads it. Never reaches
+    the user: seqacts recomputes the gates instead (with a :class:`WorkspaceWarning`)."""
 
 
 class IncompleteStreamWarning(UserWarning):
