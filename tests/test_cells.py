@@ -528,3 +528,23 @@ def test_layers_are_in_module_order_and_an_empty_batch_records_nothing(quiet: ob
         model.cell(torch.rand(0, 2 * N_IN), torch.zeros(0, H))
         model(torch.rand(N, T, 2 * N_IN))
     assert rec.to_dataset().sizes["sample"] == N
+
+
+def test_a_bypassing_cell_recorded_alone_and_as_the_root() -> None:
+    torch.manual_seed(10)
+    model = Encoder().double().eval()
+    x = torch.randn(N, T, N_IN, dtype=torch.float64)
+    with pytest.warns(RecordingWarning, match="PeepholeLSTMCell"):
+        ds = seqacts.extract(model, x, layers=["cell"])
+    rnn_out, _ = model.rnn(x)
+    ref = peephole_reference(model.cell, rnn_out.detach().numpy())
+    np.testing.assert_allclose(ds["h"].values[:, 0, 0], ref, rtol=0, atol=1e-12)
+    cell = model.cell
+    with pytest.warns(RecordingWarning, match="PeepholeLSTMCell"):
+        with torch.no_grad(), seqacts.record(cell) as rec:
+            state = None
+            for t in range(T):
+                state = cell(rnn_out[:, t], state)
+        ds = rec.to_dataset()
+    assert ds.sizes["sample"] == N and ds.sizes["time"] == T
+    np.testing.assert_allclose(ds["h"].values[:, 0, 0], ref, rtol=0, atol=1e-12)
