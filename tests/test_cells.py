@@ -548,3 +548,34 @@ def test_a_bypassing_cell_recorded_alone_and_as_the_root() -> None:
         ds = rec.to_dataset()
     assert ds.sizes["sample"] == N and ds.sizes["time"] == T
     np.testing.assert_allclose(ds["h"].values[:, 0, 0], ref, rtol=0, atol=1e-12)
+
+
+def test_a_registered_cell_with_hidden_size_takes_its_widths_from_its_state() -> None:
+    class SizedSLSTM(SLSTMCell):
+        hidden_size = H
+
+    try:
+        seqacts.register_cell(SizedSLSTM, state="h,c")
+        model = Loop(SizedSLSTM(N_IN, H), start="zeros")
+        ds = seqacts.extract(model, torch.randn(N, T, N_IN))
+        assert (int(ds["n_units"][0]), int(ds["n_cell_units"][0])) == (H, 3 * H)
+    finally:
+        module_kinds.unregister_module_kinds(SizedSLSTM)
+
+    class Growing(nn.Module):
+        def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+            return torch.cat([h, x[:, :1]], 1)
+
+    class GrowingLoop(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cell = Growing()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = x.new_zeros(x.shape[0], 1)
+            for t in range(x.shape[1]):
+                h = self.cell(x[:, t], h)
+            return h
+
+    with pytest.raises(CellStateError, match="received a tensor of shape"):
+        seqacts.extract(GrowingLoop(), torch.randn(N, T, N_IN), cells={"cell": "h"})

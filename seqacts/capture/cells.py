@@ -156,7 +156,7 @@ class CellWatch:
                 f"output with modules=[{paths!r}]"))
             return
         kind = user_cell_label(kind_spec(spec.kind).states)
-        new = replace(spec, kind=kind, hooked=True)
+        new = replace(spec, kind=kind, hooked=True, n_units=0, n_cell_units=0)
         self.specs[self.specs.index(spec)] = new
         specs[0] = new
         self.hooked[id(module)] = (module, spec.label, kind_spec(kind).states)
