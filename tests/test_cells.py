@@ -418,6 +418,8 @@ def test_cell_subclass_named_in_cells_is_recorded_without_a_warning(quiet: objec
     x = torch.randn(N, T, N_IN, dtype=torch.float64)
     ds = seqacts.extract(model, x, cells={"cell": "h,c"}, layers=["rnn.l0"])
     assert list(ds["layer"].values) == ["rnn.l0", "cell"]
+    ds = seqacts.extract(model, x, cells={"cell": "h,c"}, layers=["cell"])
+    assert list(ds["layer"].values) == ["cell"]
 
 
 def test_stack_subclass_that_bypasses_the_kernel_is_named_with_the_fix() -> None:

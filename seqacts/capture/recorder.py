@@ -50,8 +50,10 @@ class Recorder:
         hooked_ids = {id(m) for m, _ in cells}
         # without any recurrent module, modules= and cells= still record (said in a warning)
         found = recurrent_layers(model, required=not (options.modules or cells))
-        selected = [(m, specs) for m, specs in select_layers(model, options.layers, found)
-                    if id(m) not in hooked_ids]  # cells= takes a module off the kernel path
+        # layers= may name cells= too; cells= are recorded in any case, never by their kernel
+        selected = [(m, specs) for m, specs in select_layers(model, options.layers,
+                                                             [*found, *cells])
+                    if id(m) not in hooked_ids]
         order = {id(m): i for i, m in enumerate(model.modules())}
         selected = sorted([*selected, *cells], key=lambda hit: order[id(hit[0])])
         hooked = [(m, s) for m, specs in selected for s in specs if s.hooked]
