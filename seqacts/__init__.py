@@ -53,8 +53,9 @@ from .schema import INTERNALS, KINDS
 
 if TYPE_CHECKING:
     from .capture.discovery import layers
+    from .capture.extract import extract
     from .capture.recorder import Recorder, record
-    from .interventions.context import Intervention, extract, intervene
+    from .interventions.context import Intervention, intervene
     from .interventions.edits import Edit, ablate, patch
     from .interventions.scan import ablation_scan
     from .io.distributed import extract_distributed
@@ -80,7 +81,7 @@ _LAZY: dict[str, str] = {
     "VerifyReport": "seqacts.io.integrity",
     "ablate": "seqacts.interventions.edits",
     "ablation_scan": "seqacts.interventions.scan",
-    "extract": "seqacts.interventions.context",
+    "extract": "seqacts.capture.extract",
     "extract_distributed": "seqacts.io.distributed",
     "extract_to_netcdf": "seqacts.io.stream",
     "intervene": "seqacts.interventions.context",

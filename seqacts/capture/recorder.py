@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Collection, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,13 +21,15 @@ from torch.nn.modules import module as torch_module
 from torch.nn.utils.rnn import PackedSequence
 
 from ..errors import RecordingError, RecordingWarning
-from ..options import Options
+from ..options import RecordingOptions
 from ..schema import base_kind
+from ..signatures import keywords_from
 from . import kernels
 from .assembly import Block, build_block, build_dataset
 from .chains import End, Linker, lay_out, split_messages
 from .diagnose import report_problems
 from .discovery import by_first_weight, recurrent_layers, select_layers, select_modules
+from .editing import applying
 from .module_rows import Flow, place_outputs, unplaced_message
 from .records import LayerRecord, cell_internals, resolve_internals, stack_internals
 from .specs import LayerSpec, nonlinearity
@@ -50,11 +51,12 @@ class _Group:
 class Recorder:
     """Records every selected recurrent layer while active; see :func:`record`."""
 
-    def __init__(self, model: nn.Module, options: Options | None = None) -> None:
-        options = Options() if options is None else options
+    def __init__(self, model: nn.Module, options: RecordingOptions | None = None) -> None:
+        options = RecordingOptions() if options is None else options
         self.model = model
         self.options = options
         selected = select_layers(model, options.layers)
+        self._editing = applying(model, options.edits)  # checked now, entered with the block
         self.specs: list[LayerSpec] = [s for _, specs in selected for s in specs]
         self.internals: tuple[str, ...] = resolve_internals(
             options.internals,
@@ -84,6 +86,7 @@ class Recorder:
     def __enter__(self) -> Recorder:
         if self._active:
             raise RecordingError("this recorder is already active; use a new record() block")
+        self._editing.__enter__()
         try:
             self._add_hooks()
             self._index_weights()
@@ -91,14 +94,18 @@ class Recorder:
             self._active = True
         except BaseException:
             self._remove_hooks()
+            self._editing.__exit__(*sys.exc_info())
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         try:
             self._remove_hooks()
         finally:
-            kernels.uninstall(self)
+            try:
+                kernels.uninstall(self)
+            finally:
+                self._editing.__exit__(*exc)
             self._active = False
             self._depth = 0
             if exc[0] is None:
@@ -320,14 +327,8 @@ def _tensors_of(result: Any) -> list[Tensor]:
     return []
 
 
-def record(
-    model: nn.Module,
-    *,
-    layers: str | Iterable[str] | None = None,
-    internals: bool | Collection[str] = False,
-    time: Sequence[Any] | None = None,
-    modules: str | Iterable[str] | None = None,
-) -> Recorder:
+@keywords_from(RecordingOptions)
+def record(model: nn.Module, **options: Any) -> Recorder:
     """Record every recurrent layer of ``model`` while the ``with`` block runs.
 
     Parameters
@@ -347,10 +348,13 @@ def record(
         Labels for the ``time`` coordinate (e.g. a ``pandas.DatetimeIndex``).
     modules : str or list of str, optional
         Paths or patterns of other modules whose outputs to record as well.
+    edits : Edit or list of Edit, optional
+        Edits (:func:`seqacts.ablate`, :func:`seqacts.patch`) applied to the model while the
+        block runs, as :func:`seqacts.intervene` would: the recording holds the edited run.
 
     Returns
     -------
     Recorder
         A context manager; ``rec.to_dataset()`` returns the ``xarray.Dataset``.
     """
-    return Recorder(model, Options(layers=layers, internals=internals, time=time, modules=modules))
+    return Recorder(model, RecordingOptions.of("record", options))

@@ -16,7 +16,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..capture.editing import digest
 from ..capture.extract import extract_with
 from ..capture.provenance import model_class, model_weights
 from ..capture.recorder import Recorder
@@ -40,6 +41,7 @@ from ..errors import (
     StreamMismatchError,
 )
 from ..options import Options
+from ..signatures import keywords_from
 from .batchlog import batch_entry, difference, is_empty
 from .destination import Output, check_destination
 from .integrity import damaged_metadata, explain_unreadable, is_damage, repair_truncated, verify
@@ -69,7 +71,7 @@ def fingerprint(model: nn.Module, rec: Recorder, opts: Options,
     """What a stream file records about how it was written; resume must match all of it."""
     labels = None if opts.time is None else hashlib.sha1(
         np.asarray(pd.Index(opts.time).astype(str)).astype("U").tobytes()).hexdigest()
-    return {
+    found = {
         "layers": [s.label for s in rec.specs],
         "internals": list(rec.internals),
         "modules": None if opts.modules is None else list(opts.modules),
@@ -82,6 +84,9 @@ def fingerprint(model: nn.Module, rec: Recorder, opts: Options,
         "time_labels": labels,
         "checksums": opts.checksums,
     }
+    if opts.edits:  # only then: files written without edits keep the fingerprint they had
+        found["edits"] = digest(opts.edits)
+    return found
 
 
 def check_resume(path: Path, expected: dict[str, Any]) -> bool:
@@ -138,22 +143,16 @@ def _total_samples(batches: Iterable[Any]) -> int | None:
     return n - n % size if getattr(batches, "drop_last", False) else n
 
 
+@keywords_from(Options)
 def extract_to_netcdf(
     model: nn.Module,
     batches: Iterable[Any],
     path: str | os.PathLike,
     *,
-    layers: str | Iterable[str] | None = None,
-    internals: bool | Collection[str] = False,
-    modules: str | Iterable[str] | None = None,
-    inputs: Callable[[Any], Any] | None = None,
-    time: Sequence[Any] | None = None,
-    compression: str | None = None,
-    pack: str | None = None,
-    checksums: bool = True,
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
+    **options: Any,
 ) -> Path:
     """Run ``model`` over ``batches`` and append each batch's activations to one netCDF file.
 
@@ -176,8 +175,19 @@ def extract_to_netcdf(
         arguments or a dict of keyword arguments (after ``inputs``).
     path : str or path-like
         The netCDF4 file to write.
-    layers, internals, modules
-        As for :func:`seqacts.extract`.
+    overwrite : bool, default False
+        Replace an existing ``path``; the new file is written under a temporary name and
+        renamed at the end, so a failure keeps the old file.
+    resume : bool, default False
+        Continue an interrupted file: the first batches already committed are skipped (not
+        run) after checking each against the file's batch log (sample count, input shapes,
+        sha256 of the inputs) and reading back every committed chunk. The file must have been
+        written with the same layers, options, edits and model weights (else
+        :class:`StreamMismatchError`). A missing file starts afresh.
+    progress : bool, default True
+        Show a tqdm bar in samples (with MB/s).
+    layers, internals, modules, edits
+        As for :func:`seqacts.extract`: each batch records the edited run.
     inputs : callable, optional
         Maps a batch to the model's arguments, e.g. ``lambda b: (b[0],)`` for ``(x, y)`` batches.
     time : sequence, optional
@@ -195,17 +205,6 @@ def extract_to_netcdf(
         Store a fletcher32 checksum with every chunk (HDF5 checks it on each read, so a
         corrupted chunk raises :class:`~seqacts.errors.CorruptFileError` instead of reading
         wrong values); its write cost is measured in the README.
-    overwrite : bool, default False
-        Replace an existing ``path``; the new file is written under a temporary name and
-        renamed at the end, so a failure keeps the old file.
-    resume : bool, default False
-        Continue an interrupted file: the first batches already committed are skipped (not
-        run) after checking each against the file's batch log (sample count, input shapes,
-        sha256 of the inputs) and reading back every committed chunk. The file must have been
-        written with the same layers, options and model weights (else
-        :class:`StreamMismatchError`). A missing file starts afresh.
-    progress : bool, default True
-        Show a tqdm bar in samples (with MB/s).
 
     Returns
     -------
@@ -213,8 +212,7 @@ def extract_to_netcdf(
         ``path``, holding ``h`` (sample, layer, direction, time, unit) and the rest of the
         :func:`seqacts.extract` schema, plus ``seqacts_stream_*`` bookkeeping attributes.
     """
-    opts = Options(layers=layers, internals=internals, modules=modules, inputs=inputs,
-                   compression=compression, pack=pack, time=time, checksums=checksums)
+    opts = Options.of("extract_to_netcdf", options)
     return stream(model, batches, Path(path), opts, overwrite=overwrite, resume=resume,
                   progress=progress)
 
