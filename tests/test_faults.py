@@ -326,10 +326,14 @@ def test_zero_sample_batches_are_logged_and_skipped(tmp_path: Path) -> None:
     with open_dataset(path) as ds:
         assert ds.attrs["seqacts_stream_batches"] == 5
         same(ds.load(), expected([b for b in batches if len(b)]))
-    with pytest.raises(ValueError, match="no batch with samples"):
-        extract_to_netcdf(model(), [empty], tmp_path / "none.nc", progress=False)
+    none = extract_to_netcdf(model(), [empty, empty], tmp_path / "none.nc", progress=False)
+    with open_dataset(none) as ds:  # only empty batches: a file of 0 samples, every variable
+        assert ds.attrs["seqacts_stream_batches"] == 2
+        same(ds.load(), seqacts.extract(model(), empty))
+    with pytest.raises(ValueError, match="yielded no batch"):
+        extract_to_netcdf(model(), [], tmp_path / "nothing.nc", progress=False)
     net = model()
-    with seqacts.record(net) as rec:  # record() too: an empty forward records nothing
+    with seqacts.record(net) as rec:  # record() too: an empty forward adds no sample
         net(empty)
         net(batches[1])
     assert rec.to_dataset().sizes["sample"] == 8

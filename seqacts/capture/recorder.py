@@ -228,7 +228,7 @@ class Recorder:
 
     def on_stack(self, call: kernels.StackCall) -> None:
         hit = self._resolve(call.weights[0], call.owner)
-        if hit is None or call.layers[0].output.numel() == 0:  # 0 samples: nothing to record
+        if hit is None:
             return
         _, specs = hit
         unsorted = call.unsorted_indices
@@ -242,7 +242,7 @@ class Recorder:
 
     def on_cell(self, call: kernels.CellCall) -> None:
         hit = self._resolve(call.weights[0], call.owner)
-        if hit is None or call.h.numel() == 0:  # 0 samples: nothing to record
+        if hit is None:
             return
         _, specs = hit
         with _no_autocast(call.h.device.type):

@@ -160,7 +160,7 @@ def stack_internals(
     order = unsorted if bs is not None else None
     buffers = _claim(call, k)
     shared: dict[str, tuple[Tensor, int]] = {}
-    out_h = out.reshape(steps, batch, n_dir, -1)
+    out_h = out.reshape(steps, batch, n_dir, out.shape[2] // n_dir)
     h = _slot(buffers, shared, "h", call, k, (batch, n_dir, steps, out_h.shape[3]), out)
     _store(h, out_h, order)
     h0 = run.h0.clone().transpose(0, 1)
@@ -217,7 +217,7 @@ def _for_direction(
 
 def cell_internals(call: CellCall, names: tuple[str, ...]) -> LayerRecord:
     """The record of one cell step (T = 1), with the requested internals."""
-    h = call.h.clone().reshape(call.h.shape[0], 1, 1, -1)
+    h = call.h.clone().reshape(call.h.shape[0], 1, 1, call.h.shape[-1])
     c = call.c.clone().unsqueeze(1) if call.c is not None else None
     extra: dict[str, Tensor] = {}
     wanted = [n for n in names if n in INTERNALS[call.kind]]
@@ -230,9 +230,9 @@ def cell_internals(call: CellCall, names: tuple[str, ...]) -> LayerRecord:
             call.c_prev.to(dtype) if call.c_prev is not None else None,
             DirectionWeights(w_ih, w_hh, b_ih, b_hh, None), names=wanted,
         )
-        extra = {n: v.reshape(v.shape[1], 1, 1, -1) for n, v in parts.items()}
+        extra = {n: v.reshape(v.shape[1], 1, 1, v.shape[-1]) for n, v in parts.items()}
         if "c" in extra and c is not None:
-            extra["c"] = c.reshape(c.shape[0], 1, 1, -1)  # the kernel's own cell state
+            extra["c"] = c.reshape(c.shape[0], 1, 1, c.shape[-1])  # the kernel's own cell state
     return LayerRecord(
         h=h,
         h0=call.h_prev.clone().unsqueeze(1),

@@ -284,7 +284,7 @@ class Writer:
         nbytes = sum(v.nbytes for v in data.values())
         if not self.compressed and (short := preflight(self.path, nbytes)):
             self._fail(short[0], short[1], None, written=False)
-        sizes = {} if ds is None or not n else dict(ds.sizes)
+        sizes = {} if ds is None else dict(ds.sizes)
         grown = {d: ds[d].values for d in self.growing
                  if ds is not None and d in ds.variables and sizes.get(d, 0) > self.committed[d]}
         committed = {"sample": start + n, **{d: max(self.committed[d], int(sizes.get(d, 0)))

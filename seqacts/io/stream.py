@@ -104,6 +104,7 @@ def check_resume(path: Path, expected: dict[str, Any]) -> bool:
         if is_damage(err):
             raise damaged_metadata(path, err, "resume") from err
         raise StreamMismatchError(f"resume: {path} is not a seqacts stream file ({err})") from err
+    expected = {**expected, "edits": expected.get("edits")}  # a file with edits, a call without
     diff = [f"{k}: file has {found.get(k)!r}, this call {v!r}" for k, v in expected.items()
             if found.get(k) != v and k != "model_weights"]
     if found.get("model_weights") != expected["model_weights"]:
@@ -323,8 +324,7 @@ def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options,
             if committed.complete:
                 return path
             if out.writer is None:
-                raise InputError("batches: the iterable yielded no batch with samples; nothing "
-                                 "to write")
+                raise InputError("batches: the iterable yielded no batch; nothing to write")
             out.finish()
     finally:
         bar.close()
@@ -336,9 +336,12 @@ def _write_batches(model: nn.Module, batches: Iterable[Any], out: Output, opts: 
                    guard: Callable[[], None] | None) -> int:
     """Record and append each batch not yet committed; return how many batches were seen.
 
-    0-sample batches are logged; those before the file exists wait for its creation.
+    0-sample batches are logged without running the model; those before the file exists wait
+    for its creation. When every batch is empty, the first one is recorded after all, for the
+    variables and dims of a file of 0 samples.
     """
     pending: list[dict[str, Any]] = []
+    first_empty: tuple[tuple[Any, ...], dict[str, Any]] | None = None
     seen = 0
     for seen, batch in enumerate(batches, 1):
         args, kwargs = _model_args(batch, opts.inputs)
@@ -349,6 +352,7 @@ def _write_batches(model: nn.Module, batches: Iterable[Any], out: Output, opts: 
             entry["samples"] = 0
             if out.writer is None:
                 pending.append(entry)
+                first_empty = first_empty or (args, kwargs)
             else:
                 out.writer.append(None, entry)
             continue
@@ -364,4 +368,12 @@ def _write_batches(model: nn.Module, batches: Iterable[Any], out: Output, opts: 
             for empty in pending:
                 writer.append(None, empty)
         bar.update(ds.sizes["sample"], writer.append(ds, entry))
+    if out.writer is None and first_empty is not None:
+        ds = extract_with(model, replace(opts, time=None), *first_empty)
+        if opts.time is not None:
+            ds = _label_time(ds, opts.time)
+        writer = out.create(ds, expected, model)
+        writer.append(ds, pending[0])
+        for empty in pending[1:]:
+            writer.append(None, empty)
     return seen
