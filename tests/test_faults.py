@@ -423,7 +423,7 @@ def test_file_size_limit_then_resume(tmp_path: Path, mode: str) -> None:
 def test_interrupted_trim_rewrite_keeps_the_file_and_removes_its_copy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from seqacts.io import ncfile, reading
+    from seqacts.io import ncfile, rewrite
 
     path = extract_to_netcdf(model(), inputs(2, 8), tmp_path / "k.nc", progress=False)
     before = path.read_bytes()
@@ -433,11 +433,11 @@ def test_interrupted_trim_rewrite_keeps_the_file_and_removes_its_copy(
 
     monkeypatch.setattr(ncfile.Writer, "append", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        reading.rewrite_trimmed(path)
+        rewrite.rewrite_trimmed(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.nc"]
     assert path.read_bytes() == before
     monkeypatch.undo()
-    reading.rewrite_trimmed(path)  # the copy's handle was closed: it can run again
+    rewrite.rewrite_trimmed(path)  # the copy's handle was closed: it can run again
     with open_dataset(path) as ds:
         same(ds.load(), expected(inputs(2, 8)))
 

@@ -11,6 +11,7 @@ that :func:`seqacts.extract` returns in memory.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -46,6 +47,7 @@ from .batchlog import batch_entry, difference, is_empty
 from .destination import Output, check_destination
 from .integrity import damaged_metadata, explain_unreadable, is_damage, repair_truncated, verify
 from .lock import StreamLock
+from .packing import PACK_RANGES
 
 __all__ = [
     "COMPRESSIONS",
@@ -60,7 +62,6 @@ from .ncfile import (
     COMPRESSIONS,
     LOCK,
     OPTIONS,
-    PACK_RANGES,
     Writer,
     read_log,
 )
@@ -251,7 +252,7 @@ def open_resumed(path: Path, expected: dict[str, Any]) -> tuple[Committed, Write
     complete = check_resume(path, expected)
     if not (report := verify(path)).ok:
         raise CorruptFileError(
-            5, f"resume: {path} has committed batches that no longer read back ("
+            errno.EIO, f"resume: {path} has committed batches that no longer read back ("
             + "; ".join(report.problems) + "); rewrite it with overwrite=True", str(path))
     samples, batches, log = read_log(path)
     if complete:
