@@ -38,6 +38,7 @@ __all__ = [
     "TrainingModeWarning",
     "WorkspaceWarning",
     "KindError",
+    "WorkspaceLayoutError",
     "CellStateError",
 ]
 
@@ -157,6 +158,11 @@ class CellStateError(SeqactsError, TypeError):
 
     The message names the module, what it returned, and the state that was declared.
     """
+
+
+class WorkspaceLayoutError(SeqactsError, RuntimeError):
+    """Internal: an LSTM kernel's workspace is not laid out as seqacts reads it. Never reaches
+    the user: the gates are then recomputed (with a :class:`WorkspaceWarning`)."""
 
 
 class IncompleteStreamWarning(UserWarning):

@@ -2,7 +2,7 @@
 
 A *block* holds one group (a forward call of the root model, or the calls made outside any):
 arrays shaped like the final variables, already padded with NaN, its rows laid out by
-:mod:`seqacts.chains`. Blocks concatenate along ``sample``.
+:mod:`seqacts.capture.chains`. Blocks concatenate along ``sample``.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def build_block(
 ) -> Block:
     """Pad one group's records into arrays shaped like the dataset's variables.
 
-    ``layout`` (:func:`seqacts.chains.lay_out`) says which rows and steps each record fills:
+    ``layout`` (:func:`seqacts.capture.chains.lay_out`) says which rows and steps each record fills:
     the calls of a chain follow each other along time, chains take their own rows. ``outputs``
     (:func:`seqacts.capture.module_rows.place_outputs`) holds the other modules' outputs per
     ``<name>.call``, each piece at its first row (a time-major output of a one-chain group

@@ -2,7 +2,7 @@
 
 Nothing is stored on the user's model: the root model's forward calls (and the ``modules=``
 outputs) are seen through torch's global module hooks, filtered by module identity, and the
-kernels through :mod:`seqacts.kernels`; both are removed when the block exits.
+kernels through :mod:`seqacts.capture.kernels`; both are removed when the block exits.
 """
 
 from __future__ import annotations

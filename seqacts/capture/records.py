@@ -4,8 +4,9 @@ A record is sample-major, ``(sample, direction, time, unit)``, and in the caller
 order: ``PackedSequence`` data is padded (NaN past each sample's length) and un-sorted here,
 ``batch_first`` is undone here, so every later step sees one layout. On the CPU the layers of
 one stack call are written into shared block-shaped buffers, ``(sample, layer, direction, time,
-unit)``, which ``assemble.build_block`` adopts as the dataset's arrays when they fit exactly:
-the one transposing copy out of the kernel's time-major output is then the only copy.
+unit)``, which :func:`seqacts.capture.assembly.build_block` adopts as the dataset's arrays
+when they fit exactly: the one transposing copy out of the kernel's time-major output is then
+the only copy.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class LayerRecord:
     #: name -> (buffer, k): the value is ``buffer[:, k]`` of a (N, L, D, T, W) buffer
     shared: dict[str, tuple[Tensor, int]] = field(default_factory=dict)
     #: the states exactly as the kernel received / returned them (h[, c]), kept only while
-    #: :mod:`seqacts.chains` may still need them to recognise a call continuing this one
+    #: :mod:`seqacts.capture.chains` may still need them to recognise a call continuing this one
     state_in: tuple[Tensor, ...] = ()
     state_out: tuple[Tensor, ...] = ()
 

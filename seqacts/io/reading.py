@@ -66,7 +66,7 @@ def open_dataset(
     xarray.Dataset
         The :func:`seqacts.extract` schema (``h``: sample, layer, direction, time, unit) holding
         only committed samples. An unfinished file or a missing shard gives an
-        :class:`~seqacts.stream.IncompleteStreamWarning`.
+        :class:`~seqacts.IncompleteStreamWarning`.
     """
     if isinstance(path, (str, os.PathLike)) and not Path(path).exists():
         raise DatasetNotFoundError(f"{path}: no such file or directory; pass a file written by "
