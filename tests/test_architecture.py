@@ -1,5 +1,6 @@
 """The package's layout rules, read from the source: dependency direction, no private names
-across modules, no import cycles, torch-free analysis, every exception class in ``errors.py``."""
+across modules, no import cycles, torch-free analysis, module sizes, no bare builtin exception
+raised, and dotted ``seqacts.`` references that name real objects."""
 
 from __future__ import annotations
 
