@@ -175,7 +175,6 @@ def test_kinds_need_no_torch(module: str) -> None:
 MAX_LINES = 400
 #: Modules past MAX_LINES while the change that splits them is under way, with that change.
 OVERSIZE_PENDING = {
-    "seqacts.capture.kernels": "issue 19: call records split from patching (kinds)",
     "seqacts.cli": "issue 24: model loading out of cli.py (shell)",
     "seqacts.analysis.windows": "issue 22: match/top_windows, landed at 422 lines (view)",
     "seqacts.viz.report_kinds": "issue 19: anomaly classes renamed in viz/ (kinds)",
@@ -227,11 +226,6 @@ def test_errors_raised_on_purpose_are_seqacts_errors(module: str) -> None:
 
 
 _REFERENCE = re.compile(r"(?<![\w/.])seqacts((?:\.[A-Za-z_]\w*)+)")
-#: Names documented ahead of the change that adds them.
-REFERENCES_PENDING = {
-    "seqacts.register_cell": "issue 19: registering a Python cell's kind (kinds)",
-    "seqacts.capture.assembly.close_group": "issue 19: the group pipeline moved (kinds)",
-}
 
 
 def _resolves(ref: str) -> bool:
@@ -254,5 +248,5 @@ def test_every_dotted_seqacts_reference_in_the_source_names_a_real_object() -> N
            for root in ROOTS for path in sorted(root.rglob("*.py"))
            for i, line in enumerate(path.read_text().splitlines(), 1)
            for ref in ("seqacts" + m.group(1) for m in _REFERENCE.finditer(line))
-           if ref not in REFERENCES_PENDING and not _resolves(ref)]  # fmt: skip
+           if not _resolves(ref)]  # fmt: skip
     assert bad == []

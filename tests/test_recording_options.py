@@ -93,10 +93,26 @@ def test_bad_edits_are_refused_before_any_forward(gru: nn.Module, tmp_path: Path
 def test_unknown_options_name_the_function_and_the_valid_ones(gru: nn.Module,
                                                               tmp_path: Path) -> None:
     with pytest.raises(ArgumentTypeError, match="record: unknown option 'layer'; options are "
-                                                "edits, internals, layers, modules, time"):
+                                                "cells, edits, internals, layers, modules, time"):
         seqacts.record(gru, layer="l0")
     with pytest.raises(ArgumentTypeError, match="extract_to_netcdf: unknown option 'edit'"):
         seqacts.extract_to_netcdf(gru, [_x()], tmp_path / "y.nc", edit=[], progress=False)
     with pytest.raises(ArgumentTypeError, match="write_stream: unknown option 'layers'"):
         seqacts.write_stream([], tmp_path / "z.nc", layers="l0")
     assert not list(tmp_path.iterdir())
+
+
+def test_stream_records_python_cells_as_extract_does(tmp_path: Path) -> None:
+    from tests.test_cells import N_IN, H, LayerNormLSTMCell, Loop, T
+
+    torch.manual_seed(0)
+    model = Loop(LayerNormLSTMCell(N_IN, H)).eval()
+    x = torch.randn(6, T, N_IN)
+    path = seqacts.extract_to_netcdf(model, x.split(3), tmp_path / "cells.nc", progress=False,
+                                     cells={"cell": "h,c"}, internals=True)
+    expected = xr.concat([seqacts.extract(model, b, cells={"cell": "h,c"}, internals=True)
+                          for b in x.split(3)], "sample")
+    with seqacts.open_dataset(path) as got:
+        assert list(got["kind"].values) == ["cell(h,c)"]
+        for name in ("h", "c", "h_n", "c_n"):
+            np.testing.assert_array_equal(got[name].values, expected[name].values)

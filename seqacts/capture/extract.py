@@ -46,7 +46,14 @@ def extract(model: nn.Module, *args: Any, grad: bool = False, **kwargs: Any) -> 
     time : sequence, optional
         Labels for the ``time`` coordinate.
     modules : str or list of str, optional
-        Other modules (paths or patterns) whose outputs to record too.
+        Other modules (paths or patterns) whose outputs to record too (also on a model
+        without a recurrent module).
+    cells : dict, optional
+        Python cells to record, each called once per step as ``cell(x_t, state) -> state``:
+        module path or fnmatch pattern -> ``"h"`` (the cell receives and returns a tensor
+        ``h``) or ``"h,c"`` (a tuple ``(h, c)``), e.g. ``{"decoder.cell": "h,c"}``. Recorded
+        from the state each call returns (kind ``cell(h)`` / ``cell(h,c)``; ``c`` as the
+        internal ``c``), chained along ``time`` like any cell; see the README's "Python cells".
     edits : Edit or list of Edit, optional
         Run the forward with these edits applied (:func:`seqacts.ablate`,
         :func:`seqacts.patch`, as under :func:`seqacts.intervene`): the dataset holds the

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -33,7 +34,7 @@ CONV_SPATIAL: dict[type[nn.Module], int] = {
 _INDEXED = re.compile(r"\[\d+\]$")  # "<module>[i]": the i-th tensor a module returned
 
 
-def output_dims(model: nn.Module, name: str, n_dims: int) -> tuple[str, ...]:
+def output_dims(model: Any, name: str, n_dims: int) -> tuple[str, ...]:
     """The names of an output's ``n_dims`` dims after ``sample`` (without the variable prefix).
 
     A convolution's ``(N, C, *spatial)`` output: ``CONV_DIMS`` of its spatial rank; any other
@@ -42,7 +43,7 @@ def output_dims(model: nn.Module, name: str, n_dims: int) -> tuple[str, ...]:
     path = _INDEXED.sub("", name)
     try:
         module = model.get_submodule(path) if path else model
-    except AttributeError:
+    except AttributeError:  # no such submodule, or a model that is no torch module
         module = None
     for cls, spatial in CONV_SPATIAL.items():
         if isinstance(module, cls) and not _INDEXED.search(name) and n_dims == spatial + 1:
@@ -75,7 +76,7 @@ def _fill_slot(pieces: list[tuple[int | None, np.ndarray]], shape: tuple[int, ..
 
 
 def output_variables(blocks: Sequence[tuple[int, BlockOutputs]], reserved: set[str],
-                     model: nn.Module) -> dict[str, xr.DataArray]:
+                     model: Any) -> dict[str, xr.DataArray]:
     """Other modules' outputs of ``blocks`` (each: its sample count, its outputs), concatenated
     along ``sample``; a name in ``reserved`` is prefixed ``module.``."""
     variables = {}

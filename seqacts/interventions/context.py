@@ -1,10 +1,11 @@
 """The ``with seqacts.intervene(model, edits):`` block, also what ``edits=`` of a recording runs.
 
-An :class:`Intervention` is a kernel sink that also writes (``capture.kernels.Editor``): while
+An :class:`Intervention` is a kernel sink that also writes (see ``capture.calls.Sink``): while
 active, a fused stack holding an edited layer runs layer by layer, and the edited layer runs
 through :func:`~seqacts.interventions.runner.run_edited_layer`; a cell's returned state is
-edited at the edited calls. A recorder active at the same time records the edited states; a recorder given ``edits=``
-enters this block itself (:mod:`seqacts.capture.editing`, where this module registers it).
+edited at the edited calls. A recorder active at the same time records the edited states; a
+recorder given ``edits=`` enters this block itself (:mod:`seqacts.capture.editing`, where this
+module registers it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..capture import editing, kernels
+from ..capture.calls import CellCall, LayerCall, StackCall
 from ..capture.discovery import by_first_weight, recurrent_layers
 from ..capture.modules import is_cell
 from ..capture.specs import LayerSpec
@@ -111,23 +113,23 @@ class Intervention:
                 return specs
         return None
 
-    # -- kernels.Editor ------------------------------------------------------------------------
+    # -- kernels.Sink, editing -----------------------------------------------------------------
     def watches(self, weight: Tensor, owner: object) -> bool:
         return self._resolve(weight, owner) is not None
 
     def wants_inputs(self) -> bool:
         return False
 
-    def on_stack(self, call: kernels.StackCall) -> None:
+    def on_stack(self, call: StackCall) -> None:
         return None
 
-    def on_cell(self, call: kernels.CellCall) -> None:
+    def on_cell(self, call: CellCall) -> None:
         return None
 
     def on_error(self, weight: Tensor, owner: object, error: BaseException) -> None:
         return None  # an editor's own errors propagate (see kernels); nothing to keep here
 
-    def run_layer(self, call: kernels.LayerCall) -> Any:
+    def run_layer(self, call: LayerCall) -> Any:
         specs = self._resolve(call.stack_weight, call.owner)
         if specs is None or call.index >= len(specs):
             return None

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..capture.kernels import LayerCall
+from ..capture.calls import LayerCall
 from ..kinds import has_cell_state
 from .edits import Plan, take_rows
 

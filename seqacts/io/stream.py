@@ -188,7 +188,7 @@ def extract_to_netcdf(
         :class:`StreamMismatchError`). A missing file starts afresh.
     progress : bool, default True
         Show a tqdm bar in samples (with MB/s).
-    layers, internals, modules, edits
+    layers, internals, modules, cells, edits
         As for :func:`seqacts.extract`: each batch records the edited run.
     inputs : callable, optional
         Maps a batch to the model's arguments, e.g. ``lambda b: (b[0],)`` for ``(x, y)`` batches.
