@@ -29,6 +29,7 @@ __all__ = [
     "StreamBusyError",
     "StreamMismatchError",
     "StreamWriteError",
+    "UnreadableFileError",
     "UnrollError",
     "UnsupportedModelError",
     "UserCodeError",
@@ -37,6 +38,7 @@ __all__ = [
     "TrainingModeWarning",
     "WorkspaceWarning",
     "KindError",
+    "WorkspaceLayoutError",
     "CellStateError",
 ]
 
@@ -127,6 +129,10 @@ class StreamWriteError(SeqactsError, OSError):
     batch committed before it, and ``resume=True`` finishes it once the cause is fixed."""
 
 
+class UnreadableFileError(SeqactsError, OSError):
+    """A file cannot be opened although its header is whole (e.g. another program holds it)."""
+
+
 class UnrollError(SeqactsError, ValueError):
     """``layer_internals`` got an unknown kind or variable, or tensors of mismatched shapes."""
 
@@ -152,6 +158,11 @@ class CellStateError(SeqactsError, TypeError):
 
     The message names the module, what it returned, and the state that was declared.
     """
+
+
+class WorkspaceLayoutError(SeqactsError, RuntimeError):
+    """Internal: an LSTM kernel's workspace is not laid out as seqacts reads it. Never reaches
+    the user: seqacts recomputes the gates instead (with a :class:`WorkspaceWarning`)."""
 
 
 class IncompleteStreamWarning(UserWarning):

@@ -2,13 +2,13 @@
 
 Nothing is stored on the user's model: the root model's forward calls (and the ``modules=``
 outputs) are seen through torch's global module hooks, filtered by module identity, and the
-kernels through :mod:`seqacts.kernels`; both are removed when the block exits.
+kernels through :mod:`seqacts.capture.kernels` (Python cells through their own calls,
+:mod:`seqacts.capture.cells`); both are removed when the block exits.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -20,8 +20,9 @@ from torch.nn.utils.rnn import PackedSequence
 
 from ..errors import RecordingError
 from ..keras import is_keras_model
-from ..options import Options
+from ..options import RecordingOptions
 from ..schema import base_kind
+from ..signatures import keywords_from
 from . import kernels
 from .calls import CellCall, StackCall
 from .cells import CellWatch
@@ -32,6 +33,7 @@ from .discovery import (
     select_layers,
     select_modules,
 )
+from .editing import applying
 from .groups import Group, Recording
 from .records import LayerRecord, cell_internals, resolve_internals, stack_internals
 from .specs import LayerSpec, nonlinearity
@@ -42,24 +44,27 @@ __all__ = ["Recorder", "record"]
 class Recorder:
     """Records every selected recurrent layer while active; see :func:`record`."""
 
-    def __init__(self, model: nn.Module, options: Options | None = None) -> None:
-        options = Options() if options is None else options
+    def __init__(self, model: nn.Module, options: RecordingOptions | None = None) -> None:
+        options = RecordingOptions() if options is None else options
         self.model = model
         self.options = options
         cells = select_cells(model, options.cells)
         hooked_ids = {id(m) for m, _ in cells}
         # without any recurrent module, modules= and cells= still record (said in a warning)
         found = recurrent_layers(model, required=not (options.modules or cells))
-        selected = [(m, specs) for m, specs in select_layers(model, options.layers, found)
-                    if id(m) not in hooked_ids]  # cells= takes a module off the kernel path
-        hooked = [(m, s) for m, specs in selected for s in specs if s.hooked] + [
-            (m, specs[0]) for m, specs in cells]
+        # layers= may name cells= too; cells= are recorded in any case, never by their kernel
+        selected = [(m, specs) for m, specs in select_layers(model, options.layers,
+                                                             [*found, *cells])
+                    if id(m) not in hooked_ids]
+        order = {id(m): i for i, m in enumerate(model.modules())}
+        selected = sorted([*selected, *cells], key=lambda hit: order[id(hit[0])])
+        hooked = [(m, s) for m, specs in selected for s in specs if s.hooked]
         watched = [(m, specs) for m, specs in selected if not specs[0].hooked]
-        self.specs: list[LayerSpec] = [s for _, specs in selected for s in specs] + [
-            specs[0] for _, specs in cells]
+        self._editing = applying(model, options.edits)  # checked now, entered with the block
+        self.specs: list[LayerSpec] = [s for _, specs in selected for s in specs]
         self.internals: tuple[str, ...] = resolve_internals(
             options.internals,
-            {base_kind(s.kind, nonlinearity(m)) for m, specs in [*selected, *cells] for s in specs},
+            {base_kind(s.kind, nonlinearity(m)) for m, specs in selected for s in specs},
         )
         self.time = options.time
         self._watched = watched
@@ -81,6 +86,7 @@ class Recorder:
     def __enter__(self) -> Recorder:
         if self._active:
             raise RecordingError("this recorder is already active; use a new record() block")
+        self._editing.__enter__()
         try:
             self._add_hooks()
             self._index_weights()
@@ -88,14 +94,18 @@ class Recorder:
             self._active = True
         except BaseException:
             self._remove_hooks()
+            self._editing.__exit__(*sys.exc_info())
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         try:
             self._remove_hooks()
         finally:
-            kernels.uninstall(self)
+            try:
+                kernels.uninstall(self)
+            finally:
+                self._editing.__exit__(*exc)
             self._active = False
             self._depth = 0
             if exc[0] is None:
@@ -199,7 +209,7 @@ class Recorder:
 
     def on_stack(self, call: StackCall) -> None:
         hit = self._resolve(call.weights[0], call.owner)
-        if hit is None or call.layers[0].output.numel() == 0:  # 0 samples: nothing to record
+        if hit is None:
             return
         _, specs = hit
         unsorted = call.unsorted_indices
@@ -212,7 +222,7 @@ class Recorder:
 
     def on_cell(self, call: CellCall) -> None:
         hit = self._resolve(call.weights[0], call.owner)
-        if hit is None or call.h.numel() == 0:  # 0 samples: nothing to record
+        if hit is None:
             return
         _, specs = hit
         with _no_autocast(call.h.device.type):
@@ -291,15 +301,8 @@ def _tensors_of(result: Any) -> list[Tensor]:
     return []
 
 
-def record(
-    model: nn.Module,
-    *,
-    layers: str | Iterable[str] | None = None,
-    internals: bool | Collection[str] = False,
-    time: Sequence[Any] | None = None,
-    modules: str | Iterable[str] | None = None,
-    cells: Mapping[str, str] | None = None,
-) -> Recorder:
+@keywords_from(RecordingOptions)
+def record(model: nn.Module, **options: Any) -> Recorder:
     """Record every recurrent layer of ``model`` while the ``with`` block runs.
 
     Parameters
@@ -326,6 +329,9 @@ def record(
         ``h``) or ``"h,c"`` (a tuple ``(h, c)``), e.g. ``{"decoder.cell": "h,c"}``. Recorded
         from the state each call returns (kind ``cell(h)`` / ``cell(h,c)``; ``c`` as the
         internal ``c``), chained along ``time`` like any cell; see the README's "Python cells".
+    edits : Edit or list of Edit, optional
+        Edits (:func:`seqacts.ablate`, :func:`seqacts.patch`) applied to the model while the
+        block runs, as :func:`seqacts.intervene` would: the recording holds the edited run.
 
     Returns
     -------
@@ -336,7 +342,5 @@ def record(
     if is_keras_model(model):
         from ..keras.api import record as keras_record
 
-        return keras_record(model, Options(layers=layers, internals=internals, time=time,  # type: ignore[return-value]
-                                           modules=modules, cells=cells))
-    return Recorder(model, Options(layers=layers, internals=internals, time=time, modules=modules,
-                                   cells=cells))
+        return keras_record(model, RecordingOptions.of("record", options))  # type: ignore[return-value]
+    return Recorder(model, RecordingOptions.of("record", options))

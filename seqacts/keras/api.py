@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import xarray as xr
 
-from ..errors import UnsupportedModelError
-from ..options import Options
+from ..options import RecordingOptions
 from .discovery import keras_layers
-from .recorder import KerasRecorder
+from .recorder import KerasRecorder, interventions_unsupported
 
 __all__ = ["extract", "interventions_unsupported", "layers", "record"]
 
@@ -21,7 +19,7 @@ def layers(model: Any) -> list[str]:
     return keras_layers(model)
 
 
-def record(model: Any, options: Options) -> KerasRecorder:
+def record(model: Any, options: RecordingOptions) -> KerasRecorder:
     """A recorder for a Keras model: ``with`` it, call ``model(x)``, then ``to_dataset()``."""
     return KerasRecorder(model, options)
 
@@ -36,22 +34,11 @@ def _grad_mode(grad: bool) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
-def extract(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *,
-            layers: str | Iterable[str] | None = None,
-            internals: bool | Collection[str] = False, time: Sequence[Any] | None = None,
-            modules: str | Iterable[str] | None = None, grad: bool = False) -> xr.Dataset:
+def extract(model: Any, options: RecordingOptions, args: tuple[Any, ...],
+            kwargs: dict[str, Any], *, grad: bool = False) -> xr.Dataset:
     """Call ``model(*args, training=False, **kwargs)`` once under a recorder; its dataset."""
-    rec = KerasRecorder(model, Options(layers=layers, internals=internals, time=time,
-                                       modules=modules))
+    rec = KerasRecorder(model, options)
     kwargs = {"training": False, **kwargs}
     with _grad_mode(grad), rec:
         model(*args, **kwargs)
     return rec.to_dataset()
-
-
-def interventions_unsupported(model: Any) -> UnsupportedModelError:
-    """The error for an intervention on a Keras model."""
-    return UnsupportedModelError(
-        f"{type(model).__name__}: interventions (ablate, patch, intervene, ablation_scan, "
-        "edits=) are PyTorch-only for now; seqacts.extract(model, x) records Keras models "
-        "without edits")

@@ -71,10 +71,10 @@ def finish_dataset(ds: xr.Dataset, entries: Sequence[KerasLayer], specs: Sequenc
         description="max |layer output - seqacts' re-run of the recurrence| over the recorded "
                     "calls; 0 where bitwise equal (README, 'Keras')")
     cells = {s.label: e.cells[s.index] for e in entries for s in e.specs}
-    for name in ("activation", "recurrent_activation"):
-        ds = ds.assign_coords({name: ("layer", [_activation_name(cells[s.label], name)
+    for role in ("activation", "recurrent_activation"):
+        ds = ds.assign_coords({role: ("layer", [_activation_name(cells[s.label], role)
                                                 for s in specs])})
-        ds[name].attrs["description"] = f"the Keras cell's {name} (README, 'Keras')"
+        ds[role].attrs["description"] = f"the Keras cell's {role} (README, 'Keras')"
     kinds = {s.kind for s in specs}
     variants = _gru_variants(entries)
     for name in ds.data_vars:

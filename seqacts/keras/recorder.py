@@ -23,14 +23,14 @@ import xarray as xr
 from ..capture.assembly import Block, build_block, build_dataset
 from ..capture.chains import Linker, lay_out
 from ..capture.records import LayerRecord, resolve_internals
-from ..errors import OptionError, RecordingError, RecordingWarning
-from ..options import Options
+from ..errors import OptionError, RecordingError, RecordingWarning, UnsupportedModelError
+from ..options import RecordingOptions
 from .dataset import finish_dataset, model_facts
 from .discovery import KerasLayer, recurrent_layers, select_layers
 from .runs import CellRun, LayerRun
 from .unroll import initial_states, run_layer
 
-__all__ = ["KerasRecorder"]
+__all__ = ["KerasRecorder", "interventions_unsupported"]
 
 _MISSING = object()
 
@@ -58,8 +58,10 @@ def is_concrete(x: Any) -> bool:
 class KerasRecorder:
     """Records every selected recurrent layer of a Keras model while active."""
 
-    def __init__(self, model: Any, options: Options | None = None) -> None:
-        options = Options() if options is None else options
+    def __init__(self, model: Any, options: RecordingOptions | None = None) -> None:
+        options = RecordingOptions() if options is None else options
+        if options.edits:
+            raise interventions_unsupported(model)
         if options.modules:
             raise OptionError("modules: recording other layers' outputs is PyTorch-only for now; "
                               "for a Keras model record its outputs with model(x) itself")
@@ -332,3 +334,11 @@ def _deviation(entry: KerasLayer, runs: list[LayerRun], result: Any) -> float:
         diff = np.where(same, 0.0, np.abs(a_np - b_np))
         worst = max(worst, float(np.max(np.nan_to_num(diff, nan=np.inf), initial=0.0)))
     return worst
+
+
+def interventions_unsupported(model: Any) -> UnsupportedModelError:
+    """The error for an intervention on a Keras model."""
+    return UnsupportedModelError(
+        f"{type(model).__name__}: interventions (ablate, patch, intervene, ablation_scan, "
+        "edits=) are PyTorch-only for now; seqacts.extract(model, x) records Keras models "
+        "without edits")
