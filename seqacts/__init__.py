@@ -47,6 +47,7 @@ from .errors import (
     StreamMismatchError,
     StreamWriteError,
     TrainingModeWarning,
+    UnreadableFileError,
     UnrollError,
     UnsupportedModelError,
     UserCodeError,
@@ -56,9 +57,10 @@ from .schema import INTERNALS, KINDS
 
 if TYPE_CHECKING:
     from .capture.discovery import layers
+    from .capture.extract import extract
     from .capture.modules import register_cell
     from .capture.recorder import Recorder, record
-    from .interventions.context import Intervention, extract, intervene
+    from .interventions.context import Intervention, intervene
     from .interventions.edits import Edit, ablate, patch
     from .interventions.scan import ablation_scan
     from .io.distributed import extract_distributed
@@ -84,7 +86,7 @@ _LAZY: dict[str, str] = {
     "VerifyReport": "seqacts.io.integrity",
     "ablate": "seqacts.interventions.edits",
     "ablation_scan": "seqacts.interventions.scan",
-    "extract": "seqacts.interventions.context",
+    "extract": "seqacts.capture.extract",
     "extract_distributed": "seqacts.io.distributed",
     "extract_to_netcdf": "seqacts.io.stream",
     "intervene": "seqacts.interventions.context",
@@ -128,6 +130,7 @@ __all__ = [
     "StreamMismatchError",
     "StreamWriteError",
     "TrainingModeWarning",
+    "UnreadableFileError",
     "UnrollError",
     "UnsupportedModelError",
     "UserCodeError",

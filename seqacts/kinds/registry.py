@@ -8,7 +8,7 @@ variables may be packed), interventions (whether a layer carries a cell state). 
 of a kind (which modules are of that kind, where their weights are, how calls reach the
 recorder) is registered in :mod:`seqacts.capture.modules`; a front end that is not built on
 torch modules registers only a :class:`KindSpec` and hands records to
-:func:`seqacts.capture.assembly.close_group`.
+:meth:`seqacts.capture.groups.Recording.close`.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def register_kind(spec: KindSpec, *, replace: bool = False) -> KindSpec:
     with _LOCK:
         old = _KINDS.get(spec.name)
         if old is not None and old == spec:
-            return old  # the same facts again: the registered object stays
+            return old  # the same facts again: the registered object stays the one in use
         if old is not None and not replace:
             raise KindError(
                 f"register_kind: a kind {spec.name!r} is already registered with other facts; "
