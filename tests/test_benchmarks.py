@@ -48,3 +48,11 @@ def test_analysis_memory_benchmark_prints_its_table():
     ).stdout
     for name in ("summary", "dead_units", "report"):
         assert re.search(rf"\| {name} \| \d+ MB, [\d.]+ s \|", out), out
+
+
+def test_layout_memory_benchmark_prints_its_table():
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_layout_memory.py"), "--quick"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    assert re.search(r"\| this checkout \| 20 \| 2 \| [\d.]+ \| [\d.]+ \| \d+% \|", out), out

@@ -118,7 +118,7 @@ def test_encoder_and_decoder_of_different_batch_sizes_are_not_aligned_and_warn()
             return h
 
     model = TwoModules()
-    with pytest.warns(seqacts.RecordingWarning, match=r"encoder.l0 \[2\], decoder \[6\]"):
+    with pytest.warns(seqacts.RecordingWarning, match=r"encoder.l0 \[2\]; decoder \[6\]"):
         ds = seqacts.extract(model, torch.randn(2, 5, 2))
     assert ds.sizes["sample"] == 8
     assert ds.length.sel(layer="encoder.l0").values.tolist() == [5, 5] + [0] * 6
@@ -225,7 +225,7 @@ def test_siamese_encoder_inputs_are_separate_samples_not_glued():
     torch.manual_seed(4)
     model = Siamese()
     q, d = torch.randn(2, 5, 3), torch.randn(2, 7, 3)
-    with pytest.warns(seqacts.RecordingWarning, match=r"encoder.l0 \[2, 2\], head.l0 \[2\]"):
+    with pytest.warns(seqacts.RecordingWarning, match=r"encoder.l0 \[2, 2\]; head.l0 \[2\]"):
         ds = seqacts.extract(model, q, d)
     with torch.no_grad():
         expected = [*model.encoder(q)[0].numpy(), *model.encoder(d)[0].numpy()]
@@ -404,7 +404,7 @@ def test_dilated_rnn_rows_are_not_padded_into_the_batch():
     torch.manual_seed(7)
     model = Dilated()
     x = torch.randn(3, 8, 2)
-    with pytest.warns(seqacts.RecordingWarning, match=r"l0.l0 \[3\], l1.l0 \[6\]"):
+    with pytest.warns(seqacts.RecordingWarning, match=r"l0.l0 \[3\]; l1.l0 \[6\]"):
         ds = seqacts.extract(model, x)
     assert ds.sizes["sample"] == 9
     assert ds.length.sel(layer="l1.l0").values.tolist() == [0] * 3 + [4] * 6

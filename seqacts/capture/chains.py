@@ -7,10 +7,11 @@ itself or a view of its first rows. A chain's calls follow each other along ``ti
 continues nothing starts a new chain, i.e. new sample rows. Only the last call of each chain can
 be continued, so a row that dropped out of a chain never comes back.
 
-Within one group (one call of the root model, or the calls made outside any), chain ``i`` of
-every layer is the same samples when every recorded layer has the same sequence of chain row
-counts; otherwise every chain gets rows of its own (shared only by the layers of one stack that
-chained alike) and the group carries a note (the recorder warns with it).
+Within one group (one call of the root model, or the calls made outside any), the layers whose
+chains have the same sequence of row counts (the same *layout*) share rows: chain ``i`` of each
+of them is the same samples. Each layout gets a row set of its own (a dual-path model whose
+layers alternate between B x chunks and B x frames rows gets two), and a group with more than
+one layout carries a note (the recorder warns with it).
 
 A call that continues nothing although its initial state is *partly* explained by a returned
 state is noted as a :class:`Split` (the recorder warns with :func:`split_messages`): some but
@@ -297,31 +298,25 @@ class Layout:
         return self.note is None and bool((self.call <= 0).all())
 
 
-def lay_out(labels: list[str], linker: Linker, modules: dict[str, str] | None = None) -> Layout:
+def lay_out(labels: list[str], linker: Linker) -> Layout:
     """Assign every chain of every layer its sample rows (see the module docstring).
 
-    ``modules`` maps a layer's label to its module's path: when the layers cannot all be
-    aligned, the layers of one stack whose chains have the same row counts still share rows.
+    The layers whose chains have the same sequence of row counts (a *layout*) share rows:
+    one row set per layout, in the order the layouts first appear among ``labels``.
     """
-    modules = modules or {}
     counts = {label: [c.rows for c in linker.chains[label]] for label in labels
               if linker.chains.get(label)}
-    aligned = len({tuple(v) for v in counts.values()}) <= 1
     starts: dict[str, list[int]] = {}
     n_samples = 0
-    if aligned:
-        seq = next(iter(counts.values()), [])
-        shared = [int(s) for s in np.cumsum([0, *seq])[:-1]]
-        starts = {label: shared for label in counts}
-        n_samples = int(sum(seq))
-    else:  # the layers of one stack run in the same calls: they share rows when they chain alike
-        shared_by: dict[tuple[str, tuple[int, ...]], list[int]] = {}
-        for label, rows in counts.items():
-            key = (modules.get(label, label), tuple(rows))
-            if key not in shared_by:
-                shared_by[key] = [n_samples + int(s) for s in np.cumsum([0, *rows])[:-1]]
-                n_samples += int(sum(rows))
-            starts[label] = shared_by[key]
+    # one row set per layout: layers whose chains have the same row counts share samples
+    shared_by: dict[tuple[int, ...], list[int]] = {}
+    for label, rows in counts.items():
+        key = tuple(rows)
+        if key not in shared_by:
+            shared_by[key] = [n_samples + int(s) for s in np.cumsum([0, *rows])[:-1]]
+            n_samples += int(sum(rows))
+        starts[label] = shared_by[key]
+    aligned = len(shared_by) <= 1
     call = np.full((n_samples, len(labels)), -1, dtype=np.int64)
     call_row = np.full((n_samples, len(labels)), -1, dtype=np.int64)
     placements: dict[str, list[Placement]] = {}
@@ -335,7 +330,11 @@ def lay_out(labels: list[str], linker: Linker, modules: dict[str, str] | None = 
             placements.setdefault(label, []).extend(_place(chain, int(start)))
     note = None
     if not aligned:
-        note = ", ".join(f"{label} {_counts(rows, 'chains')}" for label, rows in counts.items())
+        by_layout: dict[tuple[int, ...], list[str]] = {}
+        for label, rows in counts.items():
+            by_layout.setdefault(tuple(rows), []).append(label)
+        note = "; ".join(f"{_names(names)} {_counts(list(rows), 'chains')}"
+                         for rows, names in by_layout.items())
     n_calls = np.array([linker.n_calls.get(label, 0) for label in labels], dtype=np.int64)
     return Layout(n_samples, placements, call, call_row, n_calls, note, blocks)
 
@@ -351,6 +350,11 @@ def _place(chain: Chain, start: int) -> list[Placement]:
         out.append(Placement(rec, start, offset, first=i == 0))
         done[:n] += rec.lengths.numpy()
     return out
+
+
+def _names(labels: list[str]) -> str:
+    shown = ", ".join(labels[:4])
+    return shown + (f" (and {len(labels) - 4} more)" if len(labels) > 4 else "")
 
 
 def _counts(values: list[int], noun: str) -> str:

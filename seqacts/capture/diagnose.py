@@ -47,10 +47,11 @@ def report_problems(ds: xr.Dataset, notes: Sequence[str], unused: Sequence[str],
     if notes:
         more = f" (and {len(notes) - 1} more groups)" if len(notes) > 1 else ""
         warnings.warn(
-            "seqacts: the recorded layers saw different batches within one group, so their rows "
-            f"cannot be the same samples: {notes[0]}{more} (rows per chain of calls). Each chain "
-            "got sample rows of its own, NaN in the other layers; the 'call' and 'call_row' "
-            "coordinates say which call and row each sample holds",
+            "seqacts: the recorded layers saw different batches within one group, so not all "
+            f"their rows can be the same samples: {notes[0]}{more} (rows per chain of calls). "
+            "The layers with the same rows per chain share samples; each such set got sample "
+            "rows of its own, NaN in the other layers; the 'call' and 'call_row' coordinates "
+            "say which call and row each sample holds",
             RecordingWarning, stacklevel=3)
     if unused:
         warnings.warn(

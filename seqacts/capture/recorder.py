@@ -177,8 +177,7 @@ class Recorder:
         linker = group.linker
         self._ends = {**self._ends, **linker.ends()}
         try:
-            layout = lay_out([s.label for s in self.specs], linker,
-                             {s.label: s.module_path for s in self.specs})
+            layout = lay_out([s.label for s in self.specs], linker)
             linker.release()
             outputs, unplaced = place_outputs(layout, group.trace, group.outputs, group.positions,
                                               group.flow)
