@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -27,6 +27,27 @@ def _names(value: str | Iterable[str] | None, option: str) -> tuple[str, ...] | 
     return names
 
 
+#: What ``chain=`` may declare about a layer's calls (``{"cell": "steps"}``).
+CHAIN_MODES: tuple[str, ...] = ("steps",)
+
+
+def _chain(value: str | Iterable[str] | Mapping[str, str] | None) -> tuple[str, ...] | None:
+    """``chain=`` as layer names: a mapping's keys (each value a mode of CHAIN_MODES)."""
+    if isinstance(value, Mapping):
+        bad = {k: v for k, v in value.items() if v not in CHAIN_MODES}
+        if bad:
+            name, mode = next(iter(bad.items()))
+            raise OptionError(
+                f"chain: {name!r}: unknown mode {mode!r}; the mode is "
+                f"{' or '.join(map(repr, CHAIN_MODES))} (the layer's calls within one model(...) "
+                "call with the same batch size are consecutive steps of the same rows), e.g. "
+                f"chain={{{name!r}: 'steps'}}"
+            )
+        value = list(value)
+    names = _names(value, "chain")
+    return names if names else None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Options:
     """What to record and how to store it.
@@ -43,6 +64,10 @@ class Options:
         Labels for the ``time`` coordinate.
     modules : str or list of str, optional
         Paths or patterns of other modules whose outputs to record as well.
+    chain : str, list of str or dict, optional
+        Layers (labels, module paths or patterns; a dict ``{"cell": "steps"}`` names them by
+        its keys) whose calls within one ``model(...)`` call with the same batch size are
+        consecutive steps of the same rows, whatever state they receive.
     edits : list of edits, optional
         Interventions (:func:`seqacts.ablate`, :func:`seqacts.patch`) applied while recording.
     inputs : callable, optional
@@ -59,6 +84,7 @@ class Options:
     internals: bool | str | Collection[str] = False
     time: Sequence[Any] | None = field(default=None, compare=False)
     modules: str | Iterable[str] | None = None
+    chain: str | Iterable[str] | Mapping[str, str] | None = None
     edits: Any = field(default=(), compare=False)
     inputs: Callable[[Any], Any] | None = field(default=None, compare=False)
     compression: str | None = None
@@ -69,6 +95,7 @@ class Options:
         set_ = object.__setattr__
         set_(self, "layers", _names(self.layers, "layers"))
         set_(self, "modules", _names(self.modules, "modules"))
+        set_(self, "chain", _chain(self.chain))
         if not isinstance(self.internals, bool):
             names = _names(self.internals, "internals")
             set_(self, "internals", names if names else False)

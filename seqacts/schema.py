@@ -153,9 +153,19 @@ VARIABLE_DOCS: dict[str, tuple[str, str]] = {
         "pre-activation",
         "a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh; h_t = tanh(a_t) or relu(a_t)",
     ),
+    "h_in": (
+        "received hidden state",
+        "chain= layers only: the hidden state each call received, at the step that used it "
+        "(a cell step's h_{t-1} as passed, e.g. after a decay); NaN at a call's other steps",
+    ),
+    "c_in": (
+        "received cell state",
+        "chain= LSTM layers only: the cell state each call received, at the step that used it; "
+        "NaN at a call's other steps",
+    ),
 }
 
 #: Variables as wide as the cell (``n_cell_units``) rather than as ``h`` (``n_units``).
 CELL_WIDTH_VARS: frozenset[str] = frozenset(
-    [v for names in INTERNALS.values() for v in names] + ["c_0", "c_n"]
+    [v for names in INTERNALS.values() for v in names] + ["c_0", "c_n", "c_in"]
 )

@@ -84,7 +84,7 @@ def test_extract_shows_the_recording_keywords_edits_and_the_model_inputs() -> No
 
     params = inspect.signature(seqacts.extract).parameters
     recorded = inspect.signature(record_extract).parameters
-    assert list(params) == ["model", "args", "edits", "layers", "internals", "time", "modules",
+    assert list(params) == ["model", "args", "edits", "layers", "internals", "time", "modules", "chain",
                             "grad", "kwargs"]
     for name in ("layers", "internals", "time", "modules", "grad"):
         assert params[name] == recorded[name]

@@ -13,6 +13,11 @@ of them is the same samples. Each layout gets a row set of its own (a dual-path 
 layers alternate between B x chunks and B x frames rows gets two), and a group with more than
 one layout carries a note (the recorder warns with it).
 
+A layer declared in ``chain=`` (``Linker.declared``) is told, not proven: a call of it that
+continues nothing by the rule above continues the layer's most recent chain whose last call
+had as many rows, whatever state it received (:mod:`seqacts.capture.declared` records that
+state and warns about undeclared step loops that were split).
+
 A call that continues nothing although its initial state is *partly* explained by a returned
 state is noted as a :class:`Split` (the recorder warns with :func:`split_messages`): some but
 not all of its rows are bitwise the rows a chain's last call returned (``"rows"``); it got an
@@ -31,7 +36,8 @@ from torch import Tensor
 
 from .records import LayerRecord
 
-__all__ = ["Chain", "End", "Linker", "Placement", "Layout", "Split", "lay_out", "split_messages"]
+__all__ = ["Chain", "End", "Linker", "Placement", "Layout", "Split", "chain_hint", "lay_out",
+           "split_messages"]
 
 
 @dataclass
@@ -73,8 +79,10 @@ class Linker:
     starts from one of them is noted as a ``"root"`` split (it is never linked to it).
     """
 
-    def __init__(self, earlier: dict[str, list[End]] | None = None) -> None:
+    def __init__(self, earlier: dict[str, list[End]] | None = None,
+                 declared: frozenset[str] = frozenset()) -> None:
         self.chains: dict[str, list[Chain]] = {}
+        self.declared = declared  # layers whose same-size calls are declared consecutive steps
         self.n_calls: dict[str, int] = {}
         self.earlier = earlier or {}
         self.splits: dict[str, list[Split]] = {}
@@ -86,6 +94,8 @@ class Linker:
         self.n_calls[label] = call + 1
         chains = self.chains.setdefault(label, [])
         chain, zero_copy = _continued(chains, rec)
+        if chain is None and label in self.declared:
+            chain = _same_rows(chains, rec)
         index = len(chains)
         if chain is None:
             reason = "zeros" if zero_copy else _partly_explained(
@@ -140,6 +150,16 @@ def _continued(chains: list[Chain], rec: LayerRecord) -> tuple[Chain | None, boo
         if not fresh:  # zeros are every fresh start's state: only identity proves a continuation
             return chain, False
     return None, bool(fresh)
+
+
+def _same_rows(chains: list[Chain], rec: LayerRecord) -> Chain | None:
+    """For a layer declared in ``chain=``: the most recent chain whose last call had as many
+    rows as ``rec`` and states of its shape (``rec`` continues it whatever state it got)."""
+    for chain in reversed(chains):
+        prev = chain.records[-1]
+        if prev.hn.shape == rec.h0.shape and (prev.cn is None) == (rec.c0 is None):
+            return chain
+    return None
 
 
 def _fits(h0: Tensor, hn: Tensor) -> bool:
@@ -229,7 +249,9 @@ _SPLIT_TEXT = {
         "some but not all rows of the initial state are bitwise the rows that an earlier call "
         "of the layer returned (the others were replaced, e.g. reset or reordered, before "
         "being passed on); a call continues another only when all its rows (h and c) are "
-        "that state, so these calls started new samples"
+        "that state, so these calls started new samples; if they are consecutive steps of the "
+        "same rows whatever state they receive (a decay, zoneout, a norm applied to h), "
+        "declare it with"
     ),
     "zeros": (
         "the initial state is all zeros, equal to the all-zero state an earlier call returned "
@@ -266,8 +288,16 @@ def split_messages(splits: dict[str, dict[str, list[int]]]) -> list[str]:
                  f"{_counts(calls[reason], 'calls')[1:-1]}"
                  for label, calls in splits.items() if calls.get(reason)]
         if where:
+            if reason == "rows":
+                text += " " + chain_hint([label for label, calls in splits.items()
+                                          if calls.get(reason)])
             out.append(f"seqacts: {'; '.join(where)}: {text} (README, 'How calls become samples')")
     return out
+
+
+def chain_hint(labels: list[str]) -> str:
+    """The ``chain=`` option declaring ``labels``' calls steps: ``chain={'cell': 'steps'}``."""
+    return "chain={" + ", ".join(f"{label!r}: 'steps'" for label in labels) + "}"
 
 
 @dataclass

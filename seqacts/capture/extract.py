@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ def extract(
     internals: bool | Collection[str] = False,
     time: Sequence[Any] | None = None,
     modules: str | Iterable[str] | None = None,
+    chain: str | Iterable[str] | Mapping[str, str] | None = None,
     grad: bool = False,
     **kwargs: Any,
 ) -> xr.Dataset:
@@ -48,6 +49,10 @@ def extract(
         Labels for the ``time`` coordinate.
     modules : str or list of str, optional
         Other modules (paths or patterns) whose outputs to record too.
+    chain : str, list of str or dict, optional
+        Layers whose calls within one ``model(...)`` call with the same batch size are
+        consecutive steps of the same rows whatever state they receive, e.g.
+        ``chain={"cell": "steps"}`` (see :func:`seqacts.record`); adds ``h_in``/``c_in``.
     grad : bool, default False
         Run the forward under ``torch.enable_grad()``, recording what the model computes in a
         training step (PyTorch's training kernels; on the CPU their last bits can differ from
@@ -62,7 +67,7 @@ def extract(
         ``c_n`` (sample, layer, direction, unit); internals with ``h``'s dims.
     """
     warn_if_random(model)
-    options = Options(layers=layers, internals=internals, time=time, modules=modules)
+    options = Options(layers=layers, internals=internals, time=time, modules=modules, chain=chain)
     return extract_with(model, options, args, kwargs, grad=grad)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,12 +21,13 @@ from torch import Tensor, nn
 from torch.nn.modules import module as torch_module
 from torch.nn.utils.rnn import PackedSequence
 
-from ..errors import RecordingError, RecordingWarning
+from ..errors import LayerSelectionError, RecordingError, RecordingWarning
 from ..options import Options
 from ..schema import base_kind
 from . import kernels
 from .assembly import Block, build_block, build_dataset
 from .chains import End, Linker, lay_out, split_messages
+from .declared import RECEIVED, received, step_splits, steps_message
 from .diagnose import report_problems
 from .discovery import by_first_weight, recurrent_layers, select_layers, select_modules
 from .module_rows import Flow, place_outputs, unplaced_message
@@ -61,6 +62,10 @@ class Recorder:
             {base_kind(s.kind, nonlinearity(m)) for m, specs in selected for s in specs},
         )
         self.time = options.time
+        self.declared = _declared(model, options.chain, self.specs)
+        declared_kinds = {s.kind for s in self.specs if s.label in self.declared}
+        self._received: tuple[str, ...] = () if not self.declared else (
+            RECEIVED if declared_kinds & {"LSTM", "LSTMCell"} else RECEIVED[:1])
         self._watched = list(selected)
         self._by_module = {id(m): (m, specs) for m, specs in selected}
         self._recurrent = {id(m) for m, _ in recurrent_layers(model)}
@@ -75,6 +80,7 @@ class Recorder:
         self._group: _Group | None = None
         self._ends: dict[str, list[End]] = {}  # each layer's chain ends in its latest group
         self._splits: dict[str, dict[str, list[int]]] = {}  # label -> reason -> dataset calls
+        self._steps: dict[str, list[int]] = {}  # label -> dataset calls splitting a step loop
         self._calls: dict[str, int] = {}  # each layer's calls in the blocks so far
         self._unplaced: list[str] = []  # module outputs' calls left NaN, one message each
         self._depth = 0
@@ -168,7 +174,7 @@ class Recorder:
         return self._group
 
     def _new_group(self) -> _Group:
-        return _Group(linker=Linker(self._ends))
+        return _Group(linker=Linker(self._ends, self.declared))
 
     def _close_group(self) -> None:
         group, self._group = self._group, None
@@ -181,7 +187,7 @@ class Recorder:
             linker.release()
             outputs, unplaced = place_outputs(layout, group.trace, group.outputs, group.positions,
                                               group.flow)
-            block = build_block(self.specs, layout, outputs, self.internals)
+            block = build_block(self.specs, layout, outputs, self.internals + self._received)
             if unplaced:
                 first = sum(b.n_samples for b in self._blocks)
                 self._unplaced += unplaced_message(unplaced, len(self._blocks), first,
@@ -192,6 +198,9 @@ class Recorder:
                 for split in splits:
                     self._splits.setdefault(label, {}).setdefault(split.reason, []).append(
                         seen + split.call)
+            for label, calls in step_splits(linker).items():
+                seen = self._calls.get(label, 0)
+                self._steps.setdefault(label, []).extend(seen + c for c in calls)
             for label, n in linker.n_calls.items():
                 self._calls[label] = self._calls.get(label, 0) + n
         except Exception as error:  # never break the user's forward: report it with the dataset
@@ -243,6 +252,8 @@ class Recorder:
 
     def _add(self, group: _Group, label: str, rec: LayerRecord, x: Tensor | None,
              out: Tensor) -> None:
+        if label in self.declared:  # the state it received, kept before linking drops it
+            rec.extra.update(received(rec))
         chain = group.linker.add(label, rec)
         if self._outputs:  # the order of kernel and module calls, and their data, place outputs
             group.trace.append((label, chain))
@@ -287,7 +298,9 @@ class Recorder:
         unused = [s.label for s, n in zip(self.specs, calls, strict=True)
                   if n == 0 and s.label not in self._failures]
         report_problems(ds, notes, unused, self._failures)
-        for message in [*split_messages(self._splits), *self._unplaced]:
+        steps = steps_message(self._steps)
+        for message in [*split_messages(self._splits), *([steps] if steps else []),
+                        *self._unplaced]:
             warnings.warn(message, RecordingWarning, stacklevel=2)
         return ds
 
@@ -297,9 +310,26 @@ class Recorder:
         self._blocks.clear()
         self._failures.clear()
         self._splits.clear()
+        self._steps.clear()
         self._calls.clear()
         self._unplaced.clear()
         return ds
+
+
+def _declared(model: nn.Module, chain: Iterable[str] | None,
+              specs: list[LayerSpec]) -> frozenset[str]:
+    """The recorded layers' labels that ``chain=`` names; an error for a name matching no
+    layer, or only layers that are not recorded (``layers=``)."""
+    if chain is None:
+        return frozenset()
+    named = {s.label for _, found in select_layers(model, chain, "chain") for s in found}
+    recorded = {s.label for s in specs}
+    if not named <= recorded:
+        raise LayerSelectionError(
+            f"chain: {', '.join(sorted(named - recorded))} not recorded; chain= names layers "
+            f"among the recorded ones: {', '.join(s.label for s in specs)} (or add them to "
+            "layers=)")
+    return frozenset(named)
 
 
 def _no_autocast(device_type: str) -> AbstractContextManager[Any]:
@@ -326,6 +356,7 @@ def record(
     internals: bool | Collection[str] = False,
     time: Sequence[Any] | None = None,
     modules: str | Iterable[str] | None = None,
+    chain: str | Iterable[str] | Mapping[str, str] | None = None,
 ) -> Recorder:
     """Record every recurrent layer of ``model`` while the ``with`` block runs.
 
@@ -346,10 +377,17 @@ def record(
         Labels for the ``time`` coordinate (e.g. a ``pandas.DatetimeIndex``).
     modules : str or list of str, optional
         Paths or patterns of other modules whose outputs to record as well.
+    chain : str, list of str or dict, optional
+        Declared continuation: layers (labels, module paths or patterns, or a dict
+        ``{"cell": "steps"}``) whose calls within one ``model(...)`` call with the same batch
+        size are consecutive steps of the same rows, whatever state they receive (a decay,
+        zoneout or a norm applied to the state between steps). The state each call received
+        is recorded as ``h_in`` (and ``c_in``), dims like ``h``.
 
     Returns
     -------
     Recorder
         A context manager; ``rec.to_dataset()`` returns the ``xarray.Dataset``.
     """
-    return Recorder(model, Options(layers=layers, internals=internals, time=time, modules=modules))
+    return Recorder(model, Options(layers=layers, internals=internals, time=time, modules=modules,
+                                   chain=chain))
