@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..errors import OptionError
 from ..schema import DIRECTIONS, VARIABLE_DOCS
+from .call_labels import MODEL_CALL, label_coords
 from .chains import Layout, Placement
 from .diagnose import nonfinite_steps
 from .module_rows import Piece
@@ -47,6 +48,8 @@ class Block:
     n_calls: np.ndarray | None = None  # (layer,) calls of each layer in this block
     note: str | None = None  # the layers whose rows could not be aligned, with their row counts
     plain: bool = True  # one chain per layer, aligned (no provenance coordinates needed)
+    model_call: int = 0  # the group's number in the recording
+    labels: dict[str, Any] = field(default_factory=dict)  # the labels it was recorded under
 
 
 def _geometry(specs: Sequence[LayerSpec]) -> tuple[int, int, bool]:
@@ -401,6 +404,11 @@ def build_dataset(
         "length": (("sample", "layer"), lengths),
         "nonfinite": (("sample", "layer"), nonfinite_steps(data_vars["h"].values, lengths, specs)),
     }
+    coords[MODEL_CALL] = ("sample", np.repeat(np.array([b.model_call for b in blocks], np.int64),
+                                             [b.n_samples for b in blocks]))
+    for name, values in label_coords([b.labels for b in blocks],
+                                     [b.n_samples for b in blocks]).items():
+        coords[name] = ("sample", values)
     if not all(b.plain for b in blocks):  # rows are not simply each call's batch: say whose
         coords["call"] = (("sample", "layer"), _calls(blocks))
         coords["call_row"] = (("sample", "layer"), np.concatenate([_int(b.call_row, b)

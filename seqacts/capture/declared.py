@@ -14,14 +14,18 @@ fresh all-zero one, is reported once (:func:`steps_message`) naming the option.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from ..errors import LayerSelectionError
 from .chains import Linker, chain_hint
+from .discovery import select_layers
 from .records import LayerRecord
+from .specs import LayerSpec
 
-__all__ = ["RECEIVED", "received", "step_splits", "steps_message"]
+__all__ = ["RECEIVED", "declared_layers", "received", "step_splits", "steps_message"]
 
 #: The variables of the state each call of a declared layer received: h, and c for an LSTM.
 RECEIVED: tuple[str, str] = ("h_in", "c_in")
@@ -44,6 +48,27 @@ def received(rec: LayerRecord) -> dict[str, Tensor]:
             values[rows.to(state.device), 1, last] = state[rows.to(state.device), 1]
         out[name] = values
     return out
+
+
+def declared_layers(model: nn.Module, chain: Iterable[str] | None,
+              specs: list[LayerSpec]) -> frozenset[str]:
+    """The recorded layers' labels that ``chain=`` names.
+
+    Raises
+    ------
+    LayerSelectionError
+        For a name matching no layer of ``model``, or layers that are not recorded.
+    """
+    if chain is None:
+        return frozenset()
+    named = {s.label for _, found in select_layers(model, chain, "chain") for s in found}
+    recorded = {s.label for s in specs}
+    if not named <= recorded:
+        raise LayerSelectionError(
+            f"chain: {', '.join(sorted(named - recorded))} not recorded; chain= names layers "
+            f"among the recorded ones: {', '.join(s.label for s in specs)} (or add them to "
+            "layers=)")
+    return frozenset(named)
 
 
 def step_splits(linker: Linker) -> dict[str, list[int]]:

@@ -21,13 +21,14 @@ from torch import Tensor, nn
 from torch.nn.modules import module as torch_module
 from torch.nn.utils.rnn import PackedSequence
 
-from ..errors import LayerSelectionError, RecordingError, RecordingWarning
+from ..errors import RecordingError, RecordingWarning
 from ..options import Options
 from ..schema import base_kind
 from . import kernels
 from .assembly import Block, build_block, build_dataset
+from .call_labels import Restore, check_labels
 from .chains import End, Linker, lay_out, split_messages
-from .declared import RECEIVED, received, step_splits, steps_message
+from .declared import RECEIVED, declared_layers, received, step_splits, steps_message
 from .diagnose import report_problems
 from .discovery import by_first_weight, recurrent_layers, select_layers, select_modules
 from .module_rows import Flow, place_outputs, unplaced_message
@@ -46,13 +47,16 @@ class _Group:
     positions: dict[str, list[int]] = field(default_factory=dict)  # kernel calls before each
     trace: list[tuple[str, int]] = field(default_factory=list)  # kernel calls: label, chain
     flow: Flow = field(default_factory=Flow)  # storages of the trace's and the outputs' calls
+    labels: dict[str, Any] = field(default_factory=dict)  # Recorder.label's when it started
 
 
 class Recorder:
     """Records every selected recurrent layer while active; see :func:`record`."""
 
-    def __init__(self, model: nn.Module, options: Options | None = None) -> None:
+    def __init__(self, model: nn.Module, options: Options | None = None,
+                 labels: Mapping[str, Any] | None = None) -> None:
         options = Options() if options is None else options
+        self._labels = check_labels(labels or {})
         self.model = model
         self.options = options
         selected = select_layers(model, options.layers)
@@ -62,7 +66,7 @@ class Recorder:
             {base_kind(s.kind, nonlinearity(m)) for m, specs in selected for s in specs},
         )
         self.time = options.time
-        self.declared = _declared(model, options.chain, self.specs)
+        self.declared = declared_layers(model, options.chain, self.specs)
         declared_kinds = {s.kind for s in self.specs if s.label in self.declared}
         self._received: tuple[str, ...] = () if not self.declared else (
             RECEIVED if declared_kinds & {"LSTM", "LSTMCell"} else RECEIVED[:1])
@@ -83,6 +87,7 @@ class Recorder:
         self._steps: dict[str, list[int]] = {}  # label -> dataset calls splitting a step loop
         self._calls: dict[str, int] = {}  # each layer's calls in the blocks so far
         self._unplaced: list[str] = []  # module outputs' calls left NaN, one message each
+        self._groups = 0  # groups closed so far: the next block's model_call
         self._depth = 0
         self._active = False
 
@@ -174,7 +179,7 @@ class Recorder:
         return self._group
 
     def _new_group(self) -> _Group:
-        return _Group(linker=Linker(self._ends, self.declared))
+        return _Group(linker=Linker(self._ends, self.declared), labels=dict(self._labels))
 
     def _close_group(self) -> None:
         group, self._group = self._group, None
@@ -188,6 +193,8 @@ class Recorder:
             outputs, unplaced = place_outputs(layout, group.trace, group.outputs, group.positions,
                                               group.flow)
             block = build_block(self.specs, layout, outputs, self.internals + self._received)
+            block.model_call, block.labels = self._groups, group.labels
+            self._groups += 1
             if unplaced:
                 first = sum(b.n_samples for b in self._blocks)
                 self._unplaced += unplaced_message(unplaced, len(self._blocks), first,
@@ -205,6 +212,42 @@ class Recorder:
                 self._calls[label] = self._calls.get(label, 0) + n
         except Exception as error:  # never break the user's forward: report it with the dataset
             self._failures.setdefault("(assembly)", []).append(f"{type(error).__name__}: {error}")
+
+    # -- labels ------------------------------------------------------------------------------
+    def label(self, **labels: Any) -> AbstractContextManager[Recorder]:
+        """Label the ``model(...)`` calls recorded from now on (``phase="val", epoch=3``).
+
+        Each label becomes a coordinate along ``sample`` holding, per sample, the value in
+        force when its ``model(...)`` call started; samples recorded without it get ``""``
+        (str), -1 (int) or NaN (float). The labels add to (and replace by name) those in force;
+        ``None`` removes one. Used as a context manager, the labels in force before are
+        restored when the ``with`` block exits.
+
+        Parameters
+        ----------
+        **labels : str, bool, int or float
+            Names that are not the dataset's dims, coordinates or variables.
+
+        Returns
+        -------
+        context manager
+            Entering it does nothing more; exiting restores the labels in force before.
+        """
+        before = dict(self._labels)
+        updated = {k: v for k, v in self._labels.items() if k not in labels}
+        updated.update(check_labels({k: v for k, v in labels.items() if v is not None}))
+        self._set_labels(updated)
+        return Restore(self, lambda: self._set_labels(before))
+
+    def _set_labels(self, labels: dict[str, Any]) -> None:
+        if self._depth == 0:  # calls made outside any model(...) so far keep the old labels
+            self._close_group()
+        self._labels = labels
+
+    @property
+    def labels(self) -> dict[str, Any]:
+        """The labels in force (a copy); see :meth:`label`."""
+        return dict(self._labels)
 
     # -- kernels.Sink ------------------------------------------------------------------------
     def watches(self, weight: Tensor, owner: object) -> bool:
@@ -316,22 +359,6 @@ class Recorder:
         return ds
 
 
-def _declared(model: nn.Module, chain: Iterable[str] | None,
-              specs: list[LayerSpec]) -> frozenset[str]:
-    """The recorded layers' labels that ``chain=`` names; an error for a name matching no
-    layer, or only layers that are not recorded (``layers=``)."""
-    if chain is None:
-        return frozenset()
-    named = {s.label for _, found in select_layers(model, chain, "chain") for s in found}
-    recorded = {s.label for s in specs}
-    if not named <= recorded:
-        raise LayerSelectionError(
-            f"chain: {', '.join(sorted(named - recorded))} not recorded; chain= names layers "
-            f"among the recorded ones: {', '.join(s.label for s in specs)} (or add them to "
-            "layers=)")
-    return frozenset(named)
-
-
 def _no_autocast(device_type: str) -> AbstractContextManager[Any]:
     """Internals are computed in the dtype the kernel ran in, not re-cast by an active autocast."""
     if torch.is_autocast_enabled(device_type):
@@ -357,6 +384,7 @@ def record(
     time: Sequence[Any] | None = None,
     modules: str | Iterable[str] | None = None,
     chain: str | Iterable[str] | Mapping[str, str] | None = None,
+    labels: Mapping[str, Any] | None = None,
 ) -> Recorder:
     """Record every recurrent layer of ``model`` while the ``with`` block runs.
 
@@ -383,6 +411,10 @@ def record(
         size are consecutive steps of the same rows, whatever state they receive (a decay,
         zoneout or a norm applied to the state between steps). The state each call received
         is recorded as ``h_in`` (and ``c_in``), dims like ``h``.
+    labels : dict, optional
+        Labels (``{"phase": "train", "epoch": 0}``) for the ``model(...)`` calls recorded,
+        each a coordinate along ``sample``; change them with :meth:`Recorder.label`. Every
+        sample also carries ``model_call``, the number of the call it came from.
 
     Returns
     -------
@@ -390,4 +422,4 @@ def record(
         A context manager; ``rec.to_dataset()`` returns the ``xarray.Dataset``.
     """
     return Recorder(model, Options(layers=layers, internals=internals, time=time, modules=modules,
-                                   chain=chain))
+                                   chain=chain), labels=labels)

@@ -342,6 +342,7 @@ def _write_batches(model: nn.Module, batches: Iterable[Any], out: Output, opts: 
     """
     pending: list[dict[str, Any]] = []
     seen = 0
+    calls = sum(int(e.get("calls", 0)) for e in committed.log)  # model(...) calls in the file
     for seen, batch in enumerate(batches, 1):
         args, kwargs = _model_args(batch, opts.inputs)
         entry = batch_entry(args, kwargs)
@@ -356,6 +357,9 @@ def _write_batches(model: nn.Module, batches: Iterable[Any], out: Output, opts: 
             continue
         ds = extract_with(model, replace(opts, time=None), args, kwargs)
         entry["samples"] = ds.sizes["sample"]
+        entry["calls"] = int(ds["model_call"].max()) + 1
+        ds = ds.assign_coords(model_call=ds["model_call"] + calls)  # numbered across the file
+        calls += entry["calls"]
         if opts.time is not None:
             ds = _label_time(ds, opts.time)
         if guard is not None:
