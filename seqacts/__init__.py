@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import accessor as _accessor  # registers the ds.seqacts accessor
 from .analysis.compare import compare, distance, final_state, roc_auc
 from .analysis.core import dead_units, masked, saturation, step_change
+from .analysis.epochs import per_epoch
 from .analysis.step_distance import step_distance
 from .analysis.summary import summary, summary_table
 from .errors import (
@@ -31,6 +32,7 @@ from .errors import (
     IncompleteStreamWarning,
     InputError,
     LayerSelectionError,
+    MissingDependencyError,
     MissingVariableError,
     NoRecurrentModuleError,
     OptionError,
@@ -109,6 +111,7 @@ __all__ = [
     "InputError",
     "Intervention",
     "LayerSelectionError",
+    "MissingDependencyError",
     "MissingVariableError",
     "NoRecurrentModuleError",
     "OptionError",
@@ -143,6 +146,7 @@ __all__ = [
     "masked",
     "open_dataset",
     "patch",
+    "per_epoch",
     "record",
     "report",
     "roc_auc",
