@@ -56,3 +56,12 @@ def test_layout_memory_benchmark_prints_its_table():
         capture_output=True, text=True, timeout=300, check=True,
     ).stdout
     assert re.search(r"\| this checkout \| 20 \| 2 \| [\d.]+ \| [\d.]+ \| \d+% \|", out), out
+
+
+def test_fixed_cost_benchmark_prints_its_table():
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_fixed_cost.py"), "--quick"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    rows = re.findall(r"\| .+ \| [\d.]+ ms \| [\d.]+ ms \| [\d.]+x \| -?[\d.]+ ms \|", out)
+    assert len(rows) == 3, out

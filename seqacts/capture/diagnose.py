@@ -67,7 +67,7 @@ def report_problems(ds: xr.Dataset, notes: Sequence[str], unused: Sequence[str],
             f"seqacts: recording failed for some calls ({text}); the model ran normally, but "
             "these calls are missing from the dataset (attr 'failed_layers'). Please report it",
             RecordingWarning, stacklevel=3)
-    if "nonfinite" in ds.coords and int(ds["nonfinite"].max(initial=0)) > 0:
+    if "nonfinite" in ds.coords and int(ds["nonfinite"].values.max(initial=0)) > 0:
         bad = ds["nonfinite"].values
         sample, layer = np.argwhere(bad > 0)[0]
         label = str(ds["layer"].values[layer])
