@@ -21,8 +21,10 @@ from .analysis.core import dead_units, masked, saturation, step_change
 from .analysis.epochs import per_epoch
 from .analysis.step_distance import step_distance
 from .analysis.summary import summary, summary_table
+from .analysis.windows import match, top_windows
 from .errors import (
     ArgumentTypeError,
+    CellStateError,
     CorruptFileError,
     DatasetMismatchError,
     DatasetNotFoundError,
@@ -31,6 +33,7 @@ from .errors import (
     GroupError,
     IncompleteStreamWarning,
     InputError,
+    KindError,
     LayerSelectionError,
     MissingDependencyError,
     MissingVariableError,
@@ -55,6 +58,7 @@ from .schema import INTERNALS, KINDS
 
 if TYPE_CHECKING:
     from .capture.discovery import layers
+    from .capture.modules import register_cell
     from .capture.recorder import Recorder, record
     from .interventions.context import Intervention, extract, intervene
     from .interventions.edits import Edit, ablate, patch
@@ -93,6 +97,7 @@ _LAZY: dict[str, str] = {
     "report": "seqacts.viz.report",
     "verify": "seqacts.io.integrity",
     "write_stream": "seqacts.io.write",
+    "register_cell": "seqacts.capture.modules",
 }
 
 __all__ = [
@@ -144,6 +149,7 @@ __all__ = [
     "intervene",
     "layers",
     "masked",
+    "match",
     "open_dataset",
     "patch",
     "per_epoch",
@@ -155,8 +161,12 @@ __all__ = [
     "step_distance",
     "summary",
     "summary_table",
+    "top_windows",
     "verify",
     "write_stream",
+    "CellStateError",
+    "KindError",
+    "register_cell",
 ]
 
 

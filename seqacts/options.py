@@ -64,6 +64,9 @@ class Options:
         Labels for the ``time`` coordinate.
     modules : str or list of str, optional
         Paths or patterns of other modules whose outputs to record as well.
+    cells : dict, optional
+        Python cells to record from the state they return: module path or pattern ->
+        ``"h"`` or ``"h,c"`` (see :func:`seqacts.record`).
     chain : str, list of str or dict, optional
         Layers (labels, module paths or patterns; a dict ``{"cell": "steps"}`` names them by
         its keys) whose calls within one ``model(...)`` call with the same batch size are
@@ -84,6 +87,7 @@ class Options:
     internals: bool | str | Collection[str] = False
     time: Sequence[Any] | None = field(default=None, compare=False)
     modules: str | Iterable[str] | None = None
+    cells: Mapping[str, str] | None = field(default=None, hash=False)
     chain: str | Iterable[str] | Mapping[str, str] | None = None
     edits: Any = field(default=(), compare=False)
     inputs: Callable[[Any], Any] | None = field(default=None, compare=False)
@@ -95,6 +99,11 @@ class Options:
         set_ = object.__setattr__
         set_(self, "layers", _names(self.layers, "layers"))
         set_(self, "modules", _names(self.modules, "modules"))
+        if self.cells is not None and not isinstance(self.cells, Mapping):
+            raise ArgumentTypeError(
+                f"cells: expected a dict of module path -> state (\"h\" or \"h,c\"), got "
+                f"{type(self.cells).__name__}; e.g. cells={{\"decoder.cell\": \"h,c\"}}")
+        set_(self, "cells", dict(self.cells) if self.cells else None)
         set_(self, "chain", _chain(self.chain))
         if not isinstance(self.internals, bool):
             names = _names(self.internals, "internals")

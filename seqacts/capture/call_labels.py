@@ -15,21 +15,14 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from ..errors import ArgumentTypeError, OptionError
-from ..schema import VARIABLE_DOCS
+from ..schema import MODEL_CALL, SCHEMA_NAMES, VARIABLE_DOCS
 
 __all__ = ["MODEL_CALL", "Restore", "check_labels", "label_coords"]
 
 T = TypeVar("T")
 
-#: The coordinate along ``sample`` naming the group (``model(...)`` call) a sample came from.
-MODEL_CALL = "model_call"
-
 #: Names a label may not take: the dataset's dims, coordinates and variables.
-RESERVED: frozenset[str] = frozenset({
-    "sample", "layer", "direction", "time", "unit", "module", "kind", "n_units", "n_cell_units",
-    "n_directions", "length", "nonfinite", "call", "call_row", MODEL_CALL,
-    *VARIABLE_DOCS,
-})
+RESERVED: frozenset[str] = frozenset({*SCHEMA_NAMES, *VARIABLE_DOCS})
 
 
 def check_labels(labels: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import LayerSelectionError
+from ..schema import RECEIVED_VARS
 from .chains import Linker, chain_hint
 from .discovery import select_layers
 from .records import LayerRecord
@@ -28,7 +29,7 @@ from .specs import LayerSpec
 __all__ = ["RECEIVED", "declared_layers", "received", "step_splits", "steps_message"]
 
 #: The variables of the state each call of a declared layer received: h, and c for an LSTM.
-RECEIVED: tuple[str, str] = ("h_in", "c_in")
+RECEIVED: tuple[str, ...] = RECEIVED_VARS
 
 
 def received(rec: LayerRecord) -> dict[str, Tensor]:
@@ -61,7 +62,7 @@ def declared_layers(model: nn.Module, chain: Iterable[str] | None,
     """
     if chain is None:
         return frozenset()
-    named = {s.label for _, found in select_layers(model, chain, "chain") for s in found}
+    named = {s.label for _, found in select_layers(model, chain, option="chain") for s in found}
     recorded = {s.label for s in specs}
     if not named <= recorded:
         raise LayerSelectionError(
