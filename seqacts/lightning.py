@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from .errors import (
     MissingDependencyError,
     OptionError,
     OutputExistsError,
-    RecordingWarning,
 )
 from .options import Options
 
@@ -138,23 +136,10 @@ def record_probe(model: nn.Module, probe: Any, options: Options) -> xr.Dataset:
             model.eval()
             with Recorder(model, options) as rec:
                 model(*args, **kwargs)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RecordingWarning)  # told again below, once
-                return _warned(rec)
+            return rec.to_dataset()  # its RecordingWarnings reach the user (once per message)
     finally:
         for module, mode in modes:
             module.training = mode
-
-
-def _warned(rec: Recorder) -> xr.Dataset:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ds = rec.to_dataset()
-    for w in caught:
-        if issubclass(w.category, RecordingWarning):
-            ds.attrs.setdefault("recording_warnings", "")
-            ds.attrs["recording_warnings"] += str(w.message) + "\n"
-    return ds
 
 
 def append_epoch(path: Path, ds: xr.Dataset, epoch: int, *, first: bool) -> None:

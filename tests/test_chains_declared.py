@@ -260,3 +260,20 @@ def test_dual_path_layers_share_two_row_sets():
         ref = reference_stack(model.get_submodule(name), inp.numpy())[0]
         np.testing.assert_allclose(h, ref["h"], atol=1e-5)
     np.testing.assert_array_equal(ds.call_row.sel(layer="inter.5.l0").values[12:], np.arange(8))
+
+
+def test_declared_continuation_streams_to_netcdf_and_is_checked_on_resume(tmp_path):
+    torch.manual_seed(4)
+    model = DecayRNN("all").eval()
+    batches = [torch.randn(2, T, 3) for _ in range(2)]
+    path = tmp_path / "decay.nc"
+    seqacts.extract_to_netcdf(model, batches, path, chain={"cell": "steps"}, progress=False)
+    ds = seqacts.open_dataset(path)
+    for i, x in enumerate(batches):
+        one = quiet(seqacts.extract, model, x, chain="cell")
+        got = ds.isel(sample=slice(2 * i, 2 * i + 2))
+        for name in ("h", "h_in", "h_0", "h_n"):
+            np.testing.assert_array_equal(got[name].values, one[name].values)
+    assert ds.length.values[:, 0].tolist() == [T] * 4
+    with pytest.raises(seqacts.StreamMismatchError, match="chain: file has \\['cell'\\]"):
+        seqacts.extract_to_netcdf(model, batches, path, resume=True, progress=False)

@@ -16,7 +16,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,7 @@ def fingerprint(model: nn.Module, rec: Recorder, opts: Options,
         "layers": [s.label for s in rec.specs],
         "internals": list(rec.internals),
         "modules": None if opts.modules is None else list(opts.modules),
+        "chain": None if opts.chain is None else sorted(rec.declared),
         "compression": opts.compression,
         "pack": opts.pack,
         "model_class": model_class(model),
@@ -146,6 +147,7 @@ def extract_to_netcdf(
     layers: str | Iterable[str] | None = None,
     internals: bool | Collection[str] = False,
     modules: str | Iterable[str] | None = None,
+    chain: str | Iterable[str] | Mapping[str, str] | None = None,
     inputs: Callable[[Any], Any] | None = None,
     time: Sequence[Any] | None = None,
     compression: str | None = None,
@@ -176,7 +178,7 @@ def extract_to_netcdf(
         arguments or a dict of keyword arguments (after ``inputs``).
     path : str or path-like
         The netCDF4 file to write.
-    layers, internals, modules
+    layers, internals, modules, chain
         As for :func:`seqacts.extract`.
     inputs : callable, optional
         Maps a batch to the model's arguments, e.g. ``lambda b: (b[0],)`` for ``(x, y)`` batches.
@@ -213,7 +215,7 @@ def extract_to_netcdf(
         ``path``, holding ``h`` (sample, layer, direction, time, unit) and the rest of the
         :func:`seqacts.extract` schema, plus ``seqacts_stream_*`` bookkeeping attributes.
     """
-    opts = Options(layers=layers, internals=internals, modules=modules, inputs=inputs,
+    opts = Options(layers=layers, internals=internals, modules=modules, chain=chain, inputs=inputs,
                    compression=compression, pack=pack, time=time, checksums=checksums)
     return stream(model, batches, Path(path), opts, overwrite=overwrite, resume=resume,
                   progress=progress)
