@@ -167,7 +167,8 @@ def extract_to_netcdf(
     destination is checked before any batch runs; a batch of 0 samples is logged and skipped.
     Open the result with :func:`seqacts.open_dataset` (lazy, Dask) or ``xr.open_dataset``; it
     equals ``xr.concat`` of per-batch :func:`seqacts.extract` results (``sample`` numbered
-    0..N-1, ``time`` padded with NaN to the longest batch).
+    0..N-1, ``time`` padded with NaN to the longest batch, ``model_call`` numbered on across
+    the batches).
 
     Parameters
     ----------
