@@ -49,6 +49,7 @@ from .errors import (
     StreamMismatchError,
     StreamWriteError,
     TrainingModeWarning,
+    UnreadableFileError,
     UnrollError,
     UnsupportedModelError,
     UserCodeError,
@@ -58,9 +59,10 @@ from .schema import INTERNALS, KINDS
 
 if TYPE_CHECKING:
     from .capture.discovery import layers
+    from .capture.extract import extract
     from .capture.modules import register_cell
     from .capture.recorder import Recorder, record
-    from .interventions.context import Intervention, extract, intervene
+    from .interventions.context import Intervention, intervene
     from .interventions.edits import Edit, ablate, patch
     from .interventions.scan import ablation_scan
     from .io.distributed import extract_distributed
@@ -86,7 +88,7 @@ _LAZY: dict[str, str] = {
     "VerifyReport": "seqacts.io.integrity",
     "ablate": "seqacts.interventions.edits",
     "ablation_scan": "seqacts.interventions.scan",
-    "extract": "seqacts.interventions.context",
+    "extract": "seqacts.capture.extract",
     "extract_distributed": "seqacts.io.distributed",
     "extract_to_netcdf": "seqacts.io.stream",
     "intervene": "seqacts.interventions.context",
@@ -131,6 +133,7 @@ __all__ = [
     "StreamMismatchError",
     "StreamWriteError",
     "TrainingModeWarning",
+    "UnreadableFileError",
     "UnrollError",
     "UnsupportedModelError",
     "UserCodeError",

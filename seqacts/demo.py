@@ -123,7 +123,7 @@ def train_autoencoder(
 ) -> float:
     """Train on normal windows with Adam and a mean squared reconstruction error; final loss."""
     # One thread: for a model this small, more threads only add synchronisation, and on a
-    # busy machine oversubscribed threads make training ten times slower.
+    # busy machine oversubscribed threads wait for each other.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -30,6 +30,7 @@ __all__ = [
     "StreamBusyError",
     "StreamMismatchError",
     "StreamWriteError",
+    "UnreadableFileError",
     "UnrollError",
     "UnsupportedModelError",
     "UserCodeError",
@@ -38,6 +39,7 @@ __all__ = [
     "TrainingModeWarning",
     "WorkspaceWarning",
     "KindError",
+    "WorkspaceLayoutError",
     "CellStateError",
 ]
 
@@ -132,6 +134,10 @@ class StreamWriteError(SeqactsError, OSError):
     batch committed before it, and ``resume=True`` finishes it once the cause is fixed."""
 
 
+class UnreadableFileError(SeqactsError, OSError):
+    """A file cannot be opened although its header is whole (e.g. another program holds it)."""
+
+
 class UnrollError(SeqactsError, ValueError):
     """``layer_internals`` got an unknown kind or variable, or tensors of mismatched shapes."""
 
@@ -157,6 +163,11 @@ class CellStateError(SeqactsError, TypeError):
 
     The message names the module, what it returned, and the state that was declared.
     """
+
+
+class WorkspaceLayoutError(SeqactsError, RuntimeError):
+    """Internal: an LSTM kernel's workspace is not laid out as seqacts reads it. Never reaches
+    the user: seqacts recomputes the gates instead (with a :class:`WorkspaceWarning`)."""
 
 
 class IncompleteStreamWarning(UserWarning):

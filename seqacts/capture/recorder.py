@@ -2,13 +2,14 @@
 
 Nothing is stored on the user's model: the root model's forward calls (and the ``modules=``
 outputs) are seen through torch's global module hooks, filtered by module identity, and the
-kernels through :mod:`seqacts.kernels`; both are removed when the block exits.
+kernels through :mod:`seqacts.capture.kernels` (Python cells through their own calls,
+:mod:`seqacts.capture.cells`); both are removed when the block exits.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -20,8 +21,9 @@ from torch.nn.utils.rnn import PackedSequence
 
 from ..errors import RecordingError
 from ..kinds import has_cell_state
-from ..options import Options
+from ..options import RecordingOptions
 from ..schema import base_kind
+from ..signatures import keywords_from
 from . import kernels
 from .call_labels import Restore, check_labels
 from .calls import CellCall, StackCall
@@ -34,6 +36,7 @@ from .discovery import (
     select_layers,
     select_modules,
 )
+from .editing import applying
 from .groups import Group, Recording
 from .records import LayerRecord, cell_internals, resolve_internals, stack_internals
 from .specs import LayerSpec, nonlinearity
@@ -44,9 +47,9 @@ __all__ = ["Recorder", "record"]
 class Recorder:
     """Records every selected recurrent layer while active; see :func:`record`."""
 
-    def __init__(self, model: nn.Module, options: Options | None = None,
+    def __init__(self, model: nn.Module, options: RecordingOptions | None = None,
                  labels: Mapping[str, Any] | None = None) -> None:
-        options = Options() if options is None else options
+        options = RecordingOptions() if options is None else options
         self._labels = check_labels(labels or {})
         self.model = model
         self.options = options
@@ -54,16 +57,19 @@ class Recorder:
         hooked_ids = {id(m) for m, _ in cells}
         # without any recurrent module, modules= and cells= still record (said in a warning)
         found = recurrent_layers(model, required=not (options.modules or cells))
-        selected = [(m, specs) for m, specs in select_layers(model, options.layers, found)
-                    if id(m) not in hooked_ids]  # cells= takes a module off the kernel path
-        hooked = [(m, s) for m, specs in selected for s in specs if s.hooked] + [
-            (m, specs[0]) for m, specs in cells]
+        # layers= may name cells= too; cells= are recorded in any case, never by their kernel
+        selected = [(m, specs) for m, specs in select_layers(model, options.layers,
+                                                             [*found, *cells])
+                    if id(m) not in hooked_ids]
+        order = {id(m): i for i, m in enumerate(model.modules())}
+        selected = sorted([*selected, *cells], key=lambda hit: order[id(hit[0])])
+        hooked = [(m, s) for m, specs in selected for s in specs if s.hooked]
         watched = [(m, specs) for m, specs in selected if not specs[0].hooked]
-        self.specs: list[LayerSpec] = [s for _, specs in selected for s in specs] + [
-            specs[0] for _, specs in cells]
+        self._editing = applying(model, options.edits)  # checked now, entered with the block
+        self.specs: list[LayerSpec] = [s for _, specs in selected for s in specs]
         self.internals: tuple[str, ...] = resolve_internals(
             options.internals,
-            {base_kind(s.kind, nonlinearity(m)) for m, specs in [*selected, *cells] for s in specs},
+            {base_kind(s.kind, nonlinearity(m)) for m, specs in selected for s in specs},
         )
         self.time = options.time
         self.declared = declared_layers(model, options.chain, self.specs)
@@ -88,6 +94,7 @@ class Recorder:
     def __enter__(self) -> Recorder:
         if self._active:
             raise RecordingError("this recorder is already active; use a new record() block")
+        self._editing.__enter__()
         try:
             self._add_hooks()
             self._index_weights()
@@ -95,14 +102,18 @@ class Recorder:
             self._active = True
         except BaseException:
             self._remove_hooks()
+            self._editing.__exit__(*sys.exc_info())
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         try:
             self._remove_hooks()
         finally:
-            kernels.uninstall(self)
+            try:
+                kernels.uninstall(self)
+            finally:
+                self._editing.__exit__(*exc)
             self._active = False
             self._depth = 0
             if exc[0] is None:
@@ -242,7 +253,7 @@ class Recorder:
 
     def on_stack(self, call: StackCall) -> None:
         hit = self._resolve(call.weights[0], call.owner)
-        if hit is None or call.layers[0].output.numel() == 0:  # 0 samples: nothing to record
+        if hit is None:
             return
         _, specs = hit
         unsorted = call.unsorted_indices
@@ -255,7 +266,7 @@ class Recorder:
 
     def on_cell(self, call: CellCall) -> None:
         hit = self._resolve(call.weights[0], call.owner)
-        if hit is None or call.h.numel() == 0:  # 0 samples: nothing to record
+        if hit is None:
             return
         _, specs = hit
         with _no_autocast(call.h.device.type):
@@ -336,17 +347,9 @@ def _tensors_of(result: Any) -> list[Tensor]:
     return []
 
 
-def record(
-    model: nn.Module,
-    *,
-    layers: str | Iterable[str] | None = None,
-    internals: bool | Collection[str] = False,
-    time: Sequence[Any] | None = None,
-    modules: str | Iterable[str] | None = None,
-    cells: Mapping[str, str] | None = None,
-    chain: str | Iterable[str] | Mapping[str, str] | None = None,
-    labels: Mapping[str, Any] | None = None,
-) -> Recorder:
+@keywords_from(RecordingOptions)
+def record(model: nn.Module, *, labels: Mapping[str, Any] | None = None,
+           **options: Any) -> Recorder:
     """Record every recurrent layer of ``model`` while the ``with`` block runs.
 
     Parameters
@@ -356,6 +359,10 @@ def record(
         calls made outside it (``model.loss(x)``, a submodule called directly). How calls
         become samples is the README's "How calls become samples": calls passed the state the
         previous call returned continue it along ``time``; any other call starts new samples.
+    labels : dict, optional
+        Labels (``{"phase": "train", "epoch": 0}``) for the ``model(...)`` calls recorded,
+        each a coordinate along ``sample``; change them with :meth:`Recorder.label`. Every
+        sample also carries ``model_call``, the number of the call it came from.
     layers : str or list of str, optional
         Layer labels, module paths (all layers of that module) or fnmatch patterns
         (``"encoder.*"``); default every recurrent layer (see :func:`seqacts.layers`).
@@ -379,15 +386,13 @@ def record(
         size are consecutive steps of the same rows, whatever state they receive (a decay,
         zoneout or a norm applied to the state between steps). The state each call received
         is recorded as ``h_in`` (and ``c_in``), dims like ``h``.
-    labels : dict, optional
-        Labels (``{"phase": "train", "epoch": 0}``) for the ``model(...)`` calls recorded,
-        each a coordinate along ``sample``; change them with :meth:`Recorder.label`. Every
-        sample also carries ``model_call``, the number of the call it came from.
+    edits : Edit or list of Edit, optional
+        Edits (:func:`seqacts.ablate`, :func:`seqacts.patch`) applied to the model while the
+        block runs, as :func:`seqacts.intervene` would: the recording holds the edited run.
 
     Returns
     -------
     Recorder
         A context manager; ``rec.to_dataset()`` returns the ``xarray.Dataset``.
     """
-    return Recorder(model, Options(layers=layers, internals=internals, time=time, modules=modules,
-                                   cells=cells, chain=chain), labels=labels)
+    return Recorder(model, RecordingOptions.of("record", options), labels=labels)

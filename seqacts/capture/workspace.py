@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..errors import WorkspaceWarning
+from ..errors import WorkspaceLayoutError, WorkspaceWarning
 from ..kinds.builtin import LSTM
 from ..schema import INTERNAL_ACTIVATION
 
@@ -50,7 +50,7 @@ def gate_rows(workspace: Tensor, steps: int, batch: int, hidden: int, dtype: tor
         ld += per_line
     values = workspace.view(dtype)
     if values.numel() < steps * batch * ld:
-        raise ValueError(
+        raise WorkspaceLayoutError(
             f"workspace of {values.numel()} values is too small for {steps} x {batch} x {ld}"
         )
     return values[: steps * batch * ld].view(steps, batch, ld)[..., : 4 * hidden]
@@ -207,7 +207,7 @@ def _checked_gates(
                     rows, seq.detach(), outputs[d].detach(), hx[d].detach(), w[0], w[1],
                     w[2] if has_biases else None, w[3] if has_biases else None, d == 1,
                 )
-            except (RuntimeError, ValueError):
+            except RuntimeError:  # a WorkspaceLayoutError, or torch refusing the view
                 ok = False
             if not ok:
                 _warn_once("layout", "the LSTM kernel's workspace does not hold the gates where "

@@ -1,36 +1,33 @@
-"""The ``with seqacts.intervene(model, edits):`` block and ``seqacts.extract(..., edits=)``.
+"""The ``with seqacts.intervene(model, edits):`` block, also what ``edits=`` of a recording runs.
 
 An :class:`Intervention` is a kernel sink that also writes (see ``capture.calls.Sink``): while
 active, a fused stack holding an edited layer runs layer by layer, and the edited layer runs
 through :func:`~seqacts.interventions.runner.run_edited_layer`; a cell's returned state is
-edited at the edited calls. A recorder active at the same time records the edited states.
+edited at the edited calls. A recorder active at the same time records the edited states; a
+recorder given ``edits=`` enters this block itself (:mod:`seqacts.capture.editing`, where this
+module registers it).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
+from collections.abc import Iterable
 from typing import Any
 
 import torch
-import xarray as xr
 from torch import Tensor, nn
 
-from ..capture import kernels
+from ..capture import editing, kernels
 from ..capture.calls import CellCall, LayerCall, StackCall
 from ..capture.discovery import by_first_weight, recurrent_layers
-from ..capture.extract import extract as record_extract
 from ..capture.modules import is_cell
 from ..capture.specs import LayerSpec
 from ..errors import EditError, LayerSelectionError
 from ..kinds import has_cell_state
-from ..options import Options
-from ..signatures import keywords_from
 from .edits import Edit, Plan, plan, step_flags
 from .runner import apply_plans, output_gate, run_edited_layer
 
-__all__ = ["Intervention", "extract", "intervene"]
+__all__ = ["Intervention", "intervene", "plans_for"]
 
 _ACTIVE_LOCK = threading.Lock()
 _ACTIVE: list[Intervention] = []
@@ -214,30 +211,5 @@ def intervene(model: nn.Module, edits: Edit | Iterable[Edit]) -> Intervention:
     return Intervention(model, plans_for(model, edits))
 
 
-@keywords_from(record_extract)
-def extract(model: nn.Module, *args: Any, edits: Edit | Sequence[Edit] | None = None,
-            **kwargs: Any) -> xr.Dataset:
-    """Run ``model(*args, **kwargs)`` once and return what every recurrent layer computed.
-
-    :func:`seqacts.capture.extract.extract` (whose keywords it takes, and shows in its
-    signature), run under :func:`intervene` when there are edits; ``capture`` knows nothing
-    of interventions, so the ``edits`` keyword is added here.
-
-    Parameters
-    ----------
-    model, *args, **kwargs
-        As in :func:`seqacts.capture.extract.extract` (``layers=``, ``internals=``, ``time=``,
-        ``modules=``, ``grad=`` and the model's own inputs).
-    edits : Edit or list of Edit, optional
-        Run the forward under :func:`intervene` with these edits: the dataset holds the states
-        of the edited run.
-
-    Returns
-    -------
-    xarray.Dataset
-        ``h`` (sample, layer, direction, time, unit), ``h_0``, ``h_n`` (sample, layer,
-        direction, unit) and more; see :func:`seqacts.capture.extract.extract`.
-    """
-    planned = Options(edits=edits).edits
-    with intervene(model, list(planned)) if planned else nullcontext():
-        return record_extract(model, *args, **kwargs)
+# seqacts.record / extract / extract_to_netcdf / extract_distributed apply edits= through this
+editing.register(Edit, intervene)
