@@ -48,6 +48,7 @@ from .destination import Output, check_destination
 from .integrity import damaged_metadata, explain_unreadable, is_damage, repair_truncated, verify
 from .lock import StreamLock
 from .packing import PACK_RANGES
+from .write import numbered
 
 __all__ = [
     "COMPRESSIONS",
@@ -362,9 +363,8 @@ def _write_batches(model: nn.Module, batches: Iterable[Any], out: Output, opts: 
             continue
         ds = extract_with(model, replace(opts, time=None), args, kwargs)
         entry["samples"] = ds.sizes["sample"]
-        entry["calls"] = int(ds["model_call"].max()) + 1 if ds.sizes["sample"] else 0
-        ds = ds.assign_coords(model_call=ds["model_call"] + calls)  # numbered across the file
-        calls += entry["calls"]
+        ds, numbered_to = numbered(ds, calls)  # model_call numbered on across the file
+        entry["calls"], calls = numbered_to - calls, numbered_to
         if opts.time is not None:
             ds = _label_time(ds, opts.time)
         if guard is not None:
