@@ -38,8 +38,8 @@ __all__ = [
     "TrainingModeWarning",
     "WorkspaceWarning",
     "KindError",
-    "WorkspaceLayoutError",
     "CellStateError",
+    "WorkspaceLayoutError",
 ]
 
 
@@ -162,7 +162,7 @@ class CellStateError(SeqactsError, TypeError):
 
 class WorkspaceLayoutError(SeqactsError, RuntimeError):
     """Internal: an LSTM kernel's workspace is not laid out as seqacts reads it. Never reaches
-    the user: the gates are then recomputed (with a :class:`WorkspaceWarning`)."""
+    the user: seqacts recomputes the gates instead (with a :class:`WorkspaceWarning`)."""
 
 
 class IncompleteStreamWarning(UserWarning):

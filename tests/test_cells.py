@@ -418,6 +418,8 @@ def test_cell_subclass_named_in_cells_is_recorded_without_a_warning(quiet: objec
     x = torch.randn(N, T, N_IN, dtype=torch.float64)
     ds = seqacts.extract(model, x, cells={"cell": "h,c"}, layers=["rnn.l0"])
     assert list(ds["layer"].values) == ["rnn.l0", "cell"]
+    ds = seqacts.extract(model, x, cells={"cell": "h,c"}, layers=["cell"])
+    assert list(ds["layer"].values) == ["cell"]
 
 
 def test_stack_subclass_that_bypasses_the_kernel_is_named_with_the_fix() -> None:
@@ -505,3 +507,77 @@ def test_an_error_inside_the_block_leaves_the_recorder_usable(quiet: object) -> 
         model(x)  # a later forward is its own group, recorded whole
     ds = rec.to_dataset()
     assert ds.sizes["sample"] == N and ds.sizes["time"] == T
+
+
+def test_layers_are_in_module_order_and_an_empty_batch_records_nothing(quiet: object) -> None:
+    class CellFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cell = DecayGRUCell(N_IN, H)
+            self.rnn = nn.GRU(H, H, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h, hs = x.new_zeros(x.shape[0], H), []
+            for t in range(x.shape[1]):
+                h = self.cell(x[:, t], h)
+                hs.append(h)
+            return self.rnn(torch.stack(hs, 1))[0]
+
+    model = CellFirst()
+    ds = seqacts.extract(model, torch.rand(N, T, 2 * N_IN), cells={"cell": "h"})
+    assert list(ds["layer"].values) == ["cell", "rnn.l0"]
+    with seqacts.record(model, cells={"cell": "h"}) as rec:
+        model.cell(torch.rand(0, 2 * N_IN), torch.zeros(0, H))
+        model(torch.rand(N, T, 2 * N_IN))
+    assert rec.to_dataset().sizes["sample"] == N
+
+
+def test_a_bypassing_cell_recorded_alone_and_as_the_root() -> None:
+    torch.manual_seed(10)
+    model = Encoder().double().eval()
+    x = torch.randn(N, T, N_IN, dtype=torch.float64)
+    with pytest.warns(RecordingWarning, match="PeepholeLSTMCell"):
+        ds = seqacts.extract(model, x, layers=["cell"])
+    rnn_out, _ = model.rnn(x)
+    ref = peephole_reference(model.cell, rnn_out.detach().numpy())
+    np.testing.assert_allclose(ds["h"].values[:, 0, 0], ref, rtol=0, atol=1e-12)
+    cell = model.cell
+    with pytest.warns(RecordingWarning, match="PeepholeLSTMCell"):
+        with torch.no_grad(), seqacts.record(cell) as rec:
+            state = None
+            for t in range(T):
+                state = cell(rnn_out[:, t], state)
+        ds = rec.to_dataset()
+    assert ds.sizes["sample"] == N and ds.sizes["time"] == T
+    np.testing.assert_allclose(ds["h"].values[:, 0, 0], ref, rtol=0, atol=1e-12)
+
+
+def test_a_registered_cell_with_hidden_size_takes_its_widths_from_its_state() -> None:
+    class SizedSLSTM(SLSTMCell):
+        hidden_size = H
+
+    try:
+        seqacts.register_cell(SizedSLSTM, state="h,c")
+        model = Loop(SizedSLSTM(N_IN, H), start="zeros")
+        ds = seqacts.extract(model, torch.randn(N, T, N_IN))
+        assert (int(ds["n_units"][0]), int(ds["n_cell_units"][0])) == (H, 3 * H)
+    finally:
+        module_kinds.unregister_module_kinds(SizedSLSTM)
+
+    class Growing(nn.Module):
+        def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+            return torch.cat([h, x[:, :1]], 1)
+
+    class GrowingLoop(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cell = Growing()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = x.new_zeros(x.shape[0], 1)
+            for t in range(x.shape[1]):
+                h = self.cell(x[:, t], h)
+            return h
+
+    with pytest.raises(CellStateError, match="received a tensor of shape"):
+        seqacts.extract(GrowingLoop(), torch.randn(N, T, N_IN), cells={"cell": "h"})

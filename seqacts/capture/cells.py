@@ -91,7 +91,7 @@ def cell_record(label: str, module: object, args: tuple[Any, ...], kwargs: dict[
             f"{describe(result)}; expected the same state on both sides: {_expected(state)}")
     h_prev, c_prev = got[0].detach(), got[1].detach() if len(got) > 1 else None
     h, c = out[0].detach(), out[1].detach() if len(out) > 1 else None
-    extra = {"c": c.clone().reshape(c.shape[0], 1, 1, -1)} if c is not None and "c" in names else {}
+    extra = {"c": c.clone().reshape(*c.shape[:1], 1, 1, c.shape[-1])} if c is not None and "c" in names else {}
     return step_record(h_prev, c_prev, h, c, extra)
 
 
@@ -136,6 +136,8 @@ class CellWatch:
             return None
         _, label, state = hit
         rec = cell_record(label, module, args, kwargs, result, state, names)
+        if rec.h.shape[0] == 0:  # 0 samples: nothing to record
+            return None
         self._check_width(label, module, rec)
         return label, rec
 
@@ -154,7 +156,7 @@ class CellWatch:
                 f"output with modules=[{paths!r}]"))
             return
         kind = user_cell_label(kind_spec(spec.kind).states)
-        new = replace(spec, kind=kind, hooked=True)
+        new = replace(spec, kind=kind, hooked=True, n_units=0, n_cell_units=0)
         self.specs[self.specs.index(spec)] = new
         specs[0] = new
         self.hooked[id(module)] = (module, spec.label, kind_spec(kind).states)

@@ -2,7 +2,8 @@
 
 Nothing is stored on the user's model: the root model's forward calls (and the ``modules=``
 outputs) are seen through torch's global module hooks, filtered by module identity, and the
-kernels through :mod:`seqacts.capture.kernels`; both are removed when the block exits.
+kernels through :mod:`seqacts.capture.kernels` (Python cells through their own calls,
+:mod:`seqacts.capture.cells`); both are removed when the block exits.
 """
 
 from __future__ import annotations
@@ -50,17 +51,19 @@ class Recorder:
         hooked_ids = {id(m) for m, _ in cells}
         # without any recurrent module, modules= and cells= still record (said in a warning)
         found = recurrent_layers(model, required=not (options.modules or cells))
-        selected = [(m, specs) for m, specs in select_layers(model, options.layers, found)
-                    if id(m) not in hooked_ids]  # cells= takes a module off the kernel path
-        hooked = [(m, s) for m, specs in selected for s in specs if s.hooked] + [
-            (m, specs[0]) for m, specs in cells]
+        # layers= may name cells= too; cells= are recorded in any case, never by their kernel
+        selected = [(m, specs) for m, specs in select_layers(model, options.layers,
+                                                             [*found, *cells])
+                    if id(m) not in hooked_ids]
+        order = {id(m): i for i, m in enumerate(model.modules())}
+        selected = sorted([*selected, *cells], key=lambda hit: order[id(hit[0])])
+        hooked = [(m, s) for m, specs in selected for s in specs if s.hooked]
         watched = [(m, specs) for m, specs in selected if not specs[0].hooked]
         self._editing = applying(model, options.edits)  # checked now, entered with the block
-        self.specs: list[LayerSpec] = [s for _, specs in selected for s in specs] + [
-            specs[0] for _, specs in cells]
+        self.specs: list[LayerSpec] = [s for _, specs in selected for s in specs]
         self.internals: tuple[str, ...] = resolve_internals(
             options.internals,
-            {base_kind(s.kind, nonlinearity(m)) for m, specs in [*selected, *cells] for s in specs},
+            {base_kind(s.kind, nonlinearity(m)) for m, specs in selected for s in specs},
         )
         self.time = options.time
         self._watched = watched
