@@ -51,6 +51,23 @@ def test_analysis_memory_benchmark_prints_its_table():
         assert re.search(rf"\| {name} \| \d+ MB, [\d.]+ s \|", out), out
 
 
+def test_layout_memory_benchmark_prints_its_table():
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_layout_memory.py"), "--quick"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    assert re.search(r"\| this checkout \| 20 \| 2 \| [\d.]+ \| [\d.]+ \| \d+% \|", out), out
+
+
+def test_fixed_cost_benchmark_prints_its_table():
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_fixed_cost.py"), "--quick"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    rows = re.findall(r"\| .+ \| [\d.]+ ms \| [\d.]+ ms \| [\d.]+x \| -?[\d.]+ ms \|", out)
+    assert len(rows) == 3, out
+
+
 @pytest.mark.slow  # five subprocesses, on top of writing the file
 def test_windows_benchmark_prints_its_table():
     out = subprocess.run(

@@ -54,6 +54,10 @@ def extract(model: nn.Module, *args: Any, grad: bool = False, **kwargs: Any) -> 
         ``h``) or ``"h,c"`` (a tuple ``(h, c)``), e.g. ``{"decoder.cell": "h,c"}``. Recorded
         from the state each call returns (kind ``cell(h)`` / ``cell(h,c)``; ``c`` as the
         internal ``c``), chained along ``time`` like any cell; see the README's "Python cells".
+    chain : str, list of str or dict, optional
+        Layers whose calls within one ``model(...)`` call with the same batch size are
+        consecutive steps of the same rows whatever state they receive, e.g.
+        ``chain={"cell": "steps"}`` (see :func:`seqacts.record`); adds ``h_in``/``c_in``.
     edits : Edit or list of Edit, optional
         Run the forward with these edits applied (:func:`seqacts.ablate`,
         :func:`seqacts.patch`, as under :func:`seqacts.intervene`): the dataset holds the
