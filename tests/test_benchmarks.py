@@ -42,6 +42,17 @@ def test_stream_benchmark_prints_throughput_checksums_and_memory():
     assert out.count("write peak RSS") == 2 and "reduction peak RSS" in out
 
 
+@pytest.mark.slow  # one subprocess per Keras backend, each importing keras
+def test_keras_benchmark_prints_a_row_per_backend():
+    pytest.importorskip("keras")
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_keras.py"), "--quick", "--repeats", "1"],
+        capture_output=True, text=True, timeout=600, check=True,
+    ).stdout
+    assert "model.predict" in out and "seqacts.extract" in out
+    assert re.search(r"\| (tensorflow|torch|jax) \| [\d.]+ ms, 1.00x", out), out
+
+
 def test_analysis_memory_benchmark_prints_its_table():
     out = subprocess.run(
         [sys.executable, str(BENCHMARKS / "bench_analysis_memory.py"), "--quick"],

@@ -14,6 +14,7 @@ from ..errors import (
     NoRecurrentModuleError,
     UnsupportedModelError,
 )
+from ..keras import is_keras_model
 from ..kinds.builtin import user_cell_label
 from .modules import kind_of, layer_specs, module_kind, parse_state
 from .specs import LayerSpec, cell_layer
@@ -120,8 +121,14 @@ def layers(model: nn.Module) -> list[str]:
     -------
     list of str
         ``"<module path>.l<k>"`` for layer k of a stack (``"l<k>"`` when the model itself is
-        the stack) and ``"<module path>"`` for a cell: the values ``layers=`` accepts.
+        the stack) and ``"<module path>"`` for a cell: the values ``layers=`` accepts. For a
+        Keras 3 model, the layers' Keras paths (``"encoder/lstm_1"``, ``"<path>.l<k>"`` for
+        the cells of a ``StackedRNNCells``).
     """
+    if is_keras_model(model):
+        from ..keras.api import layers as keras_layers
+
+        return keras_layers(model)
     return [spec.label for _, specs in recurrent_layers(model) for spec in specs]
 
 

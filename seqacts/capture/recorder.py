@@ -20,6 +20,7 @@ from torch.nn.modules import module as torch_module
 from torch.nn.utils.rnn import PackedSequence
 
 from ..errors import RecordingError
+from ..keras import is_keras_model
 from ..kinds import has_cell_state
 from ..options import RecordingOptions
 from ..schema import base_kind
@@ -393,6 +394,15 @@ def record(model: nn.Module, *, labels: Mapping[str, Any] | None = None,
     Returns
     -------
     Recorder
-        A context manager; ``rec.to_dataset()`` returns the ``xarray.Dataset``.
+        A context manager; ``rec.to_dataset()`` returns the ``xarray.Dataset``. For a Keras 3
+        model, a :class:`seqacts.keras.recorder.KerasRecorder` with the same methods.
     """
+    if is_keras_model(model):
+        from ..keras.api import record as keras_record
+
+        if labels:
+            raise OptionError("record: labels= is not supported for Keras models yet; record "
+                              "each phase in its own record() block and concatenate the datasets")
+
+        return keras_record(model, RecordingOptions.of("record", options))  # type: ignore[return-value]
     return Recorder(model, RecordingOptions.of("record", options), labels=labels)
