@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from .io.reading import open_dataset
     from .io.stream import extract_to_netcdf
     from .io.write import write_stream
+    from .viewer.serve import view
     from .viz.report import report
 
 try:
@@ -91,6 +92,7 @@ _LAZY: dict[str, str] = {
     "record": "seqacts.capture.recorder",
     "report": "seqacts.viz.report",
     "verify": "seqacts.io.integrity",
+    "view": "seqacts.viewer.serve",
     "write_stream": "seqacts.io.write",
 }
 
@@ -155,6 +157,7 @@ __all__ = [
     "summary_table",
     "top_windows",
     "verify",
+    "view",
     "write_stream",
 ]
 

@@ -126,3 +126,13 @@ def test_no_import_cycles() -> None:
     for m in sorted(graph):
         if m not in state:
             visit(m)
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m.startswith("seqacts.viewer")])
+def test_viewer_needs_no_torch_and_nothing_above_analysis_but_the_cli_helpers(module: str) -> None:
+    bad = [t for t, _ in _imports(module) if t == "torch" or t.startswith((
+        "torch.", "seqacts.capture", "seqacts.interventions", "seqacts.viz", "seqacts.cli"))]
+    assert not bad, f"{module} imports {bad}"
+    users = [m for m in MODULES if not m.startswith("seqacts.viewer") and any(
+        t.startswith("seqacts.viewer") for t, _ in _imports(m))]
+    assert set(users) <= {"seqacts", "seqacts.cli"}, users

@@ -254,6 +254,8 @@ def match(
         out. Attributes name the query.
     """
     _check_top(top, "match")
+    if isinstance(sample, np.generic):
+        sample = sample.item()  # shown in messages as 24, not np.int64(24)
     st = States(ds, layer, "h", direction, "match")
     pos = _position(ds, sample, "match")
     if not isinstance(time, slice) or time.step not in (None, 1):

@@ -13,6 +13,7 @@ from collections.abc import Hashable
 from typing import Any
 
 import holoviews as hv
+import holoviews.plotting.bokeh  # noqa: F401 - registers the Bokeh backend the options are for
 import numpy as np
 import panel as pn
 from holoviews import streams
@@ -49,20 +50,20 @@ class ViewerApp:
         self.status = pn.pane.Markdown("Select a window in the table.", name="status")
         self.table = pn.widgets.Tabulator(
             explorer.table, pagination="local", page_size=15, selectable=1, show_index=False,
-            disabled=True, width=520, height=470, name="windows",
+            disabled=True, width=520, height=470,
             header_filters={"group": {"type": "list", "valuesLookup": True}}
             if explorer.group else {},
         )  # fmt: skip
         self.table.param.watch(self._on_select, "selection")
-        self.layer = pn.widgets.Select(name="layer", options=explorer.layers, width=160)
+        self.layer = pn.widgets.Select(label="layer", options=explorer.layers, width=160)
         self.layer.param.watch(lambda _: self._draw_trajectories(), "value")
-        self.steps = pn.widgets.IntRangeSlider(name="steps to match", start=0, end=1, value=(0, 1),
+        self.steps = pn.widgets.IntRangeSlider(label="steps to match", start=0, end=1, value=(0, 1),
                                                width=260)  # fmt: skip
-        self.match_button = pn.widgets.Button(name="Match these steps", button_type="primary")
-        self.match_button.on_click(lambda _: self.run_match(self.layer.value, *self.steps.value))
-        self.unit_input = pn.widgets.IntInput(name="unit", value=0, start=0, width=90)
-        self.unit_button = pn.widgets.Button(name="Open unit")
-        self.unit_button.on_click(lambda _: self.open_unit(self.layer.value, self.unit_input.value))
+        self.match_button = pn.widgets.Button(label="Match these steps", color="primary")
+        self.match_button.on_click(lambda _: self.run_match(self.layer.value, *map(int, self.steps.value)))
+        self.unit_input = pn.widgets.IntInput(label="unit", value=0, start=0, width=90)
+        self.unit_button = pn.widgets.Button(label="Open unit")
+        self.unit_button.on_click(lambda _: self.open_unit(self.layer.value, int(self.unit_input.value or 0)))
         self.panels = pn.Column(pn.pane.Markdown("*no window selected*"), name="panels")
         self.matches = pn.Column(name="matches")
         self.unit = pn.Column(name="unit")
@@ -149,8 +150,9 @@ class ViewerApp:
     def _on_brush(self, layer: str, bounds: tuple[float, float] | None) -> None:
         if bounds is None or self.window_view is None:
             return
-        a = int(np.ceil(bounds[0] - 0.5 + 1e-9))
-        b = int(np.floor(bounds[1] + 0.5 - 1e-9))
+        # the steps whose cells (t - 0.5, t + 0.5) the brush touches
+        a = int(np.floor(bounds[0] + 0.5))
+        b = int(np.floor(bounds[1] + 0.5)) + 1
         a, b = max(a, 0), min(b, self.window_view.length)
         if b <= a:
             b = min(a + 1, self.window_view.length)
@@ -182,10 +184,10 @@ class ViewerApp:
                                   height=140, cmap="RdBu_r", symmetric=True, xaxis=None,
                                   yaxis=None, toolbar=None))  # fmt: skip
         table = "\n".join(["| rank | sample | steps | score |", "|---|---|---|---|", *rows])
-        opener = pn.widgets.Select(name="open match", options={
+        opener = pn.widgets.Select(label="open match", options={
             f"#{r + 1}: sample {found['sample'].values[r]} @{int(found['start'][r])}": r
             for r in range(found.sizes["rank"])}, width=260)  # fmt: skip
-        go = pn.widgets.Button(name="Open", width=80)
+        go = pn.widgets.Button(label="Open", width=80)
         go.on_click(lambda _: self.open_match(found, int(opener.value)))
         grid = pn.pane.HoloViews(hv.Layout(tiles).cols(4)) if tiles else pn.pane.Markdown("")
         self.matches[:] = [pn.pane.Markdown("\n".join(lines) + "\n" + table, name="match-table"),

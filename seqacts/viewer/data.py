@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..analysis.core import HIGH, LOW, layer as layer_of
+from ..analysis.core import HIGH, LOW
+from ..analysis.core import layer as layer_of
 from ..analysis.windows import States, match, thresholds, top_windows
 from ..errors import GroupError, MissingVariableError, OptionError
 from ..schema import SIGMOID_GATES
@@ -207,8 +208,8 @@ class Explorer:
         """``seqacts.match`` of a brushed range, with each match's states (unit x step) added."""
         pos = self.position(sample)
         label = self.ds["sample"].values[pos] if "sample" in self.ds.coords else pos
-        found = match(self.ds, label, layer, slice(start, stop), threshold=self.thresholds(layer),
-                      top=top)  # fmt: skip
+        limits = [float(v) for v in self.thresholds(layer)]
+        found = match(self.ds, label, layer, slice(start, stop), threshold=limits, top=top)
         st = States(self.ds, layer, "h", "forward", "view")
         width = stop - start
         tiles = np.full((found.sizes["rank"], st.units, width), np.nan)

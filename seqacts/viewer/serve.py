@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,6 +131,9 @@ def cmd_view(args: argparse.Namespace) -> int:
     explorer, page = _app(ds, Path(args.file).name, notice, group=args.group, score=args.score,
                           var=args.var)  # fmt: skip
     explorer.table  # noqa: B018 - the windows table is built before the first page is served
+    # match's default thresholds take a few reads of each layer: start them before any brush
+    threading.Thread(target=lambda: [explorer.thresholds(name) for name in explorer.layers],
+                     daemon=True).start()  # fmt: skip
     url = f"http://{args.address if ':' not in args.address else f'[{args.address}]'}:{port}/"
     print(f"seqacts view: serving {args.file} ({ds.sizes['sample']} windows) at {url} "
           "(Ctrl-C to stop)", flush=True)  # fmt: skip
