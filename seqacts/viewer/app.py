@@ -178,11 +178,12 @@ class ViewerApp:
             s, a, z = found["sample"].values[r], int(found["start"][r]), float(found["score"][r])
             rows.append(f"| {r + 1} | {s} | {a}-{a + stop - start - 1} | {z:.3f} |")
             tile = found["tile"].values[r]
-            img = hv.Image((np.arange(a, a + tile.shape[1]), np.arange(tile.shape[0]), tile),
-                           ["time", "unit"], ["h"])  # fmt: skip
-            tiles.append(img.opts(title=f"#{r + 1} sample {s} @{a} J={z:.2f}", width=180,
+            # own dims ("step", "match unit"): not linked to the window's time axis
+            img = hv.Image((np.arange(tile.shape[1]), np.arange(tile.shape[0]), tile),
+                           ["step", "match unit"], ["h"])  # fmt: skip
+            tiles.append(img.opts(title=f"#{r + 1}: {s} @{a}, J={z:.2f}", width=170,
                                   height=140, cmap="RdBu_r", symmetric=True, xaxis=None,
-                                  yaxis=None, toolbar=None))  # fmt: skip
+                                  yaxis=None, toolbar=None, shared_axes=False))  # fmt: skip
         table = "\n".join(["| rank | sample | steps | score |", "|---|---|---|---|", *rows])
         opener = pn.widgets.Select(label="open match", options={
             f"#{r + 1}: sample {found['sample'].values[r]} @{int(found['start'][r])}": r
@@ -255,8 +256,8 @@ class ViewerApp:
                  for line, g in zip(tr.lines, tr.groups, strict=True) if len(line)]  # fmt: skip
         plot = hv.Path(paths, ["pc1", "pc2"], "group").opts(
             color="group", cmap=color, alpha=0.35, line_width=1, width=520, height=420,
-            title=f"{layer}: PCA of h (fitted on {tr.reference}; {tr.explained[0]:.0%}, "
-                  f"{tr.explained[1]:.0%} of variance)", show_legend=True)  # fmt: skip
+            title=f"{layer}: h on PCs of {tr.reference} ({tr.explained[0]:.0%}, "
+                  f"{tr.explained[1]:.0%})", show_legend=True)  # fmt: skip
         if self.sample is not None:
             pos = self.ex.position(self.sample)
             if pos in set(tr.samples.tolist()):
