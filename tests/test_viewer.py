@@ -104,6 +104,8 @@ def test_padded_samples_show_only_their_valid_steps() -> None:
 
 
 def test_the_app_draws_each_view_without_a_browser(ds: xr.Dataset) -> None:
+    import panel as pn
+
     from seqacts.viewer.app import ViewerApp
 
     app = ViewerApp(Explorer(ds), title="test")
@@ -126,6 +128,24 @@ def test_the_app_draws_each_view_without_a_browser(ds: xr.Dataset) -> None:
     assert f"| 1 | {int(top['sample'][0])} | {int(top['start'][0])}-" in app.unit[0].object
     app.run_match("l0", 0, ds.sizes["time"])  # nothing on throughout: said, not raised
     assert "no unit" in app.matches[0].object
+    assert isinstance(app.trajectories[0], pn.pane.HoloViews)  # small: drawn at once
+
+
+def test_a_large_recordings_trajectories_wait_for_the_button(ds, monkeypatch) -> None:
+    import holoviews as hv
+    import panel as pn
+
+    from seqacts.viewer import app as app_module
+
+    monkeypatch.setattr(app_module, "EAGER_BYTES", 0)
+    app = app_module.ViewerApp(Explorer(ds), title="test")
+    assert app.trajectories[0] is app.draw_button
+    app.draw_button.clicks += 1
+    assert isinstance(app.trajectories[0], pn.pane.HoloViews)
+    app.layer.value = "l1"
+    path = app.trajectories[0].object.get(0)  # the paths under the selected window's line
+    title = hv.Store.lookup_options("bokeh", path, "plot").kwargs["title"]
+    assert title.startswith("l1: h on PCs of anomaly == normal")
 
 
 def test_explorer_mistakes_name_the_problem(ds: xr.Dataset) -> None:

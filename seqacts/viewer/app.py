@@ -24,6 +24,8 @@ from .data import Explorer, WindowView
 __all__ = ["ViewerApp"]
 
 PANEL_WIDTH = 760
+#: Recordings whose ``h`` is at most this large draw their trajectories with the first page.
+EAGER_BYTES = 256 * 2**20
 COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 
 
@@ -68,6 +70,12 @@ class ViewerApp:
         self.matches = pn.Column(name="matches")
         self.unit = pn.Column(name="unit")
         self.trajectories = pn.Column(name="trajectories")
+        # on a large recording the PCA (two reads of a layer) waits until asked for
+        self.drawing = explorer.ds["h"].nbytes <= EAGER_BYTES
+        self.draw_button = pn.widgets.Button(label="Draw trajectories (reads the layer twice)")
+        self.draw_button.on_click(lambda _: self._start_trajectories())
+        if not self.drawing:
+            self.trajectories[:] = [self.draw_button]
         header = f"## seqacts view: {title}"
         if notice:
             header += f"\n\n**Note:** {notice}"
@@ -243,7 +251,14 @@ class ViewerApp:
 
     # -- trajectories ---------------------------------------------------------------------------
 
+    def _start_trajectories(self) -> None:
+        self.drawing = True
+        self.trajectories[:] = [pn.pane.Markdown("*computing the principal components...*")]
+        self._draw_trajectories()
+
     def _draw_trajectories(self) -> None:
+        if not self.drawing:
+            return
         layer = self.layer.value
         try:
             tr = self.ex.trajectories(layer)
