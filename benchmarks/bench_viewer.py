@@ -2,8 +2,9 @@
 
 Uses the ~1.1 GB file of ``bench_windows.py`` (``--file``, or writes one), and in one fresh
 process does what the server does: open the file lazily, build the windows table, build a
-browser session's page (the first window's panels and the trajectories of the first layer,
-rendered into a Bokeh document), compute match's thresholds, answer one brush and one unit
+browser session's page (the first window's panels, rendered into a Bokeh document), draw the
+trajectories of the first layer (the button a large recording's page has), compute match's
+thresholds, answer one brush and one unit
 click. Prints each step's wall time and the process's peak RSS after it. Peak RSS includes the
 imported libraries (~0.5 GB with Panel, HoloViews and Bokeh); the size of ``h`` is printed
 beside it.
@@ -50,7 +51,9 @@ CHILD = textwrap.dedent(
     step("windows table")
     app = ViewerApp(ex, title="bench")
     app.layout.server_doc(Document())
-    step("first page (window panels, trajectories)")
+    step("first page (windows table, window panels)")
+    app.draw_button.clicks += 1
+    step(f"trajectories of {ex.layers[0]} (PCA: 2 reads of the layer)")
     layer = ex.layers[-1]
     ex.thresholds(layer)
     step(f"match thresholds of {layer} (4 reads)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -200,7 +201,7 @@ def test_serves_loopback_by_default_and_checks_the_port() -> None:
         check_port(LOOPBACK, 70000)
 
 
-def test_an_unfinished_file_is_shown_with_its_committed_prefix(tmp_path: Path) -> None:
+def test_an_unfinished_file_is_shown_with_its_committed_prefix_on_loopback_only(tmp_path: Path) -> None:
     import torch
 
     model = torch.nn.LSTM(3, 4, batch_first=True)
@@ -219,11 +220,34 @@ def test_an_unfinished_file_is_shown_with_its_committed_prefix(tmp_path: Path) -
     try:
         note = proc.stderr.readline()
         served = proc.stdout.readline()
+        port = int(served.rsplit("127.0.0.1:", 1)[1].split("/")[0])
+        for _ in range(600):  # until the server listens
+            with socket.socket() as sock:
+                if sock.connect_ex((LOOPBACK, port)) == 0:
+                    break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the server never listened on the loopback address")
+        other = outward_address()
+        if other is not None:  # the same port on the machine's network address is closed
+            with socket.socket() as sock:
+                assert sock.connect_ex((other, port)) != 0
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     assert "note:" in note and "still being written" in note and "6 committed samples" in note
     assert "serving" in served and "(6 windows)" in served and "http://127.0.0.1:" in served
+
+
+def outward_address() -> str | None:
+    """This machine's address on its network (no packet is sent), or None without one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("192.0.2.1", 9))  # TEST-NET-1: routing only
+            address = sock.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
 
 
 def test_view_returns_the_page_for_a_notebook(ds: xr.Dataset) -> None:

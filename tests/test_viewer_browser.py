@@ -140,7 +140,7 @@ def test_page_window_brush_and_unit(served, tmp_path: Path) -> None:
             page.wait_for_selector(f"text=Window sample {sample}")
             time.sleep(1)
             # brush steps step..step+1 of LAYER's heatmap -> the matches of those steps
-            f = frame(page, f"{LAYER}: h")
+            f = frame(page, f"{LAYER}: h (unit x time)")
             x0, y = to_pixel(f, step - 0.3, 2.0)
             x1, _ = to_pixel(f, step + 1.3, 2.0)
             page.mouse.move(x0, y)
@@ -157,7 +157,7 @@ def test_page_window_brush_and_unit(served, tmp_path: Path) -> None:
                                f"{int(expected['start'][r])}-{int(expected['start'][r]) + 1}",
                                f"{float(expected['score'][r]):.3f}"]  # fmt: skip
             # tap unit 3 of LAYER -> its top windows
-            tx, ty = to_pixel(frame(page, f"{LAYER}: h"), 5.0, 3.0)
+            tx, ty = to_pixel(frame(page, f"{LAYER}: h (unit x time)"), 5.0, 3.0)
             page.mouse.click(tx, ty)
             page.wait_for_selector(f"text=unit 3 of {LAYER}")
             shown = rows_of(wait_for_table(page, "mean"))
