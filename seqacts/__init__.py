@@ -23,6 +23,7 @@ from .analysis.summary import summary, summary_table
 from .analysis.windows import match, top_windows
 from .errors import (
     ArgumentTypeError,
+    CellStateError,
     CorruptFileError,
     DatasetMismatchError,
     DatasetNotFoundError,
@@ -31,6 +32,7 @@ from .errors import (
     GroupError,
     IncompleteStreamWarning,
     InputError,
+    KindError,
     LayerSelectionError,
     MissingVariableError,
     NoRecurrentModuleError,
@@ -54,6 +56,7 @@ from .schema import INTERNALS, KINDS
 
 if TYPE_CHECKING:
     from .capture.discovery import layers
+    from .capture.modules import register_cell
     from .capture.recorder import Recorder, record
     from .interventions.context import Intervention, extract, intervene
     from .interventions.edits import Edit, ablate, patch
@@ -94,6 +97,7 @@ _LAZY: dict[str, str] = {
     "verify": "seqacts.io.integrity",
     "view": "seqacts.viewer.serve",
     "write_stream": "seqacts.io.write",
+    "register_cell": "seqacts.capture.modules",
 }
 
 __all__ = [
@@ -159,6 +163,9 @@ __all__ = [
     "verify",
     "view",
     "write_stream",
+    "CellStateError",
+    "KindError",
+    "register_cell",
 ]
 
 

@@ -36,6 +36,9 @@ __all__ = [
     "RecordingWarning",
     "TrainingModeWarning",
     "WorkspaceWarning",
+    "KindError",
+    "CellStateError",
+    "WorkspaceLayoutError",
 ]
 
 
@@ -139,6 +142,22 @@ class UserCodeError(SeqactsError, RuntimeError):
     The message says where it came from, e.g. ``MODEL: build() raised RuntimeError: ...``; the
     original exception is the ``__cause__``.
     """
+
+
+class KindError(SeqactsError, ValueError):
+    """A recurrent kind unknown to the registry, or registered twice with different facts."""
+
+
+class CellStateError(SeqactsError, TypeError):
+    """A Python cell (``cells=``) received or returned something that is not the declared state.
+
+    The message names the module, what it returned, and the state that was declared.
+    """
+
+
+class WorkspaceLayoutError(SeqactsError, RuntimeError):
+    """Internal: an LSTM kernel's workspace is not laid out as seqacts reads it. Never reaches
+    the user: seqacts recomputes the gates instead (with a :class:`WorkspaceWarning`)."""
 
 
 class IncompleteStreamWarning(UserWarning):

@@ -88,8 +88,8 @@ def test_extract_shows_the_recording_keywords_edits_and_the_model_inputs() -> No
     params = inspect.signature(seqacts.extract).parameters
     recorded = inspect.signature(record_extract).parameters
     assert list(params) == ["model", "args", "edits", "layers", "internals", "time", "modules",
-                            "grad", "kwargs"]
-    for name in ("layers", "internals", "time", "modules", "grad"):
+                            "cells", "grad", "kwargs"]
+    for name in ("layers", "internals", "time", "modules", "cells", "grad"):
         assert params[name] == recorded[name]
     assert params["edits"].kind is inspect.Parameter.KEYWORD_ONLY
     assert params["edits"].default is None

@@ -20,8 +20,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..errors import WorkspaceWarning
-from ..schema import INTERNAL_ACTIVATION, gate_order
+from ..errors import WorkspaceLayoutError, WorkspaceWarning
+from ..kinds.builtin import LSTM
+from ..schema import INTERNAL_ACTIVATION
 
 __all__ = ["OP_NAME", "gate_rows", "gates_match", "lstm_layer", "warned"]
 
@@ -49,7 +50,7 @@ def gate_rows(workspace: Tensor, steps: int, batch: int, hidden: int, dtype: tor
         ld += per_line
     values = workspace.view(dtype)
     if values.numel() < steps * batch * ld:
-        raise ValueError(
+        raise WorkspaceLayoutError(
             f"workspace of {values.numel()} values is too small for {steps} x {batch} x {ld}"
         )
     return values[: steps * batch * ld].view(steps, batch, ld)[..., : 4 * hidden]
@@ -92,7 +93,7 @@ def gates_match(
         if b is not None:
             pre += b.to(f32)
             scale += b.to(f32).abs()
-    for name, chunk in zip(gate_order("LSTM"), pre.chunk(4, -1), strict=True):
+    for name, chunk in zip(LSTM.gates, pre.chunk(4, -1), strict=True):
         act = INTERNAL_ACTIVATION[name]
         if act is not None:
             getattr(chunk, f"{act}_")()
