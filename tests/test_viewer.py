@@ -257,3 +257,41 @@ def test_view_returns_the_page_for_a_notebook(ds: xr.Dataset) -> None:
         warnings.simplefilter("ignore")
         page = seqacts.view(ds)
     assert isinstance(page, pn.viewable.Viewable)
+
+
+def test_a_file_being_written_is_shown_with_its_committed_batches(tmp_path: Path) -> None:
+    import threading
+
+    import torch
+
+    model = torch.nn.LSTM(3, 4, batch_first=True)
+    more = threading.Event()
+    committed = threading.Event()
+
+    def batches():
+        yield torch.randn(3, 5, 3)
+        yield torch.randn(3, 5, 3)
+        committed.set()  # asked for the third: the first two are committed
+        more.wait(120)
+        yield torch.randn(3, 5, 3)
+
+    path = tmp_path / "writing.nc"
+    writer = threading.Thread(target=seqacts.extract_to_netcdf, args=(model, batches(), path),
+                              kwargs={"progress": False})  # fmt: skip
+    writer.start()
+    try:
+        assert committed.wait(120)
+        proc = subprocess.Popen([sys.executable, "-m", "seqacts.cli", "view", str(path), "--port",
+                                 "0", "--no-browser"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            note = proc.stderr.readline()
+            served = proc.stdout.readline()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    finally:
+        more.set()
+        writer.join(120)
+    assert "note:" in note and "is being written by pid" in note and "6 committed" in note
+    assert "(6 windows)" in served

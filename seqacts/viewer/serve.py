@@ -8,6 +8,7 @@ a port in use is a one-line error.
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CLIError, IncompleteStreamWarning
+from ..io.lock import describe, lock_holder
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -115,15 +117,23 @@ def cmd_view(args: argparse.Namespace) -> int:
     from ..inputs import open_acts
 
     port = check_port(args.address, args.port)
+    holder = lock_holder(Path(args.file)) if Path(args.file).is_file() else None
+    busy = None
+    if holder is not None and "netCDF4" not in sys.modules:
+        # A writer holds HDF5's file lock; its committed batches are readable without it
+        # (seqacts commits a batch only once its data is synced). HDF5 reads this setting
+        # when it loads, so it is set before anything opens a netCDF file.
+        busy = describe(holder)
+        os.environ["HDF5_USE_FILE_LOCKING"] = "FALSE"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IncompleteStreamWarning)
         ds = open_acts(args.file, "PATH")
     notice = None
-    for w in caught:
-        if issubclass(w.category, IncompleteStreamWarning):
-            notice = (f"{args.file} is unfinished or still being written: showing its "
-                      f"{ds.sizes['sample']} committed samples")  # fmt: skip
-            print(f"seqacts view: note: {notice}", file=sys.stderr)
+    if busy is not None or any(issubclass(w.category, IncompleteStreamWarning) for w in caught):
+        who = f"being written by {busy}" if busy else "unfinished or still being written"
+        notice = (f"{args.file} is {who}: showing its {ds.sizes['sample']} committed samples "
+                  "(restart the viewer to see later ones)")  # fmt: skip
+        print(f"seqacts view: note: {notice}", file=sys.stderr)
     try:
         import panel as pn
     except ImportError as err:
