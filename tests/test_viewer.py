@@ -295,3 +295,24 @@ def test_a_file_being_written_is_shown_with_its_committed_batches(tmp_path: Path
         writer.join(120)
     assert "note:" in note and "is being written by pid" in note and "6 committed" in note
     assert "(6 windows)" in served
+
+
+def test_a_match_tile_click_opens_its_window_and_groups_keep_their_colour(ds) -> None:
+    from seqacts.viewer.app import COLORS, ViewerApp
+
+    app = ViewerApp(Explorer(ds), title="test")
+    app.run_match("l0", 3, 5)
+    grid = app.matches[2].object  # the tiles
+    tile = grid.values()[1]
+    tap = next(s for s in hv_streams(tile) if type(s).__name__ == "SingleTap")
+    tap.event(x=0.0, y=0.0)
+    assert app.sample == int(app.last_match["sample"][1])
+    styled = app.table.style.to_html()
+    names = sorted(set(ds["anomaly"].values))
+    assert all(f"background-color: {COLORS[i]}" in styled for i in range(len(names)))
+
+
+def hv_streams(element) -> list:
+    import holoviews as hv
+
+    return [s for s in hv.streams.Stream.registry.get(element, [])]

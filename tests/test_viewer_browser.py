@@ -156,6 +156,13 @@ def test_page_window_brush_and_unit(served, tmp_path: Path) -> None:
                 assert row == [str(r + 1), str(int(expected["sample"][r])),
                                f"{int(expected['start'][r])}-{int(expected['start'][r]) + 1}",
                                f"{float(expected['score'][r]):.3f}"]  # fmt: skip
+            # a click on a match's tile opens its window
+            r = next(r for r in range(expected.sizes["rank"])
+                     if int(expected["sample"][r]) != sample)  # fmt: skip
+            tile = frame(page, f"#{r + 1}: ")
+            page.mouse.click(tile["left"] + tile["width"] / 2, tile["top"] + tile["height"] / 2)
+            page.wait_for_selector(f"text=Window sample {int(expected['sample'][r])}")
+            time.sleep(1)
             # tap unit 3 of LAYER -> its top windows
             tx, ty = to_pixel(frame(page, f"{LAYER}: h (unit x time)"), 5.0, 3.0)
             page.mouse.click(tx, ty)

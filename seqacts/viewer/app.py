@@ -57,6 +57,11 @@ class ViewerApp:
             if explorer.group else {},
         )  # fmt: skip
         self.table.param.watch(self._on_select, "selection")
+        if explorer.group:
+            names = sorted(set(explorer.table["group"]))
+            colour = {g: COLORS[i % len(COLORS)] for i, g in enumerate(names)}
+            self.table.style.map(lambda g: f"color: white; background-color: {colour[g]}",
+                                 subset=["group"])  # fmt: skip
         self.layer = pn.widgets.Select(label="layer", options=explorer.layers, width=160)
         self.layer.param.watch(lambda _: self._draw_trajectories(), "value")
         self.steps = pn.widgets.IntRangeSlider(label="steps to match", start=0, end=1, value=(0, 1),
@@ -189,9 +194,12 @@ class ViewerApp:
             # own dims ("step", "match unit"): not linked to the window's time axis
             img = hv.Image((np.arange(tile.shape[1]), np.arange(tile.shape[0]), tile),
                            ["step", "match unit"], ["h"])  # fmt: skip
-            tiles.append(img.opts(title=f"#{r + 1}: {s} @{a}, J={z:.2f}", width=170,
-                                  height=140, cmap="RdBu_r", symmetric=True, xaxis=None,
-                                  yaxis=None, toolbar=None, shared_axes=False))  # fmt: skip
+            img = img.opts(title=f"#{r + 1}: {s} @{a}, J={z:.2f}", width=170, height=140,
+                           cmap="RdBu_r", symmetric=True, xaxis=None, yaxis=None,
+                           toolbar=None, shared_axes=False, tools=["tap"])  # fmt: skip
+            click = streams.SingleTap(source=img)  # a click on a tile opens its window
+            click.add_subscriber(lambda x, y, r=r: self.open_match(found, r))
+            tiles.append(img)
         table = "\n".join(["| rank | sample | steps | score |", "|---|---|---|---|", *rows])
         opener = pn.widgets.Select(label="open match", options={
             f"#{r + 1}: sample {found['sample'].values[r]} @{int(found['start'][r])}": r
@@ -265,8 +273,8 @@ class ViewerApp:
         except SeqactsError as err:
             self.trajectories[:] = [pn.pane.Alert(str(err), alert_type="warning")]
             return
-        names = sorted(set(tr.groups))
-        color = {g: COLORS[i % len(COLORS)] for i, g in enumerate(names)}
+        names = sorted(set(self.ex.table["group"])) if self.ex.group else ["all"]
+        color = {g: COLORS[i % len(COLORS)] for i, g in enumerate(names)}  # as in the table
         paths = [{"pc1": line[:, 0], "pc2": line[:, 1], "group": g}
                  for line, g in zip(tr.lines, tr.groups, strict=True) if len(line)]  # fmt: skip
         plot = hv.Path(paths, ["pc1", "pc2"], "group").opts(

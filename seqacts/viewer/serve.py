@@ -84,9 +84,9 @@ def view(
 
     Returns
     -------
-    panel.viewable.Viewable or bokeh server
-        The page (a Panel layout, shown inline by Jupyter), or with ``serve=True`` the running
-        server (``.stop()`` ends it).
+    panel.viewable.Viewable or panel.io.threads.StoppableThread
+        The page (a Panel layout, shown inline by Jupyter), or with ``serve=True`` the thread
+        running the server (``.stop()`` ends it).
     """
     import panel as pn
 
