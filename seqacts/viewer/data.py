@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..analysis.blocks import States, thresholds
 from ..analysis.core import HIGH, LOW
 from ..analysis.core import layer as layer_of
-from ..analysis.windows import States, match, thresholds, top_windows
+from ..analysis.windows import match, top_windows
 from ..errors import GroupError, MissingVariableError, OptionError
 from ..schema import SIGMOID_GATES
 
