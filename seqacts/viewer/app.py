@@ -49,6 +49,7 @@ class ViewerApp:
         self.ex = explorer
         self.sample: Hashable | None = None
         self.window_view: WindowView | None = None
+        self.last_match: Any = None  # the Dataset of the latest match, for "Open"
         self.status = pn.pane.Markdown("Select a window in the table.", name="status")
         self.table = pn.widgets.Tabulator(
             explorer.table, pagination="local", page_size=15, selectable=1, show_index=False,
