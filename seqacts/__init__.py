@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from .io.reading import open_dataset
     from .io.stream import extract_to_netcdf
     from .io.write import write_stream
+    from .viewer.serve import view
     from .viz.report import report
 
 try:
@@ -98,6 +99,7 @@ _LAZY: dict[str, str] = {
     "record": "seqacts.capture.extract",
     "report": "seqacts.viz.report",
     "verify": "seqacts.io.integrity",
+    "view": "seqacts.viewer.serve",
     "write_stream": "seqacts.io.write",
     "register_cell": "seqacts.capture.modules",
 }
@@ -166,6 +168,7 @@ __all__ = [
     "summary_table",
     "top_windows",
     "verify",
+    "view",
     "write_stream",
     "CellStateError",
     "KindError",
