@@ -149,6 +149,15 @@ VARIABLE_DOCS: dict[str, tuple[str, str]] = {
         "n_t = tanh(W_in x_t + b_in + r_t * (W_hn h_{t-1} + b_hn)); "
         "h_t = (1 - z_t) * n_t + z_t * h_{t-1}",
     ),
+    "grad_h": (
+        "score gradient of h",
+        "d sum(score) / d h_t: the total derivative through all later steps, upper layers and "
+        "the output (extract(..., gradients=score))",
+    ),
+    "grad_c": (
+        "score gradient of c",
+        "d sum(score) / d c_t, c_t as passed to step t+1 with h_t held (LSTM layers)",
+    ),
     "preactivation": (
         "pre-activation",
         "a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh; h_t = tanh(a_t) or relu(a_t)",

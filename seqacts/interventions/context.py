@@ -21,11 +21,13 @@ from ..capture import kernels
 from ..capture.discovery import by_first_weight, recurrent_layers
 from ..capture.extract import extract as record_extract
 from ..capture.specs import LayerSpec
-from ..errors import EditError, LayerSelectionError
+from ..errors import EditError, LayerSelectionError, OptionError
 from ..options import Options
+from ..schema import VARIABLE_DOCS
 from ..signatures import keywords_from
 from .edits import Edit, Plan, plan, step_flags
-from .runner import apply_plans, output_gate, run_edited_layer
+from .gradients import Score, rng_kept, state_gradients
+from .runner import WriteOnlySink, apply_plans, output_gate, run_edited_layer
 
 __all__ = ["Intervention", "extract", "intervene"]
 
@@ -33,7 +35,7 @@ _ACTIVE_LOCK = threading.Lock()
 _ACTIVE: list[Intervention] = []
 
 
-class Intervention:
+class Intervention(WriteOnlySink):
     """Applies resolved plans to a model's recurrent layers while active; see :func:`intervene`."""
 
     def __init__(self, model: nn.Module, plans: dict[str, list[Plan]]) -> None:
@@ -116,18 +118,6 @@ class Intervention:
     # -- kernels.Editor ------------------------------------------------------------------------
     def watches(self, weight: Tensor, owner: object) -> bool:
         return self._resolve(weight, owner) is not None
-
-    def wants_inputs(self) -> bool:
-        return False
-
-    def on_stack(self, call: kernels.StackCall) -> None:
-        return None
-
-    def on_cell(self, call: kernels.CellCall) -> None:
-        return None
-
-    def on_error(self, weight: Tensor, owner: object, error: BaseException) -> None:
-        return None  # an editor's own errors propagate (see kernels); nothing to keep here
 
     def run_layer(self, call: kernels.LayerCall) -> Any:
         specs = self._resolve(call.stack_weight, call.owner)
@@ -213,7 +203,7 @@ def intervene(model: nn.Module, edits: Edit | Iterable[Edit]) -> Intervention:
 
 @keywords_from(record_extract)
 def extract(model: nn.Module, *args: Any, edits: Edit | Sequence[Edit] | None = None,
-            **kwargs: Any) -> xr.Dataset:
+            gradients: Score | None = None, **kwargs: Any) -> xr.Dataset:
     """Run ``model(*args, **kwargs)`` once and return what every recurrent layer computed.
 
     :func:`seqacts.capture.extract.extract` (whose keywords it takes, and shows in its
@@ -228,6 +218,15 @@ def extract(model: nn.Module, *args: Any, edits: Edit | Sequence[Edit] | None = 
     edits : Edit or list of Edit, optional
         Run the forward under :func:`intervene` with these edits: the dataset holds the states
         of the edited run.
+    gradients : callable, optional
+        ``score(outputs)`` -> one value per sample, a tensor computed from the model's outputs
+        with torch. Adds ``grad_h`` (and ``grad_c`` when a layer is an LSTM; NaN for the
+        others), with ``h``'s dims: ``d sum(score) / d h_t``, the total derivative with respect
+        to each layer's state after step t through all later steps, upper layers and the
+        output (``c_t`` as passed to step t+1, ``h_t`` held). The states recorded are those of
+        the model's own forward; the gradients come from a second forward split into one-step
+        kernel calls (see :mod:`seqacts.interventions.gradients`). Parameters' ``.grad`` and
+        torch's RNG are left as one plain forward leaves them.
 
     Returns
     -------
@@ -236,5 +235,23 @@ def extract(model: nn.Module, *args: Any, edits: Edit | Sequence[Edit] | None = 
         direction, unit) and more; see :func:`seqacts.capture.extract.extract`.
     """
     planned = Options(edits=edits).edits
-    with intervene(model, list(planned)) if planned else nullcontext():
-        return record_extract(model, *args, **kwargs)
+    if gradients is None:
+        with intervene(model, list(planned)) if planned else nullcontext():
+            return record_extract(model, *args, **kwargs)
+    if planned:
+        raise OptionError(
+            "extract: gradients= and edits= together are not supported; take the gradients of "
+            "the unedited model, or record the edited run without gradients="
+        )
+    if not callable(gradients):
+        raise OptionError(
+            f"gradients: expected score(outputs) -> one value per sample, got "
+            f"{type(gradients).__name__}"
+        )
+    with rng_kept(model) as rewind:
+        ds = record_extract(model, *args, **kwargs)
+        grads = state_gradients(model, args, kwargs, gradients, ds, rewind)
+    for name, value in grads.items():
+        ds[name] = value.assign_attrs(long_name=VARIABLE_DOCS[name][0],
+                                      description=VARIABLE_DOCS[name][1])  # fmt: skip
+    return ds

@@ -1,0 +1,327 @@
+"""State gradients: the derivative of a score with respect to every layer's state at every step.
+
+A fused kernel keeps the adjoint that backpropagation through time carries to itself. To expose
+it, :func:`state_gradients` runs the model once more with every recurrent layer split into
+one-step calls of the model's own kernel (:class:`Probes`, a kernel editor), adding to the state
+each step returns a zero *probe* tensor: ``h_t + p_t`` equals ``h_t``, and ``d score / d p_t``
+is exactly ``d score / d h_t``, the total derivative through all later steps, upper layers and
+the output. Cell kernels have their returned state probed the same way. The backward is
+``torch.autograd.grad`` with respect to the probes only, so no parameter's ``.grad`` changes.
+
+Where each gradient goes in the dataset is learnt by a third, cheap, recorded run in which the
+editor returns, in place of each layer's states, the index of each (call, direction, step,
+kernel row): the recorder lays the indices out exactly as it laid out the states (sample order,
+padding, chains), and the gradients are gathered by index.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor, nn
+
+from ..capture import kernels
+from ..capture.discovery import by_first_weight, recurrent_layers
+from ..capture.extract import extract as record_extract
+from ..capture.recorder import Recorder
+from ..capture.specs import LayerSpec
+from ..errors import OptionError
+from ..options import Options
+from .runner import Runner, WriteOnlySink
+
+__all__ = ["Probes", "state_gradients", "rng_kept"]
+
+Score = Callable[[Any], Any]
+
+
+@dataclass
+class _Call:
+    """One probed call: per direction, the probes ``(T, N, W)`` of ``h`` and of ``c``."""
+
+    h: list[Tensor]
+    c: list[Tensor | None]
+    first_id: int = 0
+
+
+@dataclass
+class Probes(WriteOnlySink):
+    """A kernel editor that runs every recurrent layer step by step with probes on its states.
+
+    ``mode="probe"`` adds zero probes (kept in ``calls``, in call order); ``mode="ids"``
+    returns, in place of every state, the index of its (call, direction, step, row) in the
+    flattened probes of the probe run, for the recorder to lay out.
+    """
+
+    model: nn.Module
+    mode: str
+    calls: list[_Call] = field(default_factory=list)
+    sizes: list[tuple[int, int, int, int]] = field(default_factory=list)  # (D, T, N, W_c) per call
+    _by_weight: dict[int, tuple[nn.Module, list[LayerSpec]]] = field(default_factory=dict)
+    _modules: list[tuple[nn.Module, list[LayerSpec]]] = field(default_factory=list)
+    _next_id: int = 0
+
+    def __post_init__(self) -> None:
+        self._modules = recurrent_layers(self.model)
+        self._by_weight = by_first_weight(self._modules)
+
+    # -- kernels.Editor ------------------------------------------------------------------------
+    def watches(self, weight: Tensor, owner: object) -> bool:
+        return id(weight) in self._by_weight or any(m is owner for m, _ in self._modules)
+
+    def run_layer(self, call: kernels.LayerCall) -> Any:
+        runner = Runner(call, ())
+        return self._ids_layer(runner) if self.mode == "ids" else self._probed_layer(runner)
+
+    def edit_cell(self, kind: str, args: tuple[Any, ...], result: Any, owner: object) -> Any:
+        h, c = result if kind == "LSTM" else (result, None)
+        n = h.shape[0]
+        if self.mode == "ids":
+            first = self._take_ids(1, 1, n, h.dtype)
+            ids = torch.arange(first, first + n, dtype=h.dtype, device=h.device)
+            h_ids = ids.unsqueeze(1).expand_as(h).clone()
+            return (h_ids, ids.unsqueeze(1).expand_as(c).clone()) if c is not None else h_ids
+        p_h = torch.zeros((1, *h.shape), dtype=h.dtype, device=h.device, requires_grad=True)
+        p_c = None if c is None else torch.zeros((1, *c.shape), dtype=c.dtype, device=c.device,
+                                                 requires_grad=True)  # fmt: skip
+        self.calls.append(_Call([p_h], [p_c]))
+        h = h + p_h[0]
+        return (h, c + p_c[0]) if c is not None and p_c is not None else h
+
+    # -- the two runs ----------------------------------------------------------------------
+    def _take_ids(self, n_dir: int, steps: int, rows: int, dtype: torch.dtype) -> int:
+        first = self._next_id
+        self._next_id += n_dir * steps * rows
+        exact = round(2 / torch.finfo(dtype).eps)  # every integer up to this is exact
+        if self._next_id > exact:
+            raise OptionError(
+                f"gradients: this forward has {self._next_id} states (calls x directions x "
+                f"steps x samples), more than {dtype} can number exactly ({exact}); pass "
+                "fewer samples per call"
+            )
+        return first
+
+    def _probed_layer(self, r: Runner) -> Any:
+        lay, lstm = r.layout, r.lstm
+        n0 = lay.rows[0] if lay.steps else 0
+        call = _Call([], [])
+        outs, hs, cs = [], [], []
+        for d in range(r.n_dir):
+            h0 = r.h0[d]
+            c0 = None if r.c0 is None else r.c0[d]
+            p_h = torch.zeros((lay.steps, n0, r.h_out), dtype=h0.dtype, device=h0.device,
+                              requires_grad=True)  # fmt: skip
+            p_c = None if c0 is None else torch.zeros((lay.steps, n0, c0.shape[-1]),
+                                                      dtype=c0.dtype, device=c0.device,
+                                                      requires_grad=True)  # fmt: skip
+            call.h.append(p_h)
+            call.c.append(p_c)
+            h, c = h0, c0
+            pieces: list[Tensor] = [h0.new_empty(0)] * lay.steps
+            for t in range(lay.steps) if d == 0 else reversed(range(lay.steps)):
+                n = lay.rows[t]
+                _, hn, cn = r.kernel(t, t, h[:n], None if c is None else c[:n], d)
+                hn = hn + p_h[t, :n]
+                pieces[t] = lay.piece(hn)
+                h = torch.cat([hn, h[n:]])
+                if c is not None and cn is not None and p_c is not None:
+                    c = torch.cat([cn + p_c[t, :n], c[n:]])
+            outs.append(torch.cat(pieces) if pieces else lay.x.new_empty(0))
+            hs.append(h)
+            cs.append(c)
+        self.calls.append(call)
+        output = torch.cat(outs, -1) if r.n_dir > 1 else outs[0]
+        if not lay.packed and r.call.batch_first:
+            output = output.transpose(0, 1)
+        if lstm:
+            return output, torch.stack(hs), torch.stack([c for c in cs if c is not None])
+        return output, torch.stack(hs)
+
+    def _ids_layer(self, r: Runner) -> Any:
+        lay = r.layout
+        n0 = lay.rows[0] if lay.steps else 0
+        dtype, device = r.h0.dtype, r.h0.device
+        first = self._take_ids(r.n_dir, lay.steps, n0, dtype)
+        outs = []
+        for d in range(r.n_dir):
+            base = first + d * lay.steps * n0
+            ids = torch.arange(base, base + lay.steps * n0, dtype=dtype, device=device)
+            ids = ids.reshape(lay.steps, n0)
+            if lay.packed:
+                seq = torch.cat([ids[t, : lay.rows[t]] for t in range(lay.steps)])
+            else:
+                seq = ids
+            outs.append(seq.unsqueeze(-1).expand(*seq.shape, r.h_out))
+        output = torch.cat(outs, -1)
+        if not lay.packed and r.call.batch_first:
+            output = output.transpose(0, 1)
+        output = output.contiguous()
+        hn = torch.zeros_like(r.h0)
+        if r.c0 is not None:
+            return output, hn, torch.zeros_like(r.c0)
+        return output, hn
+
+
+@contextmanager
+def _editing(sink: Probes) -> Iterator[None]:
+    kernels.install(sink)
+    try:
+        yield
+    finally:
+        kernels.uninstall(sink)
+
+
+def _devices_of(model: nn.Module) -> list[int]:
+    return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+
+
+@contextmanager
+def rng_kept(model: nn.Module) -> Iterator[Callable[[], None]]:
+    """Yield ``rewind()``, which puts torch's RNG back to where it was on entry.
+
+    On exit the RNG is where the first forward left it, so a caller sees one forward's worth
+    of random numbers drawn however many times the model ran in between.
+    """
+    devices = _devices_of(model)
+    cpu = torch.random.get_rng_state()
+    cuda = [torch.cuda.get_rng_state(d) for d in devices]
+    after: list[tuple[Tensor, list[Tensor]]] = []
+
+    def rewind() -> None:
+        if not after:
+            after.append((torch.random.get_rng_state(),
+                          [torch.cuda.get_rng_state(d) for d in devices]))  # fmt: skip
+        torch.random.set_rng_state(cpu)
+        for d, state in zip(devices, cuda, strict=True):
+            torch.cuda.set_rng_state(state, d)
+
+    try:
+        yield rewind
+    finally:
+        if after:
+            torch.random.set_rng_state(after[0][0])
+            for d, state in zip(devices, after[0][1], strict=True):
+                torch.cuda.set_rng_state(state, d)
+
+
+def _total(value: Any) -> Tensor:
+    if not isinstance(value, Tensor) or not value.is_floating_point():
+        raise OptionError(
+            f"gradients: score(outputs) must return a float tensor computed from the outputs "
+            f"(one value per sample), got {type(value).__name__}; compute it with torch, e.g. "
+            "lambda y: y.pow(2).mean(dim=(1, 2))"
+        )
+    if value.dim() > 1:
+        raise OptionError(
+            f"gradients: score(outputs) must be one value per sample, got shape "
+            f"{tuple(value.shape)}; reduce it over every dim but the batch"
+        )
+    if not value.requires_grad:
+        raise OptionError(
+            "gradients: score(outputs) does not depend on the model's outputs through autograd "
+            "(it has no grad_fn); compute it from the outputs with torch operations"
+        )
+    return value.sum()
+
+
+def _table(grads: list[Tensor | None], probes: list[Tensor], width: int) -> np.ndarray:
+    """The probes' gradients flattened by id, ``(ids, width)``, NaN past each layer's width."""
+    rows = []
+    for g, p in zip(grads, probes, strict=True):
+        v = torch.zeros_like(p) if g is None else g
+        flat = v.detach().to("cpu", torch.float64).reshape(-1, p.shape[-1]).numpy()
+        rows.append(np.pad(flat, ((0, 0), (0, width - flat.shape[1])), constant_values=np.nan))
+    return np.concatenate(rows) if rows else np.empty((0, width))
+
+
+def _split(kwargs: dict[str, Any]) -> tuple[Options, dict[str, Any]]:
+    """``extract``'s recording keywords as Options (what lays out ``h``), and the model's own."""
+    own = {k: v for k, v in kwargs.items() if k not in _RECORDING}
+    picked = {k: kwargs[k] for k in ("layers", "time", "modules") if k in kwargs}
+    return Options(**picked), own
+
+
+#: The keywords of :func:`seqacts.capture.extract.extract` that are not the model's.
+_RECORDING = frozenset(
+    n for n, p in inspect.signature(record_extract).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY
+)
+
+
+def state_gradients(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    score: Score,
+    like: xr.Dataset,
+    rewind: Callable[[], None],
+) -> dict[str, xr.DataArray]:
+    """``grad_h`` (and ``grad_c`` when a layer is an LSTM) laid out as ``like["h"]``.
+
+    ``like`` is what ``extract(model, *args, **kwargs)`` recorded; ``rewind`` (from
+    :func:`rng_kept`) puts the RNG back before each further forward, so that dropout draws
+    the masks it drew in the recorded one.
+    """
+    options, kwargs = _split(kwargs)
+    rewind()
+    probes = Probes(model, "probe")
+    with warnings.catch_warnings(), torch.enable_grad(), _editing(probes):
+        warnings.simplefilter("ignore")
+        total = _total(score(model(*args, **kwargs)))
+    flat_h = [p for call in probes.calls for p in call.h]
+    flat_c = [p for call in probes.calls for p in call.c if p is not None]
+    grads = torch.autograd.grad(total, [*flat_h, *flat_c], allow_unused=True)
+    width = like.sizes["unit"]
+    table_h = _table(list(grads[: len(flat_h)]), flat_h, width)
+    g_c = iter(grads[len(flat_h) :])
+    c_parts = []  # in id order: a cell-state table entry per h entry (NaN for non-LSTM)
+    for call in probes.calls:
+        for p_h, p_c in zip(call.h, call.c, strict=True):
+            if p_c is None:
+                c_parts.append(np.full((p_h.shape[0] * p_h.shape[1], width), np.nan))
+            else:
+                c_parts.append(_table([next(g_c)], [p_c], width))
+    table_c = np.concatenate(c_parts) if c_parts else np.empty((0, width))
+    rewind()
+    ids = _layout_ids(model, options, args, kwargs, like)
+    return _gathered(ids, table_h, table_c, like)
+
+
+def _layout_ids(model: nn.Module, options: Options, args: tuple[Any, ...],
+                kwargs: dict[str, Any], like: xr.Dataset) -> np.ndarray:
+    """Each recorded ``(sample, layer, direction, time)`` position's probe id (NaN: none)."""
+    ids = Probes(model, "ids")
+    rec = Recorder(model, options)
+    with warnings.catch_warnings(), torch.no_grad(), _editing(ids), rec:
+        warnings.simplefilter("ignore")
+        model(*args, **kwargs)
+    laid = rec.to_dataset()["h"]
+    if laid.sizes != like["h"].sizes:
+        raise OptionError(
+            f"gradients: the model's calls differ between two forwards of the same input "
+            f"(h {dict(laid.sizes)} then {dict(like['h'].sizes)}); state gradients need a "
+            "forward whose calls depend only on the input's shapes"
+        )
+    return np.asarray(laid.isel(unit=0).values, dtype=np.float64)
+
+
+def _gathered(ids: np.ndarray, table_h: np.ndarray, table_c: np.ndarray,
+              like: xr.Dataset) -> dict[str, xr.DataArray]:
+    valid = np.isfinite(ids)
+    index = ids[valid].astype(np.int64)
+    out: dict[str, xr.DataArray] = {}
+    is_lstm = np.isin(like["kind"].values, ["LSTM", "LSTMCell"])
+    names = [("grad_h", table_h), *([("grad_c", table_c)] if is_lstm.any() else [])]
+    for name, table in names:
+        arr = np.full((*ids.shape, table.shape[1]), np.nan)
+        arr[valid] = table[index]
+        arr = arr.astype(like["h"].dtype, copy=False)
+        out[name] = xr.DataArray(arr, dims=like["h"].dims, coords=like["h"].coords)
+    return out
