@@ -31,6 +31,7 @@ from .errors import (
     IncompleteStreamWarning,
     InputError,
     LayerSelectionError,
+    MissingDependencyError,
     MissingVariableError,
     NoRecurrentModuleError,
     OptionError,
@@ -54,6 +55,7 @@ from .schema import INTERNALS, KINDS
 if TYPE_CHECKING:
     from .capture.discovery import layers
     from .capture.recorder import Recorder, record
+    from .interventions.attribution import input_attribution
     from .interventions.context import Intervention, extract, intervene
     from .interventions.edits import Edit, ablate, patch
     from .interventions.scan import ablation_scan
@@ -83,6 +85,7 @@ _LAZY: dict[str, str] = {
     "extract": "seqacts.interventions.context",
     "extract_distributed": "seqacts.io.distributed",
     "extract_to_netcdf": "seqacts.io.stream",
+    "input_attribution": "seqacts.interventions.attribution",
     "intervene": "seqacts.interventions.context",
     "layers": "seqacts.capture.discovery",
     "open_dataset": "seqacts.io.reading",
@@ -109,6 +112,7 @@ __all__ = [
     "InputError",
     "Intervention",
     "LayerSelectionError",
+    "MissingDependencyError",
     "MissingVariableError",
     "NoRecurrentModuleError",
     "OptionError",
@@ -138,6 +142,7 @@ __all__ = [
     "extract_distributed",
     "extract_to_netcdf",
     "final_state",
+    "input_attribution",
     "intervene",
     "layers",
     "masked",

@@ -20,6 +20,7 @@ __all__ = [
     "InputError",
     "LayerSelectionError",
     "MissingVariableError",
+    "MissingDependencyError",
     "NoRecurrentModuleError",
     "OptionError",
     "OutputExistsError",
@@ -159,3 +160,7 @@ class TrainingModeWarning(UserWarning):
 
 class WorkspaceWarning(RuntimeWarning):
     """LSTM gates could not be read from the kernel's workspace; they are recomputed instead."""
+
+
+class MissingDependencyError(SeqactsError, ImportError):
+    """A function needs an optional package that is not installed; the message names the extra."""

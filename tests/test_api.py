@@ -84,12 +84,14 @@ def test_extract_shows_the_recording_keywords_edits_and_the_model_inputs() -> No
 
     params = inspect.signature(seqacts.extract).parameters
     recorded = inspect.signature(record_extract).parameters
-    assert list(params) == ["model", "args", "edits", "layers", "internals", "time", "modules",
+    assert list(params) == ["model", "args", "edits", "gradients", "layers", "internals", "time", "modules",
                             "grad", "kwargs"]
     for name in ("layers", "internals", "time", "modules", "grad"):
         assert params[name] == recorded[name]
     assert params["edits"].kind is inspect.Parameter.KEYWORD_ONLY
     assert params["edits"].default is None
+    assert params["gradients"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert params["gradients"].default is None
     assert params["kwargs"].kind is inspect.Parameter.VAR_KEYWORD
 
 
