@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,12 +43,28 @@ Score = Callable[[Any], Any]
 
 
 @dataclass
-class _Call:
-    """One probed call: per direction, the probes ``(T, N, W)`` of ``h`` and of ``c``."""
+class _Block:
+    """One direction of one call: a zero probe ``(rows at t, W)`` per step, ``n0`` rows wide.
 
-    h: list[Tensor]
-    c: list[Tensor | None]
-    first_id: int = 0
+    One leaf per step (not slices of one tensor): the backward of a slice would write a whole
+    ``(T, N, W)`` gradient per step.
+    """
+
+    steps: list[Tensor]
+    n0: int
+    width: int
+
+
+@dataclass
+class _Call:
+    """One probed call: per direction, the probes of ``h`` and of ``c`` (None: no cell state)."""
+
+    h: list[_Block]
+    c: list[_Block | None]
+
+
+def _probe(like: Tensor, rows: int, width: int) -> Tensor:
+    return torch.zeros((rows, width), dtype=like.dtype, device=like.device, requires_grad=True)
 
 
 @dataclass
@@ -88,12 +104,11 @@ class Probes(WriteOnlySink):
             ids = torch.arange(first, first + n, dtype=h.dtype, device=h.device)
             h_ids = ids.unsqueeze(1).expand_as(h).clone()
             return (h_ids, ids.unsqueeze(1).expand_as(c).clone()) if c is not None else h_ids
-        p_h = torch.zeros((1, *h.shape), dtype=h.dtype, device=h.device, requires_grad=True)
-        p_c = None if c is None else torch.zeros((1, *c.shape), dtype=c.dtype, device=c.device,
-                                                 requires_grad=True)  # fmt: skip
+        p_h = _Block([_probe(h, n, h.shape[1])], n, h.shape[1])
+        p_c = None if c is None else _Block([_probe(c, n, c.shape[1])], n, c.shape[1])
         self.calls.append(_Call([p_h], [p_c]))
-        h = h + p_h[0]
-        return (h, c + p_c[0]) if c is not None and p_c is not None else h
+        h = h + p_h.steps[0]
+        return (h, c + p_c.steps[0]) if c is not None and p_c is not None else h
 
     # -- the two runs ----------------------------------------------------------------------
     def _take_ids(self, n_dir: int, steps: int, rows: int, dtype: torch.dtype) -> int:
@@ -116,11 +131,9 @@ class Probes(WriteOnlySink):
         for d in range(r.n_dir):
             h0 = r.h0[d]
             c0 = None if r.c0 is None else r.c0[d]
-            p_h = torch.zeros((lay.steps, n0, r.h_out), dtype=h0.dtype, device=h0.device,
-                              requires_grad=True)  # fmt: skip
-            p_c = None if c0 is None else torch.zeros((lay.steps, n0, c0.shape[-1]),
-                                                      dtype=c0.dtype, device=c0.device,
-                                                      requires_grad=True)  # fmt: skip
+            p_h = _Block([_probe(h0, n, r.h_out) for n in lay.rows], n0, r.h_out)
+            p_c = None if c0 is None else _Block([_probe(c0, n, c0.shape[-1]) for n in lay.rows],
+                                                 n0, c0.shape[-1])  # fmt: skip
             call.h.append(p_h)
             call.c.append(p_c)
             h, c = h0, c0
@@ -128,11 +141,12 @@ class Probes(WriteOnlySink):
             for t in range(lay.steps) if d == 0 else reversed(range(lay.steps)):
                 n = lay.rows[t]
                 _, hn, cn = r.kernel(t, t, h[:n], None if c is None else c[:n], d)
-                hn = hn + p_h[t, :n]
+                hn = hn + p_h.steps[t]
                 pieces[t] = lay.piece(hn)
-                h = torch.cat([hn, h[n:]])
+                h = hn if n == h.shape[0] else torch.cat([hn, h[n:]])
                 if c is not None and cn is not None and p_c is not None:
-                    c = torch.cat([cn + p_c[t, :n], c[n:]])
+                    cn = cn + p_c.steps[t]
+                    c = cn if n == c.shape[0] else torch.cat([cn, c[n:]])
             outs.append(torch.cat(pieces) if pieces else lay.x.new_empty(0))
             hs.append(h)
             cs.append(c)
@@ -231,14 +245,24 @@ def _total(value: Any) -> Tensor:
     return value.sum()
 
 
-def _table(grads: list[Tensor | None], probes: list[Tensor], width: int) -> np.ndarray:
-    """The probes' gradients flattened by id, ``(ids, width)``, NaN past each layer's width."""
-    rows = []
-    for g, p in zip(grads, probes, strict=True):
-        v = torch.zeros_like(p) if g is None else g
-        flat = v.detach().to("cpu", torch.float64).reshape(-1, p.shape[-1]).numpy()
-        rows.append(np.pad(flat, ((0, 0), (0, width - flat.shape[1])), constant_values=np.nan))
-    return np.concatenate(rows) if rows else np.empty((0, width))
+def _table(blocks: Sequence[_Block | None], grads: Mapping[int, Tensor | None], n_ids: list[int],
+           width: int) -> np.ndarray:
+    """The probes' gradients by id, ``(ids, width)``: NaN past each layer's width, and for a
+    block that is None (a layer without a cell state) of ``n_ids`` rows."""
+    parts = []
+    for block, n in zip(blocks, n_ids, strict=True):
+        out = np.full((n, width), np.nan)
+        if block is not None:
+            steps = []
+            for p in block.steps:
+                g = grads.get(id(p))
+                v = np.zeros((block.n0, block.width))
+                if g is not None:
+                    v[: p.shape[0]] = g.detach().to("cpu", torch.float64).numpy()
+                steps.append(v)
+            out[:, : block.width] = np.concatenate(steps) if steps else np.empty((0, block.width))
+        parts.append(out)
+    return np.concatenate(parts) if parts else np.empty((0, width))
 
 
 def _split(kwargs: dict[str, Any]) -> tuple[Options, dict[str, Any]]:
@@ -275,20 +299,15 @@ def state_gradients(
     with warnings.catch_warnings(), torch.enable_grad(), _editing(probes):
         warnings.simplefilter("ignore")
         total = _total(score(model(*args, **kwargs)))
-    flat_h = [p for call in probes.calls for p in call.h]
-    flat_c = [p for call in probes.calls for p in call.c if p is not None]
-    grads = torch.autograd.grad(total, [*flat_h, *flat_c], allow_unused=True)
+    blocks_h = [b for call in probes.calls for b in call.h]
+    blocks_c = [b for call in probes.calls for b in call.c]
+    leaves = [p for b in (*blocks_h, *blocks_c) if b is not None for p in b.steps]
+    found = torch.autograd.grad(total, leaves, allow_unused=True)
+    grads = {id(p): g for p, g in zip(leaves, found, strict=True)}
+    n_ids = [len(b.steps) * b.n0 for b in blocks_h]
     width = like.sizes["unit"]
-    table_h = _table(list(grads[: len(flat_h)]), flat_h, width)
-    g_c = iter(grads[len(flat_h) :])
-    c_parts = []  # in id order: a cell-state table entry per h entry (NaN for non-LSTM)
-    for call in probes.calls:
-        for p_h, p_c in zip(call.h, call.c, strict=True):
-            if p_c is None:
-                c_parts.append(np.full((p_h.shape[0] * p_h.shape[1], width), np.nan))
-            else:
-                c_parts.append(_table([next(g_c)], [p_c], width))
-    table_c = np.concatenate(c_parts) if c_parts else np.empty((0, width))
+    table_h = _table(list(blocks_h), grads, n_ids, width)
+    table_c = _table(blocks_c, grads, n_ids, width)
     rewind()
     ids = _layout_ids(model, options, args, kwargs, like)
     return _gathered(ids, table_h, table_c, like)
