@@ -19,6 +19,7 @@ import xarray as xr
 from torch import Tensor, nn
 
 from ..errors import EditError, MissingDependencyError, OptionError
+from .scan import blocks
 from .scan_inputs import Key, scan_inputs
 
 __all__ = ["METHODS", "input_attribution"]
@@ -86,7 +87,10 @@ def input_attribution(
         or, sequence-first, ``(time, sample, feature)`` tensor; other sample-holding tensors
         (lengths, initial states) are repeated with it.
     score : callable
-        ``score(outputs)`` -> one value per sample, a tensor computed with torch.
+        ``score(outputs)`` -> one value per sample, a tensor computed with torch. As in
+        :func:`seqacts.ablation_scan`, it is always called with the outputs for the samples of
+        ``x`` in order (integrated gradients' scaled copies are cut apart), so it may compare
+        them with ``x`` itself.
     method : {"integrated_gradients", "saliency", "gradient_x_input"}
         captum's ``IntegratedGradients``, ``Saliency`` (absolute gradient) or ``InputXGradient``.
     baseline : float or tensor, optional
@@ -128,10 +132,12 @@ def input_attribution(
     sample_major = first.detach().movedim(dim, 0).clone()
     sample_major.requires_grad_(method != "integrated_gradients")  # captum asks for it
 
-    def forward(inp: Tensor) -> Tensor:
+    def forward(inp: Tensor) -> Tensor:  # score sees one copy of the batch at a time
         copies = inp.shape[0] // n
         batch = inputs.repeated(copies) if copies > 1 else inputs
-        return _scores(score(batch.with_first(inp.movedim(0, dim))(model)), copies * n)
+        outputs = batch.with_first(inp.movedim(0, dim))(model)
+        parts = blocks(outputs, copies, n, dim) if copies > 1 else [outputs]
+        return torch.cat([_scores(score(part), n) for part in parts])
 
     explainer = algorithm(forward)
     with torch.enable_grad():
