@@ -20,6 +20,7 @@ from .analysis.compare import compare, distance, final_state, roc_auc
 from .analysis.core import dead_units, masked, saturation, step_change
 from .analysis.step_distance import step_distance
 from .analysis.summary import summary, summary_table
+from .analysis.windows import match, top_windows
 from .errors import (
     ArgumentTypeError,
     CorruptFileError,
@@ -146,6 +147,7 @@ __all__ = [
     "intervene",
     "layers",
     "masked",
+    "match",
     "open_dataset",
     "patch",
     "record",
@@ -156,6 +158,7 @@ __all__ = [
     "step_distance",
     "summary",
     "summary_table",
+    "top_windows",
     "verify",
     "write_stream",
 ]

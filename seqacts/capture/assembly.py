@@ -19,7 +19,8 @@ import xarray as xr
 from torch import Tensor, nn
 
 from ..errors import OptionError
-from ..schema import DIRECTIONS, VARIABLE_DOCS
+from ..kinds import has_cell_state
+from ..schema import CELL_STATE_VARS, DIRECTIONS, STATE_VARS, VARIABLE_DOCS
 from .chains import Layout, Placement
 from .diagnose import nonfinite_steps
 from .module_rows import Piece
@@ -27,10 +28,6 @@ from .provenance import model_class, model_structure
 from .specs import LayerSpec
 
 __all__ = ["Block", "build_block", "build_dataset"]
-
-STATE_VARS = ("h_0", "h_n")
-CELL_STATE_VARS = ("c_0", "c_n")
-
 
 @dataclass
 class Block:
@@ -52,7 +49,7 @@ class Block:
 def _geometry(specs: Sequence[LayerSpec]) -> tuple[int, int, bool]:
     n_dir = max(s.n_directions for s in specs)
     width = max(max(s.n_units, s.n_cell_units) for s in specs)
-    any_lstm = any(s.kind in ("LSTM", "LSTMCell") for s in specs)
+    any_lstm = any(has_cell_state(s.kind) for s in specs)
     return n_dir, width, any_lstm
 
 

@@ -14,18 +14,26 @@ from ..errors import (
     NoRecurrentModuleError,
     UnsupportedModelError,
 )
-from .specs import LayerSpec, kind_of
+from ..kinds.builtin import user_cell_label
+from .modules import kind_of, layer_specs, module_kind, parse_state
+from .specs import LayerSpec, cell_layer
 
-__all__ = ["by_first_weight", "layers", "recurrent_layers", "select_layers", "select_modules"]
+__all__ = [
+    "by_first_weight", "layers", "recurrent_layers", "select_cells", "select_layers",
+    "select_modules",
+]
 
 
-def recurrent_layers(model: nn.Module) -> list[tuple[nn.Module, list[LayerSpec]]]:
+def recurrent_layers(
+    model: nn.Module, *, required: bool = True
+) -> list[tuple[nn.Module, list[LayerSpec]]]:
     """Every recurrent module of ``model`` with its layer specs, in module order.
 
     Raises
     ------
     NoRecurrentModuleError
-        When the model holds no recurrent module; the message names the types it does hold.
+        When the model holds no recurrent module (unless not ``required``: then ``[]``); the
+        message names the types it does hold and what to pass for a recurrence in Python.
     """
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(
@@ -34,11 +42,11 @@ def recurrent_layers(model: nn.Module) -> list[tuple[nn.Module, list[LayerSpec]]
         )
     _check_eager(model)
     found = [
-        (module, LayerSpec.for_module(path, module))
+        (module, layer_specs(path, module))
         for path, module in model.named_modules()
         if kind_of(module) is not None
     ]
-    if not found:
+    if not found and required:
         types = sorted({type(m).__name__ for m in model.modules()})
         scripted = [path or "the model" for path, m in model.named_modules()
                     if isinstance(m, torch.jit.ScriptModule)]
@@ -49,7 +57,9 @@ def recurrent_layers(model: nn.Module) -> list[tuple[nn.Module, list[LayerSpec]]
                 "be recorded; record the eager nn.Module before scripting it")
         raise NoRecurrentModuleError(
             f"{type(model).__name__} holds no recurrent module (nn.RNN, nn.LSTM, nn.GRU, "
-            f"nn.RNNCell, nn.LSTMCell, nn.GRUCell); module types found: {', '.join(types)}"
+            f"nn.RNNCell, nn.LSTMCell, nn.GRUCell); module types found: {', '.join(types)}. "
+            "For a recurrence written in Python, name its per-step cell with "
+            "cells={'<path>': 'h'} (or 'h,c'), or record module outputs with modules=[...]"
         )
     return found
 
@@ -59,8 +69,9 @@ def by_first_weight(
 ) -> dict[int, tuple[nn.Module, list[LayerSpec]]]:
     """Index recurrent modules by the id of their first weight.
 
-    That tensor (``weight_ih_l0``, or a cell's ``weight_ih``) is what a kernel call receives,
-    so a call is traced back to its module through this index.
+    That tensor (``weight_ih_l0``, or a cell's ``weight_ih``; as the module's
+    :class:`~seqacts.capture.modules.ModuleKind` says) is what a kernel call receives, so a
+    call is traced back to its module through this index. Python cells have none.
 
     Parameters
     ----------
@@ -74,11 +85,8 @@ def by_first_weight(
     """
     index = {}
     for module, specs in found:
-        if isinstance(module, nn.RNNBase):
-            flat = getattr(module, "_flat_weights", None)
-            first = flat[0] if flat else None
-        else:
-            first = getattr(module, "weight_ih", None)
+        mk = module_kind(module)
+        first = mk.first_weight(module) if mk is not None and mk.via_kernel else None
         if first is not None:
             index[id(first)] = (module, specs)
     return index
@@ -190,3 +198,27 @@ def select_modules(
             f"available module paths: {shown}"
         )
     return [(p, m) for p, m in named if any(fnmatchcase(p, n) for n in wanted)]
+
+
+def select_cells(
+    model: nn.Module, cells: dict[str, str] | None
+) -> list[tuple[nn.Module, list[LayerSpec]]]:
+    """Resolve ``cells=`` (path or fnmatch pattern -> ``"h"`` / ``"h,c"``) into Python cells.
+
+    Each matched module gets one hooked layer spec of kind ``cell(h)`` or ``cell(h,c)``; the
+    root model is named ``"model"``.
+    """
+    if cells is None:
+        return []
+    if not isinstance(cells, dict):
+        raise ArgumentTypeError(
+            f"cells: expected a dict of module path -> state, got {type(cells).__name__}; "
+            "e.g. cells={\"decoder.cell\": \"h,c\"}")
+    states = {name: parse_state(state, f"cells[{name!r}]") for name, state in cells.items()}
+    selected = {id(m): (p, m) for p, m in select_modules(model, list(states))}
+    out = []
+    for path, module in selected.values():
+        names = next(s for n, s in states.items() if fnmatchcase(path, n))
+        out.append((module, cell_layer("" if module is model else path, module,
+                                        user_cell_label(names), hooked=True)))
+    return out

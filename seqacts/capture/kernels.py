@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from ..kinds import has_cell_state
 from ..schema import CELL_KERNELS, STACK_KERNELS, weights_per_direction
 from . import workspace
 
@@ -291,7 +292,7 @@ class _StackArgs:
         n_dir = 2 if self.bidirectional else 1
         per_layer = len(self.params) // self.num_layers
         layers = slice(k * n_dir, (k + 1) * n_dir)
-        state = (self.hx[0][layers], self.hx[1][layers]) if kind == "LSTM" else self.hx[layers]
+        state = (self.hx[0][layers], self.hx[1][layers]) if has_cell_state(kind) else self.hx[layers]
         weights = list(self.params[k * per_layer : (k + 1) * per_layer])
         return LayerCall(original, kind, k, layer_input, self.batch_sizes, state, weights,
                          self.has_biases, self.train, self.bidirectional, self.batch_first,
@@ -309,7 +310,7 @@ def _run_layerwise(
 ) -> tuple[StackCall, Any]:
     """Run a fused stack call one layer at a time; its record and the kernel's result."""
     a = _StackArgs.parse(args, packed)
-    is_lstm = kind == "LSTM"
+    is_lstm = has_cell_state(kind)
     per_direction = len(a.params) // (a.num_layers * (2 if a.bidirectional else 1))
     call = StackCall(
         kind=kind,
@@ -357,7 +358,7 @@ def _run_layer(
     res = _run_by_editor(sinks, layer_call)
     if res is not None:
         return res, ()
-    if layer_call.kind == "LSTM" and workspace_gates:
+    if has_cell_state(layer_call.kind) and workspace_gates:
         h0, c0 = layer_call.state
         fused = workspace.lstm_layer(layer_call.input, h0, c0, layer_call.weights,
                                      has_biases=layer_call.has_biases, train=layer_call.train,
@@ -372,7 +373,7 @@ def _layer_run(
     layer_call: LayerCall, res: Any, gates: Sequence[Tensor], keep_inputs: bool
 ) -> LayerRun:
     """What the sinks keep of one layer's call: detached inputs, outputs and states."""
-    is_lstm = layer_call.kind == "LSTM"
+    is_lstm = has_cell_state(layer_call.kind)
     h0, c0 = layer_call.state if is_lstm else (layer_call.state, None)
     layer_input = layer_call.input
     return LayerRun(
@@ -439,7 +440,7 @@ def _cell_call(kind: str, args: tuple[Any, ...], result: Any, owner: object) -> 
     x, hx, w_ih, w_hh = args[:4]
     b_ih = args[4] if len(args) > 4 else None
     b_hh = args[5] if len(args) > 5 else None
-    if kind == "LSTM":
+    if has_cell_state(kind):
         h_prev, c_prev = hx
         h, c = result
     else:

@@ -20,7 +20,8 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from ..errors import OptionError
-from ..schema import INTERNALS, gate_order
+from ..kinds import kind_spec, registered_kinds
+from ..schema import gate_order
 from .kernels import CellCall, StackCall
 from .specs import DirectionWeights, layer_weights
 from .unroll import empty, layer_internals, lstm_internals_from_gates
@@ -48,14 +49,16 @@ class LayerRecord:
 
 
 def resolve_internals(internals: bool | str | Collection[str] | None, kinds: set[str]) -> tuple[str, ...]:
-    """Validate ``internals=`` against the stack kinds recorded; return the variable names."""
+    """Validate ``internals=`` against the kinds recorded (their equations' kinds: ``LSTM`` for
+    an ``LSTMCell``); return the variable names, in the order the registry lists the kinds."""
     if internals is None or internals is False:
         return ()
-    applicable = [n for kind, names in INTERNALS.items() if kind in kinds for n in names]
+    specs = [kind_spec(k) for k in registered_kinds()]
+    applicable = [n for spec in specs if spec.name in kinds for n in spec.internals]
     if internals is True:
         return tuple(dict.fromkeys(applicable))
     wanted = [internals] if isinstance(internals, str) else list(internals)
-    every = {n for names in INTERNALS.values() for n in names}
+    every = {n for spec in specs for n in spec.internals}
     unknown = [n for n in wanted if n not in every]
     if unknown:
         raise OptionError(
@@ -166,7 +169,7 @@ def stack_internals(
     h0 = run.h0.clone().transpose(0, 1)
     c0 = run.c0.clone().transpose(0, 1) if run.c0 is not None else None
     extra: dict[str, Tensor] = {}
-    wanted = [n for n in names if n in INTERNALS[call.kind]]
+    wanted = [n for n in names if n in kind_spec(call.kind).internals]
     if wanted:
         x = _time_major(run.input, bs, call.batch_first, 0.0).to(out.dtype)
         weights = [w.to(out.dtype) for w in run.weights]  # the dtype the kernel ran in (autocast)
@@ -220,7 +223,7 @@ def cell_internals(call: CellCall, names: tuple[str, ...]) -> LayerRecord:
     h = call.h.clone().reshape(call.h.shape[0], 1, 1, -1)
     c = call.c.clone().unsqueeze(1) if call.c is not None else None
     extra: dict[str, Tensor] = {}
-    wanted = [n for n in names if n in INTERNALS[call.kind]]
+    wanted = [n for n in names if n in kind_spec(call.kind).internals]
     if wanted:
         dtype = call.h.dtype  # the dtype the kernel ran in (autocast may differ from the inputs')
         w_ih, w_hh = call.weights[0].to(dtype), call.weights[1].to(dtype)

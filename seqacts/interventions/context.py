@@ -20,8 +20,10 @@ from torch import Tensor, nn
 from ..capture import kernels
 from ..capture.discovery import by_first_weight, recurrent_layers
 from ..capture.extract import extract as record_extract
+from ..capture.modules import is_cell
 from ..capture.specs import LayerSpec
 from ..errors import EditError, LayerSelectionError, OptionError
+from ..kinds import has_cell_state
 from ..options import Options
 from ..schema import VARIABLE_DOCS
 from ..signatures import keywords_from
@@ -98,7 +100,7 @@ class Intervention(WriteOnlySink):
         if self._depth == 0:
             # cell steps count from 0 in each forward of the root, unless the root is the cell
             # itself: then the caller's loop is the sequence, counted from the block's start
-            if not isinstance(self.model, nn.RNNCellBase):
+            if not is_cell(self.model):
                 self._calls.clear()
             self._index_weights()  # weights may have been replaced since __enter__
         self._depth += 1
@@ -136,7 +138,7 @@ class Intervention(WriteOnlySink):
         t = self._calls.get(label, 0)
         self._calls[label] = t + 1
         active = []
-        n = (result[0] if kind == "LSTM" else result).shape[0]
+        n = (result[0] if has_cell_state(kind) else result).shape[0]
         for p in self.plans[label]:
             flags = step_flags(p.time, t, label)
             p.check_samples(n, flags.unsqueeze(1))
@@ -147,7 +149,7 @@ class Intervention(WriteOnlySink):
         x, hx, w_ih, w_hh = args[:4]
         b_ih = args[4] if len(args) > 4 else None
         b_hh = args[5] if len(args) > 5 else None
-        if kind == "LSTM":
+        if has_cell_state(kind):
             h, c = result
             h, c = apply_plans(active, t, None, h, c,
                                lambda: output_gate(x, hx[0], w_ih, w_hh, b_ih, b_hh), None)  # fmt: skip

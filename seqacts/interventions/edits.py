@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..capture.specs import LayerSpec
 from ..errors import EditError
+from ..kinds import has_cell_state
 from ..schema import DIRECTIONS
 from .reference_values import draw_rows, reference_values
 
@@ -366,7 +367,7 @@ def _source_values(edit: Edit, spec: LayerSpec, width: int) -> Tensor:
 
 def plan(edit: Edit, spec: LayerSpec) -> Plan:
     """Check ``edit`` against the layer it names and resolve it into a :class:`Plan`."""
-    lstm = spec.kind in ("LSTM", "LSTMCell")
+    lstm = has_cell_state(spec.kind)
     if edit.state == "c" and not lstm:
         raise EditError(
             f"state='c': {spec.label} is a {spec.kind} layer, which has no cell state; "

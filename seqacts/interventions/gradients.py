@@ -34,6 +34,7 @@ from ..capture.extract import extract as record_extract
 from ..capture.recorder import Recorder
 from ..capture.specs import LayerSpec
 from ..errors import OptionError
+from ..kinds import has_cell_state
 from ..options import Options
 from .runner import Runner, WriteOnlySink
 
@@ -97,7 +98,7 @@ class Probes(WriteOnlySink):
         return self._ids_layer(runner) if self.mode == "ids" else self._probed_layer(runner)
 
     def edit_cell(self, kind: str, args: tuple[Any, ...], result: Any, owner: object) -> Any:
-        h, c = result if kind == "LSTM" else (result, None)
+        h, c = result if has_cell_state(kind) else (result, None)
         n = h.shape[0]
         if self.mode == "ids":
             first = self._take_ids(1, 1, n, h.dtype)
@@ -336,8 +337,8 @@ def _gathered(ids: np.ndarray, table_h: np.ndarray, table_c: np.ndarray,
     valid = np.isfinite(ids)
     index = ids[valid].astype(np.int64)
     out: dict[str, xr.DataArray] = {}
-    is_lstm = np.isin(like["kind"].values, ["LSTM", "LSTMCell"])
-    names = [("grad_h", table_h), *([("grad_c", table_c)] if is_lstm.any() else [])]
+    any_cell_state = any(has_cell_state(str(k)) for k in like["kind"].values)
+    names = [("grad_h", table_h), *([("grad_c", table_c)] if any_cell_state else [])]
     for name, table in names:
         arr = np.full((*ids.shape, table.shape[1]), np.nan)
         arr[valid] = table[index]

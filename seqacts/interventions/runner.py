@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ..capture.kernels import CellCall, LayerCall, StackCall
+from ..kinds import has_cell_state
 from .edits import Plan, take_rows
 
 __all__ = ["WriteOnlySink", "Layout", "Runner", "apply_plans", "output_gate", "run_edited_layer"]
@@ -130,7 +131,7 @@ class Runner:
 
     def __init__(self, call: LayerCall, plans: Sequence[Plan]) -> None:
         self.call = call
-        self.lstm = call.kind == "LSTM"
+        self.lstm = has_cell_state(call.kind)
         self.layout = Layout(call)
         self.n_dir = 2 if call.bidirectional else 1
         per_dir = len(call.weights) // self.n_dir
