@@ -36,6 +36,7 @@ from ..capture.specs import LayerSpec
 from ..errors import OptionError
 from ..kinds import has_cell_state
 from ..options import Options
+from ..schema import CELL_KERNELS
 from .runner import Runner, WriteOnlySink
 
 __all__ = ["Probes", "state_gradients", "rng_kept"]
@@ -139,9 +140,10 @@ class Probes(WriteOnlySink):
             call.c.append(p_c)
             h, c = h0, c0
             pieces: list[Tensor] = [h0.new_empty(0)] * lay.steps
+            step = _stepper(r, d)
             for t in range(lay.steps) if d == 0 else reversed(range(lay.steps)):
                 n = lay.rows[t]
-                _, hn, cn = r.kernel(t, t, h[:n], None if c is None else c[:n], d)
+                hn, cn = step(t, h[:n], None if c is None else c[:n])
                 hn = hn + p_h.steps[t]
                 pieces[t] = lay.piece(hn)
                 h = hn if n == h.shape[0] else torch.cat([hn, h[n:]])
@@ -182,6 +184,39 @@ class Probes(WriteOnlySink):
         if r.c0 is not None:
             return output, hn, torch.zeros_like(r.c0)
         return output, hn
+
+
+Step = Callable[[int, Tensor, Tensor | None], tuple[Tensor, Tensor | None]]
+
+
+def _stepper(r: Runner, d: int) -> Step:
+    """Direction ``d``'s step ``t`` from state ``(h, c)`` (its first rows): ``(h_t, c_t)``.
+
+    The cell kernel of the layer's kind (``torch._VF.lstm_cell``...: the same equations,
+    one autograd node per step, far cheaper than a one-step call of the stack kernel), unwrapped
+    so that no sink sees it; a projected LSTM, which has no cell kernel, runs one-step calls of
+    the model's own stack kernel.
+    """
+    w = r.weights[d]
+    if r.has_projection:
+        def by_stack(t: int, h: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor | None]:
+            _, hn, cn = r.kernel(t, t, h, c, d)
+            return hn, cn
+
+        return by_stack
+    wrapped = getattr(torch._VF, CELL_KERNELS[r.call.kind])
+    cell = getattr(wrapped, "__wrapped__", wrapped)
+    biases = (w[2], w[3]) if r.call.has_biases else (None, None)
+    lay = r.layout
+
+    def by_cell(t: int, h: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        x_t = lay.step(lay.x, t)
+        if c is None:
+            return cell(x_t, h, w[0], w[1], *biases), None
+        hn, cn = cell(x_t, (h, c), w[0], w[1], *biases)
+        return hn, cn
+
+    return by_cell
 
 
 @contextmanager
