@@ -240,7 +240,7 @@ def run_demo(
     from .analysis.compare import compare, distance
     from .analysis.step_distance import step_distance
     from .analysis.summary import format_table, summary_table
-    from .demo_explain import STEPS, attribution_of, pointing_game
+    from .demo_explain import STEPS, attribution_of, one_thread, pointing_game
     from .interventions.context import extract
     from .viz.report import report
 
@@ -268,10 +268,15 @@ def run_demo(
     def error(y: torch.Tensor) -> torch.Tensor:  # one copy of the batch's outputs -> per window
         return ((y - windows) ** 2).mean(dim=(1, 2))
 
-    ds = extract(model, windows, internals=True, gradients=error)
+    start = time.perf_counter()
+    with one_thread():
+        ds = extract(model, windows, internals=True, gradients=error)
+    log(f"recorded with state gradients in {time.perf_counter() - start:.1f} s")
     ds = _labelled(ds, test, kinds, where, channels)
     start = time.perf_counter()
-    ds["attribution"] = attribution_of(model, windows, list(CHANNELS), ds["is_anomaly"].values)
+    with one_thread():
+        ds["attribution"] = attribution_of(model, windows, list(CHANNELS),
+                                           ds["is_anomaly"].values)  # fmt: skip
     pointing = pointing_game(ds)
     log(f"integrated gradients of each window's reconstruction error ({STEPS} steps) in "
         f"{time.perf_counter() - start:.1f} s; pointing game (most attributed time x channel "

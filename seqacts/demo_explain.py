@@ -7,15 +7,29 @@ or not; the fraction that does, per kind, is the pointing-game figure the demo p
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 import xarray as xr
 from torch import nn
 
-__all__ = ["SelfError", "attribution_of", "pointing_game", "STEPS"]
+__all__ = ["SelfError", "attribution_of", "one_thread", "pointing_game", "STEPS"]
 
 #: Integrated-gradients points per window in the demo.
 STEPS = 16
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread: for the demo's small model more threads only synchronise."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class SelfError(nn.Module):

@@ -282,23 +282,23 @@ def _total(value: Any) -> Tensor:
 
 
 def _table(blocks: Sequence[_Block | None], grads: Mapping[int, Tensor | None], n_ids: list[int],
-           width: int) -> np.ndarray:
-    """The probes' gradients by id, ``(ids, width)``: NaN past each layer's width, and for a
-    block that is None (a layer without a cell state) of ``n_ids`` rows."""
+           width: int) -> Tensor:
+    """The probes' gradients by id, ``(ids, width)`` on the CPU: NaN past each layer's width,
+    and for a block that is None (a layer without a cell state) of ``n_ids`` rows."""
     parts = []
     for block, n in zip(blocks, n_ids, strict=True):
-        out = np.full((n, width), np.nan)
-        if block is not None:
+        out = torch.full((n, width), float("nan"), dtype=torch.float64)
+        if block is not None and block.steps:
             steps = []
             for p in block.steps:
                 g = grads.get(id(p))
-                v = np.zeros((block.n0, block.width))
-                if g is not None:
-                    v[: p.shape[0]] = g.detach().to("cpu", torch.float64).numpy()
-                steps.append(v)
-            out[:, : block.width] = np.concatenate(steps) if steps else np.empty((0, block.width))
+                g = torch.zeros_like(p) if g is None else g.detach()
+                if p.shape[0] < block.n0:  # a packed step: rows past it hold no state
+                    g = torch.cat([g, g.new_zeros(block.n0 - p.shape[0], block.width)])
+                steps.append(g)
+            out[:, : block.width] = torch.cat(steps).to("cpu", torch.float64)
         parts.append(out)
-    return np.concatenate(parts) if parts else np.empty((0, width))
+    return torch.cat(parts) if parts else torch.empty((0, width), dtype=torch.float64)
 
 
 def _split(kwargs: dict[str, Any]) -> tuple[Options, dict[str, Any]]:
@@ -367,16 +367,15 @@ def _layout_ids(model: nn.Module, options: Options, args: tuple[Any, ...],
     return np.asarray(laid.isel(unit=0).values, dtype=np.float64)
 
 
-def _gathered(ids: np.ndarray, table_h: np.ndarray, table_c: np.ndarray,
+def _gathered(ids: np.ndarray, table_h: Tensor, table_c: Tensor,
               like: xr.Dataset) -> dict[str, xr.DataArray]:
     valid = np.isfinite(ids)
-    index = ids[valid].astype(np.int64)
+    index = torch.from_numpy(ids[valid].astype(np.int64))
     out: dict[str, xr.DataArray] = {}
     any_cell_state = any(has_cell_state(str(k)) for k in like["kind"].values)
     names = [("grad_h", table_h), *([("grad_c", table_c)] if any_cell_state else [])]
     for name, table in names:
-        arr = np.full((*ids.shape, table.shape[1]), np.nan)
-        arr[valid] = table[index]
-        arr = arr.astype(like["h"].dtype, copy=False)
+        arr = np.full((*ids.shape, table.shape[1]), np.nan, dtype=like["h"].dtype)
+        arr[valid] = table.index_select(0, index).numpy()
         out[name] = xr.DataArray(arr, dims=like["h"].dims, coords=like["h"].coords)
     return out
