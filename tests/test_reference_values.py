@@ -105,6 +105,8 @@ def test_errors_name_the_fix(setup) -> None:
         seqacts.ablate("l0", 0, value="mean")
     with pytest.raises(EditError, match="'mean' or 'resample'"):
         seqacts.ablate("l0", 0, value="median", reference=ref)
+    with pytest.raises(EditError, match="reference= and per_step="):
+        seqacts.ablate("l0", 0, value=0.5, reference=ref)
     with pytest.raises(EditError, match="internals"):
         seqacts.extract(lstm, x, edits=seqacts.ablate("l0", 0, state="c", value="mean",
                                                       reference=ref[["h"]]))  # fmt: skip

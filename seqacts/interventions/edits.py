@@ -137,6 +137,11 @@ def ablate(
     Edit
         Pass it to :func:`seqacts.intervene`, :func:`seqacts.extract` (``edits=``).
     """
+    if not isinstance(value, str) and (reference is not None or per_step):
+        raise EditError(
+            "reference= and per_step= take effect with value='mean' or 'resample' only; pass "
+            "one of those, or drop them for a fixed value"
+        )
     if isinstance(value, str):
         if reference is None:
             raise EditError(
