@@ -2,11 +2,13 @@
 
 A fused kernel keeps the adjoint that backpropagation through time carries to itself. To expose
 it, :func:`state_gradients` runs the model once more with every recurrent layer split into
-one-step calls of the model's own kernel (:class:`Probes`, a kernel editor), adding to the state
-each step returns a zero *probe* tensor: ``h_t + p_t`` equals ``h_t``, and ``d score / d p_t``
-is exactly ``d score / d h_t``, the total derivative through all later steps, upper layers and
-the output. Cell kernels have their returned state probed the same way. The backward is
-``torch.autograd.grad`` with respect to the probes only, so no parameter's ``.grad`` changes.
+steps (:class:`Probes`, a kernel editor: the cell kernel of the layer's kind, one autograd node
+per step), so that each step's returned state is a tensor of the graph: a hook on it keeps
+``d score / d h_t``, the total derivative through all later steps, upper layers and the output.
+A cell call's returned state gets a zero *probe* added (``h_t + p_t`` equals ``h_t``;
+``d score / d p_t = d score / d h_t``). The backward is ``torch.autograd.grad`` with respect to
+zero leaves added to the initial states and to the probes only, so no parameter's ``.grad``
+changes.
 
 Where each gradient goes in the dataset is learnt by a third, cheap, recorded run in which the
 editor returns, in place of each layer's states, the index of each (call, direction, step,
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,34 +48,47 @@ Score = Callable[[Any], Any]
 
 @dataclass
 class _Block:
-    """One direction of one call: a zero probe ``(rows at t, W)`` per step, ``n0`` rows wide.
+    """One direction of one call: the gradient of each step's returned state, ``n0`` rows wide
+    (fewer at a packed step), filled during the backward."""
 
-    One leaf per step (not slices of one tensor): the backward of a slice would write a whole
-    ``(T, N, W)`` gradient per step.
-    """
-
-    steps: list[Tensor]
+    rows: list[int]
     n0: int
     width: int
+    grads: list[Tensor | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.grads = [None] * len(self.rows)
+
+    def catch(self, t: int) -> Callable[[Tensor], None]:
+        """A tensor hook that keeps the gradient of step ``t``'s state."""
+
+        def keep(grad: Tensor) -> None:
+            self.grads[t] = grad
+
+        return keep
 
 
 @dataclass
 class _Call:
-    """One probed call: per direction, the probes of ``h`` and of ``c`` (None: no cell state)."""
+    """One probed call: per direction, the blocks of ``h`` and of ``c`` (None: no cell state)."""
 
     h: list[_Block]
     c: list[_Block | None]
 
 
-def _probe(like: Tensor, rows: int, width: int) -> Tensor:
-    return torch.zeros((rows, width), dtype=like.dtype, device=like.device, requires_grad=True)
+def _leaf(like: Tensor) -> Tensor:
+    """A zero tensor the backward is asked for: ``like + leaf`` equals ``like``."""
+    return torch.zeros_like(like).requires_grad_(True)
 
 
 @dataclass
 class Probes(WriteOnlySink):
     """A kernel editor that runs every recurrent layer step by step with probes on its states.
 
-    ``mode="probe"`` adds zero probes (kept in ``calls``, in call order); ``mode="ids"``
+    ``mode="probe"`` keeps the gradient of every state (``calls``, in call order): a stack
+    layer's initial state gets a zero leaf added, and each step's state a tensor hook (every
+    state descends from that leaf, so the backward asked for the leaves passes through all of
+    them); a cell call's returned state gets a zero leaf added (``cell_leaves``). ``mode="ids"``
     returns, in place of every state, the index of its (call, direction, step, row) in the
     flattened probes of the probe run, for the recorder to lay out.
     """
@@ -81,6 +96,8 @@ class Probes(WriteOnlySink):
     model: nn.Module
     mode: str
     calls: list[_Call] = field(default_factory=list)
+    leaves: list[Tensor] = field(default_factory=list)
+    cell_leaves: list[tuple[_Block, Tensor]] = field(default_factory=list)
     sizes: list[tuple[int, int, int, int]] = field(default_factory=list)  # (D, T, N, W_c) per call
     _by_weight: dict[int, tuple[nn.Module, list[LayerSpec]]] = field(default_factory=dict)
     _modules: list[tuple[nn.Module, list[LayerSpec]]] = field(default_factory=list)
@@ -106,11 +123,16 @@ class Probes(WriteOnlySink):
             ids = torch.arange(first, first + n, dtype=h.dtype, device=h.device)
             h_ids = ids.unsqueeze(1).expand_as(h).clone()
             return (h_ids, ids.unsqueeze(1).expand_as(c).clone()) if c is not None else h_ids
-        p_h = _Block([_probe(h, n, h.shape[1])], n, h.shape[1])
-        p_c = None if c is None else _Block([_probe(c, n, c.shape[1])], n, c.shape[1])
-        self.calls.append(_Call([p_h], [p_c]))
-        h = h + p_h.steps[0]
-        return (h, c + p_c.steps[0]) if c is not None and p_c is not None else h
+        b_h = _Block([n], n, h.shape[1])
+        b_c = None if c is None else _Block([n], n, c.shape[1])
+        self.calls.append(_Call([b_h], [b_c]))
+        p_h = _leaf(h)
+        self.cell_leaves.append((b_h, p_h))
+        if c is None or b_c is None:
+            return h + p_h
+        p_c = _leaf(c)
+        self.cell_leaves.append((b_c, p_c))
+        return h + p_h, c + p_c
 
     # -- the two runs ----------------------------------------------------------------------
     def _take_ids(self, n_dir: int, steps: int, rows: int, dtype: torch.dtype) -> int:
@@ -133,22 +155,29 @@ class Probes(WriteOnlySink):
         for d in range(r.n_dir):
             h0 = r.h0[d]
             c0 = None if r.c0 is None else r.c0[d]
-            p_h = _Block([_probe(h0, n, r.h_out) for n in lay.rows], n0, r.h_out)
-            p_c = None if c0 is None else _Block([_probe(c0, n, c0.shape[-1]) for n in lay.rows],
-                                                 n0, c0.shape[-1])  # fmt: skip
-            call.h.append(p_h)
-            call.c.append(p_c)
-            h, c = h0, c0
+            b_h = _Block(lay.rows, n0, r.h_out)
+            b_c = None if c0 is None else _Block(lay.rows, n0, c0.shape[-1])
+            call.h.append(b_h)
+            call.c.append(b_c)
+            self.leaves.append(_leaf(h0))
+            h = h0 + self.leaves[-1]
+            c = None
+            if c0 is not None:
+                self.leaves.append(_leaf(c0))
+                c = c0 + self.leaves[-1]
             pieces: list[Tensor] = [h0.new_empty(0)] * lay.steps
             step = _stepper(r, d)
             for t in range(lay.steps) if d == 0 else reversed(range(lay.steps)):
                 n = lay.rows[t]
                 hn, cn = step(t, h[:n], None if c is None else c[:n])
-                hn = hn + p_h.steps[t]
+                hn.register_hook(b_h.catch(t))
                 pieces[t] = lay.piece(hn)
                 h = hn if n == h.shape[0] else torch.cat([hn, h[n:]])
-                if c is not None and cn is not None and p_c is not None:
-                    cn = cn + p_c.steps[t]
+                if c is not None and cn is not None and b_c is not None:
+                    # c_t as passed on, h_t held: hn is computed from cn inside the cell, so
+                    # the hook goes on an alias that only the next step and c_n receive
+                    cn = cn.view_as(cn)
+                    cn.register_hook(b_c.catch(t))
                     c = cn if n == c.shape[0] else torch.cat([cn, c[n:]])
             outs.append(torch.cat(pieces) if pieces else lay.x.new_empty(0))
             hs.append(h)
@@ -281,22 +310,20 @@ def _total(value: Any) -> Tensor:
     return value.sum()
 
 
-def _table(blocks: Sequence[_Block | None], grads: Mapping[int, Tensor | None], n_ids: list[int],
-           width: int) -> Tensor:
-    """The probes' gradients by id, ``(ids, width)`` on the CPU: NaN past each layer's width,
+def _table(blocks: Sequence[_Block | None], n_ids: list[int], width: int) -> Tensor:
+    """The states' gradients by id, ``(ids, width)`` on the CPU: NaN past each layer's width,
     and for a block that is None (a layer without a cell state) of ``n_ids`` rows."""
     parts = []
     for block, n in zip(blocks, n_ids, strict=True):
         out = torch.full((n, width), float("nan"), dtype=torch.float64)
-        if block is not None and block.steps:
+        if block is not None and block.rows:
             steps = []
-            for p in block.steps:
-                g = grads.get(id(p))
-                g = torch.zeros_like(p) if g is None else g.detach()
-                if p.shape[0] < block.n0:  # a packed step: rows past it hold no state
-                    g = torch.cat([g, g.new_zeros(block.n0 - p.shape[0], block.width)])
-                steps.append(g)
-            out[:, : block.width] = torch.cat(steps).to("cpu", torch.float64)
+            for rows, g in zip(block.rows, block.grads, strict=True):
+                g = torch.zeros(rows, block.width, dtype=torch.float64) if g is None else g
+                if rows < block.n0:  # a packed step: rows past it hold no state
+                    g = torch.cat([g, g.new_zeros(block.n0 - rows, block.width)])
+                steps.append(g.detach().to("cpu", torch.float64))
+            out[:, : block.width] = torch.cat(steps)
         parts.append(out)
     return torch.cat(parts) if parts else torch.empty((0, width), dtype=torch.float64)
 
@@ -335,15 +362,16 @@ def state_gradients(
     with warnings.catch_warnings(), torch.enable_grad(), _editing(probes):
         warnings.simplefilter("ignore")
         total = _total(score(model(*args, **kwargs)))
+    cells = [leaf for _, leaf in probes.cell_leaves]
+    found = torch.autograd.grad(total, [*probes.leaves, *cells], allow_unused=True)
+    for (block, _), grad in zip(probes.cell_leaves, found[len(probes.leaves) :], strict=True):
+        block.grads[0] = grad
     blocks_h = [b for call in probes.calls for b in call.h]
     blocks_c = [b for call in probes.calls for b in call.c]
-    leaves = [p for b in (*blocks_h, *blocks_c) if b is not None for p in b.steps]
-    found = torch.autograd.grad(total, leaves, allow_unused=True)
-    grads = {id(p): g for p, g in zip(leaves, found, strict=True)}
-    n_ids = [len(b.steps) * b.n0 for b in blocks_h]
+    n_ids = [len(b.rows) * b.n0 for b in blocks_h]
     width = like.sizes["unit"]
-    table_h = _table(list(blocks_h), grads, n_ids, width)
-    table_c = _table(blocks_c, grads, n_ids, width)
+    table_h = _table(blocks_h, n_ids, width)
+    table_c = _table(blocks_c, n_ids, width)
     rewind()
     ids = _layout_ids(model, options, args, kwargs, like)
     return _gathered(ids, table_h, table_c, like)
