@@ -5,19 +5,21 @@ the top layer's output per sample. Rows, each as a ratio to one forward + backwa
 model (``score(model(x)).sum().backward()``):
 
 - ``extract()``: a plain recording (one no-grad forward);
-- ``extract(gradients=)``: the recording, plus the probed forward (every layer split into
-  one-step calls of the same kernel, a zero probe added to each step's state) and its backward
-  with respect to the probes, plus the cheap forward that lays the gradients out (goal <= 3x);
+- ``extract(gradients=)``: the recording, plus the probed forward (every layer run step by
+  step through its kind's cell kernel, each step's state hooked) and its backward, plus the
+  cheap forward that lays the gradients out (goal <= 3x);
 - ``input_attribution`` with ``saliency`` (one forward + backward) and with integrated
   gradients at ``steps=8`` (a batch 8 times larger).
 
 Prints ratios measured in one run (rows timed round-robin); asserts nothing about time.
+``--threads 1 --cpu-time`` measures the work done, steady on a machine shared with other jobs.
 ``--quick`` shrinks the sizes for a smoke run.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -53,11 +55,11 @@ def main() -> None:
         "gradients": lambda: seqacts.extract(model, x, gradients=score),
         "saliency": lambda: seqacts.input_attribution(model, x, score, method="saliency"),
         "ig": lambda: seqacts.input_attribution(model, x, score, steps=8),
-    }, args.repeats)  # fmt: skip
+    }, args.repeats, time.process_time if args.cpu_time else time.perf_counter)  # fmt: skip
     base = t["plain"]
     print(f"machine: {machine()}")  # sizes first, then one row per measurement
     print(f"model: LSTM {n_layers} layers, batch {batch}, T={steps}, hidden {hidden}, "
-          f"input {inputs}, CPU float32")
+          f"input {inputs}, CPU float32; {'CPU' if args.cpu_time else 'wall'} time")
     rows = [("plain forward + backward", "plain", ""),
             ("extract()", "extract", ""),
             ("extract(gradients=score)", "gradients", "   (goal <= 3x)"),

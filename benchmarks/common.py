@@ -61,6 +61,9 @@ def bench_args(description: str | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default torch's); 1 is steadier on a busy machine")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time with this process's CPU time (with --threads 1: the work "
+                             "done, unaffected by other jobs) instead of wall time")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
