@@ -32,7 +32,7 @@ import seqacts  # noqa: E402
 
 
 def main() -> None:
-    args = bench_args(__doc__)
+    args = bench_args(__doc__, cpu_time=True)
     batch, steps, hidden, inputs, n_layers = (32, 256, 64, 8, 3)
     if args.quick:
         batch, steps, hidden = 4, 16, 8
