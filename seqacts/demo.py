@@ -18,7 +18,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from .errors import OptionError
+from .errors import MissingDependencyError, OptionError
 
 __all__ = [
     "ANOMALIES",
@@ -274,14 +274,19 @@ def run_demo(
     log(f"recorded with state gradients in {time.perf_counter() - start:.1f} s")
     ds = _labelled(ds, test, kinds, where, channels)
     start = time.perf_counter()
-    with one_thread():
-        ds["attribution"] = attribution_of(model, windows, list(CHANNELS),
-                                           ds["is_anomaly"].values)  # fmt: skip
-    pointing = pointing_game(ds)
-    log(f"integrated gradients of each window's reconstruction error ({STEPS} steps) in "
-        f"{time.perf_counter() - start:.1f} s; pointing game (most attributed time x channel "
-        "cell inside the injected anomaly: its channel and steps):")
-    log("  " + ", ".join(f"{k} {v:.2f}" for k, v in pointing.items()))
+    pointing: dict[str, float] = {}
+    try:
+        with one_thread():
+            ds["attribution"] = attribution_of(model, windows, list(CHANNELS),
+                                               ds["is_anomaly"].values)  # fmt: skip
+    except MissingDependencyError as missing:
+        log(f"input attribution skipped: {missing}")
+    else:
+        pointing = pointing_game(ds)
+        log(f"integrated gradients of each window's reconstruction error ({STEPS} steps) in "
+            f"{time.perf_counter() - start:.1f} s; pointing game (most attributed time x "
+            "channel cell inside the injected anomaly: its channel and steps):")
+        log("  " + ", ".join(f"{k} {v:.2f}" for k, v in pointing.items()))
     with torch.no_grad():
         recon = ((model(torch.from_numpy(test)) - torch.from_numpy(test)) ** 2).mean((1, 2))
     ds["reconstruction_error"] = ("sample", recon.numpy(), {"long_name": "reconstruction MSE"})

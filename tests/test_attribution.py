@@ -89,3 +89,12 @@ def test_sequence_first_input_and_errors() -> None:
         seqacts.input_attribution(lstm, x, lambda y: y[0], method="saliency")
     with pytest.raises(OptionError, match="steps"):
         seqacts.input_attribution(lstm, x, score, steps=0)
+
+
+def test_without_captum_the_error_names_the_extra(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "captum.attr", None)  # import captum.attr now fails
+    lstm = nn.GRU(F, 3, batch_first=True)
+    with pytest.raises(seqacts.MissingDependencyError, match=r"seqacts\[explain\]"):
+        seqacts.input_attribution(lstm, torch.randn(N, T, F), lambda y: y[0].sum((1, 2)))

@@ -28,7 +28,8 @@ from ..options import Options
 from ..schema import VARIABLE_DOCS
 from ..signatures import keywords_from
 from .edits import Edit, Plan, plan, step_flags
-from .gradients import Score, rng_kept, state_gradients
+from .gradients import Score, state_gradients
+from .rng import rng_kept
 from .runner import WriteOnlySink, apply_plans, output_gate, run_edited_layer
 
 __all__ = ["Intervention", "extract", "intervene"]

@@ -20,7 +20,7 @@ from ..capture.specs import LayerSpec
 from ..errors import EditError
 from ..kinds import has_cell_state
 from ..schema import DIRECTIONS
-from .reference_values import draw_rows, reference_values
+from .reference_values import check_value, draw_rows, reference_values
 
 __all__ = ["STATES", "Edit", "Plan", "ablate", "patch", "plan", "step_flags", "take_rows", "time_mask"]
 
@@ -137,18 +137,7 @@ def ablate(
     Edit
         Pass it to :func:`seqacts.intervene`, :func:`seqacts.extract` (``edits=``).
     """
-    if not isinstance(value, str) and (reference is not None or per_step):
-        raise EditError(
-            "reference= and per_step= take effect with value='mean' or 'resample' only; pass "
-            "one of those, or drop them for a fixed value"
-        )
-    if isinstance(value, str):
-        if reference is None:
-            raise EditError(
-                f"value={value!r}: pass reference=, a dataset recorded from the same model"
-            )
-        if value not in ("mean", "resample"):
-            raise EditError(f"value: expected a float, a tensor, 'mean' or 'resample', got {value!r}")
+    check_value(value, reference, per_step)
     edit = _edit(layer, units, state, time, direction, value=value)
     return replace(edit, reference=reference, per_step=bool(per_step), seed=int(seed))
 

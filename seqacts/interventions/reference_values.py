@@ -15,13 +15,29 @@ from torch import Tensor
 
 from ..errors import EditError
 
-__all__ = ["VALUE_RULES", "reference_values", "draw_rows"]
+__all__ = ["VALUE_RULES", "check_value", "reference_values", "draw_rows"]
 
 #: The string values ``ablate`` and ``ablation_scan`` take, and what each writes.
 VALUE_RULES: dict[str, str] = {
     "mean": "each unit's mean over the reference's valid steps (per step with per_step=True)",
     "resample": "the unit's value at the same step in a randomly drawn reference sample",
 }
+
+
+def check_value(value: object, reference: object, per_step: bool) -> None:
+    """Raise unless ``value``, ``reference`` and ``per_step`` fit together (``ablate``)."""
+    if not isinstance(value, str) and (reference is not None or per_step):
+        raise EditError(
+            "reference= and per_step= take effect with value='mean' or 'resample' only; pass "
+            "one of those, or drop them for a fixed value"
+        )
+    if isinstance(value, str):
+        if reference is None:
+            raise EditError(
+                f"value={value!r}: pass reference=, a dataset recorded from the same model"
+            )
+        if value not in VALUE_RULES:
+            raise EditError(f"value: expected a float, a tensor, 'mean' or 'resample', got {value!r}")
 
 
 def reference_values(reference: object, layer: str, direction: str, state: str, rule: str,
