@@ -23,6 +23,7 @@ from .analysis.summary import summary, summary_table
 from .analysis.windows import match, top_windows
 from .errors import (
     ArgumentTypeError,
+    CellStateError,
     CorruptFileError,
     DatasetMismatchError,
     DatasetNotFoundError,
@@ -31,6 +32,7 @@ from .errors import (
     GroupError,
     IncompleteStreamWarning,
     InputError,
+    KindError,
     LayerSelectionError,
     MissingDependencyError,
     MissingVariableError,
@@ -55,6 +57,7 @@ from .schema import INTERNALS, KINDS
 
 if TYPE_CHECKING:
     from .capture.discovery import layers
+    from .capture.modules import register_cell
     from .capture.recorder import Recorder, record
     from .interventions.attribution import input_attribution
     from .interventions.context import Intervention, extract, intervene
@@ -95,6 +98,7 @@ _LAZY: dict[str, str] = {
     "report": "seqacts.viz.report",
     "verify": "seqacts.io.integrity",
     "write_stream": "seqacts.io.write",
+    "register_cell": "seqacts.capture.modules",
 }
 
 __all__ = [
@@ -161,6 +165,9 @@ __all__ = [
     "top_windows",
     "verify",
     "write_stream",
+    "CellStateError",
+    "KindError",
+    "register_cell",
 ]
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "WorkspaceWarning",
     "KindError",
     "CellStateError",
+    "WorkspaceLayoutError",
 ]
 
 
@@ -153,6 +154,11 @@ class CellStateError(SeqactsError, TypeError):
 
     The message names the module, what it returned, and the state that was declared.
     """
+
+
+class WorkspaceLayoutError(SeqactsError, RuntimeError):
+    """Internal: an LSTM kernel's workspace is not laid out as seqacts reads it. Never reaches
+    the user: seqacts recomputes the gates instead (with a :class:`WorkspaceWarning`)."""
 
 
 class IncompleteStreamWarning(UserWarning):

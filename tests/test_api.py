@@ -87,9 +87,9 @@ def test_extract_shows_the_recording_keywords_edits_and_the_model_inputs() -> No
 
     params = inspect.signature(seqacts.extract).parameters
     recorded = inspect.signature(record_extract).parameters
-    assert list(params) == ["model", "args", "edits", "gradients", "layers", "internals", "time", "modules",
-                            "grad", "kwargs"]
-    for name in ("layers", "internals", "time", "modules", "grad"):
+    assert list(params) == ["model", "args", "edits", "gradients", "layers", "internals", "time",
+                            "modules", "cells", "grad", "kwargs"]
+    for name in ("layers", "internals", "time", "modules", "cells", "grad"):
         assert params[name] == recorded[name]
     assert params["edits"].kind is inspect.Parameter.KEYWORD_ONLY
     assert params["edits"].default is None

@@ -17,6 +17,7 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
     ("bench_internals.py", "extract()"),
     ("bench_interventions.py", "ablation_scan"),
     ("bench_gradients.py", "gradients="),
+    ("bench_cells.py", "extract(cells=)"),
 ])  # fmt: skip
 def test_benchmark_prints_ratios(script, shows):
     out = subprocess.run(

@@ -138,6 +138,8 @@ def test_gradients_errors_name_the_fix() -> None:
         seqacts.extract(rnn, x, gradients=lambda y: y[0])
     with pytest.raises(OptionError, match="float tensor"):
         seqacts.extract(rnn, x, gradients=lambda y: y[0].detach().numpy().sum((1, 2)))
+    with pytest.raises(OptionError, match="cells="):
+        seqacts.extract(rnn, x, gradients=lambda y: y[0].sum((1, 2)), cells={"x": "y"})
     with pytest.raises(OptionError, match="edits="):
         seqacts.extract(rnn, x, gradients=lambda y: y[0].sum((1, 2)),
                         edits=seqacts.ablate("l0", 0))  # fmt: skip

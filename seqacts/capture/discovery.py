@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 
 import torch
@@ -138,14 +138,16 @@ def _as_names(names: str | Iterable[str], option: str) -> list[str]:
 
 
 def select_layers(
-    model: nn.Module, names: str | Iterable[str] | None
+    model: nn.Module, names: str | Iterable[str] | None,
+    found: list[tuple[nn.Module, list[LayerSpec]]] | None = None,
 ) -> list[tuple[nn.Module, list[LayerSpec]]]:
     """Resolve ``layers=`` into the recurrent modules to watch and their selected layer specs.
 
     A name selects a layer by its label, every layer of a module by the module's path, or any
-    label or path matching it as an fnmatch pattern (``"encoder.*"``).
+    label or path matching it as an fnmatch pattern (``"encoder.*"``). ``found``: the model's
+    :func:`recurrent_layers`, when known.
     """
-    found = recurrent_layers(model)
+    found = recurrent_layers(model) if found is None else found
     if names is None:
         return found
     wanted = _as_names(names, "layers")
@@ -179,29 +181,29 @@ def _matches(name: str, spec: LayerSpec) -> bool:
 
 
 def select_modules(
-    model: nn.Module, names: str | Iterable[str] | None
+    model: nn.Module, names: str | Iterable[str] | None, option: str = "modules"
 ) -> list[tuple[str, nn.Module]]:
     """Resolve ``modules=`` (paths or fnmatch patterns) into ``(path, module)`` pairs.
 
-    The root model itself is named ``"model"``.
+    The root model itself is named ``"model"``; errors name ``option``.
     """
     if names is None:
         return []
-    wanted = _as_names(names, "modules")
+    wanted = _as_names(names, option)
     named = [(path or "model", module) for path, module in model.named_modules()]
     unmatched = [n for n in wanted if not any(fnmatchcase(p, n) for p, _ in named)]
     if unmatched:
         paths = [p for p, _ in named]
         shown = ", ".join(paths[:40]) + (f", ... ({len(paths) - 40} more)" if len(paths) > 40 else "")
         raise LayerSelectionError(
-            f"modules: no module matches {', '.join(repr(n) for n in unmatched)}; "
+            f"{option}: no module matches {', '.join(repr(n) for n in unmatched)}; "
             f"available module paths: {shown}"
         )
     return [(p, m) for p, m in named if any(fnmatchcase(p, n) for n in wanted)]
 
 
 def select_cells(
-    model: nn.Module, cells: dict[str, str] | None
+    model: nn.Module, cells: Mapping[str, str] | None
 ) -> list[tuple[nn.Module, list[LayerSpec]]]:
     """Resolve ``cells=`` (path or fnmatch pattern -> ``"h"`` / ``"h,c"``) into Python cells.
 
@@ -210,12 +212,8 @@ def select_cells(
     """
     if cells is None:
         return []
-    if not isinstance(cells, dict):
-        raise ArgumentTypeError(
-            f"cells: expected a dict of module path -> state, got {type(cells).__name__}; "
-            "e.g. cells={\"decoder.cell\": \"h,c\"}")
     states = {name: parse_state(state, f"cells[{name!r}]") for name, state in cells.items()}
-    selected = {id(m): (p, m) for p, m in select_modules(model, list(states))}
+    selected = {id(m): (p, m) for p, m in select_modules(model, list(states), "cells")}
     out = []
     for path, module in selected.values():
         names = next(s for n, s in states.items() if fnmatchcase(path, n))

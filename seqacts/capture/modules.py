@@ -30,6 +30,7 @@ __all__ = [
     "parse_state",
     "register_cell",
     "register_module_kind",
+    "unregister_module_kinds",
 ]
 
 #: The states a Python cell may declare, as ``cells=`` and :func:`register_cell` spell them.
@@ -53,6 +54,8 @@ class ModuleKind:
     via_kernel : bool
         Calls are seen through ``torch._VF``'s kernels; False: through the module's own call,
         its returned state recorded as it is (a Python cell).
+    cls : type, optional
+        The class it was registered for (:func:`register_cell`), to unregister it by.
     """
 
     matches: Callable[[nn.Module], bool]
@@ -60,6 +63,7 @@ class ModuleKind:
     layers: Callable[[str, nn.Module, str], list[LayerSpec]]
     first_weight: Callable[[nn.Module], Tensor | None]
     via_kernel: bool = True
+    cls: type | None = None
 
 
 def _stack_weight(module: nn.Module) -> Tensor | None:
@@ -88,6 +92,7 @@ def _class_kind(cls: type[nn.Module], via_kernel: bool, kind: str | None = None)
         layers=cell_layer if via_kernel else _hooked_cell,
         first_weight=_cell_weight if via_kernel else _no_weight,
         via_kernel=via_kernel,
+        cls=cls,
     )
 
 
@@ -118,6 +123,14 @@ def register_module_kind(module_kind: ModuleKind) -> ModuleKind:
     with _LOCK:
         _MODULE_KINDS.insert(0, module_kind)
     return module_kind
+
+
+def unregister_module_kinds(cls: type) -> int:
+    """Remove what :func:`register_cell` registered for ``cls``; returns how many entries."""
+    with _LOCK:
+        before = len(_MODULE_KINDS)
+        _MODULE_KINDS[:] = [mk for mk in _MODULE_KINDS if mk.cls is not cls or mk.via_kernel]
+        return before - len(_MODULE_KINDS)
 
 
 def module_kind(module: nn.Module) -> ModuleKind | None:

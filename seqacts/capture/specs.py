@@ -61,11 +61,11 @@ def stack_layers(path: str, module: nn.Module, kind: str) -> list[LayerSpec]:
 def cell_layer(path: str, module: nn.Module, kind: str, hooked: bool = False) -> list[LayerSpec]:
     """The one layer spec of a cell module: one call is one timestep.
 
-    Its width is the module's ``hidden_size``; a Python cell without one gets the width of the
-    first state it returns (``n_units`` 0 until then).
+    Its width is the module's ``hidden_size``; a Python cell (``hooked``) gets the widths of
+    the first state it returns (``n_units`` 0 until then): its ``c`` may be wider than ``h``.
     """
     hidden = getattr(module, "hidden_size", 0)
-    hidden = hidden if isinstance(hidden, int) else 0
+    hidden = hidden if isinstance(hidden, int) and not hooked else 0
     return [
         LayerSpec(
             label=path or "cell",

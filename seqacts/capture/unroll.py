@@ -2,7 +2,7 @@
 
 The fused kernels return only ``h``. Because ``h_{t-1}`` is then known for every step (``h``
 shifted by one, ``h_0`` at the sequence's first step), each gate's pre-activation over the
-whole sequence is an affine map of the rows ``[x_t, h_{t-1}]`` (``rows.py``); only the LSTM
+whole sequence is an affine map of the step inputs ``[x_t, h_{t-1}]`` (``step_inputs.py``); only the LSTM
 cell state needs a scan, ``c_t = f_t * c_{t-1} + i_t * g_t``, elementwise and cheap. When the
 kernel's own gates are at hand (``workspace.py``), :func:`lstm_internals_from_gates` lays them
 out and runs the same scan.
@@ -19,8 +19,8 @@ from ..errors import UnrollError
 from ..kinds import base_kind, kind_spec
 from ..kinds.builtin import LSTM, STACK_KINDS
 from ..schema import INTERNAL_ACTIVATION
-from .rows import Rows, batched, empty
 from .specs import DirectionWeights
+from .step_inputs import StepInputs, batched, empty
 
 __all__ = ["UnrollError", "empty", "layer_internals", "lstm_internals_from_gates"]
 
@@ -108,7 +108,7 @@ def layer_internals(
         fresh, dest = _destinations(base, wanted, out, x, weights.w_ih.shape[0])
         if x.shape[0] == 0:
             return fresh
-        gates = _gates(base, wanted, dest, Rows(x, h, h0, lengths, reverse), weights)
+        gates = _gates(base, wanted, dest, StepInputs(x, h, h0, lengths, reverse), weights)
         invalid = _invalid_steps(lengths, x)
         if "c" in wanted:
             assert c0 is not None  # checked in _check_shapes
@@ -285,7 +285,7 @@ def _gates(
     kind: str,
     wanted: tuple[str, ...],
     dest: dict[str, Tensor],
-    rows: Rows,
+    steps_in: StepInputs,
     weights: DirectionWeights,
 ) -> dict[str, Tensor]:
     """The post-activation gates the ``wanted`` variables need, each written into ``dest``.
@@ -296,7 +296,7 @@ def _gates(
     destination holds the input gate's values when ``i`` is not wanted (the scan builds ``c``
     over them).
     """
-    x = rows.inputs
+    x = steps_in.inputs
     batch, steps = x.shape[:2]
     chunks = _gate_order(kind)
     hidden = weights.w_ih.shape[0] // len(chunks)
@@ -318,13 +318,13 @@ def _gates(
         target = dest[g] if g in dest else empty((batch, steps, hidden), x)
         if g == "new_gate":
             # GRU keeps the halves apart: n = tanh(W_in x + b_in + r * (W_hn h + b_hn)).
-            rows.hidden_affine(target, block(weights.w_hh, j), b_h).mul_(gates["reset_gate"])
+            steps_in.hidden_affine(target, block(weights.w_hh, j), b_h).mul_(gates["reset_gate"])
             if b_x is not None:
                 target.add_(b_x)
-            gates[g] = target.baddbmm_(rows.inputs, batched(block(weights.w_ih, j), batch)).tanh_()
+            gates[g] = target.baddbmm_(steps_in.inputs, batched(block(weights.w_ih, j), batch)).tanh_()
             continue
         bias = b_x + b_h if b_x is not None and b_h is not None else b_x if b_x is not None else b_h
-        gates[g] = rows.affine(target, block(weights.w_ih, j), block(weights.w_hh, j), bias)
+        gates[g] = steps_in.affine(target, block(weights.w_ih, j), block(weights.w_hh, j), bias)
         act = INPLACE_ACTIVATION[g]
         if act is not None:
             getattr(gates[g], act)()

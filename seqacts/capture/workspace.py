@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..errors import WorkspaceWarning
+from ..errors import WorkspaceLayoutError, WorkspaceWarning
 from ..kinds.builtin import LSTM
 from ..schema import INTERNAL_ACTIVATION
 
@@ -50,7 +50,7 @@ def gate_rows(workspace: Tensor, steps: int, batch: int, hidden: int, dtype: tor
         ld += per_line
     values = workspace.view(dtype)
     if values.numel() < steps * batch * ld:
-        raise ValueError(
+        raise WorkspaceLayoutError(
             f"workspace of {values.numel()} values is too small for {steps} x {batch} x {ld}"
         )
     return values[: steps * batch * ld].view(steps, batch, ld)[..., : 4 * hidden]

@@ -1,6 +1,6 @@
 """The ``with seqacts.intervene(model, edits):`` block and ``seqacts.extract(..., edits=)``.
 
-An :class:`Intervention` is a kernel sink that also writes (``capture.kernels.Editor``): while
+An :class:`Intervention` is a kernel sink that also writes (see ``capture.calls.Sink``): while
 active, a fused stack holding an edited layer runs layer by layer, and the edited layer runs
 through :func:`~seqacts.interventions.runner.run_edited_layer`; a cell's returned state is
 edited at the edited calls. A recorder active at the same time records the edited states.
@@ -18,6 +18,7 @@ import xarray as xr
 from torch import Tensor, nn
 
 from ..capture import kernels
+from ..capture.calls import LayerCall
 from ..capture.discovery import by_first_weight, recurrent_layers
 from ..capture.extract import extract as record_extract
 from ..capture.modules import is_cell
@@ -118,11 +119,11 @@ class Intervention(WriteOnlySink):
                 return specs
         return None
 
-    # -- kernels.Editor ------------------------------------------------------------------------
+    # -- kernels.Sink, editing -----------------------------------------------------------------
     def watches(self, weight: Tensor, owner: object) -> bool:
         return self._resolve(weight, owner) is not None
 
-    def run_layer(self, call: kernels.LayerCall) -> Any:
+    def run_layer(self, call: LayerCall) -> Any:
         specs = self._resolve(call.stack_weight, call.owner)
         if specs is None or call.index >= len(specs):
             return None
@@ -245,6 +246,12 @@ def extract(model: nn.Module, *args: Any, edits: Edit | Sequence[Edit] | None = 
         raise OptionError(
             "extract: gradients= and edits= together are not supported; take the gradients of "
             "the unedited model, or record the edited run without gradients="
+        )
+    if kwargs.get("cells"):
+        raise OptionError(
+            "extract: gradients= does not reach layers recorded through cells= (Python cells "
+            "run outside torch's kernels); take the gradients of a model of torch cells, or "
+            "record without gradients="
         )
     if not callable(gradients):
         raise OptionError(

@@ -361,6 +361,11 @@ def _source_values(edit: Edit, spec: LayerSpec, width: int) -> Tensor:
 
 def plan(edit: Edit, spec: LayerSpec) -> Plan:
     """Check ``edit`` against the layer it names and resolve it into a :class:`Plan`."""
+    if spec.hooked:
+        raise EditError(
+            f"{spec.label} is a Python cell ({spec.kind}), recorded from the state it returns: "
+            "seqacts edits states inside torch's recurrent kernels only; edit the cell's own "
+            "code, or its input or output")
     lstm = has_cell_state(spec.kind)
     if edit.state == "c" and not lstm:
         raise EditError(

@@ -31,6 +31,7 @@ import xarray as xr
 from torch import Tensor, nn
 
 from ..capture import kernels
+from ..capture.calls import LayerCall
 from ..capture.discovery import by_first_weight, recurrent_layers
 from ..capture.extract import extract as record_extract
 from ..capture.recorder import Recorder
@@ -111,7 +112,7 @@ class Probes(WriteOnlySink):
     def watches(self, weight: Tensor, owner: object) -> bool:
         return id(weight) in self._by_weight or any(m is owner for m, _ in self._modules)
 
-    def run_layer(self, call: kernels.LayerCall) -> Any:
+    def run_layer(self, call: LayerCall) -> Any:
         runner = Runner(call, ())
         return self._ids_layer(runner) if self.mode == "ids" else self._probed_layer(runner)
 

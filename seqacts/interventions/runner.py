@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..capture.kernels import CellCall, LayerCall, StackCall
+from ..capture.calls import CellCall, LayerCall, StackCall
 from ..kinds import has_cell_state
 from .edits import Plan, take_rows
 

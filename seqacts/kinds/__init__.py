@@ -18,6 +18,7 @@ from .registry import (
     register_kind,
     registered_kinds,
     tanh_bounded_kinds,
+    variable_doc,
 )
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "register_kind",
     "registered_kinds",
     "tanh_bounded_kinds",
+    "variable_doc",
 ]

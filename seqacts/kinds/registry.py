@@ -14,7 +14,7 @@ torch modules registers only a :class:`KindSpec` and hands records to
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -31,6 +31,7 @@ __all__ = [
     "register_kind",
     "registered_kinds",
     "tanh_bounded_kinds",
+    "variable_doc",
 ]
 
 #: The closed range each activation's values cannot leave.
@@ -213,6 +214,15 @@ def has_cell_state(kind: str) -> bool:
 def tanh_bounded_kinds() -> frozenset[str]:
     """The kinds whose ``h`` is bounded by tanh to [-1, 1] when there is no projection."""
     return frozenset(name for name, spec in _KINDS.items() if spec.tanh_bounded)
+
+
+def variable_doc(name: str, kinds: Iterable[str]) -> tuple[str, str] | None:
+    """``(long_name, description)`` of an internal as the first of ``kinds`` documents it."""
+    for kind in kinds:
+        spec = _KINDS.get(str(kind))
+        if spec is not None and name in spec.docs:
+            return spec.docs[name]
+    return None
 
 
 def activation_of(internal: str) -> str | None:

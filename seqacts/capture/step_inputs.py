@@ -1,7 +1,8 @@
-"""The rows ``[x_t, h_{t-1}]`` of a recurrent layer's steps, and batched products over them.
+"""The step inputs ``[x_t, h_{t-1}]`` of a recurrent layer, and batched products over them.
 
-Each gate's pre-activation over a whole sequence is an affine map of these rows, computed as
-batched matmuls over ``(batch, time, .)`` views, written straight into its destination.
+Each gate's pre-activation over a whole sequence is an affine map of these step inputs,
+computed as batched matmuls over ``(batch, time, .)`` views, written straight into its
+destination. (Not to be confused with a dataset's sample rows, :mod:`seqacts.capture.chains`.)
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["Rows", "affine", "batched", "empty", "stacked_inputs"]
+__all__ = ["StepInputs", "affine", "batched", "empty", "stacked_inputs"]
 
 
 def empty(shape: tuple[int, ...], like: Tensor) -> Tensor:
@@ -17,12 +18,12 @@ def empty(shape: tuple[int, ...], like: Tensor) -> Tensor:
     return like.new_empty(shape)
 
 
-class Rows:
-    """The rows ``[x_t, h_{t-1}]`` of every step, read as ``(batch, time, .)`` views.
+class StepInputs:
+    """The inputs ``[x_t, h_{t-1}]`` of every step, read as ``(batch, time, .)`` views.
 
     ``h_{t-1}`` is ``h`` shifted by one step: a view of ``h`` except at the step that starts
     from ``h0``, so the products over ``x`` and over ``h_{t-1}`` are taken apart, from views,
-    and no rows are copied. They are stacked into a new buffer for a narrow input, and for a
+    and no step inputs are copied. They are stacked into a new buffer for a narrow input, and for a
     backward run over samples of different lengths (each starting from ``h0`` at its own last
     step).
     """
@@ -76,7 +77,7 @@ def stacked_inputs(
         prev[:-1] = h[1:]
         prev[-1] = h0
         if lengths is not None:
-            # A shorter sample starts at its own last step; rows past it are never read.
+            # A shorter sample starts at its own last step; steps past it are never read.
             last = (lengths.to(x.device) - 1).clamp(min=0)
             prev[last, torch.arange(batch, device=x.device)] = h0.to(x)
     else:
@@ -90,13 +91,13 @@ def batched(weight: Tensor, batch: int) -> Tensor:
     return weight.t().expand(batch, *weight.t().shape)
 
 
-def affine(out: Tensor, rows: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``out = rows @ weight.T + bias`` over ``(batch, time, .)``, written in place.
+def affine(out: Tensor, inputs: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``out = inputs @ weight.T + bias`` over ``(batch, time, .)``, written in place.
 
     One batched matmul into ``out``, whatever its strides: no intermediate buffer and no copy
     out of one.
     """
-    weights = batched(weight, rows.shape[0])
+    weights = batched(weight, inputs.shape[0])
     if bias is None:
-        return torch.bmm(rows, weights, out=out)
-    return torch.baddbmm(bias.expand(out.shape), rows, weights, out=out)
+        return torch.bmm(inputs, weights, out=out)
+    return torch.baddbmm(bias.expand(out.shape), inputs, weights, out=out)
