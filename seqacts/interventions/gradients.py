@@ -91,7 +91,7 @@ class Probes(WriteOnlySink):
     state descends from that leaf, so the backward asked for the leaves passes through all of
     them); a cell call's returned state gets a zero leaf added (``cell_leaves``). ``mode="ids"``
     returns, in place of every state, the index of its (call, direction, step, row) in the
-    flattened probes of the probe run, for the recorder to lay out.
+    flattened gradients of the probe run, for the recorder to lay out.
     """
 
     model: nn.Module
@@ -99,7 +99,6 @@ class Probes(WriteOnlySink):
     calls: list[_Call] = field(default_factory=list)
     leaves: list[Tensor] = field(default_factory=list)
     cell_leaves: list[tuple[_Block, Tensor]] = field(default_factory=list)
-    sizes: list[tuple[int, int, int, int]] = field(default_factory=list)  # (D, T, N, W_c) per call
     _by_weight: dict[int, tuple[nn.Module, list[LayerSpec]]] = field(default_factory=dict)
     _modules: list[tuple[nn.Module, list[LayerSpec]]] = field(default_factory=list)
     _next_id: int = 0
@@ -357,7 +356,7 @@ def _layout_ids(model: nn.Module, options: Options, args: tuple[Any, ...],
     if laid.sizes != like["h"].sizes:
         raise OptionError(
             f"gradients: the model's calls differ between two forwards of the same input "
-            f"(h {dict(laid.sizes)} then {dict(like['h'].sizes)}); state gradients need a "
+            f"(h {dict(like['h'].sizes)} then {dict(laid.sizes)}); state gradients need a "
             "forward whose calls depend only on the input's shapes"
         )
     return np.asarray(laid.isel(unit=0).values, dtype=np.float64)
