@@ -8,6 +8,9 @@
    the edited step, for its cell state; then once after it).
 2. ``ablation_scan`` of every unit of a 2-layer, 64-unit LSTM against as many separate edited
    forwards, one unit each (target <= 0.3x).
+3. ``extract_to_netcdf(..., edits=)`` (8 batches of that 2-layer LSTM) against the hand-written
+   alternative (each batch extracted under ``seqacts.intervene``, then ``write_stream``), and
+   against the same stream without edits.
 
 Prints ratios measured in one run (rows timed round-robin); asserts nothing about time.
 ``--quick`` shrinks the sizes for a smoke run.
@@ -16,6 +19,8 @@ Prints ratios measured in one run (rows timed round-robin); asserts nothing abou
 from __future__ import annotations
 
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -102,7 +107,35 @@ def main() -> None:
           f"{n_units} units ablated at all steps")
     print(f"{n_units} separate edited forwards {s['separate'] * 1e3:9.1f} ms   1.00x")
     print(f"ablation_scan              {s['scan'] * 1e3:9.1f} ms   "
-          f"{s['scan'] / s['separate']:.2f}x   (target <= 0.3x)")
+          f"{s['scan'] / s['separate']:.2f}x   (target <= 0.3x)", flush=True)
+    stream_edits(small, xs, seqacts.ablate("l1", 0, time=scan_steps // 2),
+                 max(1, args.repeats // 2))
+
+
+def stream_edits(model: nn.Module, x: torch.Tensor, edit: seqacts.Edit, repeats: int) -> None:
+    """Section 3: edits= through the stream, against the loop a user would write."""
+    batches = list(x.repeat(2, 1, 1).split(max(1, x.shape[0] // 4)))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+
+        def streamed(edits: list[seqacts.Edit]) -> object:
+            return seqacts.extract_to_netcdf(model, batches, out / "s.nc", edits=edits,
+                                             overwrite=True, progress=False)
+
+        def by_hand() -> object:
+            def recorded() -> Iterator[object]:
+                for b in batches:
+                    with seqacts.intervene(model, edit):
+                        yield seqacts.extract(model, b)
+            return seqacts.write_stream(recorded(), out / "h.nc", overwrite=True)
+
+        t = timed_together({"by hand": by_hand, "edits": lambda: streamed([edit]),
+                            "no edits": lambda: streamed([])}, repeats)  # fmt: skip
+    print(f"stream: {len(batches)} batches of {batches[0].shape[0]}, T={x.shape[1]}; "
+          "edit: l1 unit 0, one step")
+    print(f"intervene + extract + write_stream {t['by hand'] * 1e3:9.1f} ms   1.00x")
+    print(f"extract_to_netcdf(edits=)         {t['edits'] * 1e3:9.1f} ms   "
+          f"{t['edits'] / t['by hand']:.2f}x   (no edits: {t['no edits'] / t['by hand']:.2f}x)")
 
 
 if __name__ == "__main__":

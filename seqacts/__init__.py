@@ -48,6 +48,7 @@ from .errors import (
     StreamMismatchError,
     StreamWriteError,
     TrainingModeWarning,
+    UnreadableFileError,
     UnrollError,
     UnsupportedModelError,
     UserCodeError,
@@ -57,10 +58,11 @@ from .schema import INTERNALS, KINDS
 
 if TYPE_CHECKING:
     from .capture.discovery import layers
+    from .capture.extract import extract
     from .capture.modules import register_cell
     from .capture.recorder import Recorder, record
     from .interventions.attribution import input_attribution
-    from .interventions.context import Intervention, extract, intervene
+    from .interventions.context import Intervention, intervene
     from .interventions.edits import Edit, ablate, patch
     from .interventions.scan import ablation_scan
     from .io.distributed import extract_distributed
@@ -86,7 +88,7 @@ _LAZY: dict[str, str] = {
     "VerifyReport": "seqacts.io.integrity",
     "ablate": "seqacts.interventions.edits",
     "ablation_scan": "seqacts.interventions.scan",
-    "extract": "seqacts.interventions.context",
+    "extract": "seqacts.capture.extract",
     "extract_distributed": "seqacts.io.distributed",
     "extract_to_netcdf": "seqacts.io.stream",
     "input_attribution": "seqacts.interventions.attribution",
@@ -132,6 +134,7 @@ __all__ = [
     "StreamMismatchError",
     "StreamWriteError",
     "TrainingModeWarning",
+    "UnreadableFileError",
     "UnrollError",
     "UnsupportedModelError",
     "UserCodeError",
@@ -171,8 +174,15 @@ __all__ = [
 ]
 
 
+#: Modules a lazily imported name needs loaded too: ``extract(gradients=)`` is served by
+#: ``seqacts.interventions``, which registers itself with capture when imported.
+_WITH: dict[str, str] = {"extract": "seqacts.interventions"}
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
+        if name in _WITH:
+            importlib.import_module(_WITH[name])
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value

@@ -127,7 +127,7 @@ def train_autoencoder(
 ) -> float:
     """Train on normal windows with Adam and a mean squared reconstruction error; final loss."""
     # One thread: for a model this small, more threads only add synchronisation, and on a
-    # busy machine oversubscribed threads make training ten times slower.
+    # busy machine oversubscribed threads wait for each other.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -237,11 +237,11 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Train, record, score and report; write ``acts.nc`` and ``report.html`` into ``out_dir``."""
+    from . import extract  # seqacts.extract: loads the interventions serving gradients=
     from .analysis.compare import compare, distance
     from .analysis.step_distance import step_distance
     from .analysis.summary import format_table, summary_table
     from .demo_explain import STEPS, attribution_of, one_thread, pointing_game
-    from .interventions.context import extract
     from .viz.report import report
 
     config = config or DemoConfig()

@@ -30,6 +30,7 @@ __all__ = [
     "StreamBusyError",
     "StreamMismatchError",
     "StreamWriteError",
+    "UnreadableFileError",
     "UnrollError",
     "UnsupportedModelError",
     "UserCodeError",
@@ -38,8 +39,8 @@ __all__ = [
     "TrainingModeWarning",
     "WorkspaceWarning",
     "KindError",
-    "CellStateError",
     "WorkspaceLayoutError",
+    "CellStateError",
 ]
 
 
@@ -127,6 +128,10 @@ class StreamMismatchError(SeqactsError, ValueError):
 class StreamWriteError(SeqactsError, OSError):
     """Writing a batch failed (``errno`` says why: ``ENOSPC``, ``EFBIG``...); the file keeps every
     batch committed before it, and ``resume=True`` finishes it once the cause is fixed."""
+
+
+class UnreadableFileError(SeqactsError, OSError):
+    """A file cannot be opened although its header is whole (e.g. another program holds it)."""
 
 
 class UnrollError(SeqactsError, ValueError):

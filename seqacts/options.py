@@ -1,20 +1,26 @@
-"""The options of a recording and of its storage, as one frozen object.
+"""The options of a recording and of its storage, each declared once as a frozen object.
 
-:func:`seqacts.record`, :func:`seqacts.extract`, :func:`seqacts.extract_to_netcdf` and
-:func:`seqacts.extract_distributed` take these options as keyword arguments and pass one
-:class:`Options` on, so each option is declared, normalised and validated here once.
+:class:`RecordingOptions` says what a recording holds (:func:`seqacts.record`,
+:func:`seqacts.extract`); :class:`StorageOptions` how a file stores it
+(:func:`seqacts.write_stream`); :class:`Options` is both plus ``inputs``, what
+:func:`seqacts.extract_to_netcdf` and :func:`seqacts.extract_distributed` take. Each function
+shows these fields as its keywords (:func:`seqacts.signatures.keywords_from`) and passes the
+object on, so each option is declared, normalised and validated here once, and an option a
+function accepts is one its consumers read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ArgumentTypeError, OptionError
 from .schema import COMPRESSION_NAMES, PACK_NAMES
 
-__all__ = ["Options"]
+__all__ = ["Keywords", "Options", "RecordingOptions", "StorageOptions", "option_names", "split_options"]
+
+K = TypeVar("K", bound="Keywords")
 
 
 def _names(value: str | Iterable[str] | None, option: str) -> tuple[str, ...] | None:
@@ -27,9 +33,31 @@ def _names(value: str | Iterable[str] | None, option: str) -> tuple[str, ...] | 
     return names
 
 
+def _choice(value: str | None, option: str, names: Sequence[str]) -> None:
+    if value not in (None, *names):
+        raise OptionError(
+            f"{option}: expected None or one of {', '.join(map(repr, names))}, got {value!r}")
+
+
+class Keywords:
+    """Building options from a function's keyword arguments."""
+
+    @classmethod
+    def of(cls: type[K], where: str, options: dict[str, Any]) -> K:
+        """Options from keyword arguments, naming ``where`` and the valid names on a typo."""
+        known = option_names(cls)
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ArgumentTypeError(
+                f"{where}: unknown option {', '.join(map(repr, unknown))}; options are "
+                f"{', '.join(sorted(known))}"
+            )
+        return cls(**options)
+
+
 @dataclass(frozen=True, kw_only=True)
-class Options:
-    """What to record and how to store it.
+class RecordingOptions(Keywords):
+    """What to record: layers, internals, other modules, time labels, and edits applied.
 
     Names given as one string or any iterable are kept as tuples; ``edits`` as a tuple.
 
@@ -46,16 +74,9 @@ class Options:
     cells : dict, optional
         Python cells to record from the state they return: module path or pattern ->
         ``"h"`` or ``"h,c"`` (see :func:`seqacts.record`).
-    edits : list of edits, optional
-        Interventions (:func:`seqacts.ablate`, :func:`seqacts.patch`) applied while recording.
-    inputs : callable, optional
-        Streaming only: maps one batch to the model's arguments.
-    compression : {None, "zlib", "zstd"}
-        Storage only: lossless compression of every variable.
-    pack : {None, "int16"}
-        Storage only: bounded variables as scaled int16.
-    checksums : bool, default True
-        Storage only: an HDF5 fletcher32 checksum on every chunk.
+    edits : Edit or list of Edit, optional
+        Interventions (:func:`seqacts.ablate`, :func:`seqacts.patch`) applied while recording:
+        the recording holds the edited run.
     """
 
     layers: str | Iterable[str] | None = None
@@ -63,11 +84,7 @@ class Options:
     time: Sequence[Any] | None = field(default=None, compare=False)
     modules: str | Iterable[str] | None = None
     cells: Mapping[str, str] | None = field(default=None, hash=False)
-    edits: Any = field(default=(), compare=False)
-    inputs: Callable[[Any], Any] | None = field(default=None, compare=False)
-    compression: str | None = None
-    pack: str | None = None
-    checksums: bool = True
+    edits: Any = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -84,28 +101,60 @@ class Options:
         edits = self.edits
         set_(self, "edits", () if edits is None else (
             (edits,) if not isinstance(edits, (list, tuple)) else tuple(edits)))
-        if self.compression not in (None, *COMPRESSION_NAMES):
-            raise OptionError(
-                f"compression: expected None or one of {', '.join(map(repr, COMPRESSION_NAMES))}, "
-                f"got {self.compression!r}"
-            )
-        if self.pack not in (None, *PACK_NAMES):
-            raise OptionError(
-                f"pack: expected None or one of {', '.join(map(repr, PACK_NAMES))}, got {self.pack!r}"
-            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class StorageOptions(Keywords):
+    """How a file stores a recording.
+
+    Parameters
+    ----------
+    compression : {None, "zlib", "zstd"}
+        Lossless compression of every variable.
+    pack : {None, "int16"}
+        Bounded variables as scaled int16.
+    checksums : bool, default True
+        An HDF5 fletcher32 checksum on every chunk.
+    """
+
+    compression: str | None = None
+    pack: str | None = None
+    checksums: bool = True
+
+    def __post_init__(self) -> None:
+        _choice(self.compression, "compression", COMPRESSION_NAMES)
+        _choice(self.pack, "pack", PACK_NAMES)
+        object.__setattr__(self, "checksums", bool(self.checksums))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options(StorageOptions, RecordingOptions):
+    """A streamed recording's options: :class:`RecordingOptions`, :class:`StorageOptions` and
+    ``inputs``.
+
+    Parameters
+    ----------
+    inputs : callable, optional
+        Maps one batch to the model's arguments.
+    """
+
+    inputs: Callable[[Any], Any] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        RecordingOptions.__post_init__(self)
+        StorageOptions.__post_init__(self)
         if self.inputs is not None and not callable(self.inputs):
             raise ArgumentTypeError(f"inputs: expected a callable mapping a batch to the model's "
-                              f"arguments, got {type(self.inputs).__name__}")
-        set_(self, "checksums", bool(self.checksums))
+                                    f"arguments, got {type(self.inputs).__name__}")
 
-    @classmethod
-    def of(cls, where: str, options: dict[str, Any]) -> Options:
-        """Options from keyword arguments, naming ``where`` and the valid names on a typo."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ArgumentTypeError(
-                f"{where}: unknown option {', '.join(map(repr, unknown))}; options are "
-                f"{', '.join(sorted(known))}"
-            )
-        return cls(**options)
+
+def option_names(cls: type) -> set[str]:
+    """The keyword names an options class takes."""
+    return {f.name for f in fields(cls)}
+
+
+def split_options(cls: type[K], kwargs: dict[str, Any]) -> tuple[K, dict[str, Any]]:
+    """``cls`` built from the keywords of ``kwargs`` it names, and the other keywords."""
+    names = option_names(cls)
+    mine = {k: v for k, v in kwargs.items() if k in names}
+    return cls(**mine), {k: v for k, v in kwargs.items() if k not in names}

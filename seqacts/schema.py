@@ -15,6 +15,7 @@ __all__ = [
     "CELL_KERNELS",
     "CELL_STATE_VARS",
     "COMPRESSION_NAMES",
+    "CONV_DIMS",
     "COORDS",
     "DIMS",
     "DIRECTIONS",
@@ -179,3 +180,12 @@ SCHEMA_NAMES: frozenset[str] = frozenset(
     {*DIMS, *COORDS, "h", *STATE_VARS, *CELL_STATE_VARS,
      *(n for k in builtin.PYTORCH_KINDS + builtin.USER_CELL_KINDS for n in k.internals)}
 )
+
+#: The dims of a convolution's output after ``sample``, by its number of spatial dims; a
+#: ``modules=`` output ``<name>`` gets them as ``<name>.channel``, ``<name>.time``... (other
+#: outputs: ``<name>.dim1``, ``<name>.dim2``...).
+CONV_DIMS: dict[int, tuple[str, ...]] = {
+    1: ("channel", "time"),
+    2: ("channel", "height", "width"),
+    3: ("channel", "depth", "height", "width"),
+}

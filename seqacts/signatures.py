@@ -34,12 +34,14 @@ def delegate(func: Callable[..., Any]) -> Callable[..., Any]:
     return method
 
 
-def keywords_from(target: Callable[..., Any]) -> Callable[[F], F]:
+def keywords_from(target: Callable[..., Any], *, rest: bool = False) -> Callable[[F], F]:
     """Show the keyword-only parameters of ``target`` in place of a wrapper's ``**kwargs``.
 
-    For a function that passes ``**kwargs`` on to ``target``: its signature lists them by name
-    with ``target``'s defaults (the function itself is unchanged). When ``target`` takes
-    ``**kwargs`` as well, the wrapper's own ``**kwargs`` stays at the end.
+    For a function that passes ``**kwargs`` on to ``target`` (a function, or an options class
+    it builds): its signature lists them by name with ``target``'s defaults (the function
+    itself is unchanged). The wrapper's own ``**kwargs`` stays at the end when ``target`` takes
+    ``**kwargs`` as well, or when ``rest`` says the wrapper takes other keywords besides
+    (``seqacts.extract`` passes them to the model).
     """
 
     def decorate(func: F) -> F:
@@ -48,10 +50,10 @@ def keywords_from(target: Callable[..., Any]) -> Callable[[F], F]:
         own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
         names = {p.name for p in own}
         extra = [p for p in theirs if p.kind is p.KEYWORD_ONLY and p.name not in names]
-        rest = [p for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD
-                and any(q.kind is q.VAR_KEYWORD for q in theirs)]  # fmt: skip
+        kept = [p for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD
+                and (rest or any(q.kind is q.VAR_KEYWORD for q in theirs))]  # fmt: skip
         func.__signature__ = sig.replace(  # type: ignore[attr-defined]
-            parameters=[*own, *extra, *rest])
+            parameters=[*own, *extra, *kept])
         return func
 
     return decorate

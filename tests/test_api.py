@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import re
 import subprocess
 import sys
 import types
@@ -82,20 +84,56 @@ def test_plot_methods_show_their_real_parameters(name: str) -> None:
     assert method.__doc__ == getattr(plots, name).__doc__
 
 
-def test_extract_shows_the_recording_keywords_edits_and_the_model_inputs() -> None:
-    from seqacts.capture.extract import extract as record_extract
+def _entry_points() -> list[tuple[object, type, list[str]]]:
+    """Each recording entry point, the options class it takes, and its own parameters."""
+    from seqacts.options import Options, RecordingOptions, StorageOptions
 
+    return [
+        (seqacts.record, RecordingOptions, ["model"]),
+        (seqacts.extract, RecordingOptions, ["model", "args", "grad", "gradients"]),
+        (seqacts.extract_to_netcdf, Options,
+         ["model", "batches", "path", "overwrite", "resume", "progress"]),
+        (seqacts.extract_distributed, Options,
+         ["model", "load", "n_samples", "directory", "client", "shard_size", "overwrite",
+          "resume", "progress"]),
+        (seqacts.write_stream, StorageOptions, ["datasets", "path", "overwrite"]),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_entry_points_take_their_keywords_from_the_options_classes(index: int) -> None:
+    func, options, own = _entry_points()[index]
+    params = inspect.signature(func).parameters  # type: ignore[arg-type]
+    declared = inspect.signature(options).parameters
+    shown = [n for n in params if n not in own and params[n].kind is not params[n].VAR_KEYWORD]
+    assert list(params)[: len(own)] == own
+    assert shown == list(declared)
+    for name in shown:  # same kind, default and annotation: declared once, in options.py
+        assert params[name] == declared[name]
+        assert re.search(rf"\b{name}\b", func.__doc__), f"{func.__name__}: {name} undocumented"
+    var = [p for p in params.values() if p.kind is p.VAR_KEYWORD]
+    assert [p.name for p in var] == (["kwargs"] if func is seqacts.extract else [])
+    assert all(declared[n].kind is inspect.Parameter.KEYWORD_ONLY for n in declared)
+
+
+def test_the_option_classes_split_the_streaming_options() -> None:
+    from seqacts.options import Options, RecordingOptions, StorageOptions, option_names
+
+    assert option_names(Options) == (option_names(RecordingOptions)
+                                     | option_names(StorageOptions) | {"inputs"})  # fmt: skip
+    assert not option_names(RecordingOptions) & option_names(StorageOptions)
+
+
+def test_there_is_one_public_extract() -> None:
+    from seqacts.capture import extract as capture_extract
+
+    assert seqacts.extract is capture_extract.extract
+    defined = [m for m in ("seqacts.interventions", "seqacts.interventions.context", "seqacts.io")
+               if hasattr(importlib.import_module(m), "extract")]  # fmt: skip
+    assert defined == []
     params = inspect.signature(seqacts.extract).parameters
-    recorded = inspect.signature(record_extract).parameters
-    assert list(params) == ["model", "args", "edits", "gradients", "layers", "internals", "time",
-                            "modules", "cells", "grad", "kwargs"]
-    for name in ("layers", "internals", "time", "modules", "cells", "grad"):
-        assert params[name] == recorded[name]
     assert params["edits"].kind is inspect.Parameter.KEYWORD_ONLY
     assert params["edits"].default is None
-    assert params["gradients"].kind is inspect.Parameter.KEYWORD_ONLY
-    assert params["gradients"].default is None
-    assert params["kwargs"].kind is inspect.Parameter.VAR_KEYWORD
 
 
 def test_saturation_thresholds_are_declared_once() -> None:

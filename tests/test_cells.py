@@ -581,3 +581,19 @@ def test_a_registered_cell_with_hidden_size_takes_its_widths_from_its_state() ->
 
     with pytest.raises(CellStateError, match="received a tensor of shape"):
         seqacts.extract(GrowingLoop(), torch.randn(N, T, N_IN), cells={"cell": "h"})
+
+
+def test_python_cells_stream_to_netcdf_as_they_extract(tmp_path: object) -> None:
+    torch.manual_seed(11)
+    model = Loop(SLSTMCell(N_IN, H), start="zeros").eval()
+    batches = [torch.randn(N, T, N_IN), torch.randn(2, T, N_IN)]
+    path = seqacts.extract_to_netcdf(model, batches, tmp_path / "cells.nc",  # type: ignore[operator]
+                                     cells={"cell": "h,c"}, internals=["c"], progress=False)
+    with seqacts.open_dataset(path) as ds:
+        ds = ds.load()
+    assert ds.sizes["sample"] == N + 2 and list(ds["kind"].values) == ["cell(h,c)"]
+    for start, x in ((0, batches[0]), (N, batches[1])):
+        one = seqacts.extract(model, x, cells={"cell": "h,c"}, internals=["c"])
+        rows = slice(start, start + x.shape[0])
+        np.testing.assert_array_equal(ds["h"].values[rows], one["h"].values)
+        np.testing.assert_array_equal(ds["c"].values[rows], one["c"].values)

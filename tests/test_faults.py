@@ -326,10 +326,14 @@ def test_zero_sample_batches_are_logged_and_skipped(tmp_path: Path) -> None:
     with open_dataset(path) as ds:
         assert ds.attrs["seqacts_stream_batches"] == 5
         same(ds.load(), expected([b for b in batches if len(b)]))
-    with pytest.raises(ValueError, match="no batch with samples"):
-        extract_to_netcdf(model(), [empty], tmp_path / "none.nc", progress=False)
+    none = extract_to_netcdf(model(), [empty, empty], tmp_path / "none.nc", progress=False)
+    with open_dataset(none) as ds:  # only empty batches: a file of 0 samples, every variable
+        assert ds.attrs["seqacts_stream_batches"] == 2
+        same(ds.load(), seqacts.extract(model(), empty))
+    with pytest.raises(ValueError, match="yielded no batch"):
+        extract_to_netcdf(model(), [], tmp_path / "nothing.nc", progress=False)
     net = model()
-    with seqacts.record(net) as rec:  # record() too: an empty forward records nothing
+    with seqacts.record(net) as rec:  # record() too: an empty forward adds no sample
         net(empty)
         net(batches[1])
     assert rec.to_dataset().sizes["sample"] == 8
@@ -419,7 +423,7 @@ def test_file_size_limit_then_resume(tmp_path: Path, mode: str) -> None:
 def test_interrupted_trim_rewrite_keeps_the_file_and_removes_its_copy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from seqacts.io import ncfile, reading
+    from seqacts.io import ncfile, rewrite
 
     path = extract_to_netcdf(model(), inputs(2, 8), tmp_path / "k.nc", progress=False)
     before = path.read_bytes()
@@ -429,11 +433,11 @@ def test_interrupted_trim_rewrite_keeps_the_file_and_removes_its_copy(
 
     monkeypatch.setattr(ncfile.Writer, "append", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        reading.rewrite_trimmed(path)
+        rewrite.rewrite_trimmed(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.nc"]
     assert path.read_bytes() == before
     monkeypatch.undo()
-    reading.rewrite_trimmed(path)  # the copy's handle was closed: it can run again
+    rewrite.rewrite_trimmed(path)  # the copy's handle was closed: it can run again
     with open_dataset(path) as ds:
         same(ds.load(), expected(inputs(2, 8)))
 

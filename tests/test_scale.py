@@ -19,7 +19,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from seqacts import extract
+from seqacts import ablate, extract
 from seqacts.io.distributed import extract_distributed
 from seqacts.io.reading import open_dataset
 from seqacts.io.stream import IncompleteStreamWarning, StreamMismatchError, extract_to_netcdf
@@ -163,6 +163,29 @@ def test_distributed_shards_open_as_one_dataset(client: object, tmp_path: Path) 
     with open_dataset(out) as ds:
         xr.testing.assert_allclose(ds.drop_attrs().load(), expected.drop_attrs(), rtol=1e-6,
                                    atol=1e-7)
+
+
+@pytest.mark.slow
+def test_distributed_applies_edits_on_every_shard(client: object, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.LSTM(3, 6, num_layers=2, batch_first=True).eval()
+    load = lambda start, stop: inputs_for(start, stop)  # noqa: E731 - shipped by value
+    edits = [ablate("l0", [0, 2], time=slice(1, 4)), ablate("l1", 5, state="c", value=0.5)]
+    parts = extract_distributed(model, load, 12, tmp_path / "e", client=client, shard_size=6,
+                                edits=edits, progress=False)
+    assert len(parts) == 2
+    # each batch of 4 as extract() records it with the same edits, bit for bit
+    expected = xr.concat([extract(model, b, edits=edits)
+                          for s in (0, 6) for b in inputs_for(s, s + 6)], "sample")
+    plain = extract(model, torch.cat(list(inputs_for(0, 12))))
+    with open_dataset(tmp_path / "e") as ds:
+        for name in ("h", "h_n", "c_n"):
+            np.testing.assert_array_equal(ds[name].values, expected[name].values)
+        assert (ds["h"].sel(layer="l0", unit=[0, 2]).isel(time=slice(1, 4)) == 0).all()
+        assert not np.allclose(ds["h"].values, plain["h"].values)
+    with pytest.raises(StreamMismatchError, match="edits"):  # resumed without them: refused
+        extract_distributed(model, load, 12, tmp_path / "e", client=client, resume=True,
+                            progress=False)
 
 
 @pytest.mark.slow

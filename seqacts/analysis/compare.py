@@ -158,7 +158,7 @@ def compare(
         ``var`` over each sample's valid steps. ``"h_n"`` contrasts final states.
         ``"deviation"``: the mean of ``|var - m_t| / s_t``, ``m_t`` and ``s_t`` the baseline
         samples' mean and standard deviation of the unit at step ``t``
-        (:func:`seqacts.localized.deviation`): a unit that leaves normal in either direction
+        (:func:`seqacts.analysis.localized.deviation`): a unit that leaves normal in either direction
         scores high, also when the sign of the departure differs between samples.
     var : str
         Per-step variable to reduce (``"h"``; ``"c"`` or a gate with internals).
@@ -170,7 +170,7 @@ def compare(
         mask, or ``step_distance > threshold``) that localizes the contrast: each tested sample
         contributes the mean of ``var`` over its own masked valid steps, each baseline sample
         the mean over the same steps, weighted by how often the tested group is masked at each
-        step (see :func:`seqacts.localized.localized_features`). With ``feature="mean"`` or
+        step (see :func:`seqacts.analysis.localized.localized_features`). With ``feature="mean"`` or
         ``"deviation"``.
 
     Returns

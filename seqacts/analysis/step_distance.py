@@ -3,7 +3,7 @@
 :func:`step_distance` fits a Gaussian (Ledoit-Wolf shrinkage) to the states of reference
 samples over all their valid steps, per layer, and scores each step of each sample against it.
 Its maximum over time is a per-window anomaly score, its ``argmax`` says when. The reference is
-read once, as chunked sums (:class:`seqacts.mahalanobis.Moments`), and the scores stay lazy on a
+read once, as chunked sums (:class:`seqacts.analysis.mahalanobis.Moments`), and the scores stay lazy on a
 Dask-backed dataset.
 """
 
@@ -184,7 +184,7 @@ def step_distance(
     if "time" not in ds[var].dims:
         raise MissingVariableError(
             f"step_distance: {var!r} has no time dimension; pass a per-step variable such as "
-            "'h', or use seqacts.compare.distance for final states"
+            "'h', or use seqacts.distance for final states"
         )
     names = list(ds["layer"].values)
     if isinstance(reference, xr.Dataset):

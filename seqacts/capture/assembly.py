@@ -22,6 +22,7 @@ from ..schema import CELL_STATE_VARS, DIRECTIONS, STATE_VARS, VARIABLE_DOCS
 from .chains import Layout, Placement
 from .diagnose import nonfinite_steps
 from .module_rows import Piece
+from .output_vars import output_variables
 from .placing import adopt, end, place_states, place_steps
 from .provenance import dataset_attrs
 from .specs import LayerSpec
@@ -193,59 +194,6 @@ def _concat(blocks: Sequence[Block], name: str, n_steps: int) -> np.ndarray:
     return out
 
 
-def _pad_to(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """``a`` NaN-padded (with trailing length-1 axes added) up to ``shape``."""
-    a = a.reshape(a.shape + (1,) * (len(shape) - a.ndim))
-    if a.shape == shape:
-        return a
-    out = np.full(shape, np.nan, dtype=np.result_type(a.dtype, np.float32))
-    out[tuple(slice(0, a.shape[i]) for i in range(a.ndim))] = a
-    return out
-
-
-def _fill_slot(pieces: list[tuple[int | None, np.ndarray]], shape: tuple[int, ...]) -> np.ndarray:
-    """One ``<name>.call`` of a block: its pieces at their rows, NaN elsewhere."""
-    if len(pieces) == 1 and pieces[0][0] == 0:
-        return _pad_to(pieces[0][1], shape)
-    placed = [(row, a) for row, a in pieces if row is not None]
-    out = np.full(shape, np.nan, dtype=np.result_type(np.float32, *[a.dtype for _, a in placed]))
-    for row, a in placed:
-        dims: tuple[int, ...] = a.shape + (1,) * (len(shape) - a.ndim)
-        index = [slice(0, n) for n in dims]
-        index[0] = slice(row, row + dims[0])
-        out[tuple(index)] = a.reshape(dims)
-    return out
-
-
-def _output_variables(blocks: Sequence[Block], reserved: set[str]) -> dict[str, xr.DataArray]:
-    """Other modules' outputs: ``(sample[, <name>.call], <name>.dim1, ...)``, NaN-padded."""
-    variables = {}
-    for name in dict.fromkeys(k for b in blocks for k in b.outputs):
-        calls = [b.outputs.get(name, []) for b in blocks]
-        n_calls = max(len(c) for c in calls)
-        arrays = [a for c in calls for slot in c for _, a in slot]
-        ndim = max(a.ndim for a in arrays)
-        tail = tuple(max(a.shape[i] if i < a.ndim else 1 for a in arrays) for i in range(1, ndim))
-        data = np.concatenate(
-            [
-                np.stack(
-                    [_fill_slot(slot, (b.n_samples, *tail)) for slot in c]
-                    + [np.full((b.n_samples, *tail), np.nan)] * (n_calls - len(c)),
-                    axis=1,
-                )
-                for b, c in zip(blocks, calls, strict=True)
-            ],
-            axis=0,
-        )
-        if n_calls == 1:
-            data = data[:, 0]
-        var = name if name not in reserved else f"module.{name}"
-        dims = ["sample", *([f"{var}.call"] if n_calls > 1 else [])]
-        dims += [f"{var}.dim{i}" for i in range(1, len(tail) + 1)]
-        variables[var] = xr.DataArray(
-            data, dims=dims, attrs={"long_name": f"output of {name}", "module": name}
-        )
-    return variables
 
 
 def _int(arr: np.ndarray | None, block: Block) -> np.ndarray:
@@ -279,10 +227,11 @@ def build_dataset(
     Without any layer (only ``modules=`` outputs recorded) the dataset has their variables and
     ``sample`` only.
     """
+    outputs = [(b.n_samples, b.outputs) for b in blocks]
     if not specs:
         ds = xr.Dataset(coords={"sample": np.arange(sum(b.n_samples for b in blocks))},
                         attrs=dataset_attrs(model, internals))
-        for name, var in _output_variables(blocks, {"sample"}).items():
+        for name, var in output_variables(outputs, {"sample"}, model).items():
             ds[name] = var
         return ds
     n_dir, width, _ = _geometry(specs)
@@ -326,6 +275,6 @@ def build_dataset(
                                                                     for b in blocks]))
     ds = xr.Dataset(data_vars, coords=coords, attrs=dataset_attrs(model, internals))
     reserved = {str(k) for k in (*ds.variables, *ds.dims)}
-    for name, var in _output_variables(blocks, reserved).items():
+    for name, var in output_variables(outputs, reserved, model).items():
         ds[name] = var
     return ds

@@ -122,8 +122,10 @@ def _continued(chains: list[Chain], rec: LayerRecord) -> tuple[Chain | None, boo
     and, when there is none, whether an all-zero returned state equal to ``rec``'s (but not
     the same tensor) was passed over."""
     n = rec.h0.shape[0]
-    if not chains or n == 0:
+    if not chains:
         return None, False
+    if n == 0:  # an empty batch has no rows to tell by: it continues the latest empty chain
+        return (chains[-1] if chains[-1].records[-1].hn.shape[0] == 0 else None), False
     key = _first_row(rec.h0)
     fresh: bool | None = None  # whether rec's initial state is all zeros, computed when needed
     for chain in reversed(chains):
@@ -343,13 +345,16 @@ def lay_out(labels: list[str], linker: Linker, modules: dict[str, str] | None = 
 def _place(chain: Chain, start: int) -> list[Placement]:
     """Each record of a chain after the valid steps its rows already have (a prefix per row)."""
     done = np.zeros(chain.rows, dtype=np.int64)
+    steps = 0  # of the chain so far: where a call of an empty batch (no rows to count) goes
     out = []
     for i, rec in enumerate(chain.records):
         n = rec.h.shape[0]
         before = done[:n]
-        offset: int | np.ndarray = int(before[0]) if (before == before[0]).all() else before.copy()
+        offset: int | np.ndarray = steps if n == 0 else (
+            int(before[0]) if (before == before[0]).all() else before.copy())
         out.append(Placement(rec, start, offset, first=i == 0))
         done[:n] += rec.lengths.numpy()
+        steps += rec.h.shape[2]
     return out
 
 

@@ -2,38 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import xarray as xr
 from torch import nn
 
-from ..options import Options
+from ..options import RecordingOptions, split_options
+from ..signatures import keywords_from
+from . import explaining
 from .recorder import Recorder
 from .training import warn_if_random
 
 __all__ = ["extract", "extract_with"]
 
 
-def extract(
-    model: nn.Module,
-    *args: Any,
-    layers: str | Iterable[str] | None = None,
-    internals: bool | Collection[str] = False,
-    time: Sequence[Any] | None = None,
-    modules: str | Iterable[str] | None = None,
-    cells: Mapping[str, str] | None = None,
-    grad: bool = False,
-    **kwargs: Any,
-) -> xr.Dataset:
+@keywords_from(RecordingOptions, rest=True)
+def extract(model: nn.Module, *args: Any, grad: bool = False,
+            gradients: Callable[[Any], Any] | None = None, **kwargs: Any) -> xr.Dataset:
     """Run ``model(*args, **kwargs)`` once and return what every recurrent layer computed.
 
     The forward runs under ``torch.no_grad()`` (its output is not returned), in whatever
     training mode the model is in; ``grad=True`` runs it with autograd on instead. A model in
     training mode with dropout (``nn.Dropout`` modules, or an ``nn.RNN/LSTM/GRU`` with
     ``dropout > 0``) gives a :class:`~seqacts.TrainingModeWarning`, since two calls then
-    record different values.
+    record different values. The keywords of :class:`~seqacts.options.RecordingOptions` are
+    the recording's; every other keyword goes to the model.
 
     Parameters
     ----------
@@ -41,6 +36,21 @@ def extract(
         Any module holding ``nn.RNN/LSTM/GRU`` stacks or ``RNNCell/LSTMCell/GRUCell`` loops.
     *args, **kwargs
         The model's own inputs, passed through unchanged.
+    grad : bool, default False
+        Run the forward under ``torch.enable_grad()``, recording what the model computes in a
+        training step (PyTorch's training kernels; on the CPU their last bits can differ from
+        no-grad ones from the second layer on). The graph is discarded. With ``internals``, the
+        gates of LSTM layers on the CPU are then read from the kernel's own workspace rather
+        than recomputed, which costs much less (see the README's Performance section).
+    gradients : callable, optional
+        ``score(outputs)`` -> one value per sample, a tensor computed from the model's outputs
+        with torch. Adds ``grad_h`` (and ``grad_c`` when a layer is an LSTM; NaN for the
+        others), with ``h``'s dims: ``d sum(score) / d h_t``, the total derivative with respect
+        to each layer's state after step t through all later steps, upper layers and the
+        output (``c_t`` as passed to step t+1, ``h_t`` held). The states recorded are those of
+        the model's own forward; the gradients come from a second forward run step by step
+        (:mod:`seqacts.interventions.gradients`). Parameters' ``.grad`` and torch's RNG are
+        left as one plain forward leaves them.
     layers : str or list of str, optional
         Labels, module paths or fnmatch patterns; default every layer (:func:`seqacts.layers`).
     internals : bool or list of str, default False
@@ -56,12 +66,10 @@ def extract(
         ``h``) or ``"h,c"`` (a tuple ``(h, c)``), e.g. ``{"decoder.cell": "h,c"}``. Recorded
         from the state each call returns (kind ``cell(h)`` / ``cell(h,c)``; ``c`` as the
         internal ``c``), chained along ``time`` like any cell; see the README's "Python cells".
-    grad : bool, default False
-        Run the forward under ``torch.enable_grad()``, recording what the model computes in a
-        training step (PyTorch's training kernels; on the CPU their last bits can differ from
-        no-grad ones from the second layer on). The graph is discarded. With ``internals``, the
-        gates of LSTM layers on the CPU are then read from the kernel's own workspace rather
-        than recomputed, which costs much less (see the README's Performance section).
+    edits : Edit or list of Edit, optional
+        Run the forward with these edits applied (:func:`seqacts.ablate`,
+        :func:`seqacts.patch`, as under :func:`seqacts.intervene`): the dataset holds the
+        states of the edited run.
 
     Returns
     -------
@@ -69,21 +77,22 @@ def extract(
         ``h`` (sample, layer, direction, time, unit); ``h_0``, ``h_n`` and for LSTMs ``c_0``,
         ``c_n`` (sample, layer, direction, unit); internals with ``h``'s dims.
     """
+    options, inputs = split_options(RecordingOptions, kwargs)
     warn_if_random(model)
-    options = Options(layers=layers, internals=internals, time=time, modules=modules,
-                      cells=cells)
-    return extract_with(model, options, args, kwargs, grad=grad)
+    if gradients is not None:
+        return explaining.with_gradients(model, options, args, inputs, grad, gradients)
+    return extract_with(model, options, args, inputs, grad=grad)
 
 
 def extract_with(
     model: nn.Module,
-    options: Options,
+    options: RecordingOptions,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     *,
     grad: bool = False,
 ) -> xr.Dataset:
-    """:func:`extract` with its options as one :class:`~seqacts.options.Options`."""
+    """:func:`extract` with its options as one :class:`~seqacts.options.RecordingOptions`."""
     rec = Recorder(model, options)
     with torch.set_grad_enabled(grad), rec:
         model(*args, **kwargs)

@@ -9,7 +9,6 @@ kernels through :mod:`seqacts.capture.kernels` (Python cells through their own c
 from __future__ import annotations
 
 import sys
-from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -20,8 +19,9 @@ from torch.nn.modules import module as torch_module
 from torch.nn.utils.rnn import PackedSequence
 
 from ..errors import RecordingError
-from ..options import Options
+from ..options import RecordingOptions
 from ..schema import base_kind
+from ..signatures import keywords_from
 from . import kernels
 from .calls import CellCall, StackCall
 from .cells import CellWatch
@@ -32,6 +32,7 @@ from .discovery import (
     select_layers,
     select_modules,
 )
+from .editing import applying
 from .groups import Group, Recording
 from .records import LayerRecord, cell_internals, resolve_internals, stack_internals
 from .specs import LayerSpec, nonlinearity
@@ -42,8 +43,8 @@ __all__ = ["Recorder", "record"]
 class Recorder:
     """Records every selected recurrent layer while active; see :func:`record`."""
 
-    def __init__(self, model: nn.Module, options: Options | None = None) -> None:
-        options = Options() if options is None else options
+    def __init__(self, model: nn.Module, options: RecordingOptions | None = None) -> None:
+        options = RecordingOptions() if options is None else options
         self.model = model
         self.options = options
         cells = select_cells(model, options.cells)
@@ -58,6 +59,7 @@ class Recorder:
         selected = sorted([*selected, *cells], key=lambda hit: order[id(hit[0])])
         hooked = [(m, s) for m, specs in selected for s in specs if s.hooked]
         watched = [(m, specs) for m, specs in selected if not specs[0].hooked]
+        self._editing = applying(model, options.edits)  # checked now, entered with the block
         self.specs: list[LayerSpec] = [s for _, specs in selected for s in specs]
         self.internals: tuple[str, ...] = resolve_internals(
             options.internals,
@@ -83,6 +85,7 @@ class Recorder:
     def __enter__(self) -> Recorder:
         if self._active:
             raise RecordingError("this recorder is already active; use a new record() block")
+        self._editing.__enter__()
         try:
             self._add_hooks()
             self._index_weights()
@@ -90,14 +93,18 @@ class Recorder:
             self._active = True
         except BaseException:
             self._remove_hooks()
+            self._editing.__exit__(*sys.exc_info())
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         try:
             self._remove_hooks()
         finally:
-            kernels.uninstall(self)
+            try:
+                kernels.uninstall(self)
+            finally:
+                self._editing.__exit__(*exc)
             self._active = False
             self._depth = 0
             if exc[0] is None:
@@ -201,7 +208,7 @@ class Recorder:
 
     def on_stack(self, call: StackCall) -> None:
         hit = self._resolve(call.weights[0], call.owner)
-        if hit is None or call.layers[0].output.numel() == 0:  # 0 samples: nothing to record
+        if hit is None:
             return
         _, specs = hit
         unsorted = call.unsorted_indices
@@ -214,7 +221,7 @@ class Recorder:
 
     def on_cell(self, call: CellCall) -> None:
         hit = self._resolve(call.weights[0], call.owner)
-        if hit is None or call.h.numel() == 0:  # 0 samples: nothing to record
+        if hit is None:
             return
         _, specs = hit
         with _no_autocast(call.h.device.type):
@@ -293,15 +300,8 @@ def _tensors_of(result: Any) -> list[Tensor]:
     return []
 
 
-def record(
-    model: nn.Module,
-    *,
-    layers: str | Iterable[str] | None = None,
-    internals: bool | Collection[str] = False,
-    time: Sequence[Any] | None = None,
-    modules: str | Iterable[str] | None = None,
-    cells: Mapping[str, str] | None = None,
-) -> Recorder:
+@keywords_from(RecordingOptions)
+def record(model: nn.Module, **options: Any) -> Recorder:
     """Record every recurrent layer of ``model`` while the ``with`` block runs.
 
     Parameters
@@ -328,11 +328,13 @@ def record(
         ``h``) or ``"h,c"`` (a tuple ``(h, c)``), e.g. ``{"decoder.cell": "h,c"}``. Recorded
         from the state each call returns (kind ``cell(h)`` / ``cell(h,c)``; ``c`` as the
         internal ``c``), chained along ``time`` like any cell; see the README's "Python cells".
+    edits : Edit or list of Edit, optional
+        Edits (:func:`seqacts.ablate`, :func:`seqacts.patch`) applied to the model while the
+        block runs, as :func:`seqacts.intervene` would: the recording holds the edited run.
 
     Returns
     -------
     Recorder
         A context manager; ``rec.to_dataset()`` returns the ``xarray.Dataset``.
     """
-    return Recorder(model, Options(layers=layers, internals=internals, time=time, modules=modules,
-                                   cells=cells))
+    return Recorder(model, RecordingOptions.of("record", options))

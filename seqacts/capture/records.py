@@ -4,8 +4,9 @@ A record is sample-major, ``(sample, direction, time, unit)``, and in the caller
 order: ``PackedSequence`` data is padded (NaN past each sample's length) and un-sorted here,
 ``batch_first`` is undone here, so every later step sees one layout. On the CPU the layers of
 one stack call are written into shared block-shaped buffers, ``(sample, layer, direction, time,
-unit)``, which :func:`seqacts.capture.assembly.build_block` adopts as the dataset's arrays when they fit exactly:
-the one transposing copy out of the kernel's time-major output is then the only copy.
+unit)``, which :func:`seqacts.capture.assembly.build_block` adopts as the dataset's arrays
+when they fit exactly: the one transposing copy out of the kernel's time-major output is then
+the only copy.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ def stack_internals(
     order = unsorted if bs is not None else None
     buffers = _claim(call, k)
     shared: dict[str, tuple[Tensor, int]] = {}
-    out_h = out.reshape(steps, batch, n_dir, -1)
+    out_h = out.reshape(steps, batch, n_dir, out.shape[2] // n_dir)
     h = _slot(buffers, shared, "h", call, k, (batch, n_dir, steps, out_h.shape[3]), out)
     _store(h, out_h, order)
     h0 = run.h0.clone().transpose(0, 1)
@@ -231,9 +232,9 @@ def cell_internals(call: CellCall, names: tuple[str, ...]) -> LayerRecord:
             call.c_prev.to(dtype) if call.c_prev is not None else None,
             DirectionWeights(w_ih, w_hh, b_ih, b_hh, None), names=wanted,
         )
-        extra = {n: v.reshape(v.shape[1], 1, 1, -1) for n, v in parts.items()}
-        if "c" in extra and call.c is not None:
-            extra["c"] = call.c.clone().reshape(call.c.shape[0], 1, 1, -1)  # the kernel's own
+        extra = {n: v.reshape(v.shape[1], 1, 1, v.shape[-1]) for n, v in parts.items()}
+        if "c" in extra and call.c is not None:  # the kernel's own cell state
+            extra["c"] = call.c.clone().reshape(call.c.shape[0], 1, 1, call.c.shape[-1])
     return step_record(call.h_prev, call.c_prev, call.h, call.c, extra)
 
 

@@ -207,7 +207,7 @@ def _checked_gates(
                     rows, seq.detach(), outputs[d].detach(), hx[d].detach(), w[0], w[1],
                     w[2] if has_biases else None, w[3] if has_biases else None, d == 1,
                 )
-            except (RuntimeError, ValueError):
+            except RuntimeError:  # a WorkspaceLayoutError, or torch refusing the view
                 ok = False
             if not ok:
                 _warn_once("layout", "the LSTM kernel's workspace does not hold the gates where "

@@ -1,45 +1,39 @@
-"""The ``with seqacts.intervene(model, edits):`` block and ``seqacts.extract(..., edits=)``.
+"""The ``with seqacts.intervene(model, edits):`` block, also what ``edits=`` of a recording runs.
 
 An :class:`Intervention` is a kernel sink that also writes (see ``capture.calls.Sink``): while
 active, a fused stack holding an edited layer runs layer by layer, and the edited layer runs
 through :func:`~seqacts.interventions.runner.run_edited_layer`; a cell's returned state is
-edited at the edited calls. A recorder active at the same time records the edited states.
+edited at the edited calls. A recorder active at the same time records the edited states; a
+recorder given ``edits=`` enters this block itself (:mod:`seqacts.capture.editing`, where this
+module registers it).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
+from collections.abc import Iterable
 from typing import Any
 
 import torch
-import xarray as xr
 from torch import Tensor, nn
 
-from ..capture import kernels
-from ..capture.calls import LayerCall
+from ..capture import editing, kernels
+from ..capture.calls import CellCall, LayerCall, StackCall
 from ..capture.discovery import by_first_weight, recurrent_layers
-from ..capture.extract import extract as record_extract
 from ..capture.modules import is_cell
 from ..capture.specs import LayerSpec
-from ..errors import EditError, LayerSelectionError, OptionError
+from ..errors import EditError, LayerSelectionError
 from ..kinds import has_cell_state
-from ..options import Options
-from ..schema import VARIABLE_DOCS
-from ..signatures import keywords_from
 from .edits import Edit, Plan, plan, step_flags
-from .gradients import Score, state_gradients
-from .rng import rng_kept
-from .runner import WriteOnlySink, apply_plans, output_gate, run_edited_layer
+from .runner import apply_plans, output_gate, run_edited_layer
 
-__all__ = ["Intervention", "extract", "intervene"]
+__all__ = ["Intervention", "intervene", "plans_for"]
 
 _ACTIVE_LOCK = threading.Lock()
 _ACTIVE: list[Intervention] = []
 
 
-class Intervention(WriteOnlySink):
+class Intervention:
     """Applies resolved plans to a model's recurrent layers while active; see :func:`intervene`."""
 
     def __init__(self, model: nn.Module, plans: dict[str, list[Plan]]) -> None:
@@ -123,6 +117,18 @@ class Intervention(WriteOnlySink):
     def watches(self, weight: Tensor, owner: object) -> bool:
         return self._resolve(weight, owner) is not None
 
+    def wants_inputs(self) -> bool:
+        return False
+
+    def on_stack(self, call: StackCall) -> None:
+        return None
+
+    def on_cell(self, call: CellCall) -> None:
+        return None
+
+    def on_error(self, weight: Tensor, owner: object, error: BaseException) -> None:
+        return None  # an editor's own errors propagate (see kernels); nothing to keep here
+
     def run_layer(self, call: LayerCall) -> Any:
         specs = self._resolve(call.stack_weight, call.owner)
         if specs is None or call.index >= len(specs):
@@ -205,63 +211,5 @@ def intervene(model: nn.Module, edits: Edit | Iterable[Edit]) -> Intervention:
     return Intervention(model, plans_for(model, edits))
 
 
-@keywords_from(record_extract)
-def extract(model: nn.Module, *args: Any, edits: Edit | Sequence[Edit] | None = None,
-            gradients: Score | None = None, **kwargs: Any) -> xr.Dataset:
-    """Run ``model(*args, **kwargs)`` once and return what every recurrent layer computed.
-
-    :func:`seqacts.capture.extract.extract` (whose keywords it takes, and shows in its
-    signature), run under :func:`intervene` when there are edits; ``capture`` knows nothing
-    of interventions, so the ``edits`` keyword is added here.
-
-    Parameters
-    ----------
-    model, *args, **kwargs
-        As in :func:`seqacts.capture.extract.extract` (``layers=``, ``internals=``, ``time=``,
-        ``modules=``, ``grad=`` and the model's own inputs).
-    edits : Edit or list of Edit, optional
-        Run the forward under :func:`intervene` with these edits: the dataset holds the states
-        of the edited run.
-    gradients : callable, optional
-        ``score(outputs)`` -> one value per sample, a tensor computed from the model's outputs
-        with torch. Adds ``grad_h`` (and ``grad_c`` when a layer is an LSTM; NaN for the
-        others), with ``h``'s dims: ``d sum(score) / d h_t``, the total derivative with respect
-        to each layer's state after step t through all later steps, upper layers and the
-        output (``c_t`` as passed to step t+1, ``h_t`` held). The states recorded are those of
-        the model's own forward; the gradients come from a second forward split into one-step
-        kernel calls (see :mod:`seqacts.interventions.gradients`). Parameters' ``.grad`` and
-        torch's RNG are left as one plain forward leaves them.
-
-    Returns
-    -------
-    xarray.Dataset
-        ``h`` (sample, layer, direction, time, unit), ``h_0``, ``h_n`` (sample, layer,
-        direction, unit) and more; see :func:`seqacts.capture.extract.extract`.
-    """
-    planned = Options(edits=edits).edits
-    if gradients is None:
-        with intervene(model, list(planned)) if planned else nullcontext():
-            return record_extract(model, *args, **kwargs)
-    if planned:
-        raise OptionError(
-            "extract: gradients= and edits= together are not supported; take the gradients of "
-            "the unedited model, or record the edited run without gradients="
-        )
-    if kwargs.get("cells"):
-        raise OptionError(
-            "extract: gradients= does not reach layers recorded through cells= (Python cells "
-            "run outside torch's kernels); take the gradients of a model of torch cells, or "
-            "record without gradients="
-        )
-    if not callable(gradients):
-        raise OptionError(
-            f"gradients: expected score(outputs) -> one value per sample, got "
-            f"{type(gradients).__name__}"
-        )
-    with rng_kept(model) as rewind:
-        ds = record_extract(model, *args, **kwargs)
-        grads = state_gradients(model, args, kwargs, gradients, ds, rewind)
-    for name, value in grads.items():
-        ds[name] = value.assign_attrs(long_name=VARIABLE_DOCS[name][0],
-                                      description=VARIABLE_DOCS[name][1])  # fmt: skip
-    return ds
+# seqacts.record / extract / extract_to_netcdf / extract_distributed apply edits= through this
+editing.register(Edit, intervene)

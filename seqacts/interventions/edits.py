@@ -20,7 +20,7 @@ from ..capture.specs import LayerSpec
 from ..errors import EditError
 from ..kinds import has_cell_state
 from ..schema import DIRECTIONS
-from .reference_values import check_value, draw_rows, reference_values
+from .reference_values import check_value, draw_rows, from_reference
 
 __all__ = ["STATES", "Edit", "Plan", "ablate", "patch", "plan", "step_flags", "take_rows", "time_mask"]
 
@@ -114,19 +114,17 @@ def ablate(
         ``"c"`` (LSTM) replaces ``c_t`` and recomputes ``h_t = o_t * tanh(c_t)`` (projected
         when ``proj_size > 0``).
     value : float, tensor, "mean" or "resample", default 0.0
-        The value written; a tensor broadcasts over ``(sample, units)``. ``"mean"``: each
-        unit's mean over ``reference``'s valid steps (and samples); ``"resample"``: for each
-        sample of the edited run, the unit's values at the same steps in one reference sample
-        drawn at random (with replacement, from ``seed``) among those recorded over every step.
+        The value written; a tensor broadcasts over ``(sample, units)``. ``"mean"``, each
+        unit's mean over ``reference``'s valid steps, and ``"resample"``, its values in a
+        reference sample drawn per sample: see :mod:`seqacts.interventions.reference_values`.
     time : None, int, slice or boolean array, optional
         The edited steps: all (None), one step, a slice, or a mask over steps ``(time,)`` or
         per sample ``(sample, time)``. For cells, steps count the cell's calls in one forward.
     direction : {"forward", "backward"}, default "forward"
         The direction of a bidirectional layer to edit.
     reference : xarray.Dataset, optional
-        For ``value="mean"`` / ``"resample"``: a recording of the same model (its ``h``, or
-        ``c`` recorded with ``internals=["c"]``); select known-normal samples with
-        ``ds.isel(sample=mask)``.
+        For ``value="mean"`` / ``"resample"``: a recording of the same model (``c`` needs
+        ``internals=["c"]``); select known-normal samples with ``ds.isel(sample=mask)``.
     per_step : bool, default False
         ``value="mean"``: the mean at each step over the reference's samples valid there.
     seed : int, default 0
@@ -391,12 +389,8 @@ def plan(edit: Edit, spec: LayerSpec) -> Plan:
     if edit.is_patch:
         values, per_step = _source_values(edit, spec, width), True
     elif isinstance(edit.value, str):
-        drawn = reference_values(edit.reference, spec.label, edit.direction, edit.state,
-                                 edit.value, edit.per_step)  # fmt: skip
-        values = drawn[..., :width]
+        values, pool = from_reference(edit, spec.label, width)
         per_step = values.dim() == 3
-        if edit.value == "resample":
-            pool, values = values, draw_rows(values, 1, edit.seed)
     else:
         values, per_step = _values_over_units(edit.value, units, width), False
     return Plan(label=spec.label, direction=d, state=edit.state, unit_mask=mask,

@@ -18,11 +18,10 @@ padding, chains), and the gradients are gathered by index.
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -30,19 +29,20 @@ import torch
 import xarray as xr
 from torch import Tensor, nn
 
-from ..capture import kernels
+from ..capture import explaining, kernels
 from ..capture.calls import LayerCall
 from ..capture.discovery import by_first_weight, recurrent_layers
-from ..capture.extract import extract as record_extract
+from ..capture.extract import extract_with
 from ..capture.recorder import Recorder
 from ..capture.specs import LayerSpec
 from ..errors import OptionError
 from ..kinds import has_cell_state
-from ..options import Options
-from ..schema import CELL_KERNELS
+from ..options import RecordingOptions
+from ..schema import CELL_KERNELS, VARIABLE_DOCS
+from .rng import rng_kept
 from .runner import Runner, WriteOnlySink
 
-__all__ = ["Probes", "state_gradients"]
+__all__ = ["Probes", "extract_with_gradients", "state_gradients"]
 
 Score = Callable[[Any], Any]
 
@@ -295,22 +295,34 @@ def _table(blocks: Sequence[_Block | None], n_ids: list[int], width: int) -> Ten
     return torch.cat(parts) if parts else torch.empty((0, width), dtype=torch.float64)
 
 
-def _split(kwargs: dict[str, Any]) -> tuple[Options, dict[str, Any]]:
-    """``extract``'s recording keywords as Options (what lays out ``h``), and the model's own."""
-    own = {k: v for k, v in kwargs.items() if k not in _RECORDING}
-    picked = {k: kwargs[k] for k in ("layers", "time", "modules") if k in kwargs}
-    return Options(**picked), own
-
-
-#: The keywords of :func:`seqacts.capture.extract.extract` that are not the model's.
-_RECORDING = frozenset(
-    n for n, p in inspect.signature(record_extract).parameters.items()
-    if p.kind is inspect.Parameter.KEYWORD_ONLY
-)
+def extract_with_gradients(model: nn.Module, options: RecordingOptions, args: tuple[Any, ...],
+                           kwargs: dict[str, Any], grad: bool, score: Score) -> xr.Dataset:
+    """``extract(model, *args, gradients=score, **kwargs)``: the recording, plus ``grad_h``
+    (and ``grad_c``); registered with :mod:`seqacts.capture.explaining`."""
+    if not callable(score):
+        raise OptionError(
+            f"gradients: expected score(outputs) -> one value per sample, got "
+            f"{type(score).__name__}"
+        )
+    if options.edits or options.cells:
+        raise OptionError(
+            f"extract: gradients= with {'edits=' if options.edits else 'cells='} is not "
+            "supported (edited runs, and Python cells, which run outside torch's kernels); "
+            "take the gradients of the unedited model of torch layers, or drop gradients="
+        )
+    with rng_kept(model) as rewind:
+        ds = extract_with(model, options, args, kwargs, grad=grad)
+        grads = state_gradients(model, replace(options, internals=False), args, kwargs, score,
+                                ds, rewind)  # fmt: skip
+    for name, value in grads.items():
+        long_name, description = VARIABLE_DOCS[name]
+        ds[name] = value.assign_attrs(long_name=long_name, description=description)
+    return ds
 
 
 def state_gradients(
     model: nn.Module,
+    options: RecordingOptions,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     score: Score,
@@ -319,11 +331,10 @@ def state_gradients(
 ) -> dict[str, xr.DataArray]:
     """``grad_h`` (and ``grad_c`` when a layer is an LSTM) laid out as ``like["h"]``.
 
-    ``like`` is what ``extract(model, *args, **kwargs)`` recorded; ``rewind`` (from
+    ``like`` is what ``options`` recorded of ``model(*args, **kwargs)``; ``rewind`` (from
     :func:`rng_kept`) puts the RNG back before each further forward, so that dropout draws
     the masks it drew in the recorded one.
     """
-    options, kwargs = _split(kwargs)
     rewind()
     probes = Probes(model, "probe")
     with warnings.catch_warnings(), torch.enable_grad(), _editing(probes):
@@ -344,7 +355,7 @@ def state_gradients(
     return _gathered(ids, table_h, table_c, like)
 
 
-def _layout_ids(model: nn.Module, options: Options, args: tuple[Any, ...],
+def _layout_ids(model: nn.Module, options: RecordingOptions, args: tuple[Any, ...],
                 kwargs: dict[str, Any], like: xr.Dataset) -> np.ndarray:
     """Each recorded ``(sample, layer, direction, time)`` position's probe id (NaN: none)."""
     ids = Probes(model, "ids")
@@ -374,3 +385,6 @@ def _gathered(ids: np.ndarray, table_h: Tensor, table_c: Tensor,
         arr[valid] = table.index_select(0, index).numpy()
         out[name] = xr.DataArray(arr, dims=like["h"].dims, coords=like["h"].coords)
     return out
+
+
+explaining.register(extract_with_gradients)

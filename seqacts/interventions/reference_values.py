@@ -8,6 +8,8 @@ among those recorded over every step.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import xarray as xr
@@ -15,7 +17,7 @@ from torch import Tensor
 
 from ..errors import EditError
 
-__all__ = ["VALUE_RULES", "check_value", "reference_values", "draw_rows"]
+__all__ = ["VALUE_RULES", "check_value", "draw_rows", "from_reference", "reference_values"]
 
 #: The string values ``ablate`` and ``ablation_scan`` take, and what each writes.
 VALUE_RULES: dict[str, str] = {
@@ -92,3 +94,13 @@ def draw_rows(pool: Tensor, n: int, seed: int) -> Tensor:
     """``n`` rows of ``pool`` drawn uniformly with replacement, reproducibly from ``seed``."""
     gen = torch.Generator().manual_seed(seed)
     return pool[torch.randint(pool.shape[0], (n,), generator=gen)]
+
+
+def from_reference(edit: Any, label: str, width: int) -> tuple[Tensor, Tensor | None]:
+    """An ``ablate(value="mean" | "resample")`` edit's values for layer ``label`` of ``width``
+    units, and for ``"resample"`` the pool each run draws its samples from."""
+    values = reference_values(edit.reference, label, edit.direction, edit.state, edit.value,
+                              edit.per_step)[..., :width]  # fmt: skip
+    if edit.value == "resample":
+        return draw_rows(values, 1, edit.seed), values
+    return values, None

@@ -8,6 +8,7 @@ sample range.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ class _CheckedArray(NetCDF4ArrayWrapper):
             holder = lock_holder(Path(path))
             if holder is not None:
                 return StreamBusyError(
-                    16, f"{path} is being written by {describe(holder)} and changed under this "
+                    errno.EBUSY, f"{path} is being written by {describe(holder)} and changed under this "
                     f"read of {self.variable_name!r}; read it when that run has finished")
             if "sample" not in var.dimensions:
                 return corrupt_chunk_error(path, self.variable_name, [], err)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import os
-import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -16,27 +15,11 @@ from torch import nn
 
 from ..capture.specs import nonlinearity
 from ..errors import DestinationError, OutputExistsError
-from ..kinds import base_kind, find_kind, tanh_bounded_kinds
-from .ncfile import PACK_RANGES, Writer, create, rows_per_chunk
-from .reading import rewrite_trimmed
+from .ncfile import Writer, create, rows_per_chunk
+from .packing import ranges_to_pack
+from .rewrite import rewrite_trimmed
 
 __all__ = ["Output", "check_destination", "create_exclusive"]
-
-
-def _squashes(ds: xr.Dataset, model: nn.Module | None) -> bool:
-    """Whether every layer's h lies in [-1, 1] (tanh outputs, no projection)."""
-    for kind, module, n_units, n_cell in zip(
-        ds["kind"].values, ds["module"].values, ds["n_units"].values, ds["n_cell_units"].values,
-        strict=True,
-    ):
-        spec = find_kind(str(kind))
-        if spec is None or (spec.by_nonlinearity and model is None):
-            return False  # an unknown kind, or one whose nonlinearity is not in the dataset
-        if model is not None:
-            kind = base_kind(str(kind), nonlinearity(model.get_submodule(str(module))))
-        if kind not in tanh_bounded_kinds() or n_units != n_cell:
-            return False
-    return True
 
 
 def check_destination(path: Path) -> None:
@@ -60,12 +43,8 @@ def create_exclusive(path: Path, ds: xr.Dataset, options: dict[str, Any], model:
     ``overwrite``)."""
     packed = {}
     if options["pack"]:
-        squash = _squashes(ds, model)
-        packed = {n: r for n, r in PACK_RANGES.items()
-                  if n in ds.data_vars and (squash or n not in ("h", "h_n"))}
-        if not packed:
-            warnings.warn("pack='int16': no recorded variable has a known range (gates, or h of "
-                          "tanh layers); storing float", stacklevel=4)
+        of = None if model is None else (lambda path: nonlinearity(model.get_submodule(path)))
+        packed = ranges_to_pack(ds, of)
     tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
     try:
         create(tmp, ds.isel(sample=slice(0, 0)), options, packed, rows_per_chunk(ds))

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ..capture.recorder import Recorder
 from ..errors import InputError, OutputExistsError
 from ..options import Options
+from ..signatures import keywords_from
 from .ncfile import (
     LOCK,
     OPTIONS,
@@ -85,6 +86,7 @@ def _run_shard(shipped: _Shipped, load: Callable[[int, int], Iterable[Any]], sta
     return {"path": path, "samples": n, "seconds": time.perf_counter() - began}
 
 
+@keywords_from(Options)
 def extract_distributed(
     model: nn.Module,
     load: Callable[[int, int], Iterable[Any]],
@@ -121,10 +123,10 @@ def extract_distributed(
     overwrite, resume, progress
         As for :func:`seqacts.extract_to_netcdf`, for the whole directory; ``progress`` counts
         finished shards' samples.
-    **options
-        The recording and storage options of :func:`seqacts.extract_to_netcdf` (``layers``,
-        ``internals``, ``modules``, ``inputs``, ``time``, ``compression``, ``pack``,
-        ``checksums``: the fields of :class:`seqacts.options.Options`).
+    layers, internals, time, modules, cells, edits, compression, pack, checksums, inputs
+        As for :func:`seqacts.extract_to_netcdf` (the fields of
+        :class:`seqacts.options.Options`): every shard records with the same options, and
+        with ``edits`` the edited run.
 
     Returns
     -------

@@ -9,6 +9,7 @@ truncated file (the superblock's end-of-file address lies past its size), or a c
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -19,34 +20,58 @@ from typing import Any
 import netCDF4
 import numpy as np
 
-from ..errors import CorruptFileError, StreamBusyError
+from ..errors import CorruptFileError, StreamBusyError, UnreadableFileError
 from .lock import describe, lock_holder
-from .ncfile import LOCK
+from .ncfile import BATCHES, COMPLETE, LOCK, SIZES
 
-__all__ = ["VerifyReport", "bad_samples", "damaged_metadata", "explain_unreadable",
-           "header_problem", "is_damage",
-           "repair_truncated", "verify"]
+__all__ = ["Superblock", "VerifyReport", "bad_samples", "damaged_metadata", "explain_unreadable",
+           "header_problem", "is_damage", "read_superblock", "repair_truncated", "verify"]
 
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
+SUPERBLOCK_OFFSETS = (0, 512, 1024, 2048)  # where HDF5 looks for the signature
+
+
+@dataclass(frozen=True)
+class Superblock:
+    """What an HDF5 file's superblock says: where it starts and the end-of-file address."""
+
+    at: int  # offset of the signature (0, 512, 1024 or 2048)
+    eof: int  # the file's length as the superblock records it
+
+
+def read_superblock(head: bytes) -> Superblock | str:
+    """Parse the superblock in a file's first bytes (up to 4096), or say why it is broken."""
+    at = next((o for o in SUPERBLOCK_OFFSETS if head[o : o + 8] == SIGNATURE), None)
+    if at is None:
+        return ("no HDF5/netCDF4 signature at its start (first bytes "
+                f"{head[:8]!r}); it is not a netCDF4 file or its header was overwritten")
+    sb = head[at:]
+    version = sb[8]
+    if version in (0, 1):
+        offsets, base = sb[13], 24 if version == 0 else 28
+    elif version in (2, 3):
+        offsets, base = sb[9], 12
+    else:
+        return f"unknown HDF5 superblock version {version}"
+    fmt = {4: "<I", 8: "<Q"}.get(offsets)
+    if fmt is None:
+        return f"HDF5 superblock claims {offsets}-byte addresses"
+    base_addr = struct.unpack_from(fmt, sb, base)[0]
+    return Superblock(at, int(at + base_addr + struct.unpack_from(fmt, sb, base + 2 * offsets)[0]))
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(4096)
 
 
 def _eof(path: Path) -> int | None:
     """The end-of-file address in ``path``'s HDF5 superblock, or None if unreadable."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(4096)
+        sb = read_superblock(_head(path))
     except OSError:
         return None
-    at = next((o for o in (0, 512, 1024, 2048) if head[o : o + 8] == SIGNATURE), None)
-    if at is None or head[at + 8] not in (0, 1, 2, 3):
-        return None
-    sb = head[at:]
-    offsets, base = (sb[13], 24 if sb[8] == 0 else 28) if sb[8] < 2 else (sb[9], 12)
-    fmt = {4: "<I", 8: "<Q"}.get(offsets)
-    if fmt is None:
-        return None
-    base_addr = struct.unpack_from(fmt, sb, base)[0]
-    return int(at + base_addr + struct.unpack_from(fmt, sb, base + 2 * offsets)[0])
+    return sb.eof if isinstance(sb, Superblock) else None
 
 
 def repair_truncated(path: Path) -> bool:
@@ -75,29 +100,13 @@ def header_problem(path: Path) -> str | None:
     """Why ``path`` cannot be a whole HDF5 file (no signature, truncated), or None."""
     try:
         size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(4096)
+        sb = read_superblock(_head(path))
     except OSError as err:
         return f"cannot read it ({err.strerror})"
-    at = next((o for o in (0, 512, 1024, 2048) if head[o : o + 8] == SIGNATURE), None)
-    if at is None:
-        return (f"broken header: no HDF5/netCDF4 signature at its start ({size} bytes; first "
-                f"bytes {head[:8]!r}); it is not a netCDF4 file or its header was overwritten")
-    sb = head[at:]
-    version = sb[8]
-    if version in (0, 1):
-        offsets, base = sb[13], 24 if version == 0 else 28
-    elif version in (2, 3):
-        offsets, base = sb[9], 12
-    else:
-        return f"broken header: unknown HDF5 superblock version {version}"
-    fmt = {4: "<I", 8: "<Q"}.get(offsets)
-    if fmt is None:
-        return f"broken header: HDF5 superblock claims {offsets}-byte addresses"
-    base_addr = struct.unpack_from(fmt, sb, base)[0]
-    eof = struct.unpack_from(fmt, sb, base + 2 * offsets)[0]
-    if at + base_addr + eof > size:
-        return (f"truncated: its header says {at + base_addr + eof} bytes but the file has "
+    if isinstance(sb, str):
+        return f"broken header: {sb} ({size} bytes)"
+    if sb.eof > size:
+        return (f"truncated: its header says {sb.eof} bytes but the file has "
                 f"{size}; the end of the file was lost (disk full, file-size limit, or a copy "
                 "cut short). If a write failed, resume=True recovers its committed batches")
     return None
@@ -108,15 +117,15 @@ def explain_unreadable(path: Path, err: BaseException, what: str = "open") -> OS
     holder = lock_holder(path)
     if holder is not None:
         return StreamBusyError(
-            getattr(err, "errno", None) or 16, f"{what}: {path} is being written by "
+            getattr(err, "errno", None) or errno.EBUSY, f"{what}: {path} is being written by "
             f"{describe(holder)}; wait for it to finish (readers see its committed batches "
             "when HDF5 file locking is off: HDF5_USE_FILE_LOCKING=FALSE)")
     problem = header_problem(path)
     if problem is not None:
         return CorruptFileError(
-            getattr(err, "errno", None) or 5, f"{what}: {path} is unreadable, {problem}. "
+            getattr(err, "errno", None) or errno.EIO, f"{what}: {path} is unreadable, {problem}. "
             "Recreate it (overwrite=True)", str(path))
-    return OSError(getattr(err, "errno", None) or 5,
+    return UnreadableFileError(getattr(err, "errno", None) or errno.EIO,
                    f"{what}: cannot read {path} ({err}); if another program has it open for "
                    "writing, close it first (HDF5 locks open files)", str(path))
 
@@ -135,12 +144,12 @@ def is_damage(err: BaseException) -> bool:
 def damaged_metadata(path: Path, err: BaseException, what: str = "open") -> CorruptFileError:
     """The error for a file whose header opens but whose attributes or variables do not."""
     return CorruptFileError(
-        5, f"{what}: {path} is unreadable: part of its metadata (attributes or variable "
+        errno.EIO, f"{what}: {path} is unreadable: part of its metadata (attributes or variable "
         f"descriptions) is damaged ({err}). Recreate it (overwrite=True); seqacts.verify(path) "
         "lists what else fails", str(path))
 
 
-def _sample_range(rows: int, start: int, stop: int) -> str:
+def _sample_range(start: int, stop: int) -> str:
     return f"samples {start}-{stop - 1}" if stop - start > 1 else f"sample {start}"
 
 
@@ -165,9 +174,9 @@ def bad_samples(var: netCDF4.Variable, start: int, stop: int) -> list[tuple[int,
 
 def corrupt_chunk_error(path: Any, name: str, ranges: list[tuple[int, int]],
                         err: BaseException) -> CorruptFileError:
-    where = ", ".join(_sample_range(0, a, b) for a, b in ranges) or "some chunk"
+    where = ", ".join(_sample_range(a, b) for a, b in ranges) or "some chunk"
     return CorruptFileError(
-        5, f"{path}: variable {name!r}, {where}: a chunk fails its checksum or cannot be "
+        errno.EIO, f"{path}: variable {name!r}, {where}: a chunk fails its checksum or cannot be "
         f"decoded ({err}); the file is corrupted there. Run `seqacts info --verify` for the "
         "whole list; rewrite the file from its inputs", str(path))
 
@@ -225,7 +234,7 @@ def _read_variable(nc: netCDF4.Dataset, name: str, var: netCDF4.Variable, commit
         except (RuntimeError, OSError) as err:
             for a, b in bad_samples(var, lo, hi):
                 report.problems.append(
-                    f"variable {name!r}, {_sample_range(rows, a, b)}: fails its "
+                    f"variable {name!r}, {_sample_range(a, b)}: fails its "
                     f"checksum or cannot be decoded ({err})")
 
 
@@ -248,7 +257,7 @@ def verify(path: str | os.PathLike) -> VerifyReport:
     report = VerifyReport(path)
     holder = lock_holder(path)
     if holder is not None:
-        raise StreamBusyError(16, f"verify: {path} is being written by {describe(holder)}; "
+        raise StreamBusyError(errno.EBUSY, f"verify: {path} is being written by {describe(holder)}; "
                               "verify it when that run has finished")
     problem = header_problem(path)
     if problem is not None:
@@ -264,13 +273,13 @@ def verify(path: str | os.PathLike) -> VerifyReport:
         nc.set_auto_maskandscale(False)
         try:
             attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
-            sizes = json.loads(attrs.get("seqacts_stream_sizes", "{}"))
+            sizes = json.loads(attrs.get(SIZES, "{}"))
         except (RuntimeError, AttributeError, ValueError) as err:
             report.problems.append(f"its global attributes are damaged ({err})")
             attrs, sizes = {}, {}
         committed = int(sizes.get("sample", len(nc.dimensions.get("sample", ()))))
-        report.samples, report.batches = committed, int(attrs.get("seqacts_stream_batches", 0))
-        report.complete = bool(attrs.get("seqacts_stream_complete", 0))
+        report.samples, report.batches = committed, int(attrs.get(BATCHES, 0))
+        report.complete = bool(attrs.get(COMPLETE, 0))
         for name, var in nc.variables.items():
             try:
                 if var.dtype is str:

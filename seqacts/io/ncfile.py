@@ -1,9 +1,9 @@
 """The netCDF file layer of streaming: file layout, variable definitions, the appending Writer.
 
-Constants for storage options (compression filters, int16 packing ranges, chunking, caches),
-the bookkeeping attribute names, :func:`create` (an empty file shaped like a dataset) and
-:class:`Writer` (appends batches along ``sample``, grows ``time``, commits with ``sync()``).
-:mod:`seqacts.stream` drives it; nothing here runs a model.
+Constants for storage options (compression filters, chunking, caches; int16 packing is
+:mod:`seqacts.io.packing`), the bookkeeping attribute names, :func:`create` (an empty file
+shaped like a dataset) and :class:`Writer` (appends batches along ``sample``, grows ``time``,
+commits with ``sync()``). :mod:`seqacts.io.stream` drives it; nothing here runs a model.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import netCDF4
 import numpy as np
 import xarray as xr
 
-from ..errors import ArgumentTypeError, OptionError, StreamMismatchError, StreamWriteError
-from ..schema import INTERNAL_RANGE
+from ..errors import ArgumentTypeError, StreamMismatchError, StreamWriteError
+from . import packing
 from .diskspace import diagnose, preflight, release_descriptors
 
 #: Lossless filters for ``compression=``: netCDF4 ``createVariable`` arguments. zstd gets the
@@ -31,16 +31,6 @@ COMPRESSIONS: dict[str, dict[str, Any]] = {
     "zstd": {"compression": "zstd", "complevel": 1},
 }
 
-#: Variables ``pack="int16"`` stores as scaled int16, with the range their values cannot leave.
-#: ``h``/``h_n`` only when every recorded layer squashes its output (tanh, no projection).
-PACK_RANGES: dict[str, tuple[float, float]] = {
-    "h": (-1.0, 1.0),
-    "h_n": (-1.0, 1.0),
-    **INTERNAL_RANGE,
-}
-PACK_MAX = 32766  # int16 codes -32766..32766; -32767 is netCDF's default short _FillValue
-PACK_FILL = np.int16(-32767)
-PACK_BLOCK = 2**18  # values packed per step
 FIXED_DIMS = ("layer", "direction", "unit")  # set by the model; every other dim may grow
 CHUNK_BYTES = 2**21  # ~2 MiB chunks: one sample or one layer reads a few chunks, not the file
 WRITE_CACHE = 2**23  # HDF5 chunk cache per variable while writing (netCDF's default: 64 MiB)
@@ -51,6 +41,7 @@ SAMPLES = "seqacts_stream_samples"
 BATCHES = "seqacts_stream_batches"
 SIZES = "seqacts_stream_sizes"
 OPTIONS = "seqacts_stream_options"
+BOOKKEEPING = (COMPLETE, SAMPLES, BATCHES, SIZES, OPTIONS)
 # Per-batch log (samples, inputs digest, input shapes), in a group xarray does not read.
 # Fixed-size rows (JSON padded with spaces): rewritten in place after a kill, unlike VLEN strings.
 LOG_GROUP = "seqacts_stream"
@@ -91,29 +82,6 @@ def _add_shuffle(nc: netCDF4.Dataset, var: netCDF4.Variable) -> None:
     lib = _netcdf_c()
     if lib is None or lib.nc_def_var_deflate(nc._grpid, var._varid, 1, 0, 0) != 0:
         warnings.warn("zstd: could not add the shuffle filter; compressing without it", stacklevel=4)
-
-
-def _pack(x: np.ndarray, name: str, lo: float, hi: float) -> np.ndarray:
-    """Scale [lo, hi] onto int16 codes -32766..32766 and NaN onto the fill value."""
-    scale, offset = np.float32(PACK_MAX / ((hi - lo) / 2)), np.float32((hi + lo) / 2)
-    flat = np.ascontiguousarray(x).reshape(-1)
-    out = np.empty(flat.size, np.int16)
-    buf = np.empty(min(PACK_BLOCK, flat.size), np.float32)
-    top, bottom = -np.inf, np.inf
-    for start in range(0, flat.size, PACK_BLOCK):  # cache-sized blocks: 2x whole-array speed
-        q = buf[: min(PACK_BLOCK, flat.size - start)]
-        np.subtract(flat[start : start + q.size], offset, out=q)
-        q *= scale
-        np.rint(q, out=q)
-        np.nan_to_num(q, copy=False, nan=float(PACK_FILL))
-        top, bottom = max(top, float(q.max())), min(bottom, float(q.min()))
-        out[start : start + q.size] = q
-    if top > PACK_MAX or bottom < PACK_FILL:
-        raise OptionError(
-            f"pack='int16': {name} has values outside [{lo}, {hi}] (e.g. a GRU given an initial "
-            f"state beyond [-1, 1]); int16 packing would clip them. Use pack=None for this model"
-        )
-    return out.reshape(x.shape)
 
 
 def rows_per_chunk(ds: xr.Dataset) -> int:
@@ -189,7 +157,7 @@ def _define(nc: netCDF4.Dataset, name: str, var: xr.Variable, options: dict[str,
     # fletcher32: HDF5 checks each chunk on read, so a flipped byte raises instead of reading
     kwargs: dict[str, Any] = {"fletcher32": bool(options.get("checksums", True))}
     if var.dtype.kind == "f":
-        kwargs["fill_value"] = PACK_FILL if pack else dtype.type(np.nan)
+        kwargs["fill_value"] = packing.PACK_FILL if pack else dtype.type(np.nan)
     if any(d not in FIXED_DIMS for d in dims):
         sizes = {d: max(s, 1) for d, s in zip(dims, var.shape, strict=True)}
         step = var.dtype.itemsize * int(np.prod([s for d, s in sizes.items() if d not in (
@@ -205,12 +173,18 @@ def _define(nc: netCDF4.Dataset, name: str, var: xr.Variable, options: dict[str,
         _add_shuffle(nc, v)
     attrs = dict(var.attrs)
     if pack is not None:
-        lo, hi = pack
-        attrs.update(scale_factor=dtype.type((hi - lo) / 2 / PACK_MAX),
-                     add_offset=dtype.type((hi + lo) / 2))
+        attrs.update(packing.pack_attrs(*pack, dtype))
     v.setncatts(attrs)
     if "sample" not in dims:
         v[:] = var.values.astype(dtype, copy=False)
+
+
+def committed_part(ds: xr.Dataset) -> xr.Dataset:
+    """An opened stream file's committed samples (and committed steps of its growing dims)."""
+    if SIZES not in ds.attrs:
+        return ds
+    sizes = json.loads(ds.attrs[SIZES])
+    return ds.isel({d: slice(0, n) for d, n in sizes.items() if d in ds.dims and ds.sizes[d] > n})
 
 
 def read_log(path: Path) -> tuple[int, int, list[dict[str, Any]]]:
@@ -252,8 +226,7 @@ class Writer:
         self.growing = [d for d in self.nc.dimensions if d not in FIXED_DIMS and d != "sample"]
         self.rows = sorted((n for n, v in self.nc.variables.items() if "sample" in v.dimensions),
                            key=lambda n: n == "sample")  # the sample coordinate last
-        self.packed = {n: PACK_RANGES[n] for n, v in self.nc.variables.items()
-                       if v.dtype == np.int16}
+        self.packed = packing.packed_in((n, v.dtype) for n, v in self.nc.variables.items())
         for name in self.rows:  # whole chunks are written: a big cache only holds memory
             self.nc[name].set_var_chunk_cache(size=WRITE_CACHE)
         self.compressed = any(v.filters().get("complevel") for v in self.nc.variables.values())
@@ -284,7 +257,7 @@ class Writer:
         nbytes = sum(v.nbytes for v in data.values())
         if not self.compressed and (short := preflight(self.path, nbytes)):
             self._fail(short[0], short[1], None, written=False)
-        sizes = {} if ds is None or not n else dict(ds.sizes)
+        sizes = {} if ds is None else dict(ds.sizes)
         grown = {d: ds[d].values for d in self.growing
                  if ds is not None and d in ds.variables and sizes.get(d, 0) > self.committed[d]}
         committed = {"sample": start + n, **{d: max(self.committed[d], int(sizes.get(d, 0)))
@@ -336,7 +309,7 @@ class Writer:
             if name == "sample":
                 data[name] = np.arange(start, start + n) + self.options["first_sample"]
             elif name in self.packed:
-                data[name] = _pack(data[name], name, *self.packed[name])
+                data[name] = packing.pack(data[name], name, *self.packed[name])
             elif data[name].dtype == np.float16:
                 data[name] = data[name].astype(np.float32)
         return data
@@ -367,7 +340,7 @@ class Writer:
         """Mark the file complete and close it; True when it must be rewritten first instead.
 
         That is when an interrupted run left rows past the committed ones (netCDF cannot
-        shrink a dimension): the caller then runs :func:`seqacts.io.reading.rewrite_trimmed`.
+        shrink a dimension): the caller then runs :func:`seqacts.io.rewrite.rewrite_trimmed`.
         """
         overgrown = self._len("sample") > self.committed["sample"] or any(
             self._len(d) > self.committed[d] for d in self.growing)

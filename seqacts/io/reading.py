@@ -28,16 +28,12 @@ from .ncfile import (
     COMPLETE,
     LOCK,
     OPTIONS,
-    PACK_RANGES,
     SAMPLES,
     SIZES,
-    Writer,
-    create,
-    encode_entry,
-    read_log,
+    committed_part,
 )
 
-__all__ = ["MANIFEST", "PART", "open_dataset", "rewrite_trimmed", "run_options"]
+__all__ = ["MANIFEST", "PART", "open_dataset", "run_options"]
 
 MANIFEST = "shards.json"
 READ_CACHE = 2**22  # bytes of HDF5 chunk cache per variable when reading
@@ -70,7 +66,7 @@ def open_dataset(
     xarray.Dataset
         The :func:`seqacts.extract` schema (``h``: sample, layer, direction, time, unit) holding
         only committed samples. An unfinished file or a missing shard gives an
-        :class:`~seqacts.stream.IncompleteStreamWarning`.
+        :class:`~seqacts.IncompleteStreamWarning`.
     """
     if isinstance(path, (str, os.PathLike)) and not Path(path).exists():
         raise DatasetNotFoundError(f"{path}: no such file or directory; pass a file written by "
@@ -178,7 +174,7 @@ def _trim(ds: xr.Dataset, warn: bool = True) -> xr.Dataset:
     if SIZES not in ds.attrs:
         return ds
     sizes = json.loads(ds.attrs[SIZES])
-    ds = ds.isel({d: slice(0, n) for d, n in sizes.items() if d in ds.dims and ds.sizes[d] > n})
+    ds = committed_part(ds)
     if warn and not ds.attrs.get(COMPLETE):
         warnings.warn(
             f"{ds.encoding.get('source', 'this file')} is an unfinished stream: it holds the "
@@ -188,42 +184,3 @@ def _trim(ds: xr.Dataset, warn: bool = True) -> xr.Dataset:
             stacklevel=3,
         )
     return ds
-
-
-def rewrite_trimmed(path: Path) -> None:
-    """Copy the committed part of ``path`` into a fresh, complete file (bounded memory).
-
-    Needed only when a resumed run wrote less than the interrupted one had begun to write:
-    netCDF cannot shrink an unlimited dimension. On any failure (also ``KeyboardInterrupt``)
-    ``path`` is left as it was and the temporary copy is removed.
-    """
-    tmp = path.with_name(f".{path.name}.trim-{os.getpid()}")
-    try:
-        entries = read_log(path)[2]
-        with xr.open_dataset(path, engine="netcdf4", cache=False) as src:
-            ds = _trim(src, warn=False)
-            packed = {
-                str(n): PACK_RANGES[str(n)]
-                for n, v in src.variables.items()
-                if v.encoding.get("dtype") == np.int16
-            }
-            attrs = {k: v for k, v in ds.attrs.items() if not k.startswith("seqacts_stream")}
-            rows = int(src["h"].encoding["chunksizes"][0])
-            create(tmp, ds.isel(sample=slice(0, 0)).assign_attrs(attrs),
-                   json.loads(ds.attrs[OPTIONS]), packed, rows)
-            writer = Writer(tmp)
-            try:
-                per_sample = sum(v.nbytes for v in ds.variables.values() if "sample" in v.dims)
-                step = max(1, 2**26 * ds.sizes["sample"] // max(per_sample, 1) // rows) * rows
-                for start in range(0, ds.sizes["sample"], step):
-                    writer.append(ds.isel(sample=slice(start, start + step)).load())
-                with LOCK:
-                    if writer.log is not None:
-                        for k, entry in enumerate(entries):
-                            writer.log[k] = encode_entry(entry)
-                    writer.nc.setncatts({BATCHES: int(ds.attrs[BATCHES]), COMPLETE: 1})
-            finally:
-                writer.close()
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

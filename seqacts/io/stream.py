@@ -11,12 +11,13 @@ that :func:`seqacts.extract` returns in memory.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import time
 import warnings
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..capture.editing import digest
 from ..capture.extract import extract_with
 from ..capture.provenance import model_class, model_weights
 from ..capture.recorder import Recorder
@@ -40,10 +42,12 @@ from ..errors import (
     StreamMismatchError,
 )
 from ..options import Options
+from ..signatures import keywords_from
 from .batchlog import batch_entry, difference, is_empty
 from .destination import Output, check_destination
 from .integrity import damaged_metadata, explain_unreadable, is_damage, repair_truncated, verify
 from .lock import StreamLock
+from .packing import PACK_RANGES
 
 __all__ = [
     "COMPRESSIONS",
@@ -58,7 +62,6 @@ from .ncfile import (
     COMPRESSIONS,
     LOCK,
     OPTIONS,
-    PACK_RANGES,
     Writer,
     read_log,
 )
@@ -69,7 +72,7 @@ def fingerprint(model: nn.Module, rec: Recorder, opts: Options,
     """What a stream file records about how it was written; resume must match all of it."""
     labels = None if opts.time is None else hashlib.sha1(
         np.asarray(pd.Index(opts.time).astype(str)).astype("U").tobytes()).hexdigest()
-    return {
+    found = {
         "layers": [s.label for s in rec.specs],
         "internals": list(rec.internals),
         "modules": None if opts.modules is None else list(opts.modules),
@@ -82,6 +85,9 @@ def fingerprint(model: nn.Module, rec: Recorder, opts: Options,
         "time_labels": labels,
         "checksums": opts.checksums,
     }
+    if opts.edits:  # only then: files written without edits keep the fingerprint they had
+        found["edits"] = digest(opts.edits)
+    return found
 
 
 def check_resume(path: Path, expected: dict[str, Any]) -> bool:
@@ -99,6 +105,7 @@ def check_resume(path: Path, expected: dict[str, Any]) -> bool:
         if is_damage(err):
             raise damaged_metadata(path, err, "resume") from err
         raise StreamMismatchError(f"resume: {path} is not a seqacts stream file ({err})") from err
+    expected = {**expected, "edits": expected.get("edits")}  # a file with edits, a call without
     diff = [f"{k}: file has {found.get(k)!r}, this call {v!r}" for k, v in expected.items()
             if found.get(k) != v and k != "model_weights"]
     if found.get("model_weights") != expected["model_weights"]:
@@ -138,22 +145,16 @@ def _total_samples(batches: Iterable[Any]) -> int | None:
     return n - n % size if getattr(batches, "drop_last", False) else n
 
 
+@keywords_from(Options)
 def extract_to_netcdf(
     model: nn.Module,
     batches: Iterable[Any],
     path: str | os.PathLike,
     *,
-    layers: str | Iterable[str] | None = None,
-    internals: bool | Collection[str] = False,
-    modules: str | Iterable[str] | None = None,
-    inputs: Callable[[Any], Any] | None = None,
-    time: Sequence[Any] | None = None,
-    compression: str | None = None,
-    pack: str | None = None,
-    checksums: bool = True,
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
+    **options: Any,
 ) -> Path:
     """Run ``model`` over ``batches`` and append each batch's activations to one netCDF file.
 
@@ -176,8 +177,19 @@ def extract_to_netcdf(
         arguments or a dict of keyword arguments (after ``inputs``).
     path : str or path-like
         The netCDF4 file to write.
-    layers, internals, modules
-        As for :func:`seqacts.extract`.
+    overwrite : bool, default False
+        Replace an existing ``path``; the new file is written under a temporary name and
+        renamed at the end, so a failure keeps the old file.
+    resume : bool, default False
+        Continue an interrupted file: the first batches already committed are skipped (not
+        run) after checking each against the file's batch log (sample count, input shapes,
+        sha256 of the inputs) and reading back every committed chunk. The file must have been
+        written with the same layers, options, edits and model weights (else
+        :class:`StreamMismatchError`). A missing file starts afresh.
+    progress : bool, default True
+        Show a tqdm bar in samples (with MB/s).
+    layers, internals, modules, cells, edits
+        As for :func:`seqacts.extract`: each batch records the edited run.
     inputs : callable, optional
         Maps a batch to the model's arguments, e.g. ``lambda b: (b[0],)`` for ``(x, y)`` batches.
     time : sequence, optional
@@ -195,17 +207,6 @@ def extract_to_netcdf(
         Store a fletcher32 checksum with every chunk (HDF5 checks it on each read, so a
         corrupted chunk raises :class:`~seqacts.errors.CorruptFileError` instead of reading
         wrong values); its write cost is measured in the README.
-    overwrite : bool, default False
-        Replace an existing ``path``; the new file is written under a temporary name and
-        renamed at the end, so a failure keeps the old file.
-    resume : bool, default False
-        Continue an interrupted file: the first batches already committed are skipped (not
-        run) after checking each against the file's batch log (sample count, input shapes,
-        sha256 of the inputs) and reading back every committed chunk. The file must have been
-        written with the same layers, options and model weights (else
-        :class:`StreamMismatchError`). A missing file starts afresh.
-    progress : bool, default True
-        Show a tqdm bar in samples (with MB/s).
 
     Returns
     -------
@@ -213,8 +214,7 @@ def extract_to_netcdf(
         ``path``, holding ``h`` (sample, layer, direction, time, unit) and the rest of the
         :func:`seqacts.extract` schema, plus ``seqacts_stream_*`` bookkeeping attributes.
     """
-    opts = Options(layers=layers, internals=internals, modules=modules, inputs=inputs,
-                   compression=compression, pack=pack, time=time, checksums=checksums)
+    opts = Options.of("extract_to_netcdf", options)
     return stream(model, batches, Path(path), opts, overwrite=overwrite, resume=resume,
                   progress=progress)
 
@@ -252,7 +252,7 @@ def open_resumed(path: Path, expected: dict[str, Any]) -> tuple[Committed, Write
     complete = check_resume(path, expected)
     if not (report := verify(path)).ok:
         raise CorruptFileError(
-            5, f"resume: {path} has committed batches that no longer read back ("
+            errno.EIO, f"resume: {path} has committed batches that no longer read back ("
             + "; ".join(report.problems) + "); rewrite it with overwrite=True", str(path))
     samples, batches, log = read_log(path)
     if complete:
@@ -325,8 +325,7 @@ def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options,
             if committed.complete:
                 return path
             if out.writer is None:
-                raise InputError("batches: the iterable yielded no batch with samples; nothing "
-                                 "to write")
+                raise InputError("batches: the iterable yielded no batch; nothing to write")
             out.finish()
     finally:
         bar.close()
@@ -338,9 +337,12 @@ def _write_batches(model: nn.Module, batches: Iterable[Any], out: Output, opts: 
                    guard: Callable[[], None] | None) -> int:
     """Record and append each batch not yet committed; return how many batches were seen.
 
-    0-sample batches are logged; those before the file exists wait for its creation.
+    0-sample batches are logged without running the model; those before the file exists wait
+    for its creation. When every batch is empty, the first one is recorded after all, for the
+    variables and dims of a file of 0 samples.
     """
     pending: list[dict[str, Any]] = []
+    first_empty: tuple[tuple[Any, ...], dict[str, Any]] | None = None
     seen = 0
     for seen, batch in enumerate(batches, 1):
         args, kwargs = _model_args(batch, opts.inputs)
@@ -351,6 +353,7 @@ def _write_batches(model: nn.Module, batches: Iterable[Any], out: Output, opts: 
             entry["samples"] = 0
             if out.writer is None:
                 pending.append(entry)
+                first_empty = first_empty or (args, kwargs)
             else:
                 out.writer.append(None, entry)
             continue
@@ -366,4 +369,12 @@ def _write_batches(model: nn.Module, batches: Iterable[Any], out: Output, opts: 
             for empty in pending:
                 writer.append(None, empty)
         bar.update(ds.sizes["sample"], writer.append(ds, entry))
+    if out.writer is None and first_empty is not None:
+        ds = extract_with(model, replace(opts, time=None), *first_empty)
+        if opts.time is not None:
+            ds = _label_time(ds, opts.time)
+        writer = out.create(ds, expected, model)
+        writer.append(ds, pending[0])
+        for empty in pending[1:]:
+            writer.append(None, empty)
     return seen

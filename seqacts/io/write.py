@@ -9,20 +9,22 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import xarray as xr
 
 from ..errors import InputError, OutputExistsError
-from ..options import Options
+from ..options import StorageOptions
+from ..signatures import keywords_from
 from .destination import Output, check_destination
 from .lock import StreamLock
 
 __all__ = ["write_stream"]
 
 
+@keywords_from(StorageOptions)
 def write_stream(datasets: Iterable[xr.Dataset], path: str | os.PathLike, *,
-                 compression: str | None = None, pack: str | None = None,
-                 checksums: bool = True, overwrite: bool = False) -> Path:
+                 overwrite: bool = False, **options: Any) -> Path:
     """Append datasets of the :func:`seqacts.extract` schema along ``sample`` into one file.
 
     Parameters
@@ -31,18 +33,19 @@ def write_stream(datasets: Iterable[xr.Dataset], path: str | os.PathLike, *,
         Batches recorded from the same layers (same variables); ``time`` may grow.
     path : path
         The netCDF4 file to write; it must not exist unless ``overwrite``.
-    compression, pack, checksums
-        As for :func:`seqacts.extract_to_netcdf` (without the model, ``pack`` leaves ``h`` of
-        ``RNNCell`` loops float: their nonlinearity is not recorded).
     overwrite : bool, default False
         Replace an existing file (written under a temporary name, renamed at the end).
+    compression, pack, checksums
+        As for :func:`seqacts.extract_to_netcdf` (the fields of
+        :class:`seqacts.options.StorageOptions`; without the model, ``pack`` leaves ``h`` of
+        ``RNNCell`` loops float: their nonlinearity is not recorded).
 
     Returns
     -------
     pathlib.Path
         ``path``, readable with :func:`seqacts.open_dataset`.
     """
-    storage = Options(compression=compression, pack=pack, checksums=checksums)
+    storage = StorageOptions.of("write_stream", options)
     path = Path(path)
     check_destination(path)
     options = {"compression": storage.compression, "pack": storage.pack,

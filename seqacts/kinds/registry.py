@@ -8,7 +8,7 @@ variables may be packed), interventions (whether a layer carries a cell state). 
 of a kind (which modules are of that kind, where their weights are, how calls reach the
 recorder) is registered in :mod:`seqacts.capture.modules`; a front end that is not built on
 torch modules registers only a :class:`KindSpec` and hands records to
-:func:`seqacts.capture.assembly.close_group`.
+:meth:`seqacts.capture.groups.Recording.close`.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def register_kind(spec: KindSpec, *, replace: bool = False) -> KindSpec:
     Returns
     -------
     KindSpec
-        ``spec``.
+        The registered kind: ``spec``, or the equal one registered before.
 
     Raises
     ------
@@ -152,7 +152,9 @@ def register_kind(spec: KindSpec, *, replace: bool = False) -> KindSpec:
         raise KindError(f"register_kind: expected a KindSpec, got {type(spec).__name__}")
     with _LOCK:
         old = _KINDS.get(spec.name)
-        if old is not None and old != spec and not replace:
+        if old is not None and old == spec:
+            return old  # the same facts again: the registered object stays the one in use
+        if old is not None and not replace:
             raise KindError(
                 f"register_kind: a kind {spec.name!r} is already registered with other facts; "
                 "pick another name or pass replace=True")

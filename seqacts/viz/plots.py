@@ -14,12 +14,9 @@ import numpy as np
 import xarray as xr
 
 from ..analysis import core as analysis
-from ..analysis.compare import compare as compare_groups
-from ..analysis.compare import distance as distance_scores
-from ..analysis.compare import group_labels, roc_auc
+from ..analysis.compare import group_labels
 from ..errors import OptionError
 from ..schema import CELL_WIDTH_VARS, SIGMOID_GATES
-from ..signatures import keywords_from
 from .figure_style import (
     CYCLE,
     SMALL,
@@ -29,6 +26,7 @@ from .figure_style import (
     subplots,
     time_axis,
 )
+from .plots_groups import compare, distance, unit_name
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -121,7 +119,7 @@ def heatmap(
     panel : str, xarray.DataArray or a list of them, optional
         Panels aligned in time below: the name of a variable along ``time`` (e.g. the model's
         input attached to the dataset), ``"step_change"``, or a DataArray such as
-        :func:`seqacts.step_distance.step_distance` of this layer.
+        :func:`seqacts.step_distance` of this layer.
     highlight : str or xarray.DataArray, optional
         A boolean variable along ``time`` (e.g. where an anomaly was injected) whose runs of
         True steps are outlined on the heatmaps and shaded on the panels.
@@ -281,123 +279,4 @@ def saturation(ds: xr.Dataset, low: float = analysis.LOW, high: float = analysis
     entries = {n: h for ax in axes[0] for h, n in zip(*ax.get_legend_handles_labels(), strict=True)}
     if entries:
         fig.legend(entries.values(), entries.keys(), loc="outside right center", fontsize=SMALL)
-    return fig
-
-
-@keywords_from(compare_groups)
-def compare(
-    ds: xr.Dataset,
-    group: str | xr.DataArray | Sequence[Any],
-    *,
-    top: int = 20,
-    result: xr.Dataset | None = None,
-    **kwargs: Any,
-) -> Figure:
-    """The ``top`` units ranked by effect size (Cohen's d) between groups, as bars.
-
-    Parameters
-    ----------
-    group : str, xarray.DataArray or sequence
-        Labels along sample, see :func:`seqacts.compare.compare` (other keywords go there).
-    result : xarray.Dataset, optional
-        A ready :func:`seqacts.compare.compare` result of ``ds`` and ``group`` to draw.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    result = result if result is not None else compare_groups(ds, group, **kwargs)
-    res = result.isel(rank=slice(0, top))
-    n = res.sizes["rank"]
-    fig, axes = subplots(1, 1, figsize=(7, 1.2 + 0.28 * max(n, 1)))
-    ax = axes[0, 0]
-    names = [unit_name(res.isel(rank=i)) for i in range(n)]
-    d = np.nan_to_num(res["d"].values, posinf=1e3, neginf=-1e3)
-    ax.barh(np.arange(n), d, color=_bar_colors(ds, group, res))
-    ax.set_yticks(np.arange(n), names, fontsize=SMALL)
-    ax.invert_yaxis()
-    ax.axvline(0, color="0.3", lw=0.8)
-    a = result.attrs
-    ax.set_xlabel(f"Cohen's d: {a.get('group')}={a.get('levels')} vs {a.get('baseline')}")
-    title = f"units ranked by |d| of {a.get('feature')} of {a.get('var')}"
-    ax.set_title(title, loc="left", fontsize="medium")
-    return fig
-
-
-def _bar_colors(ds: xr.Dataset, group: Any, result: xr.Dataset) -> list[str]:
-    """Each row in the colour of the group it compares with the baseline (grey when pooled)."""
-    labels = group_labels(ds, group)
-    by_name = {str(lv): c for lv, c in group_colors(labels, result.attrs.get("baseline")).items()}
-    n = result.sizes["rank"]
-    levels = result["level"].values if "level" in result.coords else [result.attrs.get("levels")] * n
-    return [by_name.get(str(lv), CYCLE[-1]) for lv in levels]
-
-
-def unit_name(row: xr.Dataset | xr.DataArray) -> str:
-    parts = [str(row["layer"].values)]
-    if "direction" in row.coords and row["direction"].item() != "forward":
-        parts.append(str(row["direction"].values))
-    parts.append(f"u{int(row['unit'])}")
-    if "level" in row.coords:
-        parts.insert(0, f"[{row['level'].item()}]")
-    return " ".join(parts)
-
-
-@keywords_from(distance_scores)
-def distance(
-    ds: xr.Dataset,
-    reference: Any = None,
-    *,
-    group: str | xr.DataArray | Sequence[Any] | None = None,
-    scores: xr.DataArray | None = None,
-    bins: int = 30,
-    baseline: Any = None,
-    **kwargs: Any,
-) -> Figure:
-    """Histograms of the Mahalanobis score per group, one panel per layer, ROC AUC in titles.
-
-    Parameters
-    ----------
-    reference : xarray.Dataset or boolean mask along sample
-        See :func:`seqacts.compare.distance` (other keywords go there).
-    group : optional
-        Labels along sample to split the histograms by; default the reference mask.
-    scores : xarray.DataArray, optional
-        Ready scores (dims ``sample, layer``) instead of computing them.
-    baseline : optional
-        The baseline group, drawn in the first colour (see :func:`group_colors`).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    if scores is None:
-        scores = distance_scores(ds, reference, **kwargs)
-    if group is None and reference is not None and not isinstance(reference, xr.Dataset):
-        mask = group_labels(ds, reference).values.astype(bool)
-        group = xr.DataArray(np.where(mask, "reference", "other"), dims="sample", name="set")
-    labels = None if group is None else group_labels(ds, group)
-    layers = list(scores["layer"].values) if "layer" in scores.dims else [None]
-    legend = 2.4 if group is not None else 0.0  # room for the legend beside the panels
-    fig, axes = subplots(1, len(layers), figsize=(3.6 * len(layers) + 0.5 + legend, 3.2))
-    for ax, layer in zip(axes[0], layers, strict=True):
-        score = scores if layer is None else scores.sel(layer=layer)
-        finite = score.values[np.isfinite(score.values)]
-        edges = np.histogram_bin_edges(finite, bins=bins) if finite.size else bins
-        title = str(layer) if layer is not None else ""
-        if labels is None:
-            ax.hist(finite, bins=edges, color=CYCLE[0], alpha=0.8)
-        else:
-            for level, color in group_colors(labels, baseline).items():
-                part = score.values[labels.values == level]
-                name = f"{group_name(labels, level)} ({part.size})"
-                ax.hist(part[np.isfinite(part)], bins=edges, color=color, alpha=0.55, label=name)
-            if set(labels.values.tolist()) <= {False, True}:
-                title += f"  AUC {float(roc_auc(score, labels)):.3f}"
-        ax.set_title(title, fontsize="medium")
-        ax.set_xlabel(f"Mahalanobis distance of {scores.attrs.get('var', 'h_n')}")
-    axes[0, 0].set_ylabel("samples")
-    if labels is not None:
-        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside right center",
-                   fontsize=SMALL)  # fmt: skip
     return fig

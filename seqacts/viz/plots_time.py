@@ -76,7 +76,7 @@ def bands(
     Parameters
     ----------
     units : xarray.Dataset or list of int
-        Rows of a :func:`seqacts.compare.compare` result (their ``layer``, ``direction`` and
+        Rows of a :func:`seqacts.compare` result (their ``layer``, ``direction`` and
         ``unit``), or unit numbers of ``layer`` (and ``direction``).
     group : str, xarray.DataArray or sequence
         Labels along sample; each group keeps its colour from :func:`group_colors`.

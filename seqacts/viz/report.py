@@ -226,7 +226,7 @@ def report(
         default the baseline samples, each scored out of fold.
     kinds : str, optional
         With a boolean group: a categorical coordinate naming the kind of each flagged sample
-        (default: one found automatically, see :func:`seqacts.report_kinds.resolve_kinds`).
+        (default: one found automatically, see :func:`seqacts.viz.report_kinds.resolve_kinds`).
     baseline : optional
         The level the others are compared with; default ``False``, ``"normal"`` or the most
         frequent label.

@@ -141,9 +141,7 @@ def _auc(score: xr.DataArray, k: Kinds, kind: Any = None) -> float:
     return float(roc_auc(sub, k.labels.values[keep] != k.baseline))
 
 
-def scores_section(
-    page: Page, ds: xr.Dataset, k: Kinds, scores: dict[str, xr.DataArray], where: str
-) -> str:
+def scores_section(page: Page, k: Kinds, scores: dict[str, xr.DataArray], where: str) -> str:
     """The table of ROC AUC per score and kind; returns the best max-step-distance score's layer."""
     page.section("Anomaly scores per kind")
     names = [k.name(kind) for kind in k.kinds]
@@ -399,7 +397,7 @@ def kinds_sections(
     where = ("a separate reference dataset" if isinstance(reference, xr.Dataset)
              else f"the {k.name(k.baseline)} windows (each scored out of fold)")  # fmt: skip
     scores, steps = anomaly_scores(ds, reference)
-    best = scores_section(page, ds, k, scores, where)
+    best = scores_section(page, k, scores, where)
     fig = plots.distance(ds, scores=steps.max("time").assign_attrs(var="h, max over steps"),
                          group=k.labels, baseline=k.baseline)  # fmt: skip
     page.figure(fig, "step_distance", "max step distance per window, by group and layer")
