@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from .capture.extract import extract, record
     from .capture.modules import register_cell
     from .capture.recorder import Recorder
+    from .interventions.attribution import input_attribution
     from .interventions.context import Intervention, intervene
     from .interventions.edits import Edit, ablate, patch
     from .interventions.scan import ablation_scan
@@ -92,6 +93,7 @@ _LAZY: dict[str, str] = {
     "extract": "seqacts.capture.extract",
     "extract_distributed": "seqacts.io.distributed",
     "extract_to_netcdf": "seqacts.io.stream",
+    "input_attribution": "seqacts.interventions.attribution",
     "intervene": "seqacts.interventions.context",
     "layers": "seqacts.capture.discovery",
     "open_dataset": "seqacts.io.reading",
@@ -151,6 +153,7 @@ __all__ = [
     "extract_distributed",
     "extract_to_netcdf",
     "final_state",
+    "input_attribution",
     "intervene",
     "layers",
     "masked",
@@ -176,8 +179,15 @@ __all__ = [
 ]
 
 
+#: Modules a lazily imported name needs loaded too: ``extract(gradients=)`` is served by
+#: ``seqacts.interventions``, which registers itself with capture when imported.
+_WITH: dict[str, str] = {"extract": "seqacts.interventions"}
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
+        if name in _WITH:
+            importlib.import_module(_WITH[name])
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value

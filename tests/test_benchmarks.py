@@ -16,6 +16,7 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
     ("bench_capture.py", "extract()"),
     ("bench_internals.py", "extract()"),
     ("bench_interventions.py", "ablation_scan"),
+    ("bench_gradients.py", "gradients="),
     ("bench_cells.py", "extract(cells=)"),
 ])  # fmt: skip
 def test_benchmark_prints_ratios(script, shows):
