@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import accessor as _accessor  # registers the ds.seqacts accessor
 from .analysis.compare import compare, distance, final_state, roc_auc
 from .analysis.core import dead_units, masked, saturation, step_change
+from .analysis.epochs import per_epoch
 from .analysis.step_distance import step_distance
 from .analysis.summary import summary, summary_table
 from .analysis.windows import match, top_windows
@@ -34,6 +35,7 @@ from .errors import (
     InputError,
     KindError,
     LayerSelectionError,
+    MissingDependencyError,
     MissingVariableError,
     NoRecurrentModuleError,
     OptionError,
@@ -57,9 +59,10 @@ from .schema import INTERNALS, KINDS
 
 if TYPE_CHECKING:
     from .capture.discovery import layers
-    from .capture.extract import extract
+    from .capture.extract import extract, record
     from .capture.modules import register_cell
-    from .capture.recorder import Recorder, record
+    from .capture.recorder import Recorder
+    from .interventions.attribution import input_attribution
     from .interventions.context import Intervention, intervene
     from .interventions.edits import Edit, ablate, patch
     from .interventions.scan import ablation_scan
@@ -68,6 +71,7 @@ if TYPE_CHECKING:
     from .io.reading import open_dataset
     from .io.stream import extract_to_netcdf
     from .io.write import write_stream
+    from .viewer.serve import view
     from .viz.report import report
 
 try:
@@ -89,13 +93,15 @@ _LAZY: dict[str, str] = {
     "extract": "seqacts.capture.extract",
     "extract_distributed": "seqacts.io.distributed",
     "extract_to_netcdf": "seqacts.io.stream",
+    "input_attribution": "seqacts.interventions.attribution",
     "intervene": "seqacts.interventions.context",
     "layers": "seqacts.capture.discovery",
     "open_dataset": "seqacts.io.reading",
     "patch": "seqacts.interventions.edits",
-    "record": "seqacts.capture.recorder",
+    "record": "seqacts.capture.extract",
     "report": "seqacts.viz.report",
     "verify": "seqacts.io.integrity",
+    "view": "seqacts.viewer.serve",
     "write_stream": "seqacts.io.write",
     "register_cell": "seqacts.capture.modules",
 }
@@ -116,6 +122,7 @@ __all__ = [
     "InputError",
     "Intervention",
     "LayerSelectionError",
+    "MissingDependencyError",
     "MissingVariableError",
     "NoRecurrentModuleError",
     "OptionError",
@@ -146,12 +153,14 @@ __all__ = [
     "extract_distributed",
     "extract_to_netcdf",
     "final_state",
+    "input_attribution",
     "intervene",
     "layers",
     "masked",
     "match",
     "open_dataset",
     "patch",
+    "per_epoch",
     "record",
     "report",
     "roc_auc",
@@ -162,6 +171,7 @@ __all__ = [
     "summary_table",
     "top_windows",
     "verify",
+    "view",
     "write_stream",
     "CellStateError",
     "KindError",
@@ -169,8 +179,15 @@ __all__ = [
 ]
 
 
+#: Modules a lazily imported name needs loaded too: ``extract(gradients=)`` is served by
+#: ``seqacts.interventions``, which registers itself with capture when imported.
+_WITH: dict[str, str] = {"extract": "seqacts.interventions"}
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
+        if name in _WITH:
+            importlib.import_module(_WITH[name])
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value

@@ -1,4 +1,4 @@
-"""The ``seqacts`` command line: ``demo``, ``extract``, ``info`` and ``report``.
+"""The ``seqacts`` command line: ``demo``, ``extract``, ``info``, ``report`` and ``view``.
 
 Mistakes a user can fix (a missing file, a bad ``MODEL`` string, weights or input that do not fit
 the model) print one line naming the problem and the fix and exit with status 2; an exception
@@ -389,6 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "for the anomaly scores (default: the baseline samples, out of fold)")  # fmt: skip
     p.add_argument("--kinds", help="categorical variable naming each anomaly's kind")
     p.add_argument("--baseline", help="the value the others are compared with (e.g. normal)")
+
+    from .viewer.serve import add_arguments as add_view_arguments
+    from .viewer.serve import cmd_view
+
+    p = command("view", cmd_view, "explore a recording in the browser (pip install seqacts[view])")
+    add_view_arguments(p)
     return parser
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "GroupError",
     "InputError",
     "LayerSelectionError",
+    "MissingDependencyError",
     "MissingVariableError",
     "NoRecurrentModuleError",
     "OptionError",
@@ -38,7 +39,6 @@ __all__ = [
     "TrainingModeWarning",
     "WorkspaceWarning",
     "KindError",
-    "WorkspaceLayoutError",
     "CellStateError",
 ]
 
@@ -86,6 +86,10 @@ class InputError(SeqactsError, ValueError):
 
 class LayerSelectionError(SeqactsError, ValueError):
     """A ``layers=`` or ``modules=`` name matched nothing in the model."""
+
+
+class MissingDependencyError(SeqactsError, ImportError):
+    """An optional dependency a feature needs is not installed (the message names the extra)."""
 
 
 class MissingVariableError(SeqactsError, ValueError):

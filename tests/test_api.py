@@ -89,8 +89,8 @@ def _entry_points() -> list[tuple[object, type, list[str]]]:
     from seqacts.options import Options, RecordingOptions, StorageOptions
 
     return [
-        (seqacts.record, RecordingOptions, ["model"]),
-        (seqacts.extract, RecordingOptions, ["model", "args", "grad"]),
+        (seqacts.record, RecordingOptions, ["model", "labels"]),
+        (seqacts.extract, RecordingOptions, ["model", "args", "grad", "gradients"]),
         (seqacts.extract_to_netcdf, Options,
          ["model", "batches", "path", "overwrite", "resume", "progress"]),
         (seqacts.extract_distributed, Options,

@@ -146,20 +146,20 @@ def _as_names(names: str | Iterable[str], option: str) -> list[str]:
 
 def select_layers(
     model: nn.Module, names: str | Iterable[str] | None,
-    found: list[tuple[nn.Module, list[LayerSpec]]] | None = None,
+    found: list[tuple[nn.Module, list[LayerSpec]]] | None = None, option: str = "layers",
 ) -> list[tuple[nn.Module, list[LayerSpec]]]:
     """Resolve ``layers=`` into the recurrent modules to watch and their selected layer specs.
 
     A name selects a layer by its label, every layer of a module by the module's path, or any
     label or path matching it as an fnmatch pattern (``"encoder.*"``). ``found``: the model's
-    :func:`recurrent_layers`, when known.
+    :func:`recurrent_layers`, when known; ``option`` names the option in errors.
     """
     found = recurrent_layers(model) if found is None else found
     if names is None:
         return found
-    wanted = _as_names(names, "layers")
+    wanted = _as_names(names, option)
     if not wanted:
-        raise LayerSelectionError("layers: empty selection; pass None to record every layer")
+        raise LayerSelectionError(f"{option}: empty selection; pass None to record every layer")
     unmatched = [
         name
         for name in wanted
@@ -168,7 +168,7 @@ def select_layers(
     if unmatched:
         available = ", ".join(spec.label for _, specs in found for spec in specs)
         raise LayerSelectionError(
-            f"layers: no layer matches {', '.join(repr(n) for n in unmatched)}; "
+            f"{option}: no layer matches {', '.join(repr(n) for n in unmatched)}; "
             f"available: {available}"
         )
     selected = []

@@ -7,6 +7,7 @@ from typing import Any
 
 import xarray as xr
 
+from ..errors import OptionError
 from ..options import RecordingOptions
 from .discovery import keras_layers
 from .recorder import KerasRecorder, interventions_unsupported
@@ -19,8 +20,11 @@ def layers(model: Any) -> list[str]:
     return keras_layers(model)
 
 
-def record(model: Any, options: RecordingOptions) -> KerasRecorder:
+def record(model: Any, options: RecordingOptions, labels: Any = None) -> KerasRecorder:
     """A recorder for a Keras model: ``with`` it, call ``model(x)``, then ``to_dataset()``."""
+    if labels:
+        raise OptionError("record: labels= is not supported for Keras models yet; record each "
+                          "phase in its own record() block and concatenate the datasets")
     return KerasRecorder(model, options)
 
 

@@ -157,7 +157,7 @@ class KerasRecorder:
             return
         try:
             labels = [s.label for s in self.specs]
-            layout = lay_out(labels, linker, {s.label: s.module_path for s in self.specs})
+            layout = lay_out(labels, linker)
             linker.release()
             block = build_block(self.specs, layout, {}, self.internals)
             mask = np.zeros((block.n_samples, len(labels), block.n_steps), dtype=np.int8)

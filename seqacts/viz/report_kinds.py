@@ -25,6 +25,7 @@ from . import plots
 from .figure_style import group_colors
 from .html_page import Page, table
 from .plots_time import bands
+from .report_explain import explain_window
 
 __all__ = [
     "KindContext",
@@ -283,6 +284,7 @@ def _typical_window(page: Page, ctx: KindContext, kind: Any) -> None:
         f"{ctx.where_text}",
         lead=k.swatch(kind),
     )
+    explain_window(page, ctx.ds, typical, ctx.best, ctx.where, name)
 
 
 def _carrying_units(page: Page, ctx: KindContext, kind: Any, head: xr.Dataset) -> None:
