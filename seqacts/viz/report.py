@@ -26,6 +26,7 @@ from . import plots
 from .html_page import Page, table
 from .plots_time import bands
 from .report_kinds import Kinds, kinds_sections, ranked_table, resolve_kinds
+from .report_summary import findings, summary_html, summary_text
 
 if TYPE_CHECKING:
     from .report_scan import ModelScan
@@ -145,16 +146,20 @@ def _kinds_part(
     scan: ModelScan | None,
     out: Path,
     top: int,
-) -> None:
-    """The sections per kind and the whole-window comparison; saves a scan the report ran."""
+    mask: str | None = None,
+    lead: str | None = None,
+) -> list[list[str]]:
+    """The sections per kind and the whole-window comparison; saves a scan the report ran.
+    Returns the summary's rows."""
     if reference is None:
         reference = xr.DataArray(k.labels.values == k.baseline, dims="sample")
-    used = kinds_sections(page, ds, k, reference, ablation, top, scan=scan)
-    if scan is not None and used is not None:
-        used.to_netcdf(out / "ablation.nc")
+    ctx = kinds_sections(page, ds, k, reference, ablation, top, scan=scan, mask=mask, lead=lead)
+    if scan is not None and ctx.ablation is not None:
+        ctx.ablation.to_netcdf(out / "ablation.nc")
     else:
         _remove_stale_scan(out, ablation)
     _compare_section(page, ds, k, top)
+    return findings(ctx)
 
 
 def _remove_stale_scan(out: Path, ablation: xr.Dataset | None) -> None:
@@ -209,6 +214,8 @@ def report(
     score: Callable[[Any], Any] | None = None,
     title: str | None = None,
     top: int = 15,
+    mask: str | None = None,
+    score_var: str | None = None,
 ) -> Path:
     """Write ``report.html`` and its figures (PNG) into ``out_dir``.
 
@@ -250,6 +257,18 @@ def report(
         Heading; default names the model class.
     top : int
         How many units the rankings list.
+    mask : str, optional
+        The boolean (sample, time) variable marking the anomalous steps, on which the units
+        are localized and the onset is read; default the first such variable of ``ds`` (e.g.
+        ``anomaly_mask``), else the steps whose step distance exceeds the baseline's 99th
+        percentile.
+    score_var : str, optional
+        A per-sample variable of ``ds`` (e.g. a reconstruction error) listed first among the
+        scores.
+
+    The page leads with a summary per kind (best score and its ROC AUC, the units that carry
+    the kind with d and its 95% CI, when the state leaves normal relative to the onset),
+    also written as ``summary.txt`` beside it.
 
     Returns
     -------
@@ -276,15 +295,22 @@ def report(
                 "report: model= ablates the units that respond to a group; pass group= (e.g. "
                 "group='is_anomaly')"
             )
+    if score_var is not None:
+        if score_var not in ds.variables or "sample" not in ds[score_var].dims:
+            raise GroupError(f"score_var: ds has no per-sample variable {score_var!r}")
+        if score_var in ds.coords:
+            ds = ds.reset_coords(score_var)
     k = resolve_kinds(ds, group, kinds, baseline) if group is not None else None
     out = _out_dir(out_dir)
+    (out / "summary.txt").unlink(missing_ok=True)
     page = Page(out)
     header = _header(ds)
     page.section("Layers")
     page.add(table(*summary_rows(summary(ds))))
+    rows = None
     if k is not None:
-        header += _legend(k)
-        _kinds_part(page, ds, k, reference, ablation, scan, out, top)
+        rows = _kinds_part(page, ds, k, reference, ablation, scan, out, top, mask, score_var)
+        header += summary_html(rows, k.name(k.baseline)) + _legend(k)
     else:
         _activations(page, ds)
     _gates_section(page, ds)
@@ -292,6 +318,8 @@ def report(
     _overview(page, ds, ds.encoding.get("source"))
     title = title or f"seqacts report: {ds.attrs.get('model_class', 'model')}"
     path = page.save("report.html", title, header)
+    if rows is not None and k is not None:
+        (out / "summary.txt").write_text(summary_text(rows, k.name(k.baseline)))
     if k is None:
         _remove_stale_scan(out, ablation)
     return path

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ __all__ = [
     "KindContext",
     "Kinds",
     "anomaly_scores",
+    "kind_auc",
     "kind_section",
     "kinds_sections",
     "localized_where",
@@ -129,11 +130,16 @@ def anomaly_scores(
         scores[f"final-state distance {layer}"] = final.sel(layer=layer)
         scores[f"max step distance {layer}"] = steps.sel(layer=layer).max("time")
         scores[f"max step change {layer}"] = change.sel(layer=layer)
-    scores.update(_attached_scores(ds))
+    for name, attached in _attached_scores(ds).items():  # not one repeating a score above
+        values = attached.values.astype(float)
+        if not any(np.allclose(values, np.asarray(v.values, float), equal_nan=True)
+                   for v in scores.values()):
+            scores[name] = attached
     return {k: v.reset_coords(drop=True).compute() for k, v in scores.items()}, steps
 
 
-def _auc(score: xr.DataArray, k: Kinds, kind: Any = None) -> float:
+def kind_auc(score: xr.DataArray, k: Kinds, kind: Any = None) -> float:
+    """ROC AUC of ``score`` for ``kind`` (default every kind) against the baseline."""
     keep = k.labels.values != k.baseline if kind is None else k.labels.values == kind
     keep = keep | (k.labels.values == k.baseline)
     sub = score.isel(sample=np.flatnonzero(keep))
@@ -157,8 +163,9 @@ def scores_section(
     )
     rows, best, best_auc = [], "", -1.0
     for name, score in scores.items():
-        overall = _auc(score, k)
-        rows.append([name, f"{overall:.3f}", *[f"{_auc(score, k, kind):.3f}" for kind in k.kinds]])
+        overall = kind_auc(score, k)
+        per_kind = [f"{kind_auc(score, k, kind):.3f}" for kind in k.kinds]
+        rows.append([name, f"{overall:.3f}", *per_kind])
         if name.startswith("max step distance") and overall > best_auc:
             best, best_auc = name.removeprefix("max step distance "), overall
     page.add(table(["score", "all kinds", *names], rows))
@@ -261,6 +268,7 @@ class KindContext:
     ranked: xr.Dataset
     ablation: xr.Dataset | None
     top: int
+    scores: dict[str, xr.DataArray] = field(default_factory=dict)
 
 
 def _typical_window(page: Page, ctx: KindContext, kind: Any) -> None:
@@ -334,9 +342,11 @@ def _ablation_part(page: Page, ctx: KindContext, kind: Any, head: xr.Dataset) ->
         return
     scope = ctx.ablation.attrs.get("scope")
     among = f" Scanned: {html.escape(str(scope))}." if scope else ""
-    page.add("<p class=note>Change of the score when each unit is ablated, averaged over "
-             "the windows of this kind and of the baseline: first for the units above, then "
-             f"the units whose ablation changes it most for this kind.{among}</p>")  # fmt: skip
+    page.add("<p class=note>Change of the score when each unit is ablated: averaged over "
+             "the windows of this kind, and over those of the baseline, in the effect "
+             "columns; the mean effect column (a precomputed scan's) averages over every "
+             "sample, all kinds and the baseline together. First the units above, then the "
+             f"units whose ablation changes the score most for this kind.{among}</p>")  # fmt: skip
     if head.sizes["rank"]:
         _ablation_table(page, ctx.ablation, head, ctx.k, kind)
     _ablation_top(page, ctx.ablation, ctx.k, kind, ctx.top)
@@ -362,13 +372,16 @@ def ranked_units(ranked: xr.Dataset, k: Kinds, top: int) -> dict[str, list[int]]
 
 
 def localized_where(
-    ds: xr.Dataset, k: Kinds, steps: xr.DataArray, best: str
+    ds: xr.Dataset, k: Kinds, steps: xr.DataArray, best: str, mask: str | None = None
 ) -> tuple[xr.DataArray, str]:
-    """The steps to localize on: a boolean (sample, time) variable (the anomaly mask) if the
-    dataset has one, else the steps where ``step_distance`` of ``best`` exceeds the 99th
-    percentile of the baseline's."""
+    """The steps to localize on: the boolean (sample, time) variable ``mask`` or else the
+    first one of the dataset (the anomaly mask), else the steps where ``step_distance`` of
+    ``best`` exceeds the 99th percentile of the baseline's."""
     for name, var in ds.data_vars.items():
-        if set(var.dims) == {"sample", "time"} and var.dtype == bool:
+        if mask is not None and name != mask:
+            continue
+        if set(var.dims) == {"sample", "time"} and (var.dtype == bool or name == mask):
+            var = var.astype(bool)
             return var.transpose("sample", "time").reset_coords(drop=True).rename(str(name)), str(name)
     sd = steps.sel(layer=best, drop=True)
     base = sd.isel(sample=np.flatnonzero(k.labels.values == k.baseline)).values
@@ -387,22 +400,27 @@ def kinds_sections(
     ablation: xr.Dataset | None,
     top: int,
     scan: Callable[[dict[str, list[int]]], xr.Dataset] | None = None,
-) -> xr.Dataset | None:
+    mask: str | None = None,
+    lead: str | None = None,
+) -> KindContext:
     """Scores per kind, then one section per kind.
 
     With ``scan`` (e.g. a :class:`seqacts.viz.report_scan.ModelScan`), the ablation effects
-    shown are those of ``scan(units)`` for the ranked units of every kind; returns the
-    ablation scan used, if any.
+    shown are those of ``scan(units)`` for the ranked units of every kind. ``mask`` names the
+    boolean (sample, time) variable to localize on, ``lead`` an attached score listed first.
+    Returns what the sections read (its ``ablation``: the scan used, if any).
     """
     where = ("a separate reference dataset" if isinstance(reference, xr.Dataset)
              else f"the {k.name(k.baseline)} windows (each scored out of fold)")  # fmt: skip
     scores, steps = anomaly_scores(ds, reference)
+    if lead is not None:
+        scores = {n: v for n, v in scores.items() if n.startswith(f"{lead} ")} | scores
     best = scores_section(page, ds, k, scores, where)
     fig = plots.distance(ds, scores=steps.max("time").assign_attrs(var="h, max over steps"),
                          group=k.labels, baseline=k.baseline)  # fmt: skip
     page.figure(fig, "step_distance", "max step distance per window, by group and layer")
-    mask, text = localized_where(ds, k, steps, best)
-    ranked = compare(ds, k.labels, baseline=k.baseline, where=mask, feature="deviation")
+    steps_at, text = localized_where(ds, k, steps, best, mask)
+    ranked = compare(ds, k.labels, baseline=k.baseline, where=steps_at, feature="deviation")
     if scan is not None:
         units = ranked_units(ranked, k, top)
         if units:
@@ -410,9 +428,9 @@ def kinds_sections(
             ablation = scan(units).assign_attrs(scope=scope)
     ctx = KindContext(
         ds=ds.assign(h_deviation=deviation(ds, "h", k.labels.values == k.baseline)),
-        k=k, steps=steps, best=best, where=mask, where_text=text, ranked=ranked,
-        ablation=ablation, top=top,
+        k=k, steps=steps, best=best, where=steps_at, where_text=text, ranked=ranked,
+        ablation=ablation, top=top, scores=scores,
     )  # fmt: skip
     for kind in k.kinds:
         kind_section(page, ctx, kind)
-    return ablation
+    return ctx
