@@ -122,9 +122,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from .io.labels import add_sample_coords
 
     plan = plan_destination(out, args.overwrite, args.resume, say)
-    if args.weights is None and not args.random_weights:
-        say("warning: no --weights, so this records the factory's untrained model; pass "
-            "--weights CKPT, or --random-weights to mean it")  # fmt: skip
     model = build_model(args.model, args.weights, say)
     x = torch.from_numpy(data.array)
     if x.is_floating_point():
@@ -136,6 +133,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
         x = x.transpose(0, 1)
     check_input(model, x, args.batch_first, Path(args.input).name)
     try_forward(model, x, args.batch_first)
+    if args.weights is None and not args.random_weights:
+        say("warning: no --weights, so this records the factory's untrained model; pass "
+            "--weights CKPT, or --random-weights to mean it")  # fmt: skip
     chunks = list(batches(x, args.batch_size, args.batch_first))
     kwargs: dict[str, Any] = {"time": data.time} if data.time is not None else {}
     previous = signal.signal(signal.SIGTERM, _interrupt)

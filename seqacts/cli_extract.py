@@ -72,14 +72,14 @@ def leftover_temps(out: Path) -> list[tuple[Path, int, bool]]:
 
 def committed(path: Path) -> tuple[int, bool] | None:
     """``(committed samples, complete)`` of a stream file, or None if it cannot be read as one."""
-    import netCDF4
+    import xarray as xr
 
-    from .io.ncfile import COMPLETE, LOCK, SAMPLES
+    from .io.ncfile import COMPLETE, SAMPLES
 
-    try:
-        with LOCK, netCDF4.Dataset(path) as nc:
-            return int(nc.getncattr(SAMPLES)), bool(nc.getncattr(COMPLETE))
-    except (OSError, AttributeError, ValueError, RuntimeError):
+    try:  # through xarray, which shares its cached handle of a file the caller has open
+        with xr.open_dataset(path, decode_cf=False, engine="netcdf4") as ds:
+            return int(ds.attrs[SAMPLES]), bool(ds.attrs[COMPLETE])
+    except (OSError, KeyError, ValueError, RuntimeError):
         return None
 
 
@@ -153,7 +153,7 @@ def plan_destination(out: Path, overwrite: bool, resume: bool,
                      say: Callable[[str], None]) -> Plan:
     """Decide where the run writes, deal with the temporaries of dead runs, and refuse an
     existing ``out`` unless ``--overwrite`` or ``--resume`` says what to do with it."""
-    from .io.lock import describe, lock_holder
+    from .io.lock import describe, lock_holder, lock_path
 
     if overwrite and resume:
         raise CLIError("--overwrite and --resume contradict each other: --resume finishes an "
@@ -167,6 +167,8 @@ def plan_destination(out: Path, overwrite: bool, resume: bool,
                        "pick another --out")  # fmt: skip
     mine = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     dead = [t[0] for t in temps]
+    for p in dead:  # the writer lock a killed run left on its temporary
+        lock_path(p).unlink(missing_ok=True)
     if resume and dead and committed(dead[0]) is not None:
         os.replace(dead[0], mine)
         say(f"resuming {dead[0].name}, left by a run that stopped ({_count(mine)})")

@@ -34,6 +34,7 @@ __all__ = [
     "UserCodeError",
     "IncompleteStreamWarning",
     "RecordingWarning",
+    "ReferenceWarning",
     "TrainingModeWarning",
     "WorkspaceWarning",
 ]
@@ -151,6 +152,10 @@ class RecordingWarning(UserWarning):
     Layers whose rows could not be aligned as the same samples, non-finite states, a selected
     layer that saw no call, or a failure of seqacts' own bookkeeping during a forward.
     """
+
+
+class ReferenceWarning(UserWarning):
+    """The reference samples look like the anomalies: a minority under an anomaly label."""
 
 
 class TrainingModeWarning(UserWarning):

@@ -195,11 +195,9 @@ def try_forward(model: Any, x: Any, batch_first: bool) -> None:
 
 
 def model_float(model: Any) -> Any:
-    """The dtype of ``model``'s first floating parameter (float32 for a model without one): what
-    a floating input is converted to, by the command line and for NumPy input to the API."""
-    import torch
+    """The dtype floating inputs are converted to: that of ``model``'s first floating parameter
+    (:func:`seqacts.capture.numpy_inputs.model_float`, the API's rule for NumPy input)."""
+    from .capture.numpy_inputs import model_float as rule  # torch only once the model is built
 
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.float32
+    return rule(model)
+

@@ -10,6 +10,7 @@ import xarray as xr
 from torch import nn
 
 from ..options import Options
+from .numpy_inputs import numpy_to_tensors
 from .recorder import Recorder
 from .training import warn_if_random
 
@@ -39,7 +40,9 @@ def extract(
     model : torch.nn.Module
         Any module holding ``nn.RNN/LSTM/GRU`` stacks or ``RNNCell/LSTMCell/GRUCell`` loops.
     *args, **kwargs
-        The model's own inputs, passed through unchanged.
+        The model's own inputs, passed through unchanged; NumPy arrays are converted to
+        tensors (floating ones to the dtype of the model's parameters, as the command line
+        does; see :mod:`seqacts.capture.numpy_inputs`).
     layers : str or list of str, optional
         Labels, module paths or fnmatch patterns; default every layer (:func:`seqacts.layers`).
     internals : bool or list of str, default False
@@ -75,6 +78,7 @@ def extract_with(
     grad: bool = False,
 ) -> xr.Dataset:
     """:func:`extract` with its options as one :class:`~seqacts.options.Options`."""
+    args, kwargs = numpy_to_tensors(model, args, kwargs)
     rec = Recorder(model, options)
     with torch.set_grad_enabled(grad), rec:
         model(*args, **kwargs)

@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..capture.extract import extract_with
+from ..capture.numpy_inputs import numpy_to_tensors
 from ..capture.provenance import model_class, model_weights
 from ..capture.recorder import Recorder
 from ..errors import (
@@ -343,7 +344,7 @@ def _write_batches(model: nn.Module, batches: Iterable[Any], out: Output, opts: 
     pending: list[dict[str, Any]] = []
     seen = 0
     for seen, batch in enumerate(batches, 1):
-        args, kwargs = _model_args(batch, opts.inputs)
+        args, kwargs = numpy_to_tensors(model, *_model_args(batch, opts.inputs))
         entry = batch_entry(args, kwargs)
         if check_skipped(out.path, seen - 1, committed, entry):
             continue
