@@ -105,7 +105,7 @@ def _compare_section(page: Page, ds: xr.Dataset, k: Kinds, top: int) -> None:
         results[feature] = result
         fig = plots.compare(ds, k.labels, result=result, top=top)
         page.figure(fig, f"compare_{feature}", f"ranked effect sizes of {feature}")
-        page.add(ranked_table(result.isel(rank=slice(0, top))))
+        page.add(ranked_table(result.isel(rank=slice(0, top)), k))
     ranked = results["mean"]
     if ranked.sizes["rank"]:
         best = str(ranked["magnitude"].values[0])

@@ -17,6 +17,7 @@ import xarray as xr
 
 from ..analysis.compare import compare, distance, roc_auc
 from ..analysis.core import step_change
+from ..analysis.effect_size import d_interval
 from ..analysis.groups import group_labels, is_boolean, split_levels
 from ..analysis.localized import deviation
 from ..analysis.step_distance import step_distance
@@ -179,15 +180,24 @@ def top_rows(ranked: xr.Dataset, kind: Any, top: int) -> xr.Dataset:
     return ranked.isel(rank=slice(0, top))
 
 
-def ranked_table(head: xr.Dataset) -> str:
-    """Rows of a :func:`seqacts.compare` result as a table: unit, d, its size in words, means."""
-    rows = [
-        [int(i + 1), plots.unit_name(head.isel(rank=i)), f"{float(head['d'][i]):+.2f}",
-         str(head["magnitude"].values[i]), f"{float(head['mean'][i]):+.3f}",
-         f"{float(head['baseline_mean'][i]):+.3f}"]
-        for i in range(head.sizes["rank"])
-    ]  # fmt: skip
-    return table(["rank", "unit", "d", "effect size", "group mean", "baseline"], rows, (1, 3))
+def ranked_table(head: xr.Dataset, k: Kinds | None = None) -> str:
+    """Rows of a :func:`seqacts.compare` result as a table: unit, d, its size in words, means;
+    with ``k``, also d's 95% confidence interval from the group sizes, which tells units apart
+    when every effect is "large"."""
+    rows = []
+    for i in range(head.sizes["rank"]):
+        d = float(head["d"][i])
+        row = [int(i + 1), plots.unit_name(head.isel(rank=i)), f"{d:+.2f}"]
+        if k is not None:
+            level = head["level"].values[i] if "level" in head.coords else k.kinds[0]
+            n1 = int(np.sum(k.labels.astype(str).values == str(level)))
+            lo, hi = d_interval(d, n1, int(np.sum(k.labels.values == k.baseline)))
+            row.append(f"[{lo:+.2f}, {hi:+.2f}]")
+        rows.append(row + [str(head["magnitude"].values[i]), f"{float(head['mean'][i]):+.3f}",
+                           f"{float(head['baseline_mean'][i]):+.3f}"])  # fmt: skip
+    ci = ["d 95% CI"] if k is not None else []
+    headers = ["rank", "unit", "d", *ci, "effect size", "group mean", "baseline"]
+    return table(headers, rows, (1, 3, 4) if ci else (1, 3))
 
 
 def _mean_over(effect: xr.DataArray, k: Kinds, level: Any) -> xr.DataArray:
@@ -312,7 +322,7 @@ def _carrying_units(page: Page, ctx: KindContext, kind: Any, head: xr.Dataset) -
         page.add(f"<p class=note>No {html.escape(name)} window has a step in "
                  f"{where_text}: nothing to localize.</p>")  # fmt: skip
         return
-    page.add(ranked_table(head))
+    page.add(ranked_table(head, k))
     if str(head["magnitude"].values[0]) in ("negligible", "small"):
         page.add(f"<p class=note>No unit responds to {html.escape(name)} with even a medium "
                  "effect at these steps.</p>")  # fmt: skip

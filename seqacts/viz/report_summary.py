@@ -14,23 +14,15 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis.effect_size import d_interval
 from . import plots
 from .html_page import table
 from .report_kinds import KindContext, kind_auc, top_rows
 
-__all__ = ["HEADERS", "d_interval", "findings", "onset_delay", "summary_html", "summary_text"]
+__all__ = ["HEADERS", "findings", "onset_delay", "summary_html", "summary_text"]
 
 HEADERS = ["kind", "windows", "best score (ROC AUC)", "units that carry it (localized d, 95% CI)",
            "leaves normal vs onset"]  # fmt: skip
-
-
-def d_interval(d: float, n1: int, n0: int) -> tuple[float, float]:
-    """The 95% confidence interval of Cohen's d for groups of ``n1`` and ``n0`` samples:
-    ``d +- 1.96 sqrt((n1 + n0) / (n1 n0) + d**2 / (2 (n1 + n0)))``."""
-    if n1 < 1 or n0 < 1:
-        return float("nan"), float("nan")
-    se = float(np.sqrt((n1 + n0) / (n1 * n0) + d**2 / (2 * (n1 + n0))))
-    return d - 1.96 * se, d + 1.96 * se
 
 
 def onset_delay(ctx: KindContext, kind: Any) -> str:
