@@ -26,12 +26,14 @@ __all__ = [
     "check_not_input",
     "check_readable",
     "committed",
+    "committed_samples",
     "file_variables",
     "leftover_temps",
     "plan_destination",
     "writing_note",
 ]
 
+NO_LOCKING = "HDF5_USE_FILE_LOCKING"
 TEMP = re.compile(r"^\.(?P<name>.+)\.(?:tmp|new)-(?P<pid>\d+)$")
 
 
@@ -76,16 +78,36 @@ def committed(path: Path) -> tuple[int, bool] | None:
 
     from .io.ncfile import COMPLETE, SAMPLES
 
+    # A writer holds HDF5's file lock: read its synced attributes without taking the lock.
+    before = os.environ.get(NO_LOCKING)
+    os.environ[NO_LOCKING] = "FALSE"
     try:  # through xarray, which shares its cached handle of a file the caller has open
-        with xr.open_dataset(path, decode_cf=False, engine="netcdf4") as ds:
+        with xr.open_dataset(path, decode_cf=False, engine="netcdf4", cache=False) as ds:
             return int(ds.attrs[SAMPLES]), bool(ds.attrs[COMPLETE])
     except (OSError, KeyError, ValueError, RuntimeError):
         return None
+    finally:
+        if before is None:
+            os.environ.pop(NO_LOCKING, None)
+        else:
+            os.environ[NO_LOCKING] = before
+
+
+def committed_samples(path: Path) -> int | None:
+    """Samples committed in ``path`` so far: from its live writer's lock (HDF5 keeps a file
+    being written shut to readers), else from the file; None when neither says."""
+    from .io.lock import lock_holder
+
+    holder = lock_holder(path)
+    if holder is not None:
+        return holder["committed"] if isinstance(holder.get("committed"), int) else None
+    state = committed(path)
+    return None if state is None else state[0]
 
 
 def _count(path: Path) -> str:
-    state = committed(path)
-    return "committed samples unknown" if state is None else f"{state[0]} samples committed"
+    n = committed_samples(path)
+    return "committed samples unknown" if n is None else f"{n} samples committed"
 
 
 def check_readable(path: str, say: Callable[[str], None]) -> None:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 import xarray as xr
 
 import seqacts
-from seqacts.cli_extract import committed
+from seqacts.cli_extract import committed, committed_samples
 
 MODELS_PY = """
 import os
@@ -213,21 +214,22 @@ def test_full_report_from_the_shell_leads_with_a_summary(project: Path) -> None:
     assert page.count("final-state distance enc.l0") >= 1
 
 
-def _wait_committed(path_of, proc: subprocess.Popen, samples: int) -> Path:
+def _wait_committed(path_of: Callable[[], Path], proc: subprocess.Popen, samples: int) -> Path:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         path = path_of()
-        state = committed(path) if path is not None and path.exists() else None
-        if state is not None and state[0] >= samples:
+        done = committed_samples(path) if path.exists() else None
+        if done is not None and done >= samples:
             return path
         time.sleep(0.2)
     raise AssertionError("the run committed nothing in 120 s")
 
 
+@pytest.mark.slow
 def test_interrupted_and_killed_runs_are_resumed_never_left(project: Path) -> None:
     cmd = [*E, "--weights", "ae.pt", "--input", "inputs.nc", "--batch-size", "4"]
-    run = _start(project, [*cmd, "--out", "s.nc"], SLOW_FORWARD="0.3")
+    run = _start(project, [*cmd, "--out", "s.nc"], SLOW_FORWARD="3")
     _wait_committed(lambda: project / "s.nc", run, 8)
     (busy,) = _run_all(project, ["info", "s.nc"])
     run.send_signal(signal.SIGINT)
@@ -247,7 +249,7 @@ def test_interrupted_and_killed_runs_are_resumed_never_left(project: Path) -> No
         np.testing.assert_allclose(ds["h"].values, expected["h"].values, rtol=1e-6, atol=1e-7)
         assert "anomaly_mask" in ds
     before = _sha(project / "s.nc")
-    run = _start(project, [*cmd, "--out", "s.nc", "--overwrite"], SLOW_FORWARD="0.3")
+    run = _start(project, [*cmd, "--out", "s.nc", "--overwrite"], SLOW_FORWARD="1")
     temp = project / f".s.nc.tmp-{run.pid}"
     _wait_committed(lambda: temp, run, 8)
     run.send_signal(signal.SIGKILL)

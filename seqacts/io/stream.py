@@ -232,9 +232,9 @@ def stream(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options, 
     check_destination(path)
     rec = Recorder(model, opts)  # resolves names; fails early on a bad one
     expected = fingerprint(model, rec, opts, first_sample)
-    with StreamLock(path):
+    with StreamLock(path) as lock:
         return _locked(model, batches, path, opts, expected, overwrite=overwrite, resume=resume,
-                       progress=progress, guard=guard)
+                       progress=progress, guard=guard, lock=lock)
 
 
 @dataclass
@@ -308,7 +308,7 @@ class Progress:
 
 def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options,
             expected: dict[str, Any], *, overwrite: bool, resume: bool, progress: bool,
-            guard: Callable[[], None] | None) -> Path:
+            guard: Callable[[], None] | None, lock: StreamLock | None = None) -> Path:
     if path.exists() and not (overwrite or resume):
         raise OutputExistsError(
             f"{path} exists; pass overwrite=True to replace it, or resume=True to finish an "
@@ -318,7 +318,8 @@ def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options,
     bar = Progress(batches, path, committed.samples, progress and not committed.complete)
     try:
         with Output(path, overwrite=overwrite, writer=writer) as out:
-            seen = _write_batches(model, batches, out, opts, expected, committed, bar, guard)
+            seen = _write_batches(model, batches, out, opts, expected, committed, bar, guard,
+                                  lock)
             if seen < committed.batches:
                 raise StreamMismatchError(
                     f"resume: {path} already holds {committed.batches} batches but batches "
@@ -336,8 +337,10 @@ def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options,
 
 def _write_batches(model: nn.Module, batches: Iterable[Any], out: Output, opts: Options,
                    expected: dict[str, Any], committed: Committed, bar: Progress,
-                   guard: Callable[[], None] | None) -> int:
+                   guard: Callable[[], None] | None, lock: StreamLock | None = None) -> int:
     """Record and append each batch not yet committed; return how many batches were seen.
+
+    The committed sample count is recorded in ``lock`` after each batch, for readers.
 
     0-sample batches are logged; those before the file exists wait for its creation.
     """
@@ -367,4 +370,6 @@ def _write_batches(model: nn.Module, batches: Iterable[Any], out: Output, opts: 
             for empty in pending:
                 writer.append(None, empty)
         bar.update(ds.sizes["sample"], writer.append(ds, entry))
+        if lock is not None:
+            lock.record(committed=writer.committed["sample"])
     return seen
