@@ -20,8 +20,10 @@ from .analysis.compare import compare, distance, final_state, roc_auc
 from .analysis.core import dead_units, masked, saturation, step_change
 from .analysis.step_distance import step_distance
 from .analysis.summary import summary, summary_table
+from .analysis.windows import match, top_windows
 from .errors import (
     ArgumentTypeError,
+    CellStateError,
     CorruptFileError,
     DatasetMismatchError,
     DatasetNotFoundError,
@@ -30,6 +32,7 @@ from .errors import (
     GroupError,
     IncompleteStreamWarning,
     InputError,
+    KindError,
     LayerSelectionError,
     MissingVariableError,
     NoRecurrentModuleError,
@@ -54,6 +57,7 @@ from .schema import INTERNALS, KINDS
 
 if TYPE_CHECKING:
     from .capture.discovery import layers
+    from .capture.modules import register_cell
     from .capture.recorder import Recorder, record
     from .interventions.context import Intervention, extract, intervene
     from .interventions.edits import Edit, ablate, patch
@@ -92,6 +96,7 @@ _LAZY: dict[str, str] = {
     "report": "seqacts.viz.report",
     "verify": "seqacts.io.integrity",
     "write_stream": "seqacts.io.write",
+    "register_cell": "seqacts.capture.modules",
 }
 
 __all__ = [
@@ -143,6 +148,7 @@ __all__ = [
     "intervene",
     "layers",
     "masked",
+    "match",
     "open_dataset",
     "patch",
     "record",
@@ -153,8 +159,12 @@ __all__ = [
     "step_distance",
     "summary",
     "summary_table",
+    "top_windows",
     "verify",
     "write_stream",
+    "CellStateError",
+    "KindError",
+    "register_cell",
 ]
 
 

@@ -19,6 +19,7 @@ from .analysis import core
 from .analysis.compare import compare, distance, final_state
 from .analysis.step_distance import step_distance
 from .analysis.summary import summary, summary_table
+from .analysis.windows import match, top_windows
 from .signatures import delegate
 
 __all__ = ["PLOTS", "PlotAccessor", "SeqactsAccessor"]
@@ -60,6 +61,8 @@ class SeqactsAccessor:
     compare = delegate(compare)
     distance = delegate(distance)
     step_distance = delegate(step_distance)
+    match = delegate(match)
+    top_windows = delegate(top_windows)
 
 
 class PlotAccessor:

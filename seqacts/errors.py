@@ -37,6 +37,8 @@ __all__ = [
     "ReferenceWarning",
     "TrainingModeWarning",
     "WorkspaceWarning",
+    "KindError",
+    "CellStateError",
 ]
 
 
@@ -139,6 +141,17 @@ class UserCodeError(SeqactsError, RuntimeError):
 
     The message says where it came from, e.g. ``MODEL: build() raised RuntimeError: ...``; the
     original exception is the ``__cause__``.
+    """
+
+
+class KindError(SeqactsError, ValueError):
+    """A recurrent kind unknown to the registry, or registered twice with different facts."""
+
+
+class CellStateError(SeqactsError, TypeError):
+    """A Python cell (``cells=``) received or returned something that is not the declared state.
+
+    The message names the module, what it returned, and the state that was declared.
     """
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from .cli_checks import one_line
 from .errors import CLIError, CorruptFileError, SeqactsError
+from .schema import SCHEMA_NAMES
 
 __all__ = [
     "AXES",
@@ -39,11 +40,7 @@ __all__ = [
 #: The axes of a model's input, in the order ``extract`` hands them to a batch-first model.
 AXES: tuple[str, str, str] = ("sample", "time", "feature")
 #: Names of the recorded schema that per-sample labels must not take.
-RESERVED: frozenset[str] = frozenset(
-    {"sample", "layer", "direction", "time", "unit", "module", "kind", "n_units", "n_cell_units",
-     "n_directions", "length", "h", "h_0", "h_n", "c", "c_0", "c_n", "input_gate", "forget_gate",
-     "cell_gate", "output_gate", "reset_gate", "update_gate", "new_gate", "preactivation"}
-)  # fmt: skip
+RESERVED: frozenset[str] = SCHEMA_NAMES
 NAME = re.compile(r"^[A-Za-z_][\w.\-]*$")
 INPUT_SUFFIXES = (".npy", ".pt", ".nc")
 COORD_SUFFIXES = (".csv", ".npy", ".nc")

@@ -145,11 +145,11 @@ def load_weights(model: Any, state: Any, name: str,
 
 def check_input(model: Any, x: Any, batch_first: bool, name: str = "the input") -> None:
     """Catch the common shape and dtype mistakes before running anything, with the fix."""
-    from torch import nn
+    from .capture.modules import is_stack, module_kind
 
     layout = "(sample, time, feature)" if batch_first else "(time, sample, feature)"
     first = next((m for m in model.modules() if next(m.parameters(False), None) is not None), None)
-    if not isinstance(first, (nn.RNNBase, nn.RNNCellBase)):
+    if first is None or module_kind(first) is None:
         return
     if not x.is_floating_point():
         raise CLIError(
@@ -163,7 +163,7 @@ def check_input(model: Any, x: Any, batch_first: bool, name: str = "the input") 
             "add a sample axis (x[None]) for a single sequence"
         )
     own = getattr(first, "batch_first", batch_first)
-    if isinstance(first, nn.RNNBase) and own != batch_first:
+    if is_stack(first) and own != batch_first:
         flag = "--batch-first" if own else "--time-first"
         raise CLIError(
             f"--input: the model's first recurrent layer has batch_first={own}, so it reads "

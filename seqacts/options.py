@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -43,6 +43,9 @@ class Options:
         Labels for the ``time`` coordinate.
     modules : str or list of str, optional
         Paths or patterns of other modules whose outputs to record as well.
+    cells : dict, optional
+        Python cells to record from the state they return: module path or pattern ->
+        ``"h"`` or ``"h,c"`` (see :func:`seqacts.record`).
     edits : list of edits, optional
         Interventions (:func:`seqacts.ablate`, :func:`seqacts.patch`) applied while recording.
     inputs : callable, optional
@@ -59,6 +62,7 @@ class Options:
     internals: bool | str | Collection[str] = False
     time: Sequence[Any] | None = field(default=None, compare=False)
     modules: str | Iterable[str] | None = None
+    cells: Mapping[str, str] | None = field(default=None, hash=False)
     edits: Any = field(default=(), compare=False)
     inputs: Callable[[Any], Any] | None = field(default=None, compare=False)
     compression: str | None = None
@@ -69,6 +73,11 @@ class Options:
         set_ = object.__setattr__
         set_(self, "layers", _names(self.layers, "layers"))
         set_(self, "modules", _names(self.modules, "modules"))
+        if self.cells is not None and not isinstance(self.cells, Mapping):
+            raise ArgumentTypeError(
+                f"cells: expected a dict of module path -> state (\"h\" or \"h,c\"), got "
+                f"{type(self.cells).__name__}; e.g. cells={{\"decoder.cell\": \"h,c\"}}")
+        set_(self, "cells", dict(self.cells) if self.cells else None)
         if not isinstance(self.internals, bool):
             names = _names(self.internals, "internals")
             set_(self, "internals", names if names else False)

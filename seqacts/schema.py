@@ -1,24 +1,36 @@
-"""Facts about recurrent kinds and the dataset's variables, kept as plain data in one place.
+"""The dataset's names (dims, variables, coordinates) and tables about PyTorch's kinds.
 
-Capture, storage and analysis all read these tables; nothing here imports torch. Every mapping
-points the same way: from a kind (or a variable name) to what belongs to it.
+Capture, storage and analysis all read these tables; nothing here imports torch. The kinds'
+facts are registered in :mod:`seqacts.kinds` and the tables about them derived from it. Every
+mapping points the same way: from a kind (or a variable name) to what belongs to it.
 """
 
 from __future__ import annotations
 
+from .kinds import builtin
+from .kinds import registry as kinds_registry
+
 __all__ = [
     "CELL_BASE_KIND",
     "CELL_KERNELS",
+    "CELL_STATE_VARS",
     "COMPRESSION_NAMES",
+    "COORDS",
+    "DIMS",
     "DIRECTIONS",
     "INTERNALS",
     "INTERNAL_ACTIVATION",
     "INTERNAL_RANGE",
     "KINDS",
+    "LAYER_COORDS",
     "PACK_NAMES",
+    "SAMPLE_COORDS",
+    "SCHEMA_NAMES",
     "SIGMOID_GATES",
     "STACK_KERNELS",
     "STACK_KINDS",
+    "STATE_DOCS",
+    "STATE_VARS",
     "TANH_BOUNDED_KINDS",
     "VARIABLE_DOCS",
     "base_kind",
@@ -26,41 +38,46 @@ __all__ = [
     "weights_per_direction",
 ]
 
-#: Fused stack kinds: the ``mode`` of an ``nn.RNNBase``.
-STACK_KINDS: tuple[str, ...] = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
+#: The dataset's dimensions, in the order of ``h``'s axes.
+DIMS: tuple[str, ...] = ("sample", "layer", "direction", "time", "unit")
 
-#: Recordable kinds: the stack kinds and the cell classes.
-KINDS: tuple[str, ...] = (*STACK_KINDS, "LSTMCell", "GRUCell", "RNNCell")
+#: The state variables every layer has (sample, layer, direction, unit), and those a kind with a
+#: cell state adds.
+STATE_VARS: tuple[str, ...] = ("h_0", "h_n")
+CELL_STATE_VARS: tuple[str, ...] = ("c_0", "c_n")
+
+#: Coordinates along ``layer``, and along ``(sample, layer)``: ``call``/``call_row`` only when
+#: a sample's rows are not simply one call's batch.
+LAYER_COORDS: tuple[str, ...] = ("module", "kind", "n_units", "n_cell_units", "n_directions")
+SAMPLE_COORDS: tuple[str, ...] = ("length", "nonfinite", "call", "call_row")
+COORDS: tuple[str, ...] = (*LAYER_COORDS, *SAMPLE_COORDS)
+
+#: The kinds PyTorch's recurrent modules have, as registered in :mod:`seqacts.kinds`.
+#: Fused stack kinds: the ``mode`` of an ``nn.RNNBase``.
+STACK_KINDS: tuple[str, ...] = tuple(k.name for k in builtin.STACK_KINDS)
+
+#: Recordable kinds of PyTorch's modules: the stack kinds and the cell classes. Other kinds
+#: (Python cells, other front ends) are in the registry: :func:`seqacts.kinds.registered_kinds`.
+KINDS: tuple[str, ...] = tuple(k.name for k in builtin.PYTORCH_KINDS)
 
 #: The stack kind whose equations a cell follows; ``RNNCell`` depends on its nonlinearity
 #: (see :func:`base_kind`).
-CELL_BASE_KIND: dict[str, str] = {"LSTMCell": "LSTM", "GRUCell": "GRU"}
+CELL_BASE_KIND: dict[str, str] = {
+    k.name: k.base for k in builtin.CELL_KINDS if not k.by_nonlinearity
+}
 
 #: Per stack kind, the per-timestep internals it computes. The gates come in PyTorch's order
 #: of row chunks in ``weight_ih``/``weight_hh`` (i, f, g, o; r, z, n).
-INTERNALS: dict[str, tuple[str, ...]] = {
-    "LSTM": ("c", "input_gate", "forget_gate", "cell_gate", "output_gate"),
-    "GRU": ("reset_gate", "update_gate", "new_gate"),
-    "RNN_TANH": ("preactivation",),
-    "RNN_RELU": ("preactivation",),
-}
+INTERNALS: dict[str, tuple[str, ...]] = {k.name: k.internals for k in builtin.STACK_KINDS}
 
 #: The activation each internal applies to its pre-activation; ``None``: none (``c`` is a
 #: scan, not a gate; ``preactivation`` is the value before tanh/relu).
 INTERNAL_ACTIVATION: dict[str, str | None] = {
-    "c": None,
-    "input_gate": "sigmoid",
-    "forget_gate": "sigmoid",
-    "cell_gate": "tanh",
-    "output_gate": "sigmoid",
-    "reset_gate": "sigmoid",
-    "update_gate": "sigmoid",
-    "new_gate": "tanh",
-    "preactivation": None,
+    name: act for k in builtin.STACK_KINDS for name, act in k.activations.items()
 }
 
 #: The closed range each activation's values cannot leave.
-ACTIVATION_RANGE: dict[str, tuple[float, float]] = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
+ACTIVATION_RANGE: dict[str, tuple[float, float]] = dict(kinds_registry.ACTIVATION_RANGE)
 
 #: Internals with a bounded range, by name.
 INTERNAL_RANGE: dict[str, tuple[float, float]] = {
@@ -74,7 +91,9 @@ SIGMOID_GATES: tuple[str, ...] = tuple(
 
 #: Kinds whose ``h`` is bounded by tanh to [-1, 1] when there is no projection. ``RNNCell`` is
 #: not among them: its dataset ``kind`` does not say whether it uses tanh or relu.
-TANH_BOUNDED_KINDS: frozenset[str] = frozenset({"LSTM", "LSTMCell", "GRU", "GRUCell", "RNN_TANH"})
+TANH_BOUNDED_KINDS: frozenset[str] = frozenset(
+    k.name for k in builtin.PYTORCH_KINDS if k.tanh_bounded
+)
 
 #: Kernel names in ``torch._VF``, per kind: one call runs a whole fused stack, or one cell step.
 STACK_KERNELS: dict[str, str] = {
@@ -99,26 +118,25 @@ DIRECTIONS: tuple[str, str] = ("forward", "backward")
 
 
 def base_kind(kind: str, nonlinearity: str = "tanh") -> str:
-    """The stack kind (``LSTM``, ``GRU``, ``RNN_TANH``, ``RNN_RELU``) whose equations apply.
+    """The kind whose equations apply (``LSTM``, ``GRU``, ``RNN_TANH``, ``RNN_RELU`` for
+    PyTorch's kinds), as the registry (:mod:`seqacts.kinds`) declares it.
 
     Parameters
     ----------
     kind : str
-        A kind from :data:`KINDS`.
+        A registered kind (see :data:`KINDS`).
     nonlinearity : {"tanh", "relu"}
         The ``nonlinearity`` of an ``RNNCell`` (ignored for other kinds).
     """
-    if kind == "RNNCell":
-        return "RNN_RELU" if nonlinearity == "relu" else "RNN_TANH"
-    return CELL_BASE_KIND.get(kind, kind)
+    return kinds_registry.base_kind(kind, nonlinearity)
 
 
 def gate_order(kind: str) -> tuple[str, ...]:
-    """The gates of a stack kind in their order of row chunks in ``weight_ih``: i,f,g,o; r,z,n.
+    """The gates of a kind in their order of row chunks in ``weight_ih``: i,f,g,o; r,z,n.
 
     An RNN has a single chunk, its pre-activation.
     """
-    return tuple(n for n in INTERNALS[kind] if n != "c")
+    return kinds_registry.kind_spec(kind).gates
 
 
 def weights_per_direction(has_biases: bool, has_projection: bool) -> int:
@@ -126,36 +144,29 @@ def weights_per_direction(has_biases: bool, has_projection: bool) -> int:
     return 2 + (2 if has_biases else 0) + (1 if has_projection else 0)
 
 
-#: ``long_name`` and ``description`` attributes of every recorded variable.
-VARIABLE_DOCS: dict[str, tuple[str, str]] = {
+#: ``long_name`` and ``description`` attributes of every recorded variable: the states here,
+#: each kind's internals as its :class:`~seqacts.kinds.KindSpec` documents them (a name in
+#: several kinds: the first registered).
+STATE_DOCS: dict[str, tuple[str, str]] = {
     "h": ("hidden state", "h_t: the layer's output at step t (after the projection when proj_size > 0)"),
     "h_0": ("initial hidden state", "h_0, zeros when none was passed"),
     "h_n": ("final hidden state", "h at each sample's last valid step"),
     "c_0": ("initial cell state", "LSTM c_0, zeros when none was passed"),
     "c_n": ("final cell state", "LSTM c at each sample's last valid step"),
-    "c": ("cell state", "c_t = f_t * c_{t-1} + i_t * g_t"),
-    "input_gate": ("input gate", "i_t = sigmoid(W_ii x_t + b_ii + W_hi h_{t-1} + b_hi)"),
-    "forget_gate": ("forget gate", "f_t = sigmoid(W_if x_t + b_if + W_hf h_{t-1} + b_hf)"),
-    "cell_gate": ("cell gate", "g_t = tanh(W_ig x_t + b_ig + W_hg h_{t-1} + b_hg)"),
-    "output_gate": (
-        "output gate",
-        "o_t = sigmoid(W_io x_t + b_io + W_ho h_{t-1} + b_ho); h_t = o_t * tanh(c_t) "
-        "(times W_hr when proj_size > 0)",
-    ),
-    "reset_gate": ("reset gate", "r_t = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)"),
-    "update_gate": ("update gate", "z_t = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)"),
-    "new_gate": (
-        "new gate",
-        "n_t = tanh(W_in x_t + b_in + r_t * (W_hn h_{t-1} + b_hn)); "
-        "h_t = (1 - z_t) * n_t + z_t * h_{t-1}",
-    ),
-    "preactivation": (
-        "pre-activation",
-        "a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh; h_t = tanh(a_t) or relu(a_t)",
-    ),
 }
+VARIABLE_DOCS: dict[str, tuple[str, str]] = dict(STATE_DOCS)
+for _kind in builtin.STACK_KINDS:
+    for _name, _doc in _kind.docs.items():
+        VARIABLE_DOCS.setdefault(_name, _doc)
 
 #: Variables as wide as the cell (``n_cell_units``) rather than as ``h`` (``n_units``).
 CELL_WIDTH_VARS: frozenset[str] = frozenset(
-    [v for names in INTERNALS.values() for v in names] + ["c_0", "c_n"]
+    [v for names in INTERNALS.values() for v in names] + list(CELL_STATE_VARS)
+)
+
+#: Every name the recorded schema uses (dims, variables, coordinates): a per-sample label
+#: (``--coords``, a ``.nc`` file's coordinates) must not take one of them.
+SCHEMA_NAMES: frozenset[str] = frozenset(
+    {*DIMS, *COORDS, "h", *STATE_VARS, *CELL_STATE_VARS,
+     *(n for k in builtin.PYTORCH_KINDS + builtin.USER_CELL_KINDS for n in k.internals)}
 )

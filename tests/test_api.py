@@ -19,6 +19,7 @@ from seqacts import errors
 from seqacts.analysis import compare as compare_module
 from seqacts.analysis import core
 from seqacts.analysis import summary as summary_module
+from seqacts.analysis import windows as windows_module
 from seqacts.viz import plots
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -33,9 +34,11 @@ ANALYSES = {
     "step_change": core.step_change,
     "summary": summary_module.summary,
     "summary_table": summary_module.summary_table,
+    "match": windows_module.match,
+    "top_windows": windows_module.top_windows,
 }
 METHODS = ["layer", "masked", "saturation", "dead_units", "step_change", "summary",
-           "summary_table", "final_state", "compare", "distance"]  # fmt: skip
+           "summary_table", "final_state", "compare", "distance", "match", "top_windows"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(ANALYSES))
@@ -85,8 +88,8 @@ def test_extract_shows_the_recording_keywords_edits_and_the_model_inputs() -> No
     params = inspect.signature(seqacts.extract).parameters
     recorded = inspect.signature(record_extract).parameters
     assert list(params) == ["model", "args", "edits", "layers", "internals", "time", "modules",
-                            "grad", "kwargs"]
-    for name in ("layers", "internals", "time", "modules", "grad"):
+                            "cells", "grad", "kwargs"]
+    for name in ("layers", "internals", "time", "modules", "cells", "grad"):
         assert params[name] == recorded[name]
     assert params["edits"].kind is inspect.Parameter.KEYWORD_ONLY
     assert params["edits"].default is None

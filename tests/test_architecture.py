@@ -126,3 +126,43 @@ def test_no_import_cycles() -> None:
     for m in sorted(graph):
         if m not in state:
             visit(m)
+
+
+#: Where kinds are declared: the registry and its built-in kinds, the torch side of each kind,
+#: and the schema (which derives its tables from the registry).
+KIND_HOMES = ("seqacts.kinds", "seqacts.kinds.registry", "seqacts.kinds.builtin",
+              "seqacts.capture.modules", "seqacts.schema")
+RECURRENT_CLASSES = {"RNNBase", "RNNCellBase", "LSTMCell", "GRUCell", "RNNCell"}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                found.add(id(body[0].value))
+    return found
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m not in KIND_HOMES])
+def test_no_kind_literal_outside_the_registry(module: str) -> None:
+    """A kind is a registered object: code asks the registry (``has_cell_state(kind)``,
+    ``module_kind(m)``) instead of comparing with ``"LSTM"`` or checking ``nn.RNNBase``."""
+    from seqacts.kinds import registered_kinds
+
+    kinds = set(registered_kinds())
+    tree = TREES[module]
+    docs = _docstrings(tree)
+    literals = [node.value for node in ast.walk(tree)
+                if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                and node.value in kinds and id(node) not in docs]
+    classes = [f"nn.{node.attr}" for node in ast.walk(tree)
+               if isinstance(node, ast.Attribute) and node.attr in RECURRENT_CLASSES]
+    assert not literals and not classes, f"{module} names kinds {literals + classes}"
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m.startswith("seqacts.kinds")])
+def test_kinds_need_no_torch(module: str) -> None:
+    bad = [t for t, _ in _imports(module) if t == "torch" or t.startswith(("torch.", "seqacts.capture"))]
+    assert not bad, f"{module} imports {bad}"

@@ -48,3 +48,13 @@ def test_analysis_memory_benchmark_prints_its_table():
     ).stdout
     for name in ("summary", "dead_units", "report"):
         assert re.search(rf"\| {name} \| \d+ MB, [\d.]+ s \|", out), out
+
+
+@pytest.mark.slow  # five subprocesses, on top of writing the file
+def test_windows_benchmark_prints_its_table():
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_windows.py"), "--quick"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    for name in ("open only", "match, default threshold", "match, threshold=0", "top_windows"):
+        assert re.search(rf"\| {re.escape(name)}[^|]* \| \d+ MB[^|]* \| [\d.]+ s \| \d+ \|", out), out

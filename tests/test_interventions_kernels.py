@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import seqacts
-from seqacts.capture import kernels
+from seqacts.capture.calls import LayerCall
 
 
 class Checkpointed(nn.Module):
@@ -47,7 +47,7 @@ def test_an_editor_failure_reaches_the_user_instead_of_an_unedited_result(monkey
     model = nn.GRU(3, 4, batch_first=True)
     x = torch.randn(2, 5, 3)
 
-    def broken(call: kernels.LayerCall) -> None:
+    def broken(call: LayerCall) -> None:
         raise RuntimeError("editor broke")
 
     with seqacts.intervene(model, seqacts.ablate("l0", 0)) as active:

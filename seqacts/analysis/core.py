@@ -16,7 +16,8 @@ import numpy as np
 import xarray as xr
 
 from ..errors import LayerSelectionError, MissingVariableError, OptionError, RecordingWarning
-from ..schema import CELL_WIDTH_VARS, INTERNALS, SIGMOID_GATES, TANH_BOUNDED_KINDS, base_kind
+from ..kinds import find_kind, tanh_bounded_kinds
+from ..schema import CELL_STATE_VARS, CELL_WIDTH_VARS, SIGMOID_GATES
 
 __all__ = [
     "HIGH",
@@ -34,7 +35,7 @@ __all__ = [
 ]
 
 #: Variables that exist only for LSTM layers besides the LSTM internals.
-LSTM_STATE_VARS: tuple[str, ...] = ("c_0", "c_n")
+LSTM_STATE_VARS: tuple[str, ...] = CELL_STATE_VARS
 SAMPLE_TIME = ("sample", "time")
 #: Default saturation thresholds (Karpathy et al., 2015) and constant-unit tolerance: every
 #: function, method and plot that takes them uses these.
@@ -154,10 +155,10 @@ def layer(ds: xr.Dataset, name: str) -> xr.Dataset:
     if name not in names:
         raise LayerSelectionError(f"layer: no layer {name!r}; available: {', '.join(names)}")
     sub = ds.sel(layer=name)
-    kind = base_kind(str(sub["kind"].values)) if "kind" in sub.coords else None
-    if kind is not None:
-        other = set(CELL_WIDTH_VARS) - set(INTERNALS.get(kind, ()))
-        if kind == "LSTM":
+    spec = find_kind(str(sub["kind"].values)) if "kind" in sub.coords else None
+    if spec is not None:  # a kind this process does not know keeps every variable
+        other = set(CELL_WIDTH_VARS) - set(spec.internals)
+        if spec.has_cell_state:
             other -= set(LSTM_STATE_VARS)
         sub = sub.drop_vars([v for v in other if v in sub.data_vars])
     width = int(sub["n_units"]) if "n_units" in sub.coords else sub.sizes["unit"]
@@ -250,7 +251,7 @@ def dead_units(
     sat = (abs(h) >= level).sum(dims) / count.where(count > 0)
     bounded = abs(h).max([d for d in h.dims if d != "layer"]) <= 1.0 + 1e-6
     if "kind" in ds.coords:
-        bounded = bounded & ds["kind"].isin(list(TANH_BOUNDED_KINDS))
+        bounded = bounded & ds["kind"].isin(sorted(tanh_bounded_kinds()))
     if "n_cell_units" in ds.coords and "n_units" in ds.coords:
         bounded = bounded & (ds["n_units"] == ds["n_cell_units"])
     has_data = count > 0

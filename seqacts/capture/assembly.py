@@ -9,28 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
 import torch
 import xarray as xr
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..errors import OptionError
-from ..schema import DIRECTIONS, VARIABLE_DOCS
+from ..kinds import has_cell_state, variable_doc
+from ..schema import CELL_STATE_VARS, DIRECTIONS, STATE_VARS, VARIABLE_DOCS
 from .chains import Layout, Placement
 from .diagnose import nonfinite_steps
 from .module_rows import Piece
-from .provenance import model_class, model_structure
+from .placing import adopt, end, place_states, place_steps
+from .provenance import dataset_attrs
 from .specs import LayerSpec
 
 __all__ = ["Block", "build_block", "build_dataset"]
-
-STATE_VARS = ("h_0", "h_n")
-CELL_STATE_VARS = ("c_0", "c_n")
-
 
 @dataclass
 class Block:
@@ -50,9 +46,9 @@ class Block:
 
 
 def _geometry(specs: Sequence[LayerSpec]) -> tuple[int, int, bool]:
-    n_dir = max(s.n_directions for s in specs)
-    width = max(max(s.n_units, s.n_cell_units) for s in specs)
-    any_lstm = any(s.kind in ("LSTM", "LSTMCell") for s in specs)
+    n_dir = max((s.n_directions for s in specs), default=1)
+    width = max((max(s.n_units, s.n_cell_units) for s in specs), default=0)
+    any_lstm = any(has_cell_state(s.kind) for s in specs)
     return n_dir, width, any_lstm
 
 
@@ -60,82 +56,6 @@ def _float_dtype(tensors: list[Tensor]) -> np.dtype:
     if any(t.dtype == torch.float64 for t in tensors):
         return np.dtype(np.float64)
     return np.dtype(np.float32)
-
-
-def _copy(dst: np.ndarray, index: tuple[Any, ...], src: Tensor) -> None:
-    """Copy a tensor (any device and float dtype) into a numpy array slot."""
-    target = torch.from_numpy(dst)[index]
-    if src.device.type != "cpu" or src.dtype not in (torch.float32, torch.float64):
-        src = src.to("cpu", dtype=target.dtype)
-    target.copy_(src)
-
-
-def _place_steps(slot: np.ndarray, pieces: list[tuple[Placement, Tensor]]) -> None:
-    """Write (N, D, T, W) pieces at their rows and time offsets into ``slot`` (S, D, T, U).
-
-    Only what no piece covers is set to NaN: a full-size single piece costs one copy. A piece
-    with one offset per row (a chain whose rows have different lengths) is copied row by row,
-    its valid steps only, so every row's valid steps stay a prefix.
-    """
-    covered = len(pieces) == 1 and tuple(pieces[0][1].shape) == slot.shape and (
-        pieces[0][0].row == 0 and isinstance(pieces[0][0].offset, int) and pieces[0][0].offset == 0)
-    if not covered:
-        slot.fill(np.nan)
-    for place, piece in pieces:
-        n, d, t, w = piece.shape
-        rows, offset = place.row, place.offset
-        if isinstance(offset, int):
-            _copy(slot, (slice(rows, rows + n), slice(0, d), slice(offset, offset + t), slice(0, w)),
-                  piece)
-            continue
-        for j, length in enumerate(place.record.lengths.tolist()):
-            start = int(offset[j])
-            _copy(slot, (rows + j, slice(0, d), slice(start, start + length), slice(0, w)),
-                  piece[j, :, :length])
-
-
-def _place_states(slot: np.ndarray, pieces: list[tuple[Placement, Tensor | None]]) -> None:
-    """Write (N, D, W) states at their rows into ``slot`` (S, D, U), later pieces last, NaN elsewhere."""
-    present = [(p, v) for p, v in pieces if v is not None]
-    if not (len(present) == 1 and tuple(present[0][1].shape) == slot.shape and present[0][0].row == 0):
-        slot.fill(np.nan)
-    for place, value in present:
-        n, d, w = value.shape
-        _copy(slot, (slice(place.row, place.row + n), slice(0, d), slice(0, w)), value)
-
-
-def _adopt(
-    specs: Sequence[LayerSpec],
-    placed: dict[str, list[Placement]],
-    name: str,
-    shape: tuple[int, ...],
-    dtype: np.dtype,
-) -> np.ndarray | None:
-    """The buffer the records of ``name`` already fill, when it is exactly the block's array.
-
-    That is the common case, one stack call recorded whole on the CPU: the block then costs no
-    copy at all. Any other case (cells, several calls, a subset of layers, padding) is copied.
-    """
-    base = None
-    for li, spec in enumerate(specs):
-        places = placed.get(spec.label, [])
-        hit = places[0].record.shared.get(name) if len(places) == 1 else None
-        if hit is None or hit[1] != li or (base is not None and hit[0] is not base):
-            return None
-        if places[0].row != 0 or places[0].offset != 0:  # type: ignore[comparison-overlap]
-            return None
-        base = hit[0]
-    if base is None or base.device.type != "cpu" or tuple(base.shape) != shape:
-        return None
-    if base.dtype != (torch.float64 if dtype == np.float64 else torch.float32):
-        return None
-    return base.numpy()
-
-
-def _end(place: Placement) -> int:
-    if isinstance(place.offset, int):
-        return place.offset + int(place.record.h.shape[2])
-    return int((place.offset + place.record.lengths.numpy()).max())
 
 
 def build_block(
@@ -156,7 +76,7 @@ def build_block(
     placed = layout.placements
     records = [p.record for places in placed.values() for p in places]
     n_samples = max(layout.n_samples, _outputs_samples(outputs))
-    n_steps = max([_end(p) for places in placed.values() for p in places] + [0])
+    n_steps = max([end(p) for places in placed.values() for p in places] + [0])
     dtype = _float_dtype([r.h for r in records])
     n_layers = len(specs)
 
@@ -167,7 +87,7 @@ def build_block(
     adopted: set[str] = set()
     for name in ("h", *internals):
         shape = (n_samples, n_layers, n_dir, n_steps, width)
-        found = _adopt(specs, placed, name, shape, dtype)
+        found = adopt(specs, placed, name, shape, dtype)
         if found is not None:
             adopted.add(name)
         arrays[name] = found if found is not None else empty(*shape)
@@ -204,11 +124,11 @@ def _fill_layer(li: int, places: list[Placement], arrays: dict[str, np.ndarray],
             continue
         slot = arr[:, li]
         if arr.ndim == 5:
-            _place_steps(slot, [(p, v) for p in places
+            place_steps(slot, [(p, v) for p in places
                                 if (v := p.record.h if name == "h" else p.record.extra.get(name))
                                 is not None])
         else:
-            _place_states(slot, [(p, _state(p, name)) for p in places])
+            place_states(slot, [(p, _state(p, name)) for p in places])
     for p in places:
         lens = p.record.lengths.numpy()
         rows = slice(p.row, p.row + len(lens))
@@ -256,17 +176,19 @@ def _concat(blocks: Sequence[Block], name: str, n_steps: int) -> np.ndarray:
         return first
     total = sum(b.n_samples for b in blocks)
     dtype = np.result_type(*[b.arrays[name].dtype for b in blocks])
-    shape = (total, *first.shape[1:])
+    # a Python cell's width is known from its first call, which may come in a later block
+    width = max(b.arrays[name].shape[-1] for b in blocks)
+    shape = (total, *first.shape[1:-1], width)
     if first.ndim == 5:
-        shape = (total, first.shape[1], first.shape[2], n_steps, first.shape[4])
+        shape = (total, first.shape[1], first.shape[2], n_steps, width)
     out = np.full(shape, np.nan, dtype=dtype)
     start = 0
     for b in blocks:
         arr = b.arrays[name]
         if arr.ndim == 5:
-            out[start : start + b.n_samples, :, :, : arr.shape[3], :] = arr
+            out[start : start + b.n_samples, :, :, : arr.shape[3], : arr.shape[4]] = arr
         else:
-            out[start : start + b.n_samples] = arr
+            out[start : start + b.n_samples, ..., : arr.shape[-1]] = arr
         start += b.n_samples
     return out
 
@@ -326,22 +248,6 @@ def _output_variables(blocks: Sequence[Block], reserved: set[str]) -> dict[str, 
     return variables
 
 
-def _provenance(model: nn.Module, internals: tuple[str, ...]) -> dict[str, str]:
-    try:
-        seqacts_version = version("seqacts")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        seqacts_version = "unknown"
-    return {
-        "seqacts_version": seqacts_version,
-        "torch_version": torch.__version__,
-        "model_class": model_class(model),
-        "model_structure": model_structure(model),
-        "internals": " ".join(internals),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "Conventions": "CF-1.8",
-    }
-
-
 def _int(arr: np.ndarray | None, block: Block) -> np.ndarray:
     if arr is None:
         return np.full(block.lengths.shape, -1, dtype=np.int64)
@@ -363,10 +269,22 @@ def build_dataset(
     specs: Sequence[LayerSpec],
     blocks: Sequence[Block],
     internals: tuple[str, ...],
-    model: nn.Module,
+    model: Any,
     time: Sequence[Any] | None,
 ) -> xr.Dataset:
-    """Concatenate blocks along ``sample`` and label everything (see the README's schema)."""
+    """Concatenate blocks along ``sample`` and label everything (see the README's schema).
+
+    ``model`` is described in the attributes (an ``nn.Module``, or another front end's model).
+
+    Without any layer (only ``modules=`` outputs recorded) the dataset has their variables and
+    ``sample`` only.
+    """
+    if not specs:
+        ds = xr.Dataset(coords={"sample": np.arange(sum(b.n_samples for b in blocks))},
+                        attrs=dataset_attrs(model, internals))
+        for name, var in _output_variables(blocks, {"sample"}).items():
+            ds[name] = var
+        return ds
     n_dir, width, _ = _geometry(specs)
     n_steps = max(b.n_steps for b in blocks)
     data_vars: dict[str, Any] = {}
@@ -374,7 +292,8 @@ def build_dataset(
         arr = _concat(blocks, name, n_steps)
         dims = ("sample", "layer", "direction", "time", "unit") if arr.ndim == 5 else (
             "sample", "layer", "direction", "unit")
-        long_name, description = VARIABLE_DOCS[name]
+        long_name, description = (variable_doc(name, [s.kind for s in specs])
+                                  or VARIABLE_DOCS[name])
         data_vars[name] = xr.Variable(dims, arr, {"long_name": long_name, "description": description})
     lengths = np.concatenate([b.lengths for b in blocks], axis=0)
     total = lengths.shape[0]
@@ -405,7 +324,7 @@ def build_dataset(
         coords["call"] = (("sample", "layer"), _calls(blocks))
         coords["call_row"] = (("sample", "layer"), np.concatenate([_int(b.call_row, b)
                                                                     for b in blocks]))
-    ds = xr.Dataset(data_vars, coords=coords, attrs=_provenance(model, internals))
+    ds = xr.Dataset(data_vars, coords=coords, attrs=dataset_attrs(model, internals))
     reserved = {str(k) for k in (*ds.variables, *ds.dims)}
     for name, var in _output_variables(blocks, reserved).items():
         ds[name] = var

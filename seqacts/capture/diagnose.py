@@ -42,8 +42,11 @@ def nonfinite_steps(h: np.ndarray, lengths: np.ndarray, specs: Sequence[LayerSpe
 
 
 def report_problems(ds: xr.Dataset, notes: Sequence[str], unused: Sequence[str],
-                    failures: dict[str, list[str]]) -> None:
-    """Warn once per kind of problem, naming where it is; mark failed layers in the attrs."""
+                    failures: dict[str, list[str]], stacklevel: int = 3) -> None:
+    """Warn once per kind of problem, naming where it is; mark failed layers in the attrs.
+
+    ``stacklevel`` as :func:`warnings.warn` takes it, counted from this function's caller.
+    """
     if notes:
         more = f" (and {len(notes) - 1} more groups)" if len(notes) > 1 else ""
         warnings.warn(
@@ -51,13 +54,13 @@ def report_problems(ds: xr.Dataset, notes: Sequence[str], unused: Sequence[str],
             f"cannot be the same samples: {notes[0]}{more} (rows per chain of calls). Each chain "
             "got sample rows of its own, NaN in the other layers; the 'call' and 'call_row' "
             "coordinates say which call and row each sample holds",
-            RecordingWarning, stacklevel=3)
+            RecordingWarning, stacklevel=stacklevel)
     if unused:
         warnings.warn(
             f"seqacts: layer(s) {', '.join(unused)} recorded no call: the forward never ran "
             "them (e.g. cached results skipped them) or called them through TorchScript or "
             "torch.compile; their values are NaN, length 0",
-            RecordingWarning, stacklevel=3)
+            RecordingWarning, stacklevel=stacklevel)
     if failures:
         ds.attrs["failed_layers"] = " ".join(failures)
         text = "; ".join(f"{label}: {len(errs)} call(s), first error: {errs[0]}"
@@ -65,7 +68,7 @@ def report_problems(ds: xr.Dataset, notes: Sequence[str], unused: Sequence[str],
         warnings.warn(
             f"seqacts: recording failed for some calls ({text}); the model ran normally, but "
             "these calls are missing from the dataset (attr 'failed_layers'). Please report it",
-            RecordingWarning, stacklevel=3)
+            RecordingWarning, stacklevel=stacklevel)
     if "nonfinite" in ds.coords and int(ds["nonfinite"].max(initial=0)) > 0:
         bad = ds["nonfinite"].values
         sample, layer = np.argwhere(bad > 0)[0]
@@ -79,4 +82,4 @@ def report_problems(ds: xr.Dataset, notes: Sequence[str], unused: Sequence[str],
             f"sample(s), first sample {int(ds['sample'].values[sample])} of layer {label} from "
             f"step {step}; check the input for NaN/Inf. The 'nonfinite' coordinate counts such "
             "steps per sample and layer; analyses leave these samples out",
-            RecordingWarning, stacklevel=3)
+            RecordingWarning, stacklevel=stacklevel)

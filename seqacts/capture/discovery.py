@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 
 import torch
@@ -14,18 +14,26 @@ from ..errors import (
     NoRecurrentModuleError,
     UnsupportedModelError,
 )
-from .specs import LayerSpec, kind_of
+from ..kinds.builtin import user_cell_label
+from .modules import kind_of, layer_specs, module_kind, parse_state
+from .specs import LayerSpec, cell_layer
 
-__all__ = ["by_first_weight", "layers", "recurrent_layers", "select_layers", "select_modules"]
+__all__ = [
+    "by_first_weight", "layers", "recurrent_layers", "select_cells", "select_layers",
+    "select_modules",
+]
 
 
-def recurrent_layers(model: nn.Module) -> list[tuple[nn.Module, list[LayerSpec]]]:
+def recurrent_layers(
+    model: nn.Module, *, required: bool = True
+) -> list[tuple[nn.Module, list[LayerSpec]]]:
     """Every recurrent module of ``model`` with its layer specs, in module order.
 
     Raises
     ------
     NoRecurrentModuleError
-        When the model holds no recurrent module; the message names the types it does hold.
+        When the model holds no recurrent module (unless not ``required``: then ``[]``); the
+        message names the types it does hold and what to pass for a recurrence in Python.
     """
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(
@@ -34,11 +42,11 @@ def recurrent_layers(model: nn.Module) -> list[tuple[nn.Module, list[LayerSpec]]
         )
     _check_eager(model)
     found = [
-        (module, LayerSpec.for_module(path, module))
+        (module, layer_specs(path, module))
         for path, module in model.named_modules()
         if kind_of(module) is not None
     ]
-    if not found:
+    if not found and required:
         types = sorted({type(m).__name__ for m in model.modules()})
         scripted = [path or "the model" for path, m in model.named_modules()
                     if isinstance(m, torch.jit.ScriptModule)]
@@ -49,7 +57,9 @@ def recurrent_layers(model: nn.Module) -> list[tuple[nn.Module, list[LayerSpec]]
                 "be recorded; record the eager nn.Module before scripting it")
         raise NoRecurrentModuleError(
             f"{type(model).__name__} holds no recurrent module (nn.RNN, nn.LSTM, nn.GRU, "
-            f"nn.RNNCell, nn.LSTMCell, nn.GRUCell); module types found: {', '.join(types)}"
+            f"nn.RNNCell, nn.LSTMCell, nn.GRUCell); module types found: {', '.join(types)}. "
+            "For a recurrence written in Python, name its per-step cell with "
+            "cells={'<path>': 'h'} (or 'h,c'), or record module outputs with modules=[...]"
         )
     return found
 
@@ -59,8 +69,9 @@ def by_first_weight(
 ) -> dict[int, tuple[nn.Module, list[LayerSpec]]]:
     """Index recurrent modules by the id of their first weight.
 
-    That tensor (``weight_ih_l0``, or a cell's ``weight_ih``) is what a kernel call receives,
-    so a call is traced back to its module through this index.
+    That tensor (``weight_ih_l0``, or a cell's ``weight_ih``; as the module's
+    :class:`~seqacts.capture.modules.ModuleKind` says) is what a kernel call receives, so a
+    call is traced back to its module through this index. Python cells have none.
 
     Parameters
     ----------
@@ -74,11 +85,8 @@ def by_first_weight(
     """
     index = {}
     for module, specs in found:
-        if isinstance(module, nn.RNNBase):
-            flat = getattr(module, "_flat_weights", None)
-            first = flat[0] if flat else None
-        else:
-            first = getattr(module, "weight_ih", None)
+        mk = module_kind(module)
+        first = mk.first_weight(module) if mk is not None and mk.via_kernel else None
         if first is not None:
             index[id(first)] = (module, specs)
     return index
@@ -130,14 +138,16 @@ def _as_names(names: str | Iterable[str], option: str) -> list[str]:
 
 
 def select_layers(
-    model: nn.Module, names: str | Iterable[str] | None
+    model: nn.Module, names: str | Iterable[str] | None,
+    found: list[tuple[nn.Module, list[LayerSpec]]] | None = None,
 ) -> list[tuple[nn.Module, list[LayerSpec]]]:
     """Resolve ``layers=`` into the recurrent modules to watch and their selected layer specs.
 
     A name selects a layer by its label, every layer of a module by the module's path, or any
-    label or path matching it as an fnmatch pattern (``"encoder.*"``).
+    label or path matching it as an fnmatch pattern (``"encoder.*"``). ``found``: the model's
+    :func:`recurrent_layers`, when known.
     """
-    found = recurrent_layers(model)
+    found = recurrent_layers(model) if found is None else found
     if names is None:
         return found
     wanted = _as_names(names, "layers")
@@ -171,22 +181,42 @@ def _matches(name: str, spec: LayerSpec) -> bool:
 
 
 def select_modules(
-    model: nn.Module, names: str | Iterable[str] | None
+    model: nn.Module, names: str | Iterable[str] | None, option: str = "modules"
 ) -> list[tuple[str, nn.Module]]:
     """Resolve ``modules=`` (paths or fnmatch patterns) into ``(path, module)`` pairs.
 
-    The root model itself is named ``"model"``.
+    The root model itself is named ``"model"``; errors name ``option``.
     """
     if names is None:
         return []
-    wanted = _as_names(names, "modules")
+    wanted = _as_names(names, option)
     named = [(path or "model", module) for path, module in model.named_modules()]
     unmatched = [n for n in wanted if not any(fnmatchcase(p, n) for p, _ in named)]
     if unmatched:
         paths = [p for p, _ in named]
         shown = ", ".join(paths[:40]) + (f", ... ({len(paths) - 40} more)" if len(paths) > 40 else "")
         raise LayerSelectionError(
-            f"modules: no module matches {', '.join(repr(n) for n in unmatched)}; "
+            f"{option}: no module matches {', '.join(repr(n) for n in unmatched)}; "
             f"available module paths: {shown}"
         )
     return [(p, m) for p, m in named if any(fnmatchcase(p, n) for n in wanted)]
+
+
+def select_cells(
+    model: nn.Module, cells: Mapping[str, str] | None
+) -> list[tuple[nn.Module, list[LayerSpec]]]:
+    """Resolve ``cells=`` (path or fnmatch pattern -> ``"h"`` / ``"h,c"``) into Python cells.
+
+    Each matched module gets one hooked layer spec of kind ``cell(h)`` or ``cell(h,c)``; the
+    root model is named ``"model"``.
+    """
+    if cells is None:
+        return []
+    states = {name: parse_state(state, f"cells[{name!r}]") for name, state in cells.items()}
+    selected = {id(m): (p, m) for p, m in select_modules(model, list(states), "cells")}
+    out = []
+    for path, module in selected.values():
+        names = next(s for n, s in states.items() if fnmatchcase(path, n))
+        out.append((module, cell_layer("" if module is model else path, module,
+                                        user_cell_label(names), hooked=True)))
+    return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -24,6 +24,7 @@ def extract(
     internals: bool | Collection[str] = False,
     time: Sequence[Any] | None = None,
     modules: str | Iterable[str] | None = None,
+    cells: Mapping[str, str] | None = None,
     grad: bool = False,
     **kwargs: Any,
 ) -> xr.Dataset:
@@ -50,7 +51,14 @@ def extract(
     time : sequence, optional
         Labels for the ``time`` coordinate.
     modules : str or list of str, optional
-        Other modules (paths or patterns) whose outputs to record too.
+        Other modules (paths or patterns) whose outputs to record too (also on a model
+        without a recurrent module).
+    cells : dict, optional
+        Python cells to record, each called once per step as ``cell(x_t, state) -> state``:
+        module path or fnmatch pattern -> ``"h"`` (the cell receives and returns a tensor
+        ``h``) or ``"h,c"`` (a tuple ``(h, c)``), e.g. ``{"decoder.cell": "h,c"}``. Recorded
+        from the state each call returns (kind ``cell(h)`` / ``cell(h,c)``; ``c`` as the
+        internal ``c``), chained along ``time`` like any cell; see the README's "Python cells".
     grad : bool, default False
         Run the forward under ``torch.enable_grad()``, recording what the model computes in a
         training step (PyTorch's training kernels; on the CPU their last bits can differ from
@@ -65,7 +73,8 @@ def extract(
         ``c_n`` (sample, layer, direction, unit); internals with ``h``'s dims.
     """
     warn_if_random(model)
-    options = Options(layers=layers, internals=internals, time=time, modules=modules)
+    options = Options(layers=layers, internals=internals, time=time, modules=modules,
+                      cells=cells)
     return extract_with(model, options, args, kwargs, grad=grad)
 
 

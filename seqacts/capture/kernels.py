@@ -11,8 +11,9 @@ Two things never reach a recorder: calls that autograd makes while it recomputes
 during backward (``torch.utils.checkpoint``), and failures of seqacts' own bookkeeping, which
 are handed to the recorder (``Sink.on_error``) while the model receives the kernel's result.
 
-A sink may also be an :class:`Editor` (``seqacts.interventions``): it may run a stack's layer
-itself (edited) in place of the per-layer call, and replace a cell kernel's returned state.
+A sink may also edit (``seqacts.interventions``, see :class:`~seqacts.capture.calls.Sink`): it
+may run a stack's layer itself (edited) in place of the per-layer call, and replace a cell
+kernel's returned state. The records of calls are in :mod:`seqacts.capture.calls`.
 """
 
 from __future__ import annotations
@@ -20,131 +21,20 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..kinds import has_cell_state
 from ..schema import CELL_KERNELS, STACK_KERNELS, weights_per_direction
 from . import workspace
+from .calls import CellCall, LayerCall, LayerRun, Sink, StackCall
 
-__all__ = [
-    "StackCall", "LayerRun", "CellCall", "LayerCall", "Sink", "Editor", "install", "uninstall",
-]
+__all__ = ["install", "uninstall"]
 
 _MISSING = object()
-
-
-@dataclass
-class LayerRun:
-    """What one layer of a fused stack computed during one kernel call (kernel layout)."""
-
-    input: Tensor  # (T, N, I) / (N, T, I) when batch_first / packed data (sum(batch_sizes), I)
-    output: Tensor  # same layout as input, last dim D * H_out
-    h0: Tensor  # (D, N_sorted, H_out)
-    hn: Tensor
-    c0: Tensor | None  # (D, N_sorted, H) for LSTM
-    cn: Tensor | None
-    weights: list[Tensor]  # this layer's slice of the flat weight list
-    #: per direction, the kernel's own gates when read from its workspace (see workspace.py)
-    gates: tuple[Tensor, ...] = ()
-    #: set by an editor that wrote cell states: ``(direction, t, c_t) -> edited c_t`` (rows in
-    #: the kernel's order), so that a recorder recomputing ``c`` applies the same edits
-    c_edit: Callable[[int, int, Tensor], Tensor] | None = None
-
-
-@dataclass
-class StackCall:
-    """One call of a fused stack kernel, run layer by layer."""
-
-    kind: str
-    weights: Sequence[Tensor]
-    has_biases: bool
-    bidirectional: bool
-    batch_first: bool
-    batch_sizes: Tensor | None
-    has_projection: bool
-    owner: object  # the module whose forward issued the call, when it was an nn.RNNBase's
-    unsorted_indices: Tensor | None  # PackedSequence order to undo, read from that forward
-    layers: list[LayerRun] = field(default_factory=list)
-    #: the stack's input ``x`` as the kernel received it (packed: its data)
-    input: Tensor | None = None
-    #: the initial and returned states as the kernel saw them (h[, c]), for chaining calls
-    state_in: tuple[Tensor, ...] = ()
-    state_out: tuple[Tensor, ...] = ()
-
-
-@dataclass
-class CellCall:
-    """One call of a cell kernel: one timestep."""
-
-    kind: str
-    input: Tensor  # (N, I)
-    h_prev: Tensor  # (N, H)
-    c_prev: Tensor | None
-    h: Tensor
-    c: Tensor | None
-    weights: tuple[Tensor, Tensor, Tensor | None, Tensor | None]
-    owner: object
-
-
-class Sink(Protocol):
-    """A recorder, as the kernel wrappers see it."""
-
-    def watches(self, weight: Tensor, owner: object) -> bool: ...
-
-    def wants_inputs(self) -> bool: ...
-
-    def on_stack(self, call: StackCall) -> None: ...
-
-    def on_cell(self, call: CellCall) -> None: ...
-
-    def on_error(self, weight: Tensor, owner: object, error: BaseException) -> None: ...
-
-
-@dataclass
-class LayerCall:
-    """Layer ``index`` of a fused stack call, about to run: what an :class:`Editor` receives.
-
-    ``run()`` is the call the wrapper makes when no editor takes the layer.
-    """
-
-    original: Callable[..., Any]
-    kind: str
-    index: int
-    input: Tensor
-    batch_sizes: Tensor | None
-    state: Any  # h0 (D, N, H_out), or (h0, c0) for an LSTM
-    weights: list[Tensor]
-    has_biases: bool
-    train: bool
-    bidirectional: bool
-    batch_first: bool
-    stack_weight: Tensor  # the stack's first weight: identifies the module
-    owner: object
-    unsorted_indices: Tensor | None
-    c_edit: Callable[[int, int, Tensor], Tensor] | None = None  # see LayerRun.c_edit
-
-    def run(self) -> Any:
-        """This one layer through the original kernel (inter-layer dropout is the caller's)."""
-        if self.batch_sizes is not None:
-            return self.original(self.input, self.batch_sizes, self.state, self.weights,
-                                 self.has_biases, 1, 0.0, self.train, self.bidirectional)
-        return self.original(self.input, self.state, self.weights, self.has_biases, 1, 0.0,
-                             self.train, self.bidirectional, self.batch_first)
-
-
-class Editor(Sink, Protocol):
-    """A sink that also writes: it may run a stack's layer itself or replace a cell's state."""
-
-    def run_layer(self, call: LayerCall) -> Any:
-        """The kernel's result for this layer, or None to let the wrapper run it."""
-        ...
-
-    def edit_cell(self, kind: str, args: tuple[Any, ...], result: Any, owner: object) -> Any:
-        """The cell kernel's result to return instead of ``result`` (or ``result`` itself)."""
-        ...
 
 
 _LOCK = threading.RLock()
@@ -291,7 +181,7 @@ class _StackArgs:
         n_dir = 2 if self.bidirectional else 1
         per_layer = len(self.params) // self.num_layers
         layers = slice(k * n_dir, (k + 1) * n_dir)
-        state = (self.hx[0][layers], self.hx[1][layers]) if kind == "LSTM" else self.hx[layers]
+        state = (self.hx[0][layers], self.hx[1][layers]) if has_cell_state(kind) else self.hx[layers]
         weights = list(self.params[k * per_layer : (k + 1) * per_layer])
         return LayerCall(original, kind, k, layer_input, self.batch_sizes, state, weights,
                          self.has_biases, self.train, self.bidirectional, self.batch_first,
@@ -309,7 +199,7 @@ def _run_layerwise(
 ) -> tuple[StackCall, Any]:
     """Run a fused stack call one layer at a time; its record and the kernel's result."""
     a = _StackArgs.parse(args, packed)
-    is_lstm = kind == "LSTM"
+    is_lstm = has_cell_state(kind)
     per_direction = len(a.params) // (a.num_layers * (2 if a.bidirectional else 1))
     call = StackCall(
         kind=kind,
@@ -357,7 +247,7 @@ def _run_layer(
     res = _run_by_editor(sinks, layer_call)
     if res is not None:
         return res, ()
-    if layer_call.kind == "LSTM" and workspace_gates:
+    if has_cell_state(layer_call.kind) and workspace_gates:
         h0, c0 = layer_call.state
         fused = workspace.lstm_layer(layer_call.input, h0, c0, layer_call.weights,
                                      has_biases=layer_call.has_biases, train=layer_call.train,
@@ -372,7 +262,7 @@ def _layer_run(
     layer_call: LayerCall, res: Any, gates: Sequence[Tensor], keep_inputs: bool
 ) -> LayerRun:
     """What the sinks keep of one layer's call: detached inputs, outputs and states."""
-    is_lstm = layer_call.kind == "LSTM"
+    is_lstm = has_cell_state(layer_call.kind)
     h0, c0 = layer_call.state if is_lstm else (layer_call.state, None)
     layer_input = layer_call.input
     return LayerRun(
@@ -439,7 +329,7 @@ def _cell_call(kind: str, args: tuple[Any, ...], result: Any, owner: object) -> 
     x, hx, w_ih, w_hh = args[:4]
     b_ih = args[4] if len(args) > 4 else None
     b_hh = args[5] if len(args) > 5 else None
-    if kind == "LSTM":
+    if has_cell_state(kind):
         h_prev, c_prev = hx
         h, c = result
     else:

@@ -8,43 +8,34 @@ kernels through :mod:`seqacts.kernels`; both are removed when the block exits.
 from __future__ import annotations
 
 import sys
-import warnings
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import xarray as xr
 from torch import Tensor, nn
 from torch.nn.modules import module as torch_module
 from torch.nn.utils.rnn import PackedSequence
 
-from ..errors import RecordingError, RecordingWarning
+from ..errors import RecordingError
 from ..options import Options
 from ..schema import base_kind
 from . import kernels
-from .assembly import Block, build_block, build_dataset
-from .chains import End, Linker, lay_out, split_messages
-from .diagnose import report_problems
-from .discovery import by_first_weight, recurrent_layers, select_layers, select_modules
-from .module_rows import Flow, place_outputs, unplaced_message
+from .calls import CellCall, StackCall
+from .cells import CellWatch
+from .discovery import (
+    by_first_weight,
+    recurrent_layers,
+    select_cells,
+    select_layers,
+    select_modules,
+)
+from .groups import Group, Recording
 from .records import LayerRecord, cell_internals, resolve_internals, stack_internals
 from .specs import LayerSpec, nonlinearity
 
 __all__ = ["Recorder", "record"]
-
-
-@dataclass
-class _Group:
-    """Everything recorded during one forward call of the root model (or outside any)."""
-
-    linker: Linker = field(default_factory=Linker)
-    outputs: dict[str, list[Tensor]] = field(default_factory=dict)
-    positions: dict[str, list[int]] = field(default_factory=dict)  # kernel calls before each
-    trace: list[tuple[str, int]] = field(default_factory=list)  # kernel calls: label, chain
-    flow: Flow = field(default_factory=Flow)  # storages of the trace's and the outputs' calls
 
 
 class Recorder:
@@ -54,29 +45,34 @@ class Recorder:
         options = Options() if options is None else options
         self.model = model
         self.options = options
-        selected = select_layers(model, options.layers)
-        self.specs: list[LayerSpec] = [s for _, specs in selected for s in specs]
+        cells = select_cells(model, options.cells)
+        hooked_ids = {id(m) for m, _ in cells}
+        # without any recurrent module, modules= and cells= still record (said in a warning)
+        found = recurrent_layers(model, required=not (options.modules or cells))
+        selected = [(m, specs) for m, specs in select_layers(model, options.layers, found)
+                    if id(m) not in hooked_ids]  # cells= takes a module off the kernel path
+        hooked = [(m, s) for m, specs in selected for s in specs if s.hooked] + [
+            (m, specs[0]) for m, specs in cells]
+        watched = [(m, specs) for m, specs in selected if not specs[0].hooked]
+        self.specs: list[LayerSpec] = [s for _, specs in selected for s in specs] + [
+            specs[0] for _, specs in cells]
         self.internals: tuple[str, ...] = resolve_internals(
             options.internals,
-            {base_kind(s.kind, nonlinearity(m)) for m, specs in selected for s in specs},
+            {base_kind(s.kind, nonlinearity(m)) for m, specs in [*selected, *cells] for s in specs},
         )
         self.time = options.time
-        self._watched = list(selected)
-        self._by_module = {id(m): (m, specs) for m, specs in selected}
-        self._recurrent = {id(m) for m, _ in recurrent_layers(model)}
+        self._watched = watched
+        self._by_module = {id(m): (m, specs) for m, specs in watched}
+        self._recurrent = {id(m) for m, _ in found} | hooked_ids
         # a model that is itself one RNN or cell: its calls are the kernel calls, and a loop
         # over them (state passed on) must chain, so its calls group like calls made outside
         self._root_groups = id(model) not in self._recurrent
         self._by_weight: dict[int, tuple[nn.Module, list[LayerSpec]]] = {}
         self._outputs = {id(m): (name, m) for name, m in select_modules(model, options.modules)}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._blocks: list[Block] = []
-        self._failures: dict[str, list[str]] = {}
-        self._group: _Group | None = None
-        self._ends: dict[str, list[End]] = {}  # each layer's chain ends in its latest group
-        self._splits: dict[str, dict[str, list[int]]] = {}  # label -> reason -> dataset calls
-        self._calls: dict[str, int] = {}  # each layer's calls in the blocks so far
-        self._unplaced: list[str] = []  # module outputs' calls left NaN, one message each
+        self._recording = Recording(self.specs, self.internals)
+        self._cells = CellWatch(self.specs, hooked, self._by_module)
+        self._group: Group | None = None
         self._depth = 0
         self._active = False
 
@@ -109,20 +105,31 @@ class Recorder:
     def _add_hooks(self) -> None:
         # global hooks: nothing on the model, so copies and pickles made inside the block are clean
         self._handles.append(torch_module.register_module_forward_pre_hook(self._pre_hook))
-        self._handles.append(
-            torch_module.register_module_forward_hook(self._post_hook, always_call=True))
+        self._handles.append(torch_module.register_module_forward_hook(
+            self._post_hook, with_kwargs=True, always_call=True))
 
     def _pre_hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        if module is self.model and self._root_groups and (
-                torch._C._current_graph_task_id() == -1):
-            self._root_pre(module, args)
-
-    def _post_hook(self, module: nn.Module, args: tuple[Any, ...], result: Any) -> None:
         if torch._C._current_graph_task_id() != -1:
             return  # autograd recomputing a forward during backward (checkpointing)
-        hit = self._outputs.get(id(module))
-        if hit is not None and hit[1] is module:
-            self._record_output(hit[0], args, result)
+        if module is self.model and self._root_groups:
+            self._root_pre(module, args)
+        self._cells.entered(module)
+
+    def _post_hook(self, module: nn.Module, args: tuple[Any, ...], *rest: Any) -> None:
+        # (kwargs, result); torch calls an always_call hook with (result) alone after the
+        # forward raised, with_kwargs or not
+        kwargs, result = rest if len(rest) == 2 else ({}, rest[0])
+        if torch._C._current_graph_task_id() != -1:
+            return  # autograd recomputing a forward during backward (checkpointing)
+        raised = result is None and sys.exc_info()[0] is not None
+        if not raised:
+            hit = self._cells.returned(module, args, kwargs, result, self.internals)
+            if hit is not None:
+                self._add(self._current_group(), hit[0], hit[1], _first_tensor(args),
+                          hit[1].h[:, 0, 0])
+        out = self._outputs.get(id(module))
+        if out is not None and out[1] is module:
+            self._record_output(out[0], args, result)
         # after the output: the root's own output must land before _root_post closes the group
         if module is self.model and self._root_groups:
             self._root_post(module, args, result)
@@ -138,7 +145,7 @@ class Recorder:
     def _root_pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         if self._depth == 0:
             self._close_group()  # calls made outside a root forward form their own group
-            self._group = self._new_group()
+            self._group = self._recording.new_group()
             self._index_weights()  # weights may have been replaced since __enter__
         self._depth += 1
 
@@ -152,55 +159,25 @@ class Recorder:
 
     def _record_output(self, name: str, args: tuple[Any, ...], result: Any) -> None:
         tensors = _tensors_of(result)
-        if not tensors:
-            return
-        group = self._current_group()
-        inputs = [t for a in args for t in _tensors_of(a)]
-        for i, t in enumerate(tensors):
-            key = name if len(tensors) == 1 else f"{name}[{i}]"
-            group.outputs.setdefault(key, []).append(t.detach().clone())
-            group.positions.setdefault(key, []).append(len(group.trace))
-            group.flow.add_call(key, inputs, t.detach())
+        if tensors:
+            self._current_group().add_output(name, [t for a in args for t in _tensors_of(a)],
+                                             tensors)
 
-    def _current_group(self) -> _Group:
+    def _current_group(self) -> Group:
         if self._group is None:
-            self._group = self._new_group()
+            self._group = self._recording.new_group()
         return self._group
-
-    def _new_group(self) -> _Group:
-        return _Group(linker=Linker(self._ends))
 
     def _close_group(self) -> None:
         group, self._group = self._group, None
-        if group is None or (not group.linker.chains and not group.outputs):
-            return
-        linker = group.linker
-        self._ends = {**self._ends, **linker.ends()}
-        try:
-            layout = lay_out([s.label for s in self.specs], linker,
-                             {s.label: s.module_path for s in self.specs})
-            linker.release()
-            outputs, unplaced = place_outputs(layout, group.trace, group.outputs, group.positions,
-                                              group.flow)
-            block = build_block(self.specs, layout, outputs, self.internals)
-            if unplaced:
-                first = sum(b.n_samples for b in self._blocks)
-                self._unplaced += unplaced_message(unplaced, len(self._blocks), first,
-                                                   first + block.n_samples - 1)
-            self._blocks.append(block)
-            for label, splits in linker.splits.items():
-                seen = self._calls.get(label, 0)
-                for split in splits:
-                    self._splits.setdefault(label, {}).setdefault(split.reason, []).append(
-                        seen + split.call)
-            for label, n in linker.n_calls.items():
-                self._calls[label] = self._calls.get(label, 0) + n
-        except Exception as error:  # never break the user's forward: report it with the dataset
-            self._failures.setdefault("(assembly)", []).append(f"{type(error).__name__}: {error}")
+        self._recording.close(group)
 
     # -- kernels.Sink ------------------------------------------------------------------------
     def watches(self, weight: Tensor, owner: object) -> bool:
-        return self._resolve(weight, owner) is not None
+        hit = self._resolve(weight, owner)
+        if hit is not None:
+            self._cells.reached(hit[0])
+        return hit is not None
 
     def wants_inputs(self) -> bool:
         return bool(self.internals)
@@ -217,23 +194,22 @@ class Recorder:
         hit = self._resolve(weight, owner)
         labels = [s.label for s in hit[1]] if hit is not None else ["(unknown layer)"]
         for label in labels:
-            self._failures.setdefault(label, []).append(f"{type(error).__name__}: {error}")
+            self._recording.fail(label, error)
 
-    def on_stack(self, call: kernels.StackCall) -> None:
+    def on_stack(self, call: StackCall) -> None:
         hit = self._resolve(call.weights[0], call.owner)
         if hit is None or call.layers[0].output.numel() == 0:  # 0 samples: nothing to record
             return
         _, specs = hit
         unsorted = call.unsorted_indices
         group = self._current_group()
-        last = len(call.layers) - 1
         with _no_autocast(call.weights[0].device.type):
-            records = [stack_internals(call, spec.index, unsorted, self.internals,
-                                       escapes=spec.index == last) for spec in specs]
+            records = [stack_internals(call, spec.index, unsorted, self.internals)
+                       for spec in specs]
         for spec, rec in zip(specs, records, strict=True):
             self._add(group, spec.label, rec, call.input, call.layers[-1].output)
 
-    def on_cell(self, call: kernels.CellCall) -> None:
+    def on_cell(self, call: CellCall) -> None:
         hit = self._resolve(call.weights[0], call.owner)
         if hit is None or call.h.numel() == 0:  # 0 samples: nothing to record
             return
@@ -242,12 +218,10 @@ class Recorder:
             rec = cell_internals(call, self.internals)
         self._add(self._current_group(), specs[0].label, rec, call.input, call.h)
 
-    def _add(self, group: _Group, label: str, rec: LayerRecord, x: Tensor | None,
+    def _add(self, group: Group, label: str, rec: LayerRecord, x: Tensor | None,
              out: Tensor) -> None:
-        chain = group.linker.add(label, rec)
-        if self._outputs:  # the order of kernel and module calls, and their data, place outputs
-            group.trace.append((label, chain))
-            group.flow.add_kernel(x, out.detach())
+        # the order of layer and module calls, and their data, place the modules= outputs
+        group.add(label, rec, x, out, trace=bool(self._outputs))
 
     # -- results -------------------------------------------------------------------------------
     def to_dataset(self) -> xr.Dataset:
@@ -266,41 +240,33 @@ class Recorder:
             and calls that started new samples although their initial state was partly a
             state an earlier call returned (see :func:`seqacts.capture.chains.split_messages`);
             once per module output and group whose calls were left NaN because no single
-            chain's rows provably hold them (:mod:`seqacts.capture.module_rows`).
+            chain's rows provably hold them (:mod:`seqacts.capture.module_rows`); once per
+            torch module whose forward returned without running its kernel, and when the
+            model has no recurrent layer (only ``modules=`` outputs recorded).
         """
         if self._active and self._depth == 0:
             self._close_group()  # cell calls made outside any root forward
-        if not self._blocks:
-            failed = "; ".join(f"{k}: {v[0]}" for k, v in self._failures.items())
+        recording = self._recording
+        bypassed = dict(self._cells.notes)
+        if not recording.blocks:
+            failed = "; ".join(f"{k}: {v[0]}" for k, v in recording.failures.items())
             if failed:
                 raise RecordingError(f"nothing was recorded: recording failed ({failed})")
+            if bypassed:
+                raise RecordingError("nothing was recorded: " + "; ".join(bypassed.values()))
             raise RecordingError(
                 "nothing was recorded: run the model (model(x)) inside the `with "
                 "seqacts.record(model) as rec:` block before calling rec.to_dataset(), and check "
                 f"that its forward reaches the selected layers ({', '.join(s.label for s in self.specs)})"
             )
-        ds = build_dataset(self.specs, self._blocks, self.internals, self.model, self.time)
-        notes = [b.note for b in self._blocks if b.note]
-        calls = np.zeros(len(self.specs), dtype=np.int64)
-        for block in self._blocks:
-            if block.n_calls is not None:
-                calls += block.n_calls
-        unused = [s.label for s, n in zip(self.specs, calls, strict=True)
-                  if n == 0 and s.label not in self._failures]
-        report_problems(ds, notes, unused, self._failures)
-        for message in [*split_messages(self._splits), *self._unplaced]:
-            warnings.warn(message, RecordingWarning, stacklevel=2)
-        return ds
-
-    def pop_dataset(self) -> xr.Dataset:
-        """Like :meth:`to_dataset`, then forget what was recorded (bounded memory when streaming)."""
-        ds = self.to_dataset()
-        self._blocks.clear()
-        self._failures.clear()
-        self._splits.clear()
-        self._calls.clear()
-        self._unplaced.clear()
-        return ds
+        recording.notes = list(bypassed.values())
+        if not self.specs:
+            recording.notes.append(
+                f"seqacts: {type(self.model).__name__} has no recurrent layer that seqacts "
+                "records (no nn.RNN/LSTM/GRU or torch cell, no cells=): the dataset holds only the "
+                "modules= outputs; name a per-step cell with cells={'<path>': 'h'} to record it")
+        excused = [s.label for s in self.specs if s.module_path in bypassed]
+        return recording.dataset(self.model, self.time, excused)
 
 
 def _no_autocast(device_type: str) -> AbstractContextManager[Any]:
@@ -308,6 +274,10 @@ def _no_autocast(device_type: str) -> AbstractContextManager[Any]:
     if torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return nullcontext()
+
+
+def _first_tensor(args: tuple[Any, ...]) -> Tensor | None:
+    return args[0] if args and isinstance(args[0], Tensor) else None
 
 
 def _tensors_of(result: Any) -> list[Tensor]:
@@ -327,6 +297,7 @@ def record(
     internals: bool | Collection[str] = False,
     time: Sequence[Any] | None = None,
     modules: str | Iterable[str] | None = None,
+    cells: Mapping[str, str] | None = None,
 ) -> Recorder:
     """Record every recurrent layer of ``model`` while the ``with`` block runs.
 
@@ -346,11 +317,19 @@ def record(
     time : sequence, optional
         Labels for the ``time`` coordinate (e.g. a ``pandas.DatetimeIndex``).
     modules : str or list of str, optional
-        Paths or patterns of other modules whose outputs to record as well.
+        Paths or patterns of other modules whose outputs to record as well (also on a model
+        without a recurrent module: the dataset then holds only these outputs).
+    cells : dict, optional
+        Python cells to record, each called once per step as ``cell(x_t, state) -> state``:
+        module path or fnmatch pattern -> ``"h"`` (the cell receives and returns a tensor
+        ``h``) or ``"h,c"`` (a tuple ``(h, c)``), e.g. ``{"decoder.cell": "h,c"}``. Recorded
+        from the state each call returns (kind ``cell(h)`` / ``cell(h,c)``; ``c`` as the
+        internal ``c``), chained along ``time`` like any cell; see the README's "Python cells".
 
     Returns
     -------
     Recorder
         A context manager; ``rec.to_dataset()`` returns the ``xarray.Dataset``.
     """
-    return Recorder(model, Options(layers=layers, internals=internals, time=time, modules=modules))
+    return Recorder(model, Options(layers=layers, internals=internals, time=time, modules=modules,
+                                   cells=cells))

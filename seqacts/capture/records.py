@@ -20,12 +20,13 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from ..errors import OptionError
-from ..schema import INTERNALS, gate_order
-from .kernels import CellCall, StackCall
+from ..kinds import kind_spec, registered_kinds
+from ..schema import gate_order
+from .calls import CellCall, StackCall
 from .specs import DirectionWeights, layer_weights
 from .unroll import empty, layer_internals, lstm_internals_from_gates
 
-__all__ = ["LayerRecord", "resolve_internals", "stack_internals", "cell_internals"]
+__all__ = ["LayerRecord", "cell_internals", "resolve_internals", "stack_internals", "step_record"]
 
 
 @dataclass
@@ -48,14 +49,16 @@ class LayerRecord:
 
 
 def resolve_internals(internals: bool | str | Collection[str] | None, kinds: set[str]) -> tuple[str, ...]:
-    """Validate ``internals=`` against the stack kinds recorded; return the variable names."""
+    """Validate ``internals=`` against the kinds recorded (their equations' kinds: ``LSTM`` for
+    an ``LSTMCell``); return the variable names, in the order the registry lists the kinds."""
     if internals is None or internals is False:
         return ()
-    applicable = [n for kind, names in INTERNALS.items() if kind in kinds for n in names]
+    specs = [kind_spec(k) for k in registered_kinds()]
+    applicable = [n for spec in specs if spec.name in kinds for n in spec.internals]
     if internals is True:
         return tuple(dict.fromkeys(applicable))
     wanted = [internals] if isinstance(internals, str) else list(internals)
-    every = {n for names in INTERNALS.values() for n in names}
+    every = {n for spec in specs for n in spec.internals}
     unknown = [n for n in wanted if n not in every]
     if unknown:
         raise OptionError(
@@ -144,12 +147,12 @@ def _lengths(batch_sizes: Tensor | None, batch: int, steps: int) -> Tensor:
 
 
 def stack_internals(
-    call: StackCall, k: int, unsorted: Tensor | None, names: tuple[str, ...], escapes: bool
+    call: StackCall, k: int, unsorted: Tensor | None, names: tuple[str, ...]
 ) -> LayerRecord:
     """The record of layer ``k`` of a fused stack call, with the requested internals.
 
-    ``escapes`` marks the top layer, whose output the model receives and may later modify in
-    place; every record's ``h`` is a copy in its own buffer, so that needs nothing extra.
+    Every record's ``h`` is a copy in its own buffer, so the top layer's output, which the
+    model receives and may later modify in place, needs nothing extra.
     """
     run = call.layers[k]
     n_dir = 2 if call.bidirectional else 1
@@ -166,7 +169,7 @@ def stack_internals(
     h0 = run.h0.clone().transpose(0, 1)
     c0 = run.c0.clone().transpose(0, 1) if run.c0 is not None else None
     extra: dict[str, Tensor] = {}
-    wanted = [n for n in names if n in INTERNALS[call.kind]]
+    wanted = [n for n in names if n in kind_spec(call.kind).internals]
     if wanted:
         x = _time_major(run.input, bs, call.batch_first, 0.0).to(out.dtype)
         weights = [w.to(out.dtype) for w in run.weights]  # the dtype the kernel ran in (autocast)
@@ -217,10 +220,8 @@ def _for_direction(
 
 def cell_internals(call: CellCall, names: tuple[str, ...]) -> LayerRecord:
     """The record of one cell step (T = 1), with the requested internals."""
-    h = call.h.clone().reshape(call.h.shape[0], 1, 1, -1)
-    c = call.c.clone().unsqueeze(1) if call.c is not None else None
     extra: dict[str, Tensor] = {}
-    wanted = [n for n in names if n in INTERNALS[call.kind]]
+    wanted = [n for n in names if n in kind_spec(call.kind).internals]
     if wanted:
         dtype = call.h.dtype  # the dtype the kernel ran in (autocast may differ from the inputs')
         w_ih, w_hh = call.weights[0].to(dtype), call.weights[1].to(dtype)
@@ -231,16 +232,24 @@ def cell_internals(call: CellCall, names: tuple[str, ...]) -> LayerRecord:
             DirectionWeights(w_ih, w_hh, b_ih, b_hh, None), names=wanted,
         )
         extra = {n: v.reshape(v.shape[1], 1, 1, -1) for n, v in parts.items()}
-        if "c" in extra and c is not None:
-            extra["c"] = c.reshape(c.shape[0], 1, 1, -1)  # the kernel's own cell state
+        if "c" in extra and call.c is not None:
+            extra["c"] = call.c.clone().reshape(call.c.shape[0], 1, 1, -1)  # the kernel's own
+    return step_record(call.h_prev, call.c_prev, call.h, call.c, extra)
+
+
+def step_record(h_prev: Tensor, c_prev: Tensor | None, h: Tensor, c: Tensor | None,
+                extra: dict[str, Tensor]) -> LayerRecord:
+    """The record of one step of a cell from the (detached) states it received and returned,
+    each ``(N, W)``; ``extra`` holds its internals, ``(N, 1, 1, W)``."""
+    h_rec = h.clone().reshape(h.shape[0], 1, 1, -1)
     return LayerRecord(
-        h=h,
-        h0=call.h_prev.clone().unsqueeze(1),
-        hn=h[:, :, 0],
-        c0=call.c_prev.clone().unsqueeze(1) if call.c_prev is not None else None,
-        cn=c,
-        lengths=torch.ones(call.h.shape[0], dtype=torch.int64),
+        h=h_rec,
+        h0=h_prev.clone().unsqueeze(1),
+        hn=h_rec[:, :, 0],
+        c0=c_prev.clone().unsqueeze(1) if c_prev is not None else None,
+        cn=c.clone().unsqueeze(1) if c is not None else None,
+        lengths=torch.ones(h.shape[0], dtype=torch.int64),
         extra=extra,
-        state_in=(call.h_prev, call.c_prev) if call.c_prev is not None else (call.h_prev,),
-        state_out=(call.h, call.c) if call.c is not None else (call.h,),
+        state_in=(h_prev, c_prev) if c_prev is not None else (h_prev,),
+        state_out=(h, c) if c is not None else (h,),
     )

@@ -1,7 +1,8 @@
 """What a recurrent module is, as capture needs to know it: its kind, its layers, its weights.
 
-The torch-free facts (kinds, internals, gate order, weights per direction) live in
-:mod:`seqacts.schema`; this module applies them to ``nn.Module`` objects and weight tensors.
+The torch-free facts (kinds, internals, gate order) live in :mod:`seqacts.kinds`; which module
+is of which kind in :mod:`seqacts.capture.modules`; this module describes a module's layers and
+splits a fused stack's weights.
 """
 
 from __future__ import annotations
@@ -13,20 +14,7 @@ from torch import nn
 
 from ..schema import weights_per_direction
 
-__all__ = ["DirectionWeights", "LayerSpec", "kind_of", "layer_weights", "nonlinearity"]
-
-
-def kind_of(module: nn.Module) -> str | None:
-    """Return the seqacts kind of a module, or None when it is not recurrent."""
-    if isinstance(module, nn.RNNBase):
-        return str(module.mode)
-    if isinstance(module, nn.LSTMCell):
-        return "LSTMCell"
-    if isinstance(module, nn.GRUCell):
-        return "GRUCell"
-    if isinstance(module, nn.RNNCell):
-        return "RNNCell"
-    return None
+__all__ = ["DirectionWeights", "LayerSpec", "cell_layer", "layer_weights", "nonlinearity", "stack_layers"]
 
 
 def nonlinearity(module: object) -> str:
@@ -46,43 +34,51 @@ class LayerSpec:
     n_cell_units: int
     n_directions: int
     is_cell: bool
+    #: recorded from the module's own call (a Python cell), not from a kernel call
+    hooked: bool = False
 
-    @staticmethod
-    def for_module(path: str, module: nn.Module) -> list[LayerSpec]:
-        """All layer specs of one recurrent module at ``path`` (``""`` for the root)."""
-        kind = kind_of(module)
-        if kind is None:
-            return []
-        if isinstance(module, nn.RNNBase):
-            hidden = int(module.hidden_size)
-            out = int(module.proj_size) if getattr(module, "proj_size", 0) else hidden
-            prefix = f"{path}." if path else ""
-            return [
-                LayerSpec(
-                    label=f"{prefix}l{k}",
-                    module_path=path,
-                    kind=kind,
-                    index=k,
-                    n_units=out,
-                    n_cell_units=hidden,
-                    n_directions=2 if module.bidirectional else 1,
-                    is_cell=False,
-                )
-                for k in range(int(module.num_layers))
-            ]
-        hidden = int(module.hidden_size)  # type: ignore[arg-type]
-        return [
-            LayerSpec(
-                label=path or "cell",
-                module_path=path,
-                kind=kind,
-                index=0,
-                n_units=hidden,
-                n_cell_units=hidden,
-                n_directions=1,
-                is_cell=True,
-            )
-        ]
+
+def stack_layers(path: str, module: nn.Module, kind: str) -> list[LayerSpec]:
+    """The layer specs of a fused stack (``nn.RNN/LSTM/GRU``) at ``path`` (``""``: the root)."""
+    hidden = int(module.hidden_size)  # type: ignore[arg-type]
+    proj = int(getattr(module, "proj_size", 0) or 0)
+    prefix = f"{path}." if path else ""
+    return [
+        LayerSpec(
+            label=f"{prefix}l{k}",
+            module_path=path,
+            kind=kind,
+            index=k,
+            n_units=proj or hidden,
+            n_cell_units=hidden,
+            n_directions=2 if module.bidirectional else 1,
+            is_cell=False,
+        )
+        for k in range(int(module.num_layers))  # type: ignore[arg-type]
+    ]
+
+
+def cell_layer(path: str, module: nn.Module, kind: str, hooked: bool = False) -> list[LayerSpec]:
+    """The one layer spec of a cell module: one call is one timestep.
+
+    Its width is the module's ``hidden_size``; a Python cell without one gets the width of the
+    first state it returns (``n_units`` 0 until then).
+    """
+    hidden = getattr(module, "hidden_size", 0)
+    hidden = hidden if isinstance(hidden, int) else 0
+    return [
+        LayerSpec(
+            label=path or "cell",
+            module_path=path,
+            kind=kind,
+            index=0,
+            n_units=hidden,
+            n_cell_units=hidden,
+            n_directions=1,
+            is_cell=True,
+            hooked=hooked,
+        )
+    ]
 
 
 @dataclass(frozen=True)

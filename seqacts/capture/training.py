@@ -7,6 +7,7 @@ import warnings
 from torch import nn
 
 from ..errors import TrainingModeWarning
+from .modules import is_stack
 
 __all__ = ["DROPOUT_TYPES", "active_dropout", "warn_if_random"]
 
@@ -27,7 +28,7 @@ def active_dropout(model: nn.Module) -> list[str]:
             continue
         if isinstance(module, DROPOUT_TYPES) and getattr(module, "p", 0) > 0:
             found.append(f"{name} ({type(module).__name__}(p={module.p}))")
-        elif isinstance(module, nn.RNNBase) and module.dropout > 0 and module.num_layers > 1:
+        elif is_stack(module) and module.dropout > 0 and module.num_layers > 1:
             found.append(f"{name} ({type(module).__name__} dropout={module.dropout})")
     return found
 

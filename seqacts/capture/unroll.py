@@ -16,12 +16,18 @@ import torch
 from torch import Tensor
 
 from ..errors import UnrollError
-from ..schema import CELL_BASE_KIND, INTERNAL_ACTIVATION, INTERNALS, gate_order
+from ..kinds import base_kind, kind_spec
+from ..kinds.builtin import LSTM, STACK_KINDS
+from ..schema import INTERNAL_ACTIVATION
 from .rows import Rows, batched, empty
 from .specs import DirectionWeights
 
 __all__ = ["UnrollError", "empty", "layer_internals", "lstm_internals_from_gates"]
 
+
+#: The kinds whose equations this module implements: PyTorch's stacks (and the cells that
+#: follow them, by their base kind).
+UNROLLS: dict[str, tuple[str, ...]] = {k.name: k.internals for k in STACK_KINDS}
 
 #: Variables that need other gates: the cell state needs i, f, g; GRU's new gate needs r.
 NEEDS: dict[str, tuple[str, ...]] = {
@@ -77,7 +83,7 @@ def layer_internals(
         The backward direction: each sample runs from ``t = length - 1`` (from ``h0``, ``c0``)
         down to ``t = 0``.
     names
-        Variables to compute, from ``INTERNALS[kind]``; default all. Only what they need is
+        Variables to compute, from the kind's internals; default all. Only what they need is
         computed (``"forget_gate"`` alone is one matmul with a quarter of the weights, no scan).
     out
         Where to write, one tensor per requested name, dims ``(batch, time, hidden)`` in ``x``'s
@@ -95,7 +101,7 @@ def layer_internals(
         ``t >= length``, with no autograd graph: ``out``'s tensors, else fresh contiguous ones
         with dims ``(time, batch, hidden)``.
     """
-    base = CELL_BASE_KIND.get(kind, kind)
+    base = base_kind(kind)
     wanted = _check_names(base, names)
     with torch.no_grad():
         _check_shapes(base, x, h, (h0, c0), weights, lengths, "c" in wanted)
@@ -134,15 +140,15 @@ def lstm_internals_from_gates(
         Where to write, one tensor per requested name, dims ``(batch, time, hidden)``, any
         strides, in ``gates``' dtype.
     names
-        Variables from ``INTERNALS["LSTM"]``; default all.
+        Variables from the LSTM kind's internals; default all.
     reverse
         The backward direction.
     """
-    wanted = _check_names("LSTM", names)
+    wanted = _check_names(LSTM.name, names)
     steps, batch, width = gates.shape
-    hidden = width // 4
-    chunks = gate_order("LSTM")
-    _check_out("LSTM", wanted, out, (batch, steps, hidden), gates)
+    hidden = width // len(LSTM.gates)
+    chunks = LSTM.gates
+    _check_out(LSTM.name, wanted, out, (batch, steps, hidden), gates)
     if "c" in wanted and c0 is None:
         raise UnrollError(
             f"LSTM: the cell state 'c' needs c0; pass zeros of shape ({batch}, {hidden})"
@@ -175,21 +181,26 @@ def lstm_internals_from_gates(
 
 
 def _check_names(kind: str, names: Collection[str] | None) -> tuple[str, ...]:
-    if kind not in INTERNALS:
+    if kind not in UNROLLS:
         raise UnrollError(
-            f"layer_internals: unknown kind {kind!r}; expected one of {', '.join(INTERNALS)} "
-            f"(or {', '.join(CELL_BASE_KIND)}; map RNNCell with seqacts.schema.base_kind)"
+            f"layer_internals: unknown kind {kind!r}; expected one of {', '.join(UNROLLS)} "
+            "(or a kind following their equations, e.g. LSTMCell; map RNNCell with "
+            "seqacts.schema.base_kind)"
         )
     if names is None:
-        return INTERNALS[kind]
+        return UNROLLS[kind]
     wanted = (names,) if isinstance(names, str) else tuple(dict.fromkeys(names))
-    unknown = [n for n in wanted if n not in INTERNALS[kind]]
+    unknown = [n for n in wanted if n not in UNROLLS[kind]]
     if unknown:
         raise UnrollError(
             f"layer_internals: {kind} has no variable {', '.join(map(repr, unknown))}; "
-            f"available: {', '.join(INTERNALS[kind])}"
+            f"available: {', '.join(UNROLLS[kind])}"
         )
     return wanted
+
+
+def _gate_order(kind: str) -> tuple[str, ...]:
+    return kind_spec(kind).gates
 
 
 def _check_shapes(
@@ -210,7 +221,7 @@ def _check_shapes(
             )
     steps, batch, n_in = x.shape
     n_out = h.shape[2]
-    n_gates = len(gate_order(kind))
+    n_gates = len(_gate_order(kind))
     hidden = weights.w_ih.shape[0] // n_gates
     expected = {
         "h": ((steps, batch, n_out), h.shape),
@@ -262,7 +273,7 @@ def _destinations(
     gate_rows: int,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """What to return, and where to write: ``(batch, time, hidden)`` views of it, any strides."""
-    hidden = gate_rows // len(gate_order(kind))
+    hidden = gate_rows // len(_gate_order(kind))
     if out is None:
         fresh = {n: empty((x.shape[0], x.shape[1], hidden), x) for n in wanted}
         return fresh, {n: v.transpose(0, 1) for n, v in fresh.items()}
@@ -287,7 +298,7 @@ def _gates(
     """
     x = rows.inputs
     batch, steps = x.shape[:2]
-    chunks = gate_order(kind)
+    chunks = _gate_order(kind)
     hidden = weights.w_ih.shape[0] // len(chunks)
     needed = [g for g in chunks if any(g in NEEDS.get(n, (n,)) for n in wanted)]
     if "c" in wanted and "input_gate" not in wanted:

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from ..errors import WorkspaceWarning
-from ..schema import INTERNAL_ACTIVATION, gate_order
+from ..kinds.builtin import LSTM
+from ..schema import INTERNAL_ACTIVATION
 
 __all__ = ["OP_NAME", "gate_rows", "gates_match", "lstm_layer", "warned"]
 
@@ -92,7 +93,7 @@ def gates_match(
         if b is not None:
             pre += b.to(f32)
             scale += b.to(f32).abs()
-    for name, chunk in zip(gate_order("LSTM"), pre.chunk(4, -1), strict=True):
+    for name, chunk in zip(LSTM.gates, pre.chunk(4, -1), strict=True):
         act = INTERNAL_ACTIVATION[name]
         if act is not None:
             getattr(chunk, f"{act}_")()

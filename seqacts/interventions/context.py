@@ -1,6 +1,6 @@
 """The ``with seqacts.intervene(model, edits):`` block and ``seqacts.extract(..., edits=)``.
 
-An :class:`Intervention` is a kernel sink that also writes (``capture.kernels.Editor``): while
+An :class:`Intervention` is a kernel sink that also writes (see ``capture.calls.Sink``): while
 active, a fused stack holding an edited layer runs layer by layer, and the edited layer runs
 through :func:`~seqacts.interventions.runner.run_edited_layer`; a cell's returned state is
 edited at the edited calls. A recorder active at the same time records the edited states.
@@ -18,10 +18,13 @@ import xarray as xr
 from torch import Tensor, nn
 
 from ..capture import kernels
+from ..capture.calls import CellCall, LayerCall, StackCall
 from ..capture.discovery import by_first_weight, recurrent_layers
 from ..capture.extract import extract as record_extract
+from ..capture.modules import is_cell
 from ..capture.specs import LayerSpec
 from ..errors import EditError, LayerSelectionError
+from ..kinds import has_cell_state
 from ..options import Options
 from ..signatures import keywords_from
 from .edits import Edit, Plan, plan, step_flags
@@ -96,7 +99,7 @@ class Intervention:
         if self._depth == 0:
             # cell steps count from 0 in each forward of the root, unless the root is the cell
             # itself: then the caller's loop is the sequence, counted from the block's start
-            if not isinstance(self.model, nn.RNNCellBase):
+            if not is_cell(self.model):
                 self._calls.clear()
             self._index_weights()  # weights may have been replaced since __enter__
         self._depth += 1
@@ -113,23 +116,23 @@ class Intervention:
                 return specs
         return None
 
-    # -- kernels.Editor ------------------------------------------------------------------------
+    # -- kernels.Sink, editing -----------------------------------------------------------------
     def watches(self, weight: Tensor, owner: object) -> bool:
         return self._resolve(weight, owner) is not None
 
     def wants_inputs(self) -> bool:
         return False
 
-    def on_stack(self, call: kernels.StackCall) -> None:
+    def on_stack(self, call: StackCall) -> None:
         return None
 
-    def on_cell(self, call: kernels.CellCall) -> None:
+    def on_cell(self, call: CellCall) -> None:
         return None
 
     def on_error(self, weight: Tensor, owner: object, error: BaseException) -> None:
         return None  # an editor's own errors propagate (see kernels); nothing to keep here
 
-    def run_layer(self, call: kernels.LayerCall) -> Any:
+    def run_layer(self, call: LayerCall) -> Any:
         specs = self._resolve(call.stack_weight, call.owner)
         if specs is None or call.index >= len(specs):
             return None
@@ -146,7 +149,7 @@ class Intervention:
         t = self._calls.get(label, 0)
         self._calls[label] = t + 1
         active = []
-        n = (result[0] if kind == "LSTM" else result).shape[0]
+        n = (result[0] if has_cell_state(kind) else result).shape[0]
         for p in self.plans[label]:
             flags = step_flags(p.time, t, label)
             p.check_samples(n, flags.unsqueeze(1))
@@ -157,7 +160,7 @@ class Intervention:
         x, hx, w_ih, w_hh = args[:4]
         b_ih = args[4] if len(args) > 4 else None
         b_hh = args[5] if len(args) > 5 else None
-        if kind == "LSTM":
+        if has_cell_state(kind):
             h, c = result
             h, c = apply_plans(active, t, None, h, c,
                                lambda: output_gate(x, hx[0], w_ih, w_hh, b_ih, b_hh), None)  # fmt: skip

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..capture.specs import LayerSpec
 from ..errors import EditError
+from ..kinds import has_cell_state
 from ..schema import DIRECTIONS
 
 __all__ = ["STATES", "Edit", "Plan", "ablate", "patch", "plan", "step_flags", "take_rows", "time_mask"]
@@ -331,7 +332,12 @@ def _source_values(edit: Edit, spec: LayerSpec, width: int) -> Tensor:
 
 def plan(edit: Edit, spec: LayerSpec) -> Plan:
     """Check ``edit`` against the layer it names and resolve it into a :class:`Plan`."""
-    lstm = spec.kind in ("LSTM", "LSTMCell")
+    if spec.hooked:
+        raise EditError(
+            f"{spec.label} is a Python cell ({spec.kind}), recorded from the state it returns: "
+            "seqacts edits states inside torch's recurrent kernels only; edit the cell's own "
+            "code, or its input or output")
+    lstm = has_cell_state(spec.kind)
     if edit.state == "c" and not lstm:
         raise EditError(
             f"state='c': {spec.label} is a {spec.kind} layer, which has no cell state; "

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..capture.kernels import LayerCall
+from ..capture.calls import LayerCall
+from ..kinds import has_cell_state
 from .edits import Plan, take_rows
 
 __all__ = ["apply_plans", "output_gate", "run_edited_layer"]
@@ -114,7 +115,7 @@ class _Runner:
 
     def __init__(self, call: LayerCall, plans: Sequence[Plan]) -> None:
         self.call = call
-        self.lstm = call.kind == "LSTM"
+        self.lstm = has_cell_state(call.kind)
         self.layout = _Layout(call)
         self.n_dir = 2 if call.bidirectional else 1
         per_dir = len(call.weights) // self.n_dir

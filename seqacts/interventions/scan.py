@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..capture.discovery import select_layers
 from ..capture.specs import LayerSpec
 from ..errors import EditError
+from ..kinds import has_cell_state
 from ..schema import DIRECTIONS
 from .context import Intervention
 from .edits import STATES, Plan
@@ -93,7 +94,7 @@ def _scanned_layers(model: nn.Module, layers: str | Iterable[str] | None,
     specs = [s for _, ss in select_layers(model, layers) for s in ss]
     if state != "c":
         return specs
-    lstm = [s for s in specs if s.kind in ("LSTM", "LSTMCell")]
+    lstm = [s for s in specs if has_cell_state(s.kind)]
     if layers is not None and len(lstm) < len(specs):
         others = ", ".join(s.label for s in specs if s not in lstm)
         raise EditError(f"state='c': {others} has no cell state; select LSTM layers only")

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from ..capture.modules import is_stack
 from ..errors import EditError
 
 __all__ = ["Key", "ScanInputs", "batch_dim", "scan_inputs"]
@@ -38,7 +39,7 @@ Path = tuple[Any, ...]
 
 def batch_dim(model: nn.Module) -> int:
     """The dim of ``model``'s input that holds samples: 1 for a sequence-first ``nn.RNNBase``."""
-    return 1 if isinstance(model, nn.RNNBase) and not model.batch_first else 0
+    return 1 if is_stack(model) and not model.batch_first else 0
 
 
 @dataclass(frozen=True)

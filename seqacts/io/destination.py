@@ -16,7 +16,7 @@ from torch import nn
 
 from ..capture.specs import nonlinearity
 from ..errors import DestinationError, OutputExistsError
-from ..schema import TANH_BOUNDED_KINDS, base_kind
+from ..kinds import base_kind, find_kind, tanh_bounded_kinds
 from .ncfile import PACK_RANGES, Writer, create, rows_per_chunk
 from .reading import rewrite_trimmed
 
@@ -29,11 +29,12 @@ def _squashes(ds: xr.Dataset, model: nn.Module | None) -> bool:
         ds["kind"].values, ds["module"].values, ds["n_units"].values, ds["n_cell_units"].values,
         strict=True,
     ):
-        if kind == "RNNCell" and model is None:  # its nonlinearity is not in the dataset
-            return False
+        spec = find_kind(str(kind))
+        if spec is None or (spec.by_nonlinearity and model is None):
+            return False  # an unknown kind, or one whose nonlinearity is not in the dataset
         if model is not None:
             kind = base_kind(str(kind), nonlinearity(model.get_submodule(str(module))))
-        if kind not in TANH_BOUNDED_KINDS or n_units != n_cell:
+        if kind not in tanh_bounded_kinds() or n_units != n_cell:
             return False
     return True
 
