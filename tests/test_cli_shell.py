@@ -184,10 +184,21 @@ def test_traps_are_said_in_one_line(project: Path) -> None:
                            + " info dp.nc | head -1"], cwd=project, capture_output=True,
                           text=True)  # fmt: skip
     assert pipe.stderr == "" and pipe.stdout.startswith("dp.nc:"), pipe.stderr
-    nolabels, numeric = _run_all(project, ["report", "layers.nc", "--out", "r1"],
-                                 ["report", "dp.nc", "--out", "r2", "--group", "input"])
+    nolabels, numeric, score, mask, noscore = _run_all(
+        project,
+        ["report", "layers.nc", "--out", "r1"],
+        ["report", "dp.nc", "--out", "r2", "--group", "input"],
+        ["report", "dp.nc", "--out", "r3", "--score", "nosuch"],
+        ["report", "dp.nc", "--out", "r4", "--mask", "input"],
+        ["report", "dp.nc", "--out", "r5", "--model", "models:gru_ae"],
+    )
     assert nolabels.returncode == 0 and "no boolean or categorical labels" in nolabels.stderr
     assert numeric.returncode == 2 and "sample alone" in numeric.stderr
+    assert score.returncode == 2 and "no variable 'nosuch'" in score.stderr
+    assert mask.returncode == 2 and "--mask" in mask.stderr
+    assert noscore.returncode == 2 and "--score recon" in noscore.stderr
+    for done in (numeric, score, mask, noscore):
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_full_report_from_the_shell_leads_with_a_summary(project: Path) -> None:

@@ -302,7 +302,6 @@ def report(
             ds = ds.reset_coords(score_var)
     k = resolve_kinds(ds, group, kinds, baseline) if group is not None else None
     out = _out_dir(out_dir)
-    (out / "summary.txt").unlink(missing_ok=True)
     page = Page(out)
     header = _header(ds)
     page.section("Layers")
@@ -320,6 +319,8 @@ def report(
     path = page.save("report.html", title, header)
     if rows is not None and k is not None:
         (out / "summary.txt").write_text(summary_text(rows, k.name(k.baseline)))
+    else:  # an earlier run's summary would describe another report
+        (out / "summary.txt").unlink(missing_ok=True)
     if k is None:
         _remove_stale_scan(out, ablation)
     return path

@@ -73,7 +73,7 @@ def findings(ctx: KindContext) -> list[list[str]]:
 def summary_html(rows: list[list[str]], baseline: str) -> str:
     """The summary table for the top of the page."""
     return (
-        "<h2 id=summary>Summary</h2><p class=note>Per kind, against "
+        "<h2>Summary</h2><p class=note>Per kind, against "
         f"{html.escape(baseline)}: the score that separates it best (ROC AUC, 1 = perfect), the "
         "three units whose localized deviation from normal is largest, and when the best "
         "layer's state first leaves the baseline's 99th percentile of step distance, relative "
