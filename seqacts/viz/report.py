@@ -112,9 +112,15 @@ def _compare_section(page: Page, ds: xr.Dataset, k: Kinds, top: int) -> None:
         if best in ("negligible", "small"):
             page.add(f"<p class=note>The largest whole-window effect is {best}: no unit's "
                      "average over the window responds clearly to the group.</p>")  # fmt: skip
-        fig = bands(ds, ranked.isel(rank=slice(0, 4)), k.labels, baseline=k.baseline)
-        page.figure(fig, "units_whole_window", "top units over time: group mean and "
-                    "interquartile band per group")  # fmt: skip
+        head = ranked.isel(rank=slice(0, 4))
+        levels = [k.baseline, *k.kinds]
+        if "level" in head.coords:  # the kind each unit was ranked for, not every band at once
+            shown = {str(v) for v in head["level"].values}
+            levels = [k.baseline, *[kind for kind in k.kinds if str(kind) in shown]]
+        fig = bands(ds, head, k.labels, levels=levels, baseline=k.baseline)
+        names = ", ".join(k.name(level) for level in levels)
+        page.figure(fig, "units_whole_window", "top units over time: mean and interquartile "
+                    f"band over the windows of each of {names}")  # fmt: skip
 
 
 def _activations(page: Page, ds: xr.Dataset) -> None:
