@@ -168,7 +168,7 @@ class RecordingWarning(UserWarning):
 
 
 class ReferenceWarning(UserWarning):
-    """The reference samples look like the anomalies: a minority under an anomaly label."""
+    """The reference mask is an anomaly label itself (``is_anomaly``), not its complement."""
 
 
 class TrainingModeWarning(UserWarning):

@@ -1,4 +1,4 @@
-"""The API side of issue 24's traps: NumPy input, a reference mask that is the anomalies,
+"""The API side of issue 24's traps: NumPy input, a reference mask that is the anomaly label,
 weights saved from a wrapper, and the confidence interval the report ranks units with."""
 
 from __future__ import annotations
@@ -43,9 +43,11 @@ def test_a_reference_mask_that_is_the_anomalies_warns() -> None:
         seqacts.step_distance(ds, "is_anomaly")
     with pytest.warns(ReferenceWarning):
         seqacts.distance(ds, ds["is_anomaly"])
+    mostly = ds.assign_coords(is_anomaly=("sample", np.arange(12) >= 3))  # normal: minority
     with warnings.catch_warnings():
         warnings.simplefilter("error", ReferenceWarning)
         seqacts.step_distance(ds, ~ds["is_anomaly"])
+        seqacts.step_distance(mostly, ~mostly["is_anomaly"])  # a minority, but the normals
         seqacts.distance(ds, xr.DataArray(np.arange(12) < 3, dims="sample"))  # unnamed mask
 
 

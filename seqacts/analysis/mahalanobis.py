@@ -157,11 +157,13 @@ def reference_mask(ds: xr.Dataset, reference: str | xr.DataArray | Sequence[Any]
             f"{labels.dtype}; e.g. reference=~ds.is_anomaly"
         )
     mask = np.asarray(labels.values)
-    if ANOMALY_NAME.search(str(labels.name or "")) and 0 < mask.mean() < 0.5:
+    name = str(labels.name or "")
+    if (ANOMALY_NAME.search(name) and name in ds.variables and ds[name].dtype == bool
+            and mask.any() and np.array_equal(mask, np.asarray(ds[name].values))):
         warnings.warn(
-            f"reference: the mask {labels.name!r} selects {int(mask.sum())} of {mask.size} "
-            "samples, a minority under an anomaly label, so the anomalies would be the "
-            f"reference of normal; pass its complement, e.g. reference=~ds.{labels.name}",
+            f"reference: the mask is the label {name!r} itself, so its {int(mask.sum())} of "
+            f"{mask.size} samples, those labelled as anomalies, would be the reference of "
+            f"normal; pass its complement, e.g. reference=~ds.{name}",
             ReferenceWarning, stacklevel=4)
     return mask
 
