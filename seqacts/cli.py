@@ -88,7 +88,13 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from .cli_extract import attach_variables, check_not_input, file_variables, plan_destination
+    from .cli_extract import (
+        attach_variables,
+        check_not_input,
+        committed,
+        file_variables,
+        plan_destination,
+    )
 
     if args.batch_size < 1:
         raise CLIError(f"--batch-size: expected a positive integer, got {args.batch_size}")
@@ -138,6 +144,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
             "--weights CKPT, or --random-weights to mean it")  # fmt: skip
     chunks = list(batches(x, args.batch_size, args.batch_first))
     kwargs: dict[str, Any] = {"time": data.time} if data.time is not None else {}
+    state = committed(plan.target) if plan.resume else None
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         seqacts.extract_to_netcdf(model, chunks, plan.target, layers=args.layers,
@@ -160,6 +167,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     plan.finish()
     labels = f"; labels along sample: {', '.join(coords)}" if coords else ""
     more = f"; input variables kept: {', '.join(attached)}" if attached else ""
+    if state is not None and state[1]:
+        more += "; it was complete already, nothing was rerun"
     print(f"wrote {out}: {data.n_samples} samples, {out.stat().st_size / 1e6:.1f} MB{labels}{more}")
     return 0
 

@@ -25,7 +25,8 @@ from ..schema import SIGMOID_GATES
 from . import plots
 from .html_page import Page, table
 from .plots_time import bands
-from .report_kinds import Kinds, kinds_sections, ranked_table, resolve_kinds
+from .report_kinds import kinds_sections, ranked_table
+from .report_labels import Kinds, resolve_kinds
 from .report_summary import findings, summary_html, summary_text
 
 if TYPE_CHECKING:
@@ -239,7 +240,7 @@ def report(
         default the baseline samples, each scored out of fold.
     kinds : str, optional
         With a boolean group: a categorical coordinate naming the kind of each flagged sample
-        (default: one found automatically, see :func:`seqacts.report_kinds.resolve_kinds`).
+        (default: one found automatically, see :func:`seqacts.viz.report_labels.resolve_kinds`).
     baseline : optional
         The level the others are compared with; default ``False``, ``"normal"`` or the most
         frequent label.
