@@ -166,6 +166,8 @@ class Plan:
             os.replace(self.target, self.out)
 
     def resume_hint(self) -> str:
+        if not self.target.exists():
+            return "no batch was committed, nothing was written"
         kept = f" in {self.target}" + (f" (the old {self.out} is kept until it completes)"
                                       if self.out.exists() and self.replaces else "")
         return f"{_count(self.target)}{kept}; rerun the same command with --resume to finish it"
@@ -203,7 +205,9 @@ def plan_destination(out: Path, overwrite: bool, resume: bool,
         if state is not None and not state[1]:
             raise CLIError(f"--out: {out} holds an unfinished recording ({state[0]} samples "
                            "committed); pass --resume to finish it, or --overwrite to start over")
-        raise CLIError(f"--out: {out} exists; pass --overwrite to replace it")
+        left = (f"; a stopped run left {dead[0].name} ({_count(dead[0])}): --resume finishes "
+                "it" if dead else "")
+        raise CLIError(f"--out: {out} exists; pass --overwrite to replace it{left}")
     else:
         plan = Plan(out, mine if out.exists() else out, False)
     for p in dead:
