@@ -29,7 +29,16 @@ def model_float(model: nn.Module) -> torch.dtype:
     return torch.float32
 
 
-def _convert(value: Any, dtype: torch.dtype, depth: int = 0) -> Any:
+def _has_array(value: Any) -> bool:
+    """Whether ``value`` is an array, or a plain tuple, list or dict holding one."""
+    if type(value) in (tuple, list):
+        return any(isinstance(v, np.ndarray) for v in value)
+    if type(value) is dict:
+        return any(isinstance(v, np.ndarray) for v in value.values())
+    return isinstance(value, np.ndarray)
+
+
+def _convert(value: Any, dtype: torch.dtype) -> Any:
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "fiub":
             raise ArgumentTypeError(
@@ -38,19 +47,21 @@ def _convert(value: Any, dtype: torch.dtype, depth: int = 0) -> Any:
             )
         t = torch.from_numpy(np.ascontiguousarray(value))
         return t.to(dtype) if t.is_floating_point() else t
-    if depth == 0 and isinstance(value, (tuple, list)):
-        return type(value)(_convert(v, dtype, 1) for v in value)
-    if depth == 0 and isinstance(value, dict):
-        return {k: _convert(v, dtype, 1) for k, v in value.items()}
-    return value
+    # Only plain containers holding an array are rebuilt: a PackedSequence or another tuple
+    # subclass, and any container without arrays, reaches the model as it was given.
+    if not _has_array(value):
+        return value
+    if type(value) is dict:
+        return {k: _convert(v, dtype) if isinstance(v, np.ndarray) else v
+                for k, v in value.items()}
+    return type(value)(_convert(v, dtype) if isinstance(v, np.ndarray) else v for v in value)
 
 
 def numpy_to_tensors(model: nn.Module, args: tuple[Any, ...],
                      kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """``args`` and ``kwargs`` with every NumPy array converted to a tensor (see the module)."""
-    found = any(isinstance(v, (np.ndarray, tuple, list, dict)) for v in (*args, *kwargs.values()))
-    if not found:
-        return args, kwargs
+    if not any(_has_array(v) for v in (*args, *kwargs.values())):
+        return args, kwargs  # the arguments pass through untouched
     dtype = model_float(model)
     return (tuple(_convert(a, dtype) for a in args),
             {k: _convert(v, dtype) for k, v in kwargs.items()})  # fmt: skip
