@@ -13,6 +13,7 @@ from ..keras import is_keras_model
 from ..options import RecordingOptions, split_options
 from ..signatures import keywords_from
 from . import explaining
+from .numpy_inputs import numpy_to_tensors
 from .recorder import Recorder
 from .training import warn_if_random
 
@@ -36,7 +37,9 @@ def extract(model: nn.Module, *args: Any, grad: bool = False,
     model : torch.nn.Module
         Any module holding ``nn.RNN/LSTM/GRU`` stacks or ``RNNCell/LSTMCell/GRUCell`` loops.
     *args, **kwargs
-        The model's own inputs, passed through unchanged.
+        The model's own inputs, passed through unchanged; NumPy arrays are converted to
+        tensors (floating ones to the dtype of the model's parameters, as the command line
+        does; see :mod:`seqacts.capture.numpy_inputs`).
     grad : bool, default False
         Run the forward under ``torch.enable_grad()``, recording what the model computes in a
         training step (PyTorch's training kernels; on the CPU their last bits can differ from
@@ -91,6 +94,7 @@ def extract(model: nn.Module, *args: Any, grad: bool = False,
         return keras_extract(model, options, args, inputs, grad=grad)
     warn_if_random(model)
     if gradients is not None:
+        args, inputs = numpy_to_tensors(model, args, inputs)
         return explaining.with_gradients(model, options, args, inputs, grad, gradients)
     return extract_with(model, options, args, inputs, grad=grad)
 
@@ -104,6 +108,7 @@ def extract_with(
     grad: bool = False,
 ) -> xr.Dataset:
     """:func:`extract` with its options as one :class:`~seqacts.options.RecordingOptions`."""
+    args, kwargs = numpy_to_tensors(model, args, kwargs)
     rec = Recorder(model, options)
     with torch.set_grad_enabled(grad), rec:
         model(*args, **kwargs)
