@@ -18,6 +18,7 @@ from .cli_checks import along_sample, check_group, check_out_dir, describe_value
 from .cli_extract import check_readable
 from .errors import CLIError
 from .inputs import AXES, existing_file, open_acts, read_input
+from .schema import SCHEMA_NAMES
 
 __all__ = ["OUTPUT_SCORE", "add_report_arguments", "cmd_report", "model_score", "usable_labels"]
 
@@ -52,6 +53,8 @@ def usable_labels(ds: Any) -> str:
     """The boolean and categorical labels along sample that ``--group`` could take, in words."""
     found = []
     for name in along_sample(ds):
+        if name in SCHEMA_NAMES:  # seqacts' own bookkeeping (model_call, length, ...)
+            continue
         values = ds[name].values
         if values.dtype.kind == "b" or (values.dtype.kind in "OUSiu" and
                                        len(set(values.tolist())) <= 20):
