@@ -111,7 +111,7 @@ class Recording:
             if unplaced:
                 first = sum(b.n_samples for b in self.blocks)
                 self.unplaced += unplaced_message(unplaced, len(self.blocks), first,
-                                                  first + block.n_samples - 1)
+                                                  first + block.n_samples - 1, layout.plain)
             self.blocks.append(block)
             for label, splits in linker.splits.items():
                 seen = self.calls.get(label, 0)

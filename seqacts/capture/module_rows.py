@@ -155,8 +155,10 @@ def place_outputs(
         The calls left NaN because no chain's rows provably hold them, and (``placed``) those
         placed by order and batch size alone although data flow was traced.
     """
-    if layout.plain or not trace:
+    if not trace:
         return {key: [[(0, t)] for t in ts] for key, ts in outputs.items()}, []
+    if layout.plain:
+        return _plain_slots(outputs, layout.n_samples)
     slots: dict[str, list[list[Piece]]] = {}
     unplaced: list[Unplaced] = []
     for key, tensors in outputs.items():
@@ -189,6 +191,31 @@ def place_outputs(
             slot = taken.get(start, 0)
             taken[start] = slot + 1
             _slot(out, slot).append((start, piece))
+        slots[key] = out
+    return slots, unplaced
+
+
+def _plain_slots(outputs: dict[str, list[Tensor]],
+                 n: int) -> tuple[dict[str, list[list[Piece]]], list[Unplaced]]:
+    """Each call at ``<path>.call`` = k from row 0 of a one-batch group of ``n`` rows: its
+    first axis is the batch, else its second (a time-major output, or a stack's ``h_n`` of
+    shape ``(layers * directions, batch, hidden)``: transposed); a call with more rows than
+    the batch and no axis of its size is left NaN rather than adding samples of its own."""
+    slots: dict[str, list[list[Piece]]] = {}
+    unplaced: list[Unplaced] = []
+    for key, tensors in outputs.items():
+        out: list[list[Piece]] = []
+        for k, t in enumerate(tensors):
+            if t.dim() > 1 and t.shape[0] != n and t.shape[1] == n:
+                out.append([(0, t.transpose(0, 1))])
+            elif t.dim() and t.shape[0] > n:
+                shape = "x".join(map(str, t.shape))
+                unplaced.append(Unplaced(key, k, f"its output ({shape}) has more rows than the "
+                                                 f"batch of the recorded layers ({n}) and no "
+                                                 "axis of that size"))
+                out.append([(None, t)])
+            else:
+                out.append([(0, t)])
         slots[key] = out
     return slots, unplaced
 
@@ -229,9 +256,11 @@ def _linked_reason(t: Tensor, blocks: list[tuple[int, int]]) -> str:
             f"from or to ({blocks[0][1]})")
 
 
-def unplaced_message(unplaced: list[Unplaced], group: int, first: int, last: int) -> list[str]:
+def unplaced_message(unplaced: list[Unplaced], group: int, first: int, last: int,
+                     plain: bool = False) -> list[str]:
     """One message per module output and kind of note in a group (samples ``first..last``):
-    calls left NaN, and calls placed by order and batch size alone."""
+    calls left NaN, and calls placed by order and batch size alone. ``plain``: the group is
+    one batch (its layers hold one chain each)."""
     by_key: dict[tuple[bool, str], list[Unplaced]] = {}
     for u in unplaced:
         by_key.setdefault((u.placed, u.key), []).append(u)
@@ -241,7 +270,7 @@ def unplaced_message(unplaced: list[Unplaced], group: int, first: int, last: int
         notes = "; ".join(f"call {u.call}{sep}{u.reason}" for u in items[:4])
         notes += f"; ... ({len(items)} calls)" if len(items) > 4 else ""
         head = (f"seqacts: module output {key!r} in group {group} (samples {first}..{last}), "
-                f"which holds several chains of calls: {notes}")
+                f"which holds {'one batch' if plain else 'several chains of calls'}: {notes}")
         messages.append(head + (_PLACED if placed else _LEFT_NAN))
     return messages
 
