@@ -11,7 +11,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
+	# the Keras front end's tests run on every backend: keras with tensorflow-cpu and jax
+	$(BIN)/python -m pip install -q keras==3.15.1 tensorflow-cpu==2.21.0 jax==0.10.2 jaxlib==0.10.2
+	$(BIN)/python -m pip install -q -e '.[test,lightning]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import accessor as _accessor  # registers the ds.seqacts accessor
 from .analysis.compare import compare, distance, final_state, roc_auc
 from .analysis.core import dead_units, masked, saturation, step_change
+from .analysis.epochs import per_epoch
 from .analysis.step_distance import step_distance
 from .analysis.summary import summary, summary_table
 from .analysis.windows import match, top_windows
@@ -34,6 +35,7 @@ from .errors import (
     InputError,
     KindError,
     LayerSelectionError,
+    MissingDependencyError,
     MissingVariableError,
     NoRecurrentModuleError,
     OptionError,
@@ -116,6 +118,7 @@ __all__ = [
     "InputError",
     "Intervention",
     "LayerSelectionError",
+    "MissingDependencyError",
     "MissingVariableError",
     "NoRecurrentModuleError",
     "OptionError",
@@ -152,6 +155,7 @@ __all__ = [
     "match",
     "open_dataset",
     "patch",
+    "per_epoch",
     "record",
     "report",
     "roc_auc",

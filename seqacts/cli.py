@@ -197,7 +197,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise CLIError(f"--batch-size: expected a positive integer, got {args.batch_size}")
     layout = _layout(args)
-    check_model_spec(args.model)
+    keras_file = args.model.endswith(".keras")  # a saved Keras 3 model (seqacts.cli_keras)
+    if keras_file:
+        from .cli_keras import check_keras_args
+
+        check_keras_args(args)
+    else:
+        check_model_spec(args.model)
     out = check_out_file(args.out, args.overwrite)
     if args.weights is not None:
         existing_file(args.weights, "--weights")
@@ -212,6 +218,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
     coords = dict(data.coords)
     if args.coords is not None:
         coords.update(read_coords(args.coords, data.n_samples))
+    if keras_file:
+        from .cli_keras import extract_keras
+
+        return extract_keras(args, out, data, coords)
     # Everything above ran without torch; from here on the model is built and run.
     import torch
 
@@ -312,7 +322,8 @@ class Parser(argparse.ArgumentParser):
 
 def add_extract_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``seqacts extract``."""
-    p.add_argument("model", metavar="MODEL", help="package.module:factory returning the nn.Module")
+    p.add_argument("model", metavar="MODEL", help="package.module:factory returning the nn.Module, "
+                   "or a saved Keras 3 model (FILE.keras)")
     p.add_argument("--weights", metavar="CKPT", help="state_dict saved with torch.save")
     p.add_argument("--input", required=True, metavar="DATA", help=".npy, .pt or .nc input")
     p.add_argument("--variable", help="which variable/tensor of a .nc/.pt input to use")

@@ -19,6 +19,7 @@ __all__ = [
     "GroupError",
     "InputError",
     "LayerSelectionError",
+    "MissingDependencyError",
     "MissingVariableError",
     "NoRecurrentModuleError",
     "OptionError",
@@ -86,6 +87,10 @@ class InputError(SeqactsError, ValueError):
 
 class LayerSelectionError(SeqactsError, ValueError):
     """A ``layers=`` or ``modules=`` name matched nothing in the model."""
+
+
+class MissingDependencyError(SeqactsError, ImportError):
+    """An optional dependency a feature needs is not installed (the message names the extra)."""
 
 
 class MissingVariableError(SeqactsError, ValueError):

@@ -39,6 +39,27 @@ def _choice(value: str | None, option: str, names: Sequence[str]) -> None:
             f"{option}: expected None or one of {', '.join(map(repr, names))}, got {value!r}")
 
 
+#: What ``chain=`` may declare about a layer's calls (``{"cell": "steps"}``).
+CHAIN_MODES: tuple[str, ...] = ("steps",)
+
+
+def _chain(value: str | Iterable[str] | Mapping[str, str] | None) -> tuple[str, ...] | None:
+    """``chain=`` as layer names: a mapping's keys (each value a mode of CHAIN_MODES)."""
+    if isinstance(value, Mapping):
+        bad = {k: v for k, v in value.items() if v not in CHAIN_MODES}
+        if bad:
+            name, mode = next(iter(bad.items()))
+            raise OptionError(
+                f"chain: {name!r}: unknown mode {mode!r}; the mode is "
+                f"{' or '.join(map(repr, CHAIN_MODES))} (the layer's calls within one model(...) "
+                "call with the same batch size are consecutive steps of the same rows), e.g. "
+                f"chain={{{name!r}: 'steps'}}"
+            )
+        value = list(value)
+    names = _names(value, "chain")
+    return names if names else None
+
+
 class Keywords:
     """Building options from a function's keyword arguments."""
 
@@ -74,6 +95,10 @@ class RecordingOptions(Keywords):
     cells : dict, optional
         Python cells to record from the state they return: module path or pattern ->
         ``"h"`` or ``"h,c"`` (see :func:`seqacts.record`).
+    chain : str, list of str or dict, optional
+        Layers (labels, module paths or patterns; a dict ``{"cell": "steps"}`` names them by
+        its keys) whose calls within one ``model(...)`` call with the same batch size are
+        consecutive steps of the same rows, whatever state they receive.
     edits : Edit or list of Edit, optional
         Interventions (:func:`seqacts.ablate`, :func:`seqacts.patch`) applied while recording:
         the recording holds the edited run.
@@ -84,12 +109,14 @@ class RecordingOptions(Keywords):
     time: Sequence[Any] | None = field(default=None, compare=False)
     modules: str | Iterable[str] | None = None
     cells: Mapping[str, str] | None = field(default=None, hash=False)
+    chain: str | Iterable[str] | Mapping[str, str] | None = field(default=None, hash=False)
     edits: Any = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "layers", _names(self.layers, "layers"))
         set_(self, "modules", _names(self.modules, "modules"))
+        set_(self, "chain", _chain(self.chain))
         if self.cells is not None and not isinstance(self.cells, Mapping):
             raise ArgumentTypeError(
                 f"cells: expected a dict of module path -> state (\"h\" or \"h,c\"), got "

@@ -53,6 +53,12 @@ LAYER_COORDS: tuple[str, ...] = ("module", "kind", "n_units", "n_cell_units", "n
 SAMPLE_COORDS: tuple[str, ...] = ("length", "nonfinite", "call", "call_row")
 COORDS: tuple[str, ...] = (*LAYER_COORDS, *SAMPLE_COORDS)
 
+#: The coordinate along ``sample`` naming the ``model(...)`` call (group) a sample came from.
+MODEL_CALL = "model_call"
+
+#: The states a ``chain=`` layer's calls received, recorded with ``h``'s dims.
+RECEIVED_VARS: tuple[str, ...] = ("h_in", "c_in")
+
 #: The kinds PyTorch's recurrent modules have, as registered in :mod:`seqacts.kinds`.
 #: Fused stack kinds: the ``mode`` of an ``nn.RNNBase``.
 STACK_KINDS: tuple[str, ...] = tuple(k.name for k in builtin.STACK_KINDS)
@@ -154,6 +160,16 @@ STATE_DOCS: dict[str, tuple[str, str]] = {
     "h_n": ("final hidden state", "h at each sample's last valid step"),
     "c_0": ("initial cell state", "LSTM c_0, zeros when none was passed"),
     "c_n": ("final cell state", "LSTM c at each sample's last valid step"),
+    "h_in": (
+        "received hidden state",
+        "chain= layers only: the hidden state each call received, at the step that used it "
+        "(a cell step's h_{t-1} as passed, e.g. after a decay); NaN at a call's other steps",
+    ),
+    "c_in": (
+        "received cell state",
+        "chain= LSTM layers only: the cell state each call received, at the step that used it; "
+        "NaN at a call's other steps",
+    ),
 }
 VARIABLE_DOCS: dict[str, tuple[str, str]] = dict(STATE_DOCS)
 for _kind in builtin.STACK_KINDS:
@@ -162,13 +178,13 @@ for _kind in builtin.STACK_KINDS:
 
 #: Variables as wide as the cell (``n_cell_units``) rather than as ``h`` (``n_units``).
 CELL_WIDTH_VARS: frozenset[str] = frozenset(
-    [v for names in INTERNALS.values() for v in names] + list(CELL_STATE_VARS)
+    [v for names in INTERNALS.values() for v in names] + list(CELL_STATE_VARS) + ["c_in"]
 )
 
 #: Every name the recorded schema uses (dims, variables, coordinates): a per-sample label
 #: (``--coords``, a ``.nc`` file's coordinates) must not take one of them.
 SCHEMA_NAMES: frozenset[str] = frozenset(
-    {*DIMS, *COORDS, "h", *STATE_VARS, *CELL_STATE_VARS,
+    {*DIMS, *COORDS, "h", *STATE_VARS, *CELL_STATE_VARS, MODEL_CALL, *RECEIVED_VARS,
      *(n for k in builtin.PYTORCH_KINDS + builtin.USER_CELL_KINDS for n in k.internals)}
 )
 

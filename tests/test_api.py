@@ -89,7 +89,7 @@ def _entry_points() -> list[tuple[object, type, list[str]]]:
     from seqacts.options import Options, RecordingOptions, StorageOptions
 
     return [
-        (seqacts.record, RecordingOptions, ["model"]),
+        (seqacts.record, RecordingOptions, ["model", "labels"]),
         (seqacts.extract, RecordingOptions, ["model", "args", "grad"]),
         (seqacts.extract_to_netcdf, Options,
          ["model", "batches", "path", "overwrite", "resume", "progress"]),

@@ -135,7 +135,7 @@ def test_no_import_cycles() -> None:
 #: Where kinds are declared: the registry and its built-in kinds, the torch side of each kind,
 #: and the schema (which derives its tables from the registry).
 KIND_HOMES = ("seqacts.kinds", "seqacts.kinds.registry", "seqacts.kinds.builtin",
-              "seqacts.capture.modules", "seqacts.schema")
+              "seqacts.capture.modules", "seqacts.schema", "seqacts.kinds.keras_kinds")
 RECURRENT_CLASSES = {"RNNBase", "RNNCellBase", "LSTMCell", "GRUCell", "RNNCell"}
 
 
@@ -250,3 +250,21 @@ def test_every_dotted_seqacts_reference_in_the_source_names_a_real_object() -> N
            for ref in ("seqacts" + m.group(1) for m in _REFERENCE.finditer(line))
            if not _resolves(ref)]  # fmt: skip
     assert bad == []
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m.startswith("seqacts.keras")])
+def test_keras_front_end_depends_on_nothing_above_capture(module: str) -> None:
+    above = ("seqacts.io", "seqacts.analysis", "seqacts.viz", "seqacts.interventions",
+             "seqacts.cli", "seqacts.demo", "seqacts.accessor")
+    bad = [t for t, _ in _imports(module) if t.startswith(above)]
+    assert not bad, f"{module} imports {bad}"
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if not m.startswith("seqacts.keras")])
+def test_only_the_keras_front_end_imports_keras_at_module_level(module: str) -> None:
+    """``import seqacts`` must not import keras: the rest of the package reaches the front end
+    through ``seqacts.keras.is_keras_model`` (keras-free) and imports it in a function."""
+    top = [t for t, names in _imports(module, top_level_only=True)
+           if t.split(".")[0] in ("keras", "tensorflow", "jax")
+           or (t.startswith("seqacts.keras") and (t != "seqacts.keras" or names != ["is_keras_model"]))]
+    assert not top, f"{module} imports {top} at module level"

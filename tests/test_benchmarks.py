@@ -42,6 +42,17 @@ def test_stream_benchmark_prints_throughput_checksums_and_memory():
     assert out.count("write peak RSS") == 2 and "reduction peak RSS" in out
 
 
+@pytest.mark.slow  # one subprocess per Keras backend, each importing keras
+def test_keras_benchmark_prints_a_row_per_backend():
+    pytest.importorskip("keras")
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_keras.py"), "--quick", "--repeats", "1"],
+        capture_output=True, text=True, timeout=600, check=True,
+    ).stdout
+    assert "model.predict" in out and "seqacts.extract" in out
+    assert re.search(r"\| (tensorflow|torch|jax) \| [\d.]+ ms, 1.00x", out), out
+
+
 def test_analysis_memory_benchmark_prints_its_table():
     out = subprocess.run(
         [sys.executable, str(BENCHMARKS / "bench_analysis_memory.py"), "--quick"],
@@ -49,6 +60,23 @@ def test_analysis_memory_benchmark_prints_its_table():
     ).stdout
     for name in ("summary", "dead_units", "report"):
         assert re.search(rf"\| {name} \| \d+ MB, [\d.]+ s \|", out), out
+
+
+def test_layout_memory_benchmark_prints_its_table():
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_layout_memory.py"), "--quick"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    assert re.search(r"\| this checkout \| 20 \| 2 \| [\d.]+ \| [\d.]+ \| \d+% \|", out), out
+
+
+def test_fixed_cost_benchmark_prints_its_table():
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_fixed_cost.py"), "--quick"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    rows = re.findall(r"\| .+ \| [\d.]+ ms \| [\d.]+ ms \| [\d.]+x \| -?[\d.]+ ms \|", out)
+    assert len(rows) == 3, out
 
 
 @pytest.mark.slow  # five subprocesses, on top of writing the file

@@ -118,7 +118,7 @@ def test_encoder_and_decoder_of_different_batch_sizes_are_not_aligned_and_warn()
             return h
 
     model = TwoModules()
-    with pytest.warns(seqacts.RecordingWarning, match=r"encoder.l0 \[2\], decoder \[6\]"):
+    with pytest.warns(seqacts.RecordingWarning, match=r"encoder.l0 \[2\]; decoder \[6\]"):
         ds = seqacts.extract(model, torch.randn(2, 5, 2))
     assert ds.sizes["sample"] == 8
     assert ds.length.sel(layer="encoder.l0").values.tolist() == [5, 5] + [0] * 6
@@ -225,7 +225,7 @@ def test_siamese_encoder_inputs_are_separate_samples_not_glued():
     torch.manual_seed(4)
     model = Siamese()
     q, d = torch.randn(2, 5, 3), torch.randn(2, 7, 3)
-    with pytest.warns(seqacts.RecordingWarning, match=r"encoder.l0 \[2, 2\], head.l0 \[2\]"):
+    with pytest.warns(seqacts.RecordingWarning, match=r"encoder.l0 \[2, 2\]; head.l0 \[2\]"):
         ds = seqacts.extract(model, q, d)
     with torch.no_grad():
         expected = [*model.encoder(q)[0].numpy(), *model.encoder(d)[0].numpy()]
@@ -404,7 +404,7 @@ def test_dilated_rnn_rows_are_not_padded_into_the_batch():
     torch.manual_seed(7)
     model = Dilated()
     x = torch.randn(3, 8, 2)
-    with pytest.warns(seqacts.RecordingWarning, match=r"l0.l0 \[3\], l1.l0 \[6\]"):
+    with pytest.warns(seqacts.RecordingWarning, match=r"l0.l0 \[3\]; l1.l0 \[6\]"):
         ds = seqacts.extract(model, x)
     assert ds.sizes["sample"] == 9
     assert ds.length.sel(layer="l1.l0").values.tolist() == [0] * 3 + [4] * 6
@@ -463,7 +463,8 @@ def test_a_state_modified_in_place_before_being_passed_starts_new_samples():
         h.mul_(2.0)  # same tensor, other values
         h = cell(torch.randn(2, 2), h)
         h = cell(torch.randn(2, 2), h)  # passed unchanged: continues
-    ds = rec.to_dataset()
+    with pytest.warns(seqacts.RecordingWarning, match=r"cell call 1 started new samples"):
+        ds = rec.to_dataset()
     assert ds.length.values[:, 0].tolist() == [1, 1, 2, 2]
 
 
@@ -594,18 +595,22 @@ def test_a_state_with_one_row_replaced_is_told_and_still_starts_new_samples(row)
     assert ds.sizes["sample"] == 6 and ds.length.values[:, 0].tolist() == [4] * 6
 
 
-def test_a_state_reset_entirely_or_reordered_fully_is_not_told():
-    """Nothing of the returned state is left (a reset), or no row kept its place: no claim."""
+def test_a_state_reset_entirely_is_not_told_a_reordered_or_rescaled_one_is():
+    """A reset to zeros is a fresh start; no row kept in place (reordered, rescaled) in a loop
+    of one-step calls of one batch size is the steps warning, naming chain= (issue 20)."""
     torch.manual_seed(14)
     cell = nn.GRUCell(2, 3)
     x = torch.randn(3, 2)
-    with warnings.catch_warnings(), torch.no_grad(), seqacts.record(cell) as rec:
-        warnings.simplefilter("error", seqacts.RecordingWarning)
+    with torch.no_grad(), seqacts.record(cell) as rec:
         h = cell(x)
         h = cell(x, torch.zeros_like(h))
         h = cell(x, h[[1, 2, 0]])
         h = cell(x, h * 0.5)
+    with pytest.warns(seqacts.RecordingWarning) as caught:
         ds = rec.to_dataset()
+    assert [str(w.message)[:56] for w in caught] == [
+        "seqacts: cell calls 2, 3 started new samples within one "]
+    assert "declare it: chain={'cell': 'steps'}" in str(caught[0].message)
     assert ds.sizes["sample"] == 12
 
 

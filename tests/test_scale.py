@@ -39,7 +39,8 @@ def test_open_dataset_is_lazy_and_follows_disk_chunks(streamed: tuple) -> None:
     ds = open_dataset(path, chunks={"sample": 16})
     assert isinstance(ds["h"].data, da.Array) and ds["h"].chunks[0] == (16, 16, 8)
     assert isinstance(ds["kind"].variable._data, np.ndarray)  # per-layer labels are loaded
-    expected = extract(model, x)
+    expected = extract(model, x)  # one call; the stream's 5 batches are model calls 0..4
+    expected = expected.assign_coords(model_call=("sample", np.repeat(np.arange(5), 8)))
     xr.testing.assert_equal(ds.load(), expected)
     auto = open_dataset(path)  # "auto": whole multiples of the on-disk chunks
     disk_rows = auto["h"].encoding["chunksizes"][0]

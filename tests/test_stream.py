@@ -40,9 +40,14 @@ def batches_of(sizes: list[tuple[int, int]], n_in: int = 3, seed: int = 1) -> li
     return [torch.randn(n, t, n_in, generator=g) for n, t in sizes]
 
 
+def numbered(parts: list[xr.Dataset]) -> list[xr.Dataset]:
+    """Each batch's recording is model call 0 of its own: in the file they are 0, 1, ..."""
+    return [p.assign_coords(model_call=p.model_call + i) for i, p in enumerate(parts)]
+
+
 def reference(model: nn.Module, batches: list, **kwargs: object) -> xr.Dataset:
     """What the stream must equal: per-batch extract(), concatenated, samples renumbered."""
-    parts = [extract(model, b, **kwargs) for b in batches]
+    parts = numbered([extract(model, b, **kwargs) for b in batches])
     bare = {d for p in parts for d in p.dims if d not in p.indexes and d != "sample"}
     widest = {d: max(p.sizes[d] for p in parts) for d in bare}  # dims of other modules' outputs
     parts = [p.pad({d: (0, n - p.sizes[d]) for d, n in widest.items()}) for p in parts]
@@ -107,7 +112,7 @@ def test_time_labels_are_stored_like_xarray_does(lstm: nn.Module, tmp_path: Path
     labels = pd.date_range("2024-03-01 00:00", periods=7, freq="10min")
     batches = batches_of([(3, 7), (2, 5)])  # a shorter batch is NaN-padded to every label
     path = extract_to_netcdf(lstm, batches, tmp_path / "t.nc", time=labels, progress=False)
-    parts = [extract(lstm, b, time=labels[: b.shape[1]]) for b in batches]
+    parts = numbered([extract(lstm, b, time=labels[: b.shape[1]]) for b in batches])
     expected = xr.concat(parts, dim="sample", join="outer", combine_attrs="override")
     assert_stream_equals(path, expected.assign_coords(sample=np.arange(5)))
     with pytest.raises(ValueError, match="7 labels, but a batch has 9 steps"):
@@ -317,7 +322,7 @@ def test_inputs_callable_dataloader_and_progress(
     x = batches_of([(10, 6)])[0]
     loader = DataLoader(TensorDataset(x, torch.zeros(10)), batch_size=4)
     path = extract_to_netcdf(lstm, loader, tmp_path / "d.nc", inputs=lambda b: (b[0],))
-    assert_stream_equals(path, reference(lstm, [x]))
+    assert_stream_equals(path, reference(lstm, [x[:4], x[4:8], x[8:]]))  # the loader's batches
     err = capsys.readouterr().err
     assert "10/10" in err and "samples/s" in err and "MB/s" in err
 

@@ -18,7 +18,8 @@ from torch import Tensor
 
 from ..errors import OptionError
 from ..kinds import has_cell_state, variable_doc
-from ..schema import CELL_STATE_VARS, DIRECTIONS, STATE_VARS, VARIABLE_DOCS
+from ..schema import CELL_STATE_VARS, DIRECTIONS, MODEL_CALL, STATE_VARS, VARIABLE_DOCS
+from .call_labels import label_coords
 from .chains import Layout, Placement
 from .diagnose import nonfinite_steps
 from .module_rows import Piece
@@ -44,6 +45,8 @@ class Block:
     n_calls: np.ndarray | None = None  # (layer,) calls of each layer in this block
     note: str | None = None  # the layers whose rows could not be aligned, with their row counts
     plain: bool = True  # one chain per layer, aligned (no provenance coordinates needed)
+    model_call: int = 0  # the group's number in the recording
+    labels: dict[str, Any] = field(default_factory=dict)  # the labels it was recorded under
 
 
 def _geometry(specs: Sequence[LayerSpec]) -> tuple[int, int, bool]:
@@ -269,11 +272,19 @@ def build_dataset(
         "length": (("sample", "layer"), lengths),
         "nonfinite": (("sample", "layer"), nonfinite_steps(data_vars["h"].values, lengths, specs)),
     }
+    coords[MODEL_CALL] = ("sample", np.repeat(np.array([b.model_call for b in blocks], np.int64),
+                                             [b.n_samples for b in blocks]))
+    for name, values in label_coords([b.labels for b in blocks],
+                                     [b.n_samples for b in blocks]).items():
+        coords[name] = ("sample", values)
     if not all(b.plain for b in blocks):  # rows are not simply each call's batch: say whose
         coords["call"] = (("sample", "layer"), _calls(blocks))
         coords["call_row"] = (("sample", "layer"), np.concatenate([_int(b.call_row, b)
                                                                     for b in blocks]))
-    ds = xr.Dataset(data_vars, coords=coords, attrs=dataset_attrs(model, internals))
+    # as Variables: xarray then skips inferring each coordinate's dims (a third of its cost)
+    variables = {k: xr.Variable(*v) if isinstance(v, tuple) else xr.Variable((k,), v)
+                 for k, v in coords.items()}
+    ds = xr.Dataset(data_vars, coords=variables, attrs=dataset_attrs(model, internals))
     reserved = {str(k) for k in (*ds.variables, *ds.dims)}
     for name, var in output_variables(outputs, reserved, model).items():
         ds[name] = var

@@ -7,10 +7,16 @@ itself or a view of its first rows. A chain's calls follow each other along ``ti
 continues nothing starts a new chain, i.e. new sample rows. Only the last call of each chain can
 be continued, so a row that dropped out of a chain never comes back.
 
-Within one group (one call of the root model, or the calls made outside any), chain ``i`` of
-every layer is the same samples when every recorded layer has the same sequence of chain row
-counts; otherwise every chain gets rows of its own (shared only by the layers of one stack that
-chained alike) and the group carries a note (the recorder warns with it).
+Within one group (one call of the root model, or the calls made outside any), the layers whose
+chains have the same sequence of row counts (the same *layout*) share rows: chain ``i`` of each
+of them is the same samples. Each layout gets a row set of its own (a dual-path model whose
+layers alternate between B x chunks and B x frames rows gets two), and a group with more than
+one layout carries a note (the recorder warns with it).
+
+A layer declared in ``chain=`` (``Linker.declared``) is told, not proven: a call of it that
+continues nothing by the rule above continues the layer's most recent chain whose last call
+had as many rows, whatever state it received (:mod:`seqacts.capture.declared` records that
+state and warns about undeclared step loops that were split).
 
 A call that continues nothing although its initial state is *partly* explained by a returned
 state is noted as a :class:`Split` (the recorder warns with :func:`split_messages`): some but
@@ -30,7 +36,8 @@ from torch import Tensor
 
 from .records import LayerRecord
 
-__all__ = ["Chain", "End", "Linker", "Placement", "Layout", "Split", "lay_out", "split_messages"]
+__all__ = ["Chain", "End", "Linker", "Placement", "Layout", "Split", "chain_hint", "lay_out",
+           "split_messages"]
 
 
 @dataclass
@@ -72,8 +79,10 @@ class Linker:
     starts from one of them is noted as a ``"root"`` split (it is never linked to it).
     """
 
-    def __init__(self, earlier: dict[str, list[End]] | None = None) -> None:
+    def __init__(self, earlier: dict[str, list[End]] | None = None,
+                 declared: frozenset[str] = frozenset()) -> None:
         self.chains: dict[str, list[Chain]] = {}
+        self.declared = declared  # layers whose same-size calls are declared consecutive steps
         self.n_calls: dict[str, int] = {}
         self.earlier = earlier or {}
         self.splits: dict[str, list[Split]] = {}
@@ -85,6 +94,8 @@ class Linker:
         self.n_calls[label] = call + 1
         chains = self.chains.setdefault(label, [])
         chain, zero_copy = _continued(chains, rec)
+        if chain is None and label in self.declared:
+            chain = _same_rows(chains, rec)
         index = len(chains)
         if chain is None:
             reason = "zeros" if zero_copy else _partly_explained(
@@ -141,6 +152,16 @@ def _continued(chains: list[Chain], rec: LayerRecord) -> tuple[Chain | None, boo
         if not fresh:  # zeros are every fresh start's state: only identity proves a continuation
             return chain, False
     return None, bool(fresh)
+
+
+def _same_rows(chains: list[Chain], rec: LayerRecord) -> Chain | None:
+    """For a layer declared in ``chain=``: the most recent chain whose last call had as many
+    rows as ``rec`` and states of its shape (``rec`` continues it whatever state it got)."""
+    for chain in reversed(chains):
+        prev = chain.records[-1]
+        if prev.hn.shape == rec.h0.shape and (prev.cn is None) == (rec.c0 is None):
+            return chain
+    return None
 
 
 def _fits(h0: Tensor, hn: Tensor) -> bool:
@@ -230,7 +251,9 @@ _SPLIT_TEXT = {
         "some but not all rows of the initial state are bitwise the rows that an earlier call "
         "of the layer returned (the others were replaced, e.g. reset or reordered, before "
         "being passed on); a call continues another only when all its rows (h and c) are "
-        "that state, so these calls started new samples"
+        "that state, so these calls started new samples; if they are consecutive steps of the "
+        "same rows whatever state they receive (a decay, zoneout, a norm applied to h), "
+        "declare it with"
     ),
     "zeros": (
         "the initial state is all zeros, equal to the all-zero state an earlier call returned "
@@ -267,8 +290,16 @@ def split_messages(splits: dict[str, dict[str, list[int]]]) -> list[str]:
                  f"{_counts(calls[reason], 'calls')[1:-1]}"
                  for label, calls in splits.items() if calls.get(reason)]
         if where:
+            if reason == "rows":
+                text += " " + chain_hint([label for label, calls in splits.items()
+                                          if calls.get(reason)])
             out.append(f"seqacts: {'; '.join(where)}: {text} (README, 'How calls become samples')")
     return out
+
+
+def chain_hint(labels: list[str]) -> str:
+    """The ``chain=`` option declaring ``labels``' calls steps: ``chain={'cell': 'steps'}``."""
+    return "chain={" + ", ".join(f"{label!r}: 'steps'" for label in labels) + "}"
 
 
 @dataclass
@@ -299,31 +330,25 @@ class Layout:
         return self.note is None and bool((self.call <= 0).all())
 
 
-def lay_out(labels: list[str], linker: Linker, modules: dict[str, str] | None = None) -> Layout:
+def lay_out(labels: list[str], linker: Linker) -> Layout:
     """Assign every chain of every layer its sample rows (see the module docstring).
 
-    ``modules`` maps a layer's label to its module's path: when the layers cannot all be
-    aligned, the layers of one stack whose chains have the same row counts still share rows.
+    The layers whose chains have the same sequence of row counts (a *layout*) share rows:
+    one row set per layout, in the order the layouts first appear among ``labels``.
     """
-    modules = modules or {}
     counts = {label: [c.rows for c in linker.chains[label]] for label in labels
               if linker.chains.get(label)}
-    aligned = len({tuple(v) for v in counts.values()}) <= 1
     starts: dict[str, list[int]] = {}
     n_samples = 0
-    if aligned:
-        seq = next(iter(counts.values()), [])
-        shared = [int(s) for s in np.cumsum([0, *seq])[:-1]]
-        starts = {label: shared for label in counts}
-        n_samples = int(sum(seq))
-    else:  # the layers of one stack run in the same calls: they share rows when they chain alike
-        shared_by: dict[tuple[str, tuple[int, ...]], list[int]] = {}
-        for label, rows in counts.items():
-            key = (modules.get(label, label), tuple(rows))
-            if key not in shared_by:
-                shared_by[key] = [n_samples + int(s) for s in np.cumsum([0, *rows])[:-1]]
-                n_samples += int(sum(rows))
-            starts[label] = shared_by[key]
+    # one row set per layout: layers whose chains have the same row counts share samples
+    shared_by: dict[tuple[int, ...], list[int]] = {}
+    for label, rows in counts.items():
+        key = tuple(rows)
+        if key not in shared_by:
+            shared_by[key] = [n_samples + int(s) for s in np.cumsum([0, *rows])[:-1]]
+            n_samples += int(sum(rows))
+        starts[label] = shared_by[key]
+    aligned = len(shared_by) <= 1
     call = np.full((n_samples, len(labels)), -1, dtype=np.int64)
     call_row = np.full((n_samples, len(labels)), -1, dtype=np.int64)
     placements: dict[str, list[Placement]] = {}
@@ -337,7 +362,11 @@ def lay_out(labels: list[str], linker: Linker, modules: dict[str, str] | None = 
             placements.setdefault(label, []).extend(_place(chain, int(start)))
     note = None
     if not aligned:
-        note = ", ".join(f"{label} {_counts(rows, 'chains')}" for label, rows in counts.items())
+        by_layout: dict[tuple[int, ...], list[str]] = {}
+        for label, rows in counts.items():
+            by_layout.setdefault(tuple(rows), []).append(label)
+        note = "; ".join(f"{_names(names)} {_counts(list(rows), 'chains')}"
+                         for rows, names in by_layout.items())
     n_calls = np.array([linker.n_calls.get(label, 0) for label in labels], dtype=np.int64)
     return Layout(n_samples, placements, call, call_row, n_calls, note, blocks)
 
@@ -356,6 +385,11 @@ def _place(chain: Chain, start: int) -> list[Placement]:
         done[:n] += rec.lengths.numpy()
         steps += rec.h.shape[2]
     return out
+
+
+def _names(labels: list[str]) -> str:
+    shown = ", ".join(labels[:4])
+    return shown + (f" (and {len(labels) - 4} more)" if len(labels) > 4 else "")
 
 
 def _counts(values: list[int], noun: str) -> str:

@@ -50,10 +50,11 @@ def report_problems(ds: xr.Dataset, notes: Sequence[str], unused: Sequence[str],
     if notes:
         more = f" (and {len(notes) - 1} more groups)" if len(notes) > 1 else ""
         warnings.warn(
-            "seqacts: the recorded layers saw different batches within one group, so their rows "
-            f"cannot be the same samples: {notes[0]}{more} (rows per chain of calls). Each chain "
-            "got sample rows of its own, NaN in the other layers; the 'call' and 'call_row' "
-            "coordinates say which call and row each sample holds",
+            "seqacts: the recorded layers saw different batches within one group, so not all "
+            f"their rows can be the same samples: {notes[0]}{more} (rows per chain of calls). "
+            "The layers with the same rows per chain share samples; each such set got sample "
+            "rows of its own, NaN in the other layers; the 'call' and 'call_row' coordinates "
+            "say which call and row each sample holds",
             RecordingWarning, stacklevel=stacklevel)
     if unused:
         warnings.warn(
@@ -69,7 +70,7 @@ def report_problems(ds: xr.Dataset, notes: Sequence[str], unused: Sequence[str],
             f"seqacts: recording failed for some calls ({text}); the model ran normally, but "
             "these calls are missing from the dataset (attr 'failed_layers'). Please report it",
             RecordingWarning, stacklevel=stacklevel)
-    if "nonfinite" in ds.coords and int(ds["nonfinite"].max(initial=0)) > 0:
+    if "nonfinite" in ds.coords and int(ds["nonfinite"].values.max(initial=0)) > 0:
         bad = ds["nonfinite"].values
         sample, layer = np.argwhere(bad > 0)[0]
         label = str(ds["layer"].values[layer])

@@ -14,6 +14,7 @@ from ..errors import (
     NoRecurrentModuleError,
     UnsupportedModelError,
 )
+from ..keras import is_keras_model
 from ..kinds.builtin import user_cell_label
 from .modules import kind_of, layer_specs, module_kind, parse_state
 from .specs import LayerSpec, cell_layer
@@ -120,8 +121,14 @@ def layers(model: nn.Module) -> list[str]:
     -------
     list of str
         ``"<module path>.l<k>"`` for layer k of a stack (``"l<k>"`` when the model itself is
-        the stack) and ``"<module path>"`` for a cell: the values ``layers=`` accepts.
+        the stack) and ``"<module path>"`` for a cell: the values ``layers=`` accepts. For a
+        Keras 3 model, the layers' Keras paths (``"encoder/lstm_1"``, ``"<path>.l<k>"`` for
+        the cells of a ``StackedRNNCells``).
     """
+    if is_keras_model(model):
+        from ..keras.api import layers as keras_layers
+
+        return keras_layers(model)
     return [spec.label for _, specs in recurrent_layers(model) for spec in specs]
 
 
@@ -139,20 +146,20 @@ def _as_names(names: str | Iterable[str], option: str) -> list[str]:
 
 def select_layers(
     model: nn.Module, names: str | Iterable[str] | None,
-    found: list[tuple[nn.Module, list[LayerSpec]]] | None = None,
+    found: list[tuple[nn.Module, list[LayerSpec]]] | None = None, option: str = "layers",
 ) -> list[tuple[nn.Module, list[LayerSpec]]]:
     """Resolve ``layers=`` into the recurrent modules to watch and their selected layer specs.
 
     A name selects a layer by its label, every layer of a module by the module's path, or any
     label or path matching it as an fnmatch pattern (``"encoder.*"``). ``found``: the model's
-    :func:`recurrent_layers`, when known.
+    :func:`recurrent_layers`, when known; ``option`` names the option in errors.
     """
     found = recurrent_layers(model) if found is None else found
     if names is None:
         return found
-    wanted = _as_names(names, "layers")
+    wanted = _as_names(names, option)
     if not wanted:
-        raise LayerSelectionError("layers: empty selection; pass None to record every layer")
+        raise LayerSelectionError(f"{option}: empty selection; pass None to record every layer")
     unmatched = [
         name
         for name in wanted
@@ -161,7 +168,7 @@ def select_layers(
     if unmatched:
         available = ", ".join(spec.label for _, specs in found for spec in specs)
         raise LayerSelectionError(
-            f"layers: no layer matches {', '.join(repr(n) for n in unmatched)}; "
+            f"{option}: no layer matches {', '.join(repr(n) for n in unmatched)}; "
             f"available: {available}"
         )
     selected = []

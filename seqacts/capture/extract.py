@@ -8,6 +8,7 @@ import torch
 import xarray as xr
 from torch import nn
 
+from ..keras import is_keras_model
 from ..options import RecordingOptions, split_options
 from ..signatures import keywords_from
 from .recorder import Recorder
@@ -54,6 +55,10 @@ def extract(model: nn.Module, *args: Any, grad: bool = False, **kwargs: Any) -> 
         ``h``) or ``"h,c"`` (a tuple ``(h, c)``), e.g. ``{"decoder.cell": "h,c"}``. Recorded
         from the state each call returns (kind ``cell(h)`` / ``cell(h,c)``; ``c`` as the
         internal ``c``), chained along ``time`` like any cell; see the README's "Python cells".
+    chain : str, list of str or dict, optional
+        Layers whose calls within one ``model(...)`` call with the same batch size are
+        consecutive steps of the same rows whatever state they receive, e.g.
+        ``chain={"cell": "steps"}`` (see :func:`seqacts.record`); adds ``h_in``/``c_in``.
     edits : Edit or list of Edit, optional
         Run the forward with these edits applied (:func:`seqacts.ablate`,
         :func:`seqacts.patch`, as under :func:`seqacts.intervene`): the dataset holds the
@@ -63,9 +68,15 @@ def extract(model: nn.Module, *args: Any, grad: bool = False, **kwargs: Any) -> 
     -------
     xarray.Dataset
         ``h`` (sample, layer, direction, time, unit); ``h_0``, ``h_n`` and for LSTMs ``c_0``,
-        ``c_n`` (sample, layer, direction, unit); internals with ``h``'s dims.
+        ``c_n`` (sample, layer, direction, unit); internals with ``h``'s dims. A Keras 3 model
+        is called as ``model(*args, training=False, **kwargs)`` and its dataset adds ``mask``
+        (sample, layer, time) and the ``keras_deviation`` coordinate (README, "Keras").
     """
     options, inputs = split_options(RecordingOptions, kwargs)
+    if is_keras_model(model):
+        from ..keras.api import extract as keras_extract
+
+        return keras_extract(model, options, args, inputs, grad=grad)
     warn_if_random(model)
     return extract_with(model, options, args, inputs, grad=grad)
 

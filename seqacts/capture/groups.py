@@ -22,6 +22,7 @@ from torch import Tensor
 from ..errors import RecordingWarning
 from .assembly import Block, build_block, build_dataset
 from .chains import End, Linker, lay_out, split_messages
+from .declared import step_splits, steps_message
 from .diagnose import report_problems
 from .module_rows import Flow, place_outputs, unplaced_message
 from .records import LayerRecord
@@ -39,6 +40,7 @@ class Group:
     positions: dict[str, list[int]] = field(default_factory=dict)  # layer calls before each
     trace: list[tuple[str, int]] = field(default_factory=list)  # layer calls: label, chain
     flow: Flow = field(default_factory=Flow)  # storages of the trace's and the outputs' calls
+    labels: dict[str, Any] = field(default_factory=dict)  # the labels in force when it started
 
     def add(self, label: str, rec: LayerRecord, x: Tensor | None, out: Tensor,
             trace: bool = False) -> int:
@@ -72,10 +74,16 @@ class Recording:
         The recorded layers, in the dataset's ``layer`` order.
     internals : tuple of str
         The internals recorded (:func:`seqacts.capture.records.resolve_internals`).
+    declared : frozenset of str
+        The layers of ``chain=`` (:func:`seqacts.capture.declared.declared_layers`).
+    received : tuple of str
+        The received-state variables their records carry (``h_in``, ``c_in``).
     """
 
     specs: list[LayerSpec]
     internals: tuple[str, ...] = ()
+    declared: frozenset[str] = frozenset()
+    received: tuple[str, ...] = ()
     blocks: list[Block] = field(default_factory=list)
     failures: dict[str, list[str]] = field(default_factory=dict)  # label -> errors
     ends: dict[str, list[End]] = field(default_factory=dict)  # chain ends of the latest group
@@ -83,10 +91,13 @@ class Recording:
     calls: dict[str, int] = field(default_factory=dict)  # each layer's calls so far
     unplaced: list[str] = field(default_factory=list)  # module outputs left NaN, one message each
     notes: list[str] = field(default_factory=list)  # further warnings, told once each
+    steps: dict[str, list[int]] = field(default_factory=dict)  # label -> calls splitting a loop
+    groups: int = 0  # groups laid out so far: the next block's model_call
 
-    def new_group(self) -> Group:
-        """An empty group whose chain rule knows the chain ends of the previous group."""
-        return Group(linker=Linker(self.ends))
+    def new_group(self, labels: dict[str, Any] | None = None) -> Group:
+        """An empty group whose chain rule knows the chain ends of the previous group and the
+        declared layers; ``labels``: those in force (each block's per-sample coordinates)."""
+        return Group(linker=Linker(self.ends, self.declared), labels=dict(labels or {}))
 
     def fail(self, label: str, error: BaseException) -> None:
         """Note a failure of seqacts' own bookkeeping for ``label`` (told with the dataset)."""
@@ -102,12 +113,13 @@ class Recording:
         linker = group.linker
         self.ends = {**self.ends, **linker.ends()}
         try:
-            layout = lay_out([s.label for s in self.specs], linker,
-                             {s.label: s.module_path for s in self.specs})
+            layout = lay_out([s.label for s in self.specs], linker)
             linker.release()
             outputs, unplaced = place_outputs(layout, group.trace, group.outputs,
                                               group.positions, group.flow)
-            block = build_block(self.specs, layout, outputs, self.internals)
+            block = build_block(self.specs, layout, outputs, self.internals + self.received)
+            block.model_call, block.labels = self.groups, group.labels
+            self.groups += 1
             if unplaced:
                 first = sum(b.n_samples for b in self.blocks)
                 self.unplaced += unplaced_message(unplaced, len(self.blocks), first,
@@ -118,6 +130,9 @@ class Recording:
                 for split in splits:
                     self.splits.setdefault(label, {}).setdefault(split.reason, []).append(
                         seen + split.call)
+            for label, calls in step_splits(linker).items():
+                seen = self.calls.get(label, 0)
+                self.steps.setdefault(label, []).extend(seen + c for c in calls)
             for label, n in linker.n_calls.items():
                 self.calls[label] = self.calls.get(label, 0) + n
         except Exception as error:  # never break the user's forward: report it with the dataset
@@ -141,6 +156,8 @@ class Recording:
         ds = build_dataset(self.specs, self.blocks, self.internals, model, time)
         notes = [b.note for b in self.blocks if b.note]
         report_problems(ds, notes, self.unused(excused), self.failures, stacklevel=4)
-        for message in [*split_messages(self.splits), *self.unplaced, *self.notes]:
+        steps = steps_message(self.steps)
+        for message in [*split_messages(self.splits), *([steps] if steps else []),
+                        *self.unplaced, *self.notes]:
             warnings.warn(message, RecordingWarning, stacklevel=3)
         return ds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -10,17 +11,22 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["dataset_attrs", "model_class", "model_structure", "model_weights"]
+__all__ = ["dataset_attrs", "model_class", "model_structure", "model_weights", "seqacts_version"]
+
+
+@functools.lru_cache(maxsize=1)
+def seqacts_version() -> str:
+    """The installed version, read once (reading package metadata costs milliseconds)."""
+    try:
+        return version("seqacts")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
 
 
 def dataset_attrs(model: Any, internals: tuple[str, ...]) -> dict[str, str]:
     """The global attributes of a recorded dataset: versions, the model, the internals."""
-    try:
-        seqacts_version = version("seqacts")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        seqacts_version = "unknown"
     return {
-        "seqacts_version": seqacts_version,
+        "seqacts_version": seqacts_version(),
         "torch_version": torch.__version__,
         "model_class": model_class(model),
         "model_structure": model_structure(model),

@@ -9,6 +9,7 @@ kernels through :mod:`seqacts.capture.kernels` (Python cells through their own c
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -19,12 +20,16 @@ from torch.nn.modules import module as torch_module
 from torch.nn.utils.rnn import PackedSequence
 
 from ..errors import RecordingError
+from ..keras import is_keras_model
+from ..kinds import has_cell_state
 from ..options import RecordingOptions
 from ..schema import base_kind
 from ..signatures import keywords_from
 from . import kernels
+from .call_labels import Restore, check_labels
 from .calls import CellCall, StackCall
 from .cells import CellWatch
+from .declared import RECEIVED, declared_layers, received
 from .discovery import (
     by_first_weight,
     recurrent_layers,
@@ -43,8 +48,10 @@ __all__ = ["Recorder", "record"]
 class Recorder:
     """Records every selected recurrent layer while active; see :func:`record`."""
 
-    def __init__(self, model: nn.Module, options: RecordingOptions | None = None) -> None:
+    def __init__(self, model: nn.Module, options: RecordingOptions | None = None,
+                 labels: Mapping[str, Any] | None = None) -> None:
         options = RecordingOptions() if options is None else options
+        self._labels = check_labels(labels or {})
         self.model = model
         self.options = options
         cells = select_cells(model, options.cells)
@@ -66,6 +73,9 @@ class Recorder:
             {base_kind(s.kind, nonlinearity(m)) for m, specs in selected for s in specs},
         )
         self.time = options.time
+        self.declared = declared_layers(model, options.chain, self.specs)
+        received_vars = () if not self.declared else RECEIVED if any(
+            has_cell_state(s.kind) for s in self.specs if s.label in self.declared) else RECEIVED[:1]
         self._watched = watched
         self._by_module = {id(m): (m, specs) for m, specs in watched}
         self._recurrent = {id(m) for m, _ in found} | hooked_ids
@@ -75,7 +85,7 @@ class Recorder:
         self._by_weight: dict[int, tuple[nn.Module, list[LayerSpec]]] = {}
         self._outputs = {id(m): (name, m) for name, m in select_modules(model, options.modules)}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._recording = Recording(self.specs, self.internals)
+        self._recording = Recording(self.specs, self.internals, self.declared, received_vars)
         self._cells = CellWatch(self.specs, hooked, self._by_module)
         self._group: Group | None = None
         self._depth = 0
@@ -155,7 +165,7 @@ class Recorder:
     def _root_pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         if self._depth == 0:
             self._close_group()  # calls made outside a root forward form their own group
-            self._group = self._recording.new_group()
+            self._group = self._recording.new_group(self._labels)
             self._index_weights()  # weights may have been replaced since __enter__
         self._depth += 1
 
@@ -175,12 +185,48 @@ class Recorder:
 
     def _current_group(self) -> Group:
         if self._group is None:
-            self._group = self._recording.new_group()
+            self._group = self._recording.new_group(self._labels)
         return self._group
 
     def _close_group(self) -> None:
         group, self._group = self._group, None
         self._recording.close(group)
+
+    # -- labels ------------------------------------------------------------------------------
+    def label(self, **labels: Any) -> AbstractContextManager[Recorder]:
+        """Label the ``model(...)`` calls recorded from now on (``phase="val", epoch=3``).
+
+        Each label becomes a coordinate along ``sample`` holding, per sample, the value in
+        force when its ``model(...)`` call started; samples recorded without it get ``""``
+        (str), -1 (int) or NaN (float). The labels add to (and replace by name) those in force;
+        ``None`` removes one. Used as a context manager, the labels in force before are
+        restored when the ``with`` block exits.
+
+        Parameters
+        ----------
+        **labels : str, bool, int or float
+            Names that are not the dataset's dims, coordinates or variables.
+
+        Returns
+        -------
+        context manager
+            Entering it does nothing more; exiting restores the labels in force before.
+        """
+        before = dict(self._labels)
+        updated = {k: v for k, v in self._labels.items() if k not in labels}
+        updated.update(check_labels({k: v for k, v in labels.items() if v is not None}))
+        self._set_labels(updated)
+        return Restore(self, lambda: self._set_labels(before))
+
+    def _set_labels(self, labels: dict[str, Any]) -> None:
+        if self._depth == 0:  # calls made outside any model(...) so far keep the old labels
+            self._close_group()
+        self._labels = labels
+
+    @property
+    def labels(self) -> dict[str, Any]:
+        """The labels in force (a copy); see :meth:`label`."""
+        return dict(self._labels)
 
     # -- kernels.Sink ------------------------------------------------------------------------
     def watches(self, weight: Tensor, owner: object) -> bool:
@@ -230,6 +276,8 @@ class Recorder:
 
     def _add(self, group: Group, label: str, rec: LayerRecord, x: Tensor | None,
              out: Tensor) -> None:
+        if label in self.declared:  # the state it received, kept before linking drops it
+            rec.extra.update(received(rec))
         # the order of layer and module calls, and their data, place the modules= outputs
         group.add(label, rec, x, out, trace=bool(self._outputs))
 
@@ -301,7 +349,8 @@ def _tensors_of(result: Any) -> list[Tensor]:
 
 
 @keywords_from(RecordingOptions)
-def record(model: nn.Module, **options: Any) -> Recorder:
+def record(model: nn.Module, *, labels: Mapping[str, Any] | None = None,
+           **options: Any) -> Recorder:
     """Record every recurrent layer of ``model`` while the ``with`` block runs.
 
     Parameters
@@ -311,6 +360,10 @@ def record(model: nn.Module, **options: Any) -> Recorder:
         calls made outside it (``model.loss(x)``, a submodule called directly). How calls
         become samples is the README's "How calls become samples": calls passed the state the
         previous call returned continue it along ``time``; any other call starts new samples.
+    labels : dict, optional
+        Labels (``{"phase": "train", "epoch": 0}``) for the ``model(...)`` calls recorded,
+        each a coordinate along ``sample``; change them with :meth:`Recorder.label`. Every
+        sample also carries ``model_call``, the number of the call it came from.
     layers : str or list of str, optional
         Layer labels, module paths (all layers of that module) or fnmatch patterns
         (``"encoder.*"``); default every recurrent layer (see :func:`seqacts.layers`).
@@ -328,6 +381,12 @@ def record(model: nn.Module, **options: Any) -> Recorder:
         ``h``) or ``"h,c"`` (a tuple ``(h, c)``), e.g. ``{"decoder.cell": "h,c"}``. Recorded
         from the state each call returns (kind ``cell(h)`` / ``cell(h,c)``; ``c`` as the
         internal ``c``), chained along ``time`` like any cell; see the README's "Python cells".
+    chain : str, list of str or dict, optional
+        Declared continuation: layers (labels, module paths or patterns, or a dict
+        ``{"cell": "steps"}``) whose calls within one ``model(...)`` call with the same batch
+        size are consecutive steps of the same rows, whatever state they receive (a decay,
+        zoneout or a norm applied to the state between steps). The state each call received
+        is recorded as ``h_in`` (and ``c_in``), dims like ``h``.
     edits : Edit or list of Edit, optional
         Edits (:func:`seqacts.ablate`, :func:`seqacts.patch`) applied to the model while the
         block runs, as :func:`seqacts.intervene` would: the recording holds the edited run.
@@ -335,6 +394,15 @@ def record(model: nn.Module, **options: Any) -> Recorder:
     Returns
     -------
     Recorder
-        A context manager; ``rec.to_dataset()`` returns the ``xarray.Dataset``.
+        A context manager; ``rec.to_dataset()`` returns the ``xarray.Dataset``. For a Keras 3
+        model, a :class:`seqacts.keras.recorder.KerasRecorder` with the same methods.
     """
-    return Recorder(model, RecordingOptions.of("record", options))
+    if is_keras_model(model):
+        from ..keras.api import record as keras_record
+
+        if labels:
+            raise OptionError("record: labels= is not supported for Keras models yet; record "
+                              "each phase in its own record() block and concatenate the datasets")
+
+        return keras_record(model, RecordingOptions.of("record", options))  # type: ignore[return-value]
+    return Recorder(model, RecordingOptions.of("record", options), labels=labels)

@@ -23,6 +23,7 @@ from ..capture.discovery import by_first_weight, recurrent_layers
 from ..capture.modules import is_cell
 from ..capture.specs import LayerSpec
 from ..errors import EditError, LayerSelectionError
+from ..keras import is_keras_model
 from ..kinds import has_cell_state
 from .edits import Edit, Plan, plan, step_flags
 from .runner import apply_plans, output_gate, run_edited_layer
@@ -179,6 +180,10 @@ def _edit_list(edits: Edit | Iterable[Edit]) -> list[Edit]:
 
 def plans_for(model: nn.Module, edits: Edit | Iterable[Edit]) -> dict[str, list[Plan]]:
     """Check each edit against the layer it names; group the resolved plans by layer label."""
+    if is_keras_model(model):
+        from ..keras.api import interventions_unsupported
+
+        raise interventions_unsupported(model)
     specs = {s.label: s for _, ss in recurrent_layers(model) for s in ss}
     out: dict[str, list[Plan]] = {}
     for edit in _edit_list(edits):

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..capture.discovery import select_layers
 from ..capture.specs import LayerSpec
 from ..errors import EditError
+from ..keras import is_keras_model
 from ..kinds import has_cell_state
 from ..schema import DIRECTIONS
 from .context import Intervention
@@ -195,6 +196,10 @@ def ablation_scan(
         a bad ``state``, ``batch_units`` or ``units``, or a score that is not one float per
         sample.
     """
+    if is_keras_model(model):
+        from ..keras.api import interventions_unsupported
+
+        raise interventions_unsupported(model)
     if state not in STATES:
         raise EditError(f"state: expected 'h' or 'c', got {state!r}")
     inputs = scan_inputs(model, x, batch_dims)

@@ -123,7 +123,7 @@ def extract_distributed(
     overwrite, resume, progress
         As for :func:`seqacts.extract_to_netcdf`, for the whole directory; ``progress`` counts
         finished shards' samples.
-    layers, internals, time, modules, cells, edits, compression, pack, checksums, inputs
+    layers, internals, time, modules, cells, chain, edits, compression, pack, checksums, inputs
         As for :func:`seqacts.extract_to_netcdf` (the fields of
         :class:`seqacts.options.Options`): every shard records with the same options, and
         with ``edits`` the edited run.

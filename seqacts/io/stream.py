@@ -48,6 +48,7 @@ from .destination import Output, check_destination
 from .integrity import damaged_metadata, explain_unreadable, is_damage, repair_truncated, verify
 from .lock import StreamLock
 from .packing import PACK_RANGES
+from .write import numbered
 
 __all__ = [
     "COMPRESSIONS",
@@ -76,6 +77,7 @@ def fingerprint(model: nn.Module, rec: Recorder, opts: Options,
         "layers": [s.label for s in rec.specs],
         "internals": list(rec.internals),
         "modules": None if opts.modules is None else list(opts.modules),
+        "chain": None if opts.chain is None else sorted(rec.declared),
         "compression": opts.compression,
         "pack": opts.pack,
         "model_class": model_class(model),
@@ -166,7 +168,8 @@ def extract_to_netcdf(
     destination is checked before any batch runs; a batch of 0 samples is logged and skipped.
     Open the result with :func:`seqacts.open_dataset` (lazy, Dask) or ``xr.open_dataset``; it
     equals ``xr.concat`` of per-batch :func:`seqacts.extract` results (``sample`` numbered
-    0..N-1, ``time`` padded with NaN to the longest batch).
+    0..N-1, ``time`` padded with NaN to the longest batch, ``model_call`` numbered on across
+    the batches).
 
     Parameters
     ----------
@@ -188,7 +191,7 @@ def extract_to_netcdf(
         :class:`StreamMismatchError`). A missing file starts afresh.
     progress : bool, default True
         Show a tqdm bar in samples (with MB/s).
-    layers, internals, modules, cells, edits
+    layers, internals, modules, cells, chain, edits
         As for :func:`seqacts.extract`: each batch records the edited run.
     inputs : callable, optional
         Maps a batch to the model's arguments, e.g. ``lambda b: (b[0],)`` for ``(x, y)`` batches.
@@ -344,6 +347,7 @@ def _write_batches(model: nn.Module, batches: Iterable[Any], out: Output, opts: 
     pending: list[dict[str, Any]] = []
     first_empty: tuple[tuple[Any, ...], dict[str, Any]] | None = None
     seen = 0
+    calls = sum(int(e.get("calls", 0)) for e in committed.log)  # model(...) calls in the file
     for seen, batch in enumerate(batches, 1):
         args, kwargs = _model_args(batch, opts.inputs)
         entry = batch_entry(args, kwargs)
@@ -359,6 +363,8 @@ def _write_batches(model: nn.Module, batches: Iterable[Any], out: Output, opts: 
             continue
         ds = extract_with(model, replace(opts, time=None), args, kwargs)
         entry["samples"] = ds.sizes["sample"]
+        ds, numbered_to = numbered(ds, calls)  # model_call numbered on across the file
+        entry["calls"], calls = numbered_to - calls, numbered_to
         if opts.time is not None:
             ds = _label_time(ds, opts.time)
         if guard is not None:

@@ -19,7 +19,18 @@ from ..signatures import keywords_from
 from .destination import Output, check_destination
 from .lock import StreamLock
 
-__all__ = ["write_stream"]
+__all__ = ["numbered", "write_stream"]
+
+
+def numbered(ds: xr.Dataset, calls: int) -> tuple[xr.Dataset, int]:
+    """``ds`` with its ``model_call`` numbered on after ``calls`` calls when it starts at 0
+    (each recording counts from 0), and the calls written after it."""
+    if "model_call" not in ds.coords or not ds.sizes["sample"]:
+        return ds, calls
+    first, last = int(ds["model_call"].min()), int(ds["model_call"].max())
+    if first == 0 and calls:
+        return ds.assign_coords(model_call=ds["model_call"] + calls), calls + last + 1
+    return ds, max(calls, last + 1)
 
 
 @keywords_from(StorageOptions)
@@ -43,7 +54,9 @@ def write_stream(datasets: Iterable[xr.Dataset], path: str | os.PathLike, *,
     Returns
     -------
     pathlib.Path
-        ``path``, readable with :func:`seqacts.open_dataset`.
+        ``path``, readable with :func:`seqacts.open_dataset`. A dataset whose ``model_call``
+        starts at 0 (a recording of its own) is numbered on after the datasets before it, as
+        :func:`seqacts.extract_to_netcdf` numbers its batches.
     """
     storage = StorageOptions.of("write_stream", options)
     path = Path(path)
@@ -54,7 +67,9 @@ def write_stream(datasets: Iterable[xr.Dataset], path: str | os.PathLike, *,
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{path} exists; pass overwrite=True to replace it")
         with Output(path, overwrite=overwrite) as out:
+            calls = 0  # model(...) calls written so far
             for ds in datasets:
+                ds, calls = numbered(ds, calls)
                 writer = out.writer or out.create(ds, options, None)
                 writer.append(ds, {"samples": ds.sizes["sample"]})
             if out.writer is None:

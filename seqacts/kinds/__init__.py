@@ -6,7 +6,7 @@ is one :func:`register_kind` call with its facts; see docs/ARCHITECTURE.md, "How
 
 from __future__ import annotations
 
-from . import builtin
+from . import builtin, keras_kinds
 from .registry import (
     ACTIVATION_RANGE,
     KindSpec,
@@ -27,6 +27,7 @@ __all__ = [
     "activation_of",
     "base_kind",
     "builtin",
+    "keras_kinds",
     "find_kind",
     "has_cell_state",
     "kind_spec",
