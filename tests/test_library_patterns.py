@@ -605,3 +605,20 @@ def test_output_with_more_rows_than_the_batch_is_left_nan_and_told() -> None:
     assert bool(ds["head"].isnull().all())
     np.testing.assert_array_equal(ds.h.sel(layer="rnn.l0", direction="forward").values,
                                   out.numpy())
+
+
+def test_modules_only_outputs_of_different_first_axes_are_told() -> None:
+    # xlstm's stack has no torch recurrent module: modules= alone, nothing tells the batch
+    torch.manual_seed(0)
+    model = StatesFirst()
+    x = torch.randn(3, 6, 8)
+    with pytest.warns(seqacts.RecordingWarning) as caught:
+        ds = seqacts.extract(model, x, modules=["model"])
+    messages = [str(w.message) for w in caught if issubclass(w.category, seqacts.RecordingWarning)]
+    mixed = [m for m in messages if "first axes of different sizes" in m]
+    assert len(mixed) == 1 and "'model[0]': 3; 'model[1]': 4" in mixed[0]
+    assert "cells=" in mixed[0]
+    assert any("no recurrent layer" in m for m in messages) and len(messages) == 2
+    # the values are still exactly the outputs, each from sample 0 along its first axis
+    np.testing.assert_array_equal(ds["model[1]"].values, torch.stack([x[:, -1] * k for k in range(1, 5)]).numpy())
+    np.testing.assert_array_equal(ds["model[0]"].values[:3], torch.tanh(x).numpy())

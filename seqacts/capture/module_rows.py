@@ -36,7 +36,8 @@ from torch import Tensor
 
 from .chains import Layout
 
-__all__ = ["Flow", "Piece", "Storage", "Unplaced", "place_outputs", "storage_of", "unplaced_message"]
+__all__ = ["Flow", "Piece", "Storage", "Unplaced", "mixed_rows_message", "place_outputs", "storage_of",
+           "unplaced_message"]
 
 Piece = tuple[int | None, Tensor]  # first row (None: not placed, kept for its shape), output
 Storage = tuple[str, int]  # a tensor's device and the address of its storage
@@ -273,6 +274,28 @@ def unplaced_message(unplaced: list[Unplaced], group: int, first: int, last: int
                 f"which holds {'one batch' if plain else 'several chains of calls'}: {notes}")
         messages.append(head + (_PLACED if placed else _LEFT_NAN))
     return messages
+
+
+def mixed_rows_message(outputs: dict[str, list[Tensor]], group: int, first: int,
+                       last: int) -> list[str]:
+    """One message when a group with no recorded layer call (nothing tells its batch) holds
+    module outputs whose first axes differ in size: each was placed from row 0 regardless."""
+    sizes: dict[int, list[str]] = {}
+    for key, tensors in outputs.items():
+        for t in tensors:
+            if t.dim() and key not in sizes.setdefault(t.shape[0], []):
+                sizes[t.shape[0]].append(key)
+    if len(sizes) < 2:
+        return []
+    listed = "; ".join(f"{', '.join(repr(k) for k in keys[:4])}"
+                       f"{f' (and {len(keys) - 4} more)' if len(keys) > 4 else ''}: {n}"
+                       for n, keys in sorted(sizes.items()))
+    return [f"seqacts: module outputs in group {group} (samples {first}..{last}) have first axes "
+            f"of different sizes ({listed}) and no recorded layer ran to tell the batch: each "
+            "was placed from sample 0 along its first axis, so their rows are not the same "
+            "samples (a state of shape (n_states, batch, hidden) has the batch second). Record "
+            "the recurrence itself (cells=) so that the batch is known, or keep to outputs with "
+            "the batch first (README, 'Other modules')"]
 
 
 _LEFT_NAN = (". These calls were left NaN rather than placed in rows they may not belong to; run "
