@@ -59,9 +59,9 @@ from .schema import INTERNALS, KINDS
 
 if TYPE_CHECKING:
     from .capture.discovery import layers
-    from .capture.extract import extract
+    from .capture.extract import extract, record
     from .capture.modules import register_cell
-    from .capture.recorder import Recorder, record
+    from .capture.recorder import Recorder
     from .interventions.context import Intervention, intervene
     from .interventions.edits import Edit, ablate, patch
     from .interventions.scan import ablation_scan
@@ -95,7 +95,7 @@ _LAZY: dict[str, str] = {
     "layers": "seqacts.capture.discovery",
     "open_dataset": "seqacts.io.reading",
     "patch": "seqacts.interventions.edits",
-    "record": "seqacts.capture.recorder",
+    "record": "seqacts.capture.extract",
     "report": "seqacts.viz.report",
     "verify": "seqacts.io.integrity",
     "write_stream": "seqacts.io.write",

@@ -39,7 +39,6 @@ __all__ = [
     "TrainingModeWarning",
     "WorkspaceWarning",
     "KindError",
-    "WorkspaceLayoutError",
     "CellStateError",
 ]
 

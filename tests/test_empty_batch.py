@@ -12,6 +12,7 @@ import xarray as xr
 from torch import nn
 
 import seqacts
+from tests.test_cells import N_IN, H, LayerNormLSTMCell, Loop, T
 
 
 class CellLoop(nn.Module):
@@ -49,6 +50,8 @@ CASES: dict[str, tuple[Callable[[], nn.Module], Callable[[int], torch.Tensor], d
     "gru-modules": (Encoder, lambda n: torch.randn(n, 6, 8), {"modules": "head"}),
     "cell-loop": (CellLoop, lambda n: torch.randn(n, 6, 8), {"internals": True,
                                                              "modules": "head"}),
+    "python-cell": (lambda: Loop(LayerNormLSTMCell(N_IN, H)), lambda n: torch.randn(n, T, N_IN),
+                    {"cells": {"cell": "h,c"}, "internals": True}),
     "gru-grad-edits": (lambda: nn.GRU(8, 4, batch_first=True), lambda n: torch.randn(n, 6, 8),
                        {"grad": True, "internals": True, "edits": seqacts.ablate("l0", 1)}),
 }  # fmt: skip

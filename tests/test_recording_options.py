@@ -92,8 +92,12 @@ def test_bad_edits_are_refused_before_any_forward(gru: nn.Module, tmp_path: Path
 
 def test_unknown_options_name_the_function_and_the_valid_ones(gru: nn.Module,
                                                               tmp_path: Path) -> None:
-    with pytest.raises(ArgumentTypeError, match="record: unknown option 'layer'; options are "
-                                                "cells, edits, internals, layers, modules, time"):
+    from seqacts.options import RecordingOptions, option_names
+
+    valid = ", ".join(sorted(option_names(RecordingOptions)))  # every one, named
+    assert "edits" in valid and "layers" in valid
+    with pytest.raises(ArgumentTypeError, match=f"record: unknown option 'layer'; options are "
+                                                f"{valid}$"):
         seqacts.record(gru, layer="l0")
     with pytest.raises(ArgumentTypeError, match="extract_to_netcdf: unknown option 'edit'"):
         seqacts.extract_to_netcdf(gru, [_x()], tmp_path / "y.nc", edit=[], progress=False)

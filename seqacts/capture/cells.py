@@ -136,9 +136,7 @@ class CellWatch:
             return None
         _, label, state = hit
         rec = cell_record(label, module, args, kwargs, result, state, names)
-        if rec.h.shape[0] == 0:  # 0 samples: nothing to record
-            return None
-        self._check_width(label, module, rec)
+        self._check_width(label, module, rec)  # also from a batch of 0 samples: (0, width)
         return label, rec
 
     def _bypassed(self, module: nn.Module) -> None:

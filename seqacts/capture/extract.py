@@ -1,7 +1,8 @@
-"""One-call extraction: run the model once under :func:`seqacts.record`."""
+"""The public entry points: :func:`record` (a ``with`` block) and :func:`extract` (one call)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from ..signatures import keywords_from
 from .recorder import Recorder
 from .training import warn_if_random
 
-__all__ = ["extract", "extract_with"]
+__all__ = ["extract", "extract_with", "record"]
 
 
 @keywords_from(RecordingOptions, rest=True)
@@ -94,3 +95,60 @@ def extract_with(
     with torch.set_grad_enabled(grad), rec:
         model(*args, **kwargs)
     return rec.to_dataset()
+
+
+@keywords_from(RecordingOptions)
+def record(model: nn.Module, *, labels: Mapping[str, Any] | None = None,
+           **options: Any) -> Recorder:
+    """Record every recurrent layer of ``model`` while the ``with`` block runs.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The root model; each of its forward calls inside the block appends samples, and so do
+        calls made outside it (``model.loss(x)``, a submodule called directly). How calls
+        become samples is the README's "How calls become samples": calls passed the state the
+        previous call returned continue it along ``time``; any other call starts new samples.
+    labels : dict, optional
+        Labels (``{"phase": "train", "epoch": 0}``) for the ``model(...)`` calls recorded,
+        each a coordinate along ``sample``; change them with :meth:`Recorder.label`. Every
+        sample also carries ``model_call``, the number of the call it came from.
+    layers : str or list of str, optional
+        Layer labels, module paths (all layers of that module) or fnmatch patterns
+        (``"encoder.*"``); default every recurrent layer (see :func:`seqacts.layers`).
+    internals : bool or list of str, default False
+        ``True`` adds cell states and gates per timestep; a list picks variables
+        (e.g. ``["c", "forget_gate"]``).
+    time : sequence, optional
+        Labels for the ``time`` coordinate (e.g. a ``pandas.DatetimeIndex``).
+    modules : str or list of str, optional
+        Paths or patterns of other modules whose outputs to record as well (also on a model
+        without a recurrent module: the dataset then holds only these outputs).
+    cells : dict, optional
+        Python cells to record, each called once per step as ``cell(x_t, state) -> state``:
+        module path or fnmatch pattern -> ``"h"`` (the cell receives and returns a tensor
+        ``h``) or ``"h,c"`` (a tuple ``(h, c)``), e.g. ``{"decoder.cell": "h,c"}``. Recorded
+        from the state each call returns (kind ``cell(h)`` / ``cell(h,c)``; ``c`` as the
+        internal ``c``), chained along ``time`` like any cell; see the README's "Python cells".
+    chain : str, list of str or dict, optional
+        Declared continuation: layers (labels, module paths or patterns, or a dict
+        ``{"cell": "steps"}``) whose calls within one ``model(...)`` call with the same batch
+        size are consecutive steps of the same rows, whatever state they receive (a decay,
+        zoneout or a norm applied to the state between steps). The state each call received
+        is recorded as ``h_in`` (and ``c_in``), dims like ``h``.
+    edits : Edit or list of Edit, optional
+        Edits (:func:`seqacts.ablate`, :func:`seqacts.patch`) applied to the model while the
+        block runs, as :func:`seqacts.intervene` would: the recording holds the edited run.
+
+    Returns
+    -------
+    Recorder
+        A context manager; ``rec.to_dataset()`` returns the ``xarray.Dataset``. For a Keras 3
+        model, a :class:`seqacts.keras.recorder.KerasRecorder` with the same methods.
+    """
+    if is_keras_model(model):
+        from ..keras.api import record as keras_record
+
+        return keras_record(model, RecordingOptions.of("record", options),  # type: ignore[return-value]
+                            labels)
+    return Recorder(model, RecordingOptions.of("record", options), labels=labels)
