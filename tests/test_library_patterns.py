@@ -622,3 +622,56 @@ def test_modules_only_outputs_of_different_first_axes_are_told() -> None:
     # the values are still exactly the outputs, each from sample 0 along its first axis
     np.testing.assert_array_equal(ds["model[1]"].values, torch.stack([x[:, -1] * k for k in range(1, 5)]).numpy())
     np.testing.assert_array_equal(ds["model[0]"].values[:3], torch.tanh(x).numpy())
+
+
+# --- pypots CRLI MultiRNNCell: a ModuleList of cells, each layer fed the previous layer's h ---
+
+
+class MultiCell(nn.Module):
+    """pypots CRLI's ``MultiRNNCell`` (GRU): at each step layer ``i`` receives, as its state,
+    the ``h`` the layer below just returned (layer 0: the top layer's ``h`` of the last step)."""
+
+    def __init__(self, n_layers: int = 2) -> None:
+        super().__init__()
+        self.model = nn.ModuleList([nn.GRUCell(3 if i == 0 else 4, 4) for i in range(n_layers)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.zeros(x.shape[0], 4)
+        outs = []
+        for t in range(x.shape[1]):
+            for i, cell in enumerate(self.model):
+                h = cell(x[:, t] if i == 0 else h, h)
+            outs.append(h)
+        return torch.stack(outs, 1)
+
+
+def test_crli_cell_list_declared_by_its_container_path() -> None:
+    torch.manual_seed(0)
+    model = MultiCell().eval()
+    x = torch.randn(3, 5, 3)
+    calls: dict[int, list[tuple]] = {}
+    handles = [cell.register_forward_hook(outputs_hook(calls.setdefault(i, [])))
+               for i, cell in enumerate(model.model)]
+    with torch.no_grad():
+        expected = model(x)
+    for h in handles:
+        h.remove()
+    # layers= / chain= take the ModuleList's path: every cell inside it
+    with pytest.warns(seqacts.RecordingWarning, match=r"declare it: chain=\{'model.0': 'steps'"):
+        ds = seqacts.extract(model, x, layers="model")
+    assert list(ds.layer.values) == ["model.0", "model.1"]
+    before = model_state(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", seqacts.RecordingWarning)
+        with seqacts.record(model, chain="model") as rec, torch.no_grad():
+            got = model(x)
+        ds = rec.to_dataset()
+    assert torch.equal(got, expected) and model_state(model) == before
+    assert ds.sizes["sample"] == 3 and (ds.length.values == 5).all()
+    for i in range(2):
+        h = np.stack([out.numpy() for _, out in calls[i]], 1)
+        received = np.stack([args[1].numpy() for args, _ in calls[i]], 1)
+        np.testing.assert_array_equal(ds.h.sel(layer=f"model.{i}", direction="forward").values, h)
+        # the state each step received: the layer below's h (layer 0: the top layer's)
+        np.testing.assert_array_equal(
+            ds.h_in.sel(layer=f"model.{i}", direction="forward").values, received)
