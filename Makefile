@@ -13,13 +13,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q torch==2.13.0
 	# the Keras front end's tests run on every backend: keras with tensorflow-cpu and jax
 	$(BIN)/python -m pip install -q keras==3.15.1 tensorflow-cpu==2.21.0 jax==0.10.2 jaxlib==0.10.2
-	$(BIN)/python -m pip install -q -e '.[test,lightning]'
+	$(BIN)/python -m pip install -q -e '.[test,lightning,view,browser-test]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/seqacts demo --out demo_out
 
 test: $(STAMP)
+	@# the viewer's browser tests need a system Chromium; installed where apt-get and root are
+	@# (CI), else those tests skip. Measured: ~3.5 min for apt-get update + install chromium.
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq chromium >/dev/null; } || echo "no chromium: browser tests skip"
 	$(BIN)/ruff check seqacts tests benchmarks examples
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q

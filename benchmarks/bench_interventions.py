@@ -18,7 +18,6 @@ Prints ratios measured in one run (rows timed round-robin); asserts nothing abou
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -28,20 +27,13 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, timed_together  # noqa: E402
+from common import bench_args, machine, timed_together  # noqa: E402
 
 import seqacts  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default torch's); 1 is steadier on a busy machine")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = bench_args(__doc__)
     batch, steps, hidden, inputs, n_layers = (64, 512, 256, 32, 3)
     scan_batch, scan_steps, scan_hidden = (16, 128, 64)
     if args.quick:

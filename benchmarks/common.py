@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -50,3 +51,21 @@ def machine() -> str:
         f"{platform.machine()} {platform.processor() or ''} cores={os.cpu_count()} "
         f"torch={torch.__version__} threads={torch.get_num_threads()}"
     ).replace("  ", " ")
+
+
+def bench_args(description: str | None, cpu_time: bool = False) -> argparse.Namespace:
+    """The options every ratio benchmark takes (``--quick``, ``--repeats``, ``--threads``, and
+    ``--cpu-time`` where ``cpu_time``), parsed; torch's thread count set when given."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default torch's); 1 is steadier on a busy machine")
+    if cpu_time:
+        parser.add_argument("--cpu-time", action="store_true",
+                            help="time with this process's CPU time (with --threads 1: the "
+                                 "work done, unaffected by other jobs) instead of wall time")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args

@@ -44,6 +44,7 @@ from .errors import (
     RecordingWarning,
     ReferenceMaskError,
     ReferenceSetError,
+    ReferenceWarning,
     SeqactsError,
     StreamBusyError,
     StreamMismatchError,
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from .capture.extract import extract, record
     from .capture.modules import register_cell
     from .capture.recorder import Recorder
+    from .interventions.attribution import input_attribution
     from .interventions.context import Intervention, intervene
     from .interventions.edits import Edit, ablate, patch
     from .interventions.scan import ablation_scan
@@ -70,6 +72,7 @@ if TYPE_CHECKING:
     from .io.reading import open_dataset
     from .io.stream import extract_to_netcdf
     from .io.write import write_stream
+    from .viewer.serve import view
     from .viz.report import report
 
 try:
@@ -91,6 +94,7 @@ _LAZY: dict[str, str] = {
     "extract": "seqacts.capture.extract",
     "extract_distributed": "seqacts.io.distributed",
     "extract_to_netcdf": "seqacts.io.stream",
+    "input_attribution": "seqacts.interventions.attribution",
     "intervene": "seqacts.interventions.context",
     "layers": "seqacts.capture.discovery",
     "open_dataset": "seqacts.io.reading",
@@ -98,6 +102,7 @@ _LAZY: dict[str, str] = {
     "record": "seqacts.capture.extract",
     "report": "seqacts.viz.report",
     "verify": "seqacts.io.integrity",
+    "view": "seqacts.viewer.serve",
     "write_stream": "seqacts.io.write",
     "register_cell": "seqacts.capture.modules",
 }
@@ -128,6 +133,7 @@ __all__ = [
     "RecordingWarning",
     "ReferenceMaskError",
     "ReferenceSetError",
+    "ReferenceWarning",
     "SeqactsError",
     "StreamBusyError",
     "StreamMismatchError",
@@ -149,6 +155,7 @@ __all__ = [
     "extract_distributed",
     "extract_to_netcdf",
     "final_state",
+    "input_attribution",
     "intervene",
     "layers",
     "masked",
@@ -166,6 +173,7 @@ __all__ = [
     "summary_table",
     "top_windows",
     "verify",
+    "view",
     "write_stream",
     "CellStateError",
     "KindError",
@@ -173,8 +181,15 @@ __all__ = [
 ]
 
 
+#: Modules a lazily imported name needs loaded too: ``extract(gradients=)`` is served by
+#: ``seqacts.interventions``, which registers itself with capture when imported.
+_WITH: dict[str, str] = {"extract": "seqacts.interventions"}
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
+        if name in _WITH:
+            importlib.import_module(_WITH[name])
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value

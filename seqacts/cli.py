@@ -1,4 +1,4 @@
-"""The ``seqacts`` command line: ``demo``, ``extract``, ``info`` and ``report``.
+"""The ``seqacts`` command line: ``demo``, ``extract``, ``info``, ``report`` and ``view``.
 
 Mistakes a user can fix (a missing file, a bad ``MODEL`` string, weights or input that do not fit
 the model) print one line naming the problem and the fix and exit with status 2; an exception
@@ -12,26 +12,30 @@ built, so these mistakes are reported within a second.
 from __future__ import annotations
 
 import argparse
-import importlib
-import re
+import os
+import signal
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
+
 from .cli_checks import (
     along_sample,
-    check_group,
     check_out_dir,
     check_out_file,
     describe_values,
-    from_user_code,
     one_line,
     safe_message,
 )
+from .cli_extract import check_readable
+from .cli_report import add_report_arguments
 from .errors import CLIError, SeqactsError, UserCodeError
 from .inputs import (
     AXES,
+    RESERVED,
+    InputData,
     count_nonfinite,
     disk_size,
     existing_file,
@@ -39,152 +43,17 @@ from .inputs import (
     parse_layout,
     read_coords,
     read_input,
-    safe_load,
 )
+from .loading import build_model, check_input, check_model_spec, model_float, try_forward
 
 __all__ = ["CLIError", "main"]
 
-MODEL_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-STATE_KEYS = ("state_dict", "model_state_dict", "model")
 TIME_FIRST = ("time", "sample", "feature")
-
-
-def check_model_spec(spec: str) -> None:
-    """Check ``MODEL`` has the form ``package.module:factory`` (without importing anything)."""
-    if not MODEL_RE.match(spec):
-        raise CLIError(
-            f"MODEL: expected 'package.module:factory' (e.g. seqacts.demo:build_model), got {spec!r}"
-        )
-
-
-def load_factory(spec: str) -> Callable[[], Any]:
-    """Resolve ``package.module:factory`` (the current directory is importable)."""
-    check_model_spec(spec)
-    module_name, attr = spec.split(":")
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as err:
-        raise CLIError(
-            f"MODEL: cannot import {module_name!r} ({err}); run from the directory that holds "
-            "it or install its package"
-        ) from err
-    except Exception as err:
-        raise from_user_code(f"MODEL: importing {module_name}", err) from err
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise CLIError(f"MODEL: {module_name!r} has no attribute {attr!r}; check the name")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise CLIError(f"MODEL: {spec} is not callable; point it at a function returning the model")
-    return obj
-
-
-def build_model(spec: str, weights: str | None) -> Any:
-    """Call the factory, load ``weights`` (``weights_only=True``) and switch to eval mode."""
-    from torch import nn
-
-    factory = load_factory(spec)
-    try:
-        model = factory()
-    except Exception as err:
-        raise from_user_code(f"MODEL: {spec.split(':')[1]}()", err) from err
-    if not isinstance(model, nn.Module):
-        raise CLIError(f"MODEL: {spec}() returned {type(model).__name__}, not a torch.nn.Module; "
-                       "point MODEL at a function returning the model")  # fmt: skip
-    if weights is not None:
-        state = safe_load(existing_file(weights, "--weights"),
-                          f"--weights: cannot load {weights} with weights_only=True",
-                          "save the weights with torch.save(model.state_dict(), path)")
-        load_weights(model, state, weights)
-    return model.eval()
-
-
-def load_weights(model: Any, state: Any, name: str) -> None:
-    """``model.load_state_dict(state)`` with a one-line account of what does not fit."""
-    if isinstance(state, Mapping):
-        for key in STATE_KEYS:
-            if isinstance(state.get(key), Mapping):
-                state = state[key]
-                break
-    if not isinstance(state, Mapping):
-        raise CLIError(f"--weights: {name} holds a {type(state).__name__}, not a state_dict")
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    fits = {
-        k: tuple(getattr(state.get(k), "shape", v.shape)) == tuple(v.shape) for k, v in own.items()
-    }
-    shapes = [f"{k} (checkpoint {list(state[k].shape)}, model {list(own[k].shape)})"
-              for k in own if not fits[k]]  # fmt: skip
-    problems = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
-        if items:
-            more = f" and {len(items) - 3} more" if len(items) > 3 else ""
-            problems.append(f"{label}: {', '.join(items[:3])}{more}")
-    if problems:
-        raise CLIError(
-            f"--weights: {name} does not fit the model ({'; '.join(problems)}); use the factory "
-            "that built the model these weights were saved from"
-        )
-    model.load_state_dict(state)
-
-
-def check_input(model: Any, x: Any, batch_first: bool, name: str = "the input") -> None:
-    """Catch the common shape and dtype mistakes before running anything, with the fix."""
-    from .capture.modules import is_stack, module_kind
-
-    layout = "(sample, time, feature)" if batch_first else "(time, sample, feature)"
-    first = next((m for m in model.modules() if next(m.parameters(False), None) is not None), None)
-    if first is None or module_kind(first) is None:
-        return
-    if not x.is_floating_point():
-        raise CLIError(
-            f"--input: {name} holds {str(x.dtype).replace('torch.', '')} values but the model's "
-            f"first layer ({type(first).__name__}) takes floats; save the input as float32, e.g. "
-            "np.save(path, x.astype('float32'))"
-        )
-    if x.dim() != 3:
-        raise CLIError(
-            f"--input: expected a 3-D array {layout}, got shape {tuple(x.shape)}; "
-            "add a sample axis (x[None]) for a single sequence"
-        )
-    own = getattr(first, "batch_first", batch_first)
-    if is_stack(first) and own != batch_first:
-        flag = "--batch-first" if own else "--time-first"
-        raise CLIError(
-            f"--input: the model's first recurrent layer has batch_first={own}, so it reads "
-            f"its input as {'(sample, time, feature)' if own else '(time, sample, feature)'}; "
-            f"pass {flag} (and lay the data out that way, or describe it with --layout)"
-        )
-    if x.shape[-1] != first.input_size:
-        raise CLIError(
-            f"--input: {x.shape[-1]} features per step but the model's first recurrent layer "
-            f"expects input_size={first.input_size}; input shape {tuple(x.shape)} read as "
-            f"{layout} (use --layout or --time-first/--batch-first to change)"
-        )
 
 
 def batches(x: Any, size: int, batch_first: bool) -> Iterator[Any]:
     """Split ``x`` along its sample axis into chunks of ``size`` samples."""
     yield from x.split(size, dim=0 if batch_first else 1)
-
-
-def try_forward(model: Any, x: Any, batch_first: bool) -> None:
-    """Run the model on its first two samples: an error there is the model's, and said so."""
-    import torch
-
-    head = x[:2] if batch_first else x[:, :2]
-    with torch.no_grad():
-        try:
-            model(head)
-        except Exception as err:
-            raise from_user_code(
-                f"MODEL: forward of {type(model).__name__} on input of shape {tuple(head.shape)} "
-                f"(dtype {str(head.dtype).replace('torch.', '')})",
-                err,
-            ) from err
 
 
 def _layout(args: argparse.Namespace) -> tuple[str, ...]:
@@ -193,7 +62,40 @@ def _layout(args: argparse.Namespace) -> tuple[str, ...]:
     return AXES if args.batch_first else TIME_FIRST
 
 
+def say(line: str) -> None:
+    """One line on stderr, for what the user should know but that is no error."""
+    print(f"seqacts: {line}", file=sys.stderr, flush=True)
+
+
+def _input_variables(args: argparse.Namespace, data: InputData) -> dict[str, Any]:
+    """The variables of the input kept in the recording: the input itself as ``input`` and a
+    .nc input's other per-sample variables, less those ``--drop`` names."""
+    dims = ("sample", "time", "feature")[: data.array.ndim]
+    keep: dict[str, Any] = {"input": (dims, data.array), **data.extras}
+    drop = set(args.drop or ())
+    if "all" in drop:
+        return {}
+    unknown = sorted(drop - set(keep))
+    if unknown:
+        raise CLIError(f"--drop: the input has no variable {unknown[0]!r} to drop; it keeps "
+                       f"{', '.join(keep)} (or pass --drop all)")  # fmt: skip
+    return {(f"input_{k}" if k in RESERVED else k): v for k, v in keep.items() if k not in drop}
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM (``kill PID``) stops ``extract`` like Ctrl-C: the committed batches are kept."""
+    raise KeyboardInterrupt
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
+    from .cli_extract import (
+        attach_variables,
+        check_not_input,
+        committed,
+        file_variables,
+        plan_destination,
+    )
+
     if args.batch_size < 1:
         raise CLIError(f"--batch-size: expected a positive integer, got {args.batch_size}")
     layout = _layout(args)
@@ -204,7 +106,12 @@ def cmd_extract(args: argparse.Namespace) -> int:
         check_keras_args(args)
     else:
         check_model_spec(args.model)
-    out = check_out_file(args.out, args.overwrite)
+    check_not_input(args.out, {"--input": args.input, "--coords": args.coords,
+                               "--weights": args.weights})  # fmt: skip
+    out = check_out_file(args.out, args.overwrite if keras_file else True)
+    if not out.parent.is_dir():
+        raise CLIError(f"--out: the directory {out.parent} does not exist; create it first "
+                       f"(mkdir -p {out.parent})")  # fmt: skip
     if args.weights is not None:
         existing_file(args.weights, "--weights")
     data = read_input(args.input, args.variable, layout)
@@ -222,6 +129,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         from .cli_keras import extract_keras
 
         return extract_keras(args, out, data, coords)
+    kept = _input_variables(args, data)
     # Everything above ran without torch; from here on the model is built and run.
     import torch
 
@@ -229,25 +137,49 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
     from .io.labels import add_sample_coords
 
-    model = build_model(args.model, args.weights)
+    plan = plan_destination(out, args.overwrite, args.resume, say)
+    model = build_model(args.model, args.weights, say)
     x = torch.from_numpy(data.array)
     if x.is_floating_point():
-        x = x.float()
+        x = x.to(model_float(model))
+        if data.array.dtype != np.dtype(str(x.dtype).replace("torch.", "")):
+            say(f"--input: {Path(args.input).name} holds {data.array.dtype}; converted to "
+                f"{str(x.dtype).replace('torch.', '')}, the dtype of the model's parameters")
     if not args.batch_first:
         x = x.transpose(0, 1)
     check_input(model, x, args.batch_first, Path(args.input).name)
     try_forward(model, x, args.batch_first)
-    progress = sys.stderr.isatty()
+    if args.weights is None and not args.random_weights:
+        say("warning: no --weights, so this records the factory's untrained model; pass "
+            "--weights CKPT, or --random-weights to mean it")  # fmt: skip
     chunks = list(batches(x, args.batch_size, args.batch_first))
-    out.parent.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, Any] = {"time": data.time} if data.time is not None else {}
-    seqacts.extract_to_netcdf(model, chunks, out, layers=args.layers, internals=args.internals,
-                              compression=args.compression, pack=args.pack, overwrite=True,
-                              progress=progress, **kwargs)  # fmt: skip
-    if coords:
-        add_sample_coords(out, coords)
+    state = committed(plan.target) if plan.resume else None
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        seqacts.extract_to_netcdf(model, chunks, plan.target, layers=args.layers,
+                                  internals=args.internals, compression=args.compression,
+                                  pack=args.pack, resume=plan.resume,
+                                  progress=sys.stderr.isatty(), **kwargs)  # fmt: skip
+    except KeyboardInterrupt:
+        say(f"interrupted: {plan.resume_hint()}")
+        return 130
+    except Exception:
+        if plan.target.exists():
+            say(f"stopped: {plan.resume_hint()}")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    new = {k: v for k, v in coords.items() if k not in file_variables(plan.target)}
+    if new:
+        add_sample_coords(plan.target, new)
+    attached = attach_variables(plan.target, kept)
+    plan.finish()
     labels = f"; labels along sample: {', '.join(coords)}" if coords else ""
-    print(f"wrote {out}: {data.n_samples} samples, {out.stat().st_size / 1e6:.1f} MB{labels}")
+    more = f"; input variables kept: {', '.join(attached)}" if attached else ""
+    if state is not None and state[1]:
+        more += "; it was complete already, nothing was rerun"
+    print(f"wrote {out}: {data.n_samples} samples, {out.stat().st_size / 1e6:.1f} MB{labels}{more}")
     return 0
 
 
@@ -257,9 +189,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.verify:
         from .io.integrity import verify
 
+        check_readable(args.file, say)
         report = verify(existing_file(args.file, "FILE"))
         print(report)
         return 0 if report.ok else 1
+    check_readable(args.file, say)
     ds = open_acts(args.file)
     size = disk_size(args.file)
     print(f"{args.file}: {size / 1e6:.1f} MB on disk, {ds.nbytes / 1e6:.1f} MB in memory")
@@ -290,18 +224,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    out = check_out_dir(args.out)
-    ds = open_acts(args.file)
-    if args.group is not None:
-        check_group(ds, args.group, args.file)
-    reference = open_acts(args.reference, "--reference") if args.reference else None
-    from .viz.report import report
+    from .cli_report import cmd_report as run
 
-    if args.kinds is not None:
-        check_group(ds, args.kinds, args.file, "--kinds")
-    print(report(ds, out, group=args.group, reference=reference, kinds=args.kinds,
-                 baseline=args.baseline))
-    return 0
+    return run(args, say)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -311,6 +236,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     quick = {"n_train": 256, "n_reference": 256, "n_test": 16, "epochs": 8} if args.quick else {}
     run_demo(args.out, DemoConfig(seed=args.seed, **quick))
     return 0
+
+
+def comma_list(text: str) -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]``: one argument per option, so it cannot swallow ``MODEL``."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return items
 
 
 class Parser(argparse.ArgumentParser):
@@ -324,12 +257,23 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``seqacts extract``."""
     p.add_argument("model", metavar="MODEL", help="package.module:factory returning the nn.Module, "
                    "or a saved Keras 3 model (FILE.keras)")
-    p.add_argument("--weights", metavar="CKPT", help="state_dict saved with torch.save")
+    p.add_argument("--weights", metavar="CKPT", help="state_dict saved with torch.save (a "
+                   "'module.' prefix from nn.DataParallel is stripped)")
+    p.add_argument("--random-weights", action="store_true", help="record the factory's model "
+                   "as built, without --weights (else a warning says it is untrained)")
     p.add_argument("--input", required=True, metavar="DATA", help=".npy, .pt or .nc input")
     p.add_argument("--variable", help="which variable/tensor of a .nc/.pt input to use")
     p.add_argument("--out", required=True, metavar="FILE.nc", help="netCDF file to write")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--layers", nargs="+", metavar="LAYER", help="layer labels or patterns")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file "
+                   "(the old one is kept until the new one is complete)")
+    p.add_argument("--resume", action="store_true", help="finish a run that was interrupted "
+                   "(Ctrl-C, a crash, kill -9): its committed batches are verified and kept")
+    p.add_argument("--drop", type=comma_list, action="extend", metavar="A,B",
+                   help="variables of the input not to keep in --out (by default the input "
+                   "itself as 'input' and every variable of a .nc input with a sample dim: "
+                   "masks, scores); 'all' keeps none")
+    p.add_argument("--layers", type=comma_list, action="extend", metavar="A,B",
+                   help="layer labels or patterns, comma-separated (repeatable)")
     p.add_argument("--internals", action="store_true", help="also record cell states and gates")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="samples per forward")
     p.add_argument("--coords", metavar="LABELS", help="per-sample labels to attach along sample "
@@ -382,13 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "and report problems (exit status 1 if any)")
 
     p = command("report", cmd_report, "write an HTML report of a recorded file or shard directory")
-    p.add_argument("file", metavar="FILE.nc")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--group", help="boolean/categorical variable along sample to compare")
-    p.add_argument("--reference", metavar="NORMAL.nc", help="recording of known-normal samples "
-                   "for the anomaly scores (default: the baseline samples, out of fold)")  # fmt: skip
-    p.add_argument("--kinds", help="categorical variable naming each anomaly's kind")
-    p.add_argument("--baseline", help="the value the others are compared with (e.g. normal)")
+    add_report_arguments(p)
+
+    from .viewer.serve import add_arguments as add_view_arguments
+    from .viewer.serve import cmd_view
+
+    p = command("view", cmd_view, "explore a recording in the browser (pip install seqacts[view])")
+    add_view_arguments(p)
     return parser
 
 
@@ -400,6 +344,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("seqacts: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `seqacts info F | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as err:
         if args.debug:
             raise

@@ -26,6 +26,8 @@ def check_keras_args(args: argparse.Namespace) -> None:
     existing_file(args.model, "MODEL")
     if args.weights is not None:
         raise CLIError("--weights: a .keras file holds its own weights; drop --weights")
+    if getattr(args, "resume", False):
+        raise CLIError("--resume: not supported for .keras models yet; rerun with --overwrite")
     if not args.batch_first:
         raise CLIError("--time-first: a Keras model takes (sample, time, feature); drop "
                        "--time-first and describe the file's axes with --layout if needed")

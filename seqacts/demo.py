@@ -18,7 +18,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from .errors import OptionError
+from .errors import MissingDependencyError, OptionError
 
 __all__ = [
     "ANOMALIES",
@@ -68,17 +68,21 @@ def sensor_windows(n: int, n_steps: int, rng: np.random.Generator) -> np.ndarray
 
 
 def inject_anomalies(
-    x: np.ndarray, kinds: list[str], rng: np.random.Generator
+    x: np.ndarray, kinds: list[str], rng: np.random.Generator,
+    channels: list[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Put one anomaly of the given kind into each window (``"normal"`` leaves it untouched).
 
-    Returns the modified windows and a boolean mask (window, step) of where anomalies are.
+    Returns the modified windows and a boolean mask (window, step) of where anomalies are;
+    a list passed as ``channels`` receives each window's anomalous channel (-1: normal).
     """
     x = x.copy()
     where = np.zeros(x.shape[:2], dtype=bool)
     n_steps = x.shape[1]
     for i, kind in enumerate(kinds):
         ch = rng.integers(0, x.shape[2])
+        if channels is not None:
+            channels.append(-1 if kind == "normal" else int(ch))
         start = int(rng.integers(n_steps // 2, n_steps - 6))
         if kind == "spike":
             steps = start + np.arange(int(rng.integers(2, 5)))
@@ -164,13 +168,16 @@ class DemoResult:
     auc: dict[str, float]
     reconstruction_auc: float
     kind_auc: dict[str, dict[str, float]]
+    pointing: dict[str, float]
 
 
-def _labelled(ds: xr.Dataset, x: np.ndarray, kinds: list[str], where: np.ndarray) -> xr.Dataset:
+def _labelled(ds: xr.Dataset, x: np.ndarray, kinds: list[str], where: np.ndarray,
+              channels: list[int]) -> xr.Dataset:
     ds = ds.assign_coords(
         is_anomaly=("sample", np.array([k != "normal" for k in kinds])),
         anomaly=("sample", np.array(kinds)),
         channel=list(CHANNELS),
+        anomaly_channel=("sample", np.array([CHANNELS[c] if c >= 0 else "" for c in channels])),
     )
     ds["input"] = (("sample", "time", "channel"), x, {"long_name": "sensor input"})
     ds["anomaly_mask"] = (("sample", "time"), where, {"long_name": "anomaly present"})
@@ -230,10 +237,11 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Train, record, score and report; write ``acts.nc`` and ``report.html`` into ``out_dir``."""
+    from . import extract  # seqacts.extract: loads the interventions serving gradients=
     from .analysis.compare import compare, distance
     from .analysis.step_distance import step_distance
     from .analysis.summary import format_table, summary_table
-    from .capture.extract import extract
+    from .demo_explain import STEPS, attribution_of, one_thread, pointing_game
     from .viz.report import report
 
     config = config or DemoConfig()
@@ -251,9 +259,34 @@ def run_demo(
 
     reference = torch.from_numpy(sensor_windows(config.n_reference, config.n_steps, rng))
     kinds = [k for k in ("normal", *ANOMALIES) for _ in range(config.n_test)]
-    test, where = inject_anomalies(sensor_windows(len(kinds), config.n_steps, rng), kinds, rng)
+    channels: list[int] = []
+    test, where = inject_anomalies(sensor_windows(len(kinds), config.n_steps, rng), kinds, rng,
+                                   channels)  # fmt: skip
     ref_ds = extract(model, reference)  # states of normal windows: the reference
-    ds = _labelled(extract(model, torch.from_numpy(test), internals=True), test, kinds, where)
+    windows = torch.from_numpy(test)
+
+    def error(y: torch.Tensor) -> torch.Tensor:  # one copy of the batch's outputs -> per window
+        return ((y - windows) ** 2).mean(dim=(1, 2))
+
+    start = time.perf_counter()
+    with one_thread():
+        ds = extract(model, windows, internals=True, gradients=error)
+    log(f"recorded with state gradients in {time.perf_counter() - start:.1f} s")
+    ds = _labelled(ds, test, kinds, where, channels)
+    start = time.perf_counter()
+    pointing: dict[str, float] = {}
+    try:
+        with one_thread():
+            ds["attribution"] = attribution_of(model, windows, list(CHANNELS),
+                                               ds["is_anomaly"].values)  # fmt: skip
+    except MissingDependencyError as missing:
+        log(f"input attribution skipped: {missing}")
+    else:
+        pointing = pointing_game(ds)
+        log(f"integrated gradients of each window's reconstruction error ({STEPS} steps) in "
+            f"{time.perf_counter() - start:.1f} s; pointing game (most attributed time x "
+            "channel cell inside the injected anomaly: its channel and steps):")
+        log("  " + ", ".join(f"{k} {v:.2f}" for k, v in pointing.items()))
     with torch.no_grad():
         recon = ((model(torch.from_numpy(test)) - torch.from_numpy(test)) ** 2).mean((1, 2))
     ds["reconstruction_error"] = ("sample", recon.numpy(), {"long_name": "reconstruction MSE"})
@@ -285,11 +318,6 @@ def run_demo(
     for kind in ANOMALIES:
         mine = local.isel(rank=np.flatnonzero(local["level"].values == kind))
         log(f"  {kind:<12} {_top_units(mine)}")
-    windows = torch.from_numpy(test)
-
-    def error(y: torch.Tensor) -> torch.Tensor:  # one copy of the batch's outputs -> per window
-        return ((y - windows) ** 2).mean(dim=(1, 2))
-
     start = time.perf_counter()
     rep = report(ds, out, reference=ref_ds, kinds="anomaly", model=model, inputs=windows,
                  score=error, title="seqacts demo: LSTM autoencoder on sensor data")  # fmt: skip
@@ -298,4 +326,5 @@ def run_demo(
     log(f"report: {rep}")
     auc = {str(k): aucs[f"final-state distance {k}"]["all"] for k in ds["layer"].values}
     return DemoResult(dataset=path, report=rep, auc=auc,
-                      reconstruction_auc=aucs["reconstruction error"]["all"], kind_auc=aucs)  # fmt: skip
+                      reconstruction_auc=aucs["reconstruction error"]["all"], kind_auc=aucs,
+                      pointing=pointing)  # fmt: skip

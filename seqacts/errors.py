@@ -36,6 +36,7 @@ __all__ = [
     "UserCodeError",
     "IncompleteStreamWarning",
     "RecordingWarning",
+    "ReferenceWarning",
     "TrainingModeWarning",
     "WorkspaceWarning",
     "KindError",
@@ -179,6 +180,10 @@ class RecordingWarning(UserWarning):
     Layers whose rows could not be aligned as the same samples, non-finite states, a selected
     layer that saw no call, or a failure of seqacts' own bookkeeping during a forward.
     """
+
+
+class ReferenceWarning(UserWarning):
+    """The reference mask is an anomaly label itself (``is_anomaly``), not its complement."""
 
 
 class TrainingModeWarning(UserWarning):

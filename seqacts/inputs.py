@@ -55,6 +55,9 @@ class InputData:
     coords: dict[str, np.ndarray] = field(default_factory=dict)
     #: Laid out by dimension names (a .nc variable with ``sample`` and ``time`` dims).
     named: bool = False
+    #: Other variables of a .nc input with a ``sample`` dim (masks, scores): name -> (dims,
+    #: values), ``sample`` first.
+    extras: dict[str, tuple[tuple[str, ...], np.ndarray]] = field(default_factory=dict)
 
     @property
     def n_samples(self) -> int:
@@ -191,7 +194,9 @@ def _open_nc(p: Path, what: str) -> Any:
 def _load_nc(p: Path, variable: str | None) -> InputData:
     with _open_nc(p, "--input") as ds:
         names = [str(v) for v in ds.data_vars if ds[v].ndim >= 2]
-        name = variable or ("input" if "input" in names else names[0] if len(names) == 1 else None)
+        floats = [n for n in names if ds[n].dtype.kind == "f"]  # not masks or token ids
+        name = variable or ("input" if "input" in names else names[0] if len(names) == 1
+                            else floats[0] if len(floats) == 1 else None)
         if name not in ds.data_vars:
             raise CLIError(
                 f"--input: {p.name} has the variables {names}; pick the input with --variable"
@@ -206,7 +211,12 @@ def _load_nc(p: Path, variable: str | None) -> InputData:
             if v.dims == ("sample",) and k != "sample" and k != name
         }
         time = np.asarray(da["time"].values) if "time" in da.coords else None
-        return InputData(np.asarray(da.values), time, coords, named=True)
+        extras = {}
+        for k, v in ds.data_vars.items():
+            if k != name and "sample" in v.dims and v.dims != ("sample",):
+                v = v.transpose("sample", ...)
+                extras[str(k)] = (tuple(map(str, v.dims)), np.asarray(v.values))
+        return InputData(np.asarray(da.values), time, coords, named=True, extras=extras)
 
 
 def _arrange(x: np.ndarray, layout: tuple[str, ...], name: str) -> np.ndarray:

@@ -170,6 +170,15 @@ STATE_DOCS: dict[str, tuple[str, str]] = {
         "chain= LSTM layers only: the cell state each call received, at the step that used it; "
         "NaN at a call's other steps",
     ),
+    "grad_h": (
+        "score gradient of h",
+        "d sum(score) / d h_t: the total derivative through all later steps, upper layers and "
+        "the output (extract(..., gradients=score))",
+    ),
+    "grad_c": (
+        "score gradient of c",
+        "d sum(score) / d c_t, c_t as passed to step t+1 with h_t held (LSTM layers)",
+    ),
 }
 VARIABLE_DOCS: dict[str, tuple[str, str]] = dict(STATE_DOCS)
 for _kind in builtin.STACK_KINDS:

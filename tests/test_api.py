@@ -90,7 +90,7 @@ def _entry_points() -> list[tuple[object, type, list[str]]]:
 
     return [
         (seqacts.record, RecordingOptions, ["model", "labels"]),
-        (seqacts.extract, RecordingOptions, ["model", "args", "grad"]),
+        (seqacts.extract, RecordingOptions, ["model", "args", "grad", "gradients"]),
         (seqacts.extract_to_netcdf, Options,
          ["model", "batches", "path", "overwrite", "resume", "progress"]),
         (seqacts.extract_distributed, Options,

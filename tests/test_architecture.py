@@ -175,9 +175,6 @@ def test_kinds_need_no_torch(module: str) -> None:
 MAX_LINES = 400
 #: Modules past MAX_LINES while the change that splits them is under way, with that change.
 OVERSIZE_PENDING = {
-    "seqacts.cli": "issue 24: model loading out of cli.py (shell)",
-    "seqacts.analysis.windows": "issue 22: match/top_windows, landed at 422 lines (view)",
-    "seqacts.viz.report_kinds": "issue 19: anomaly classes renamed in viz/ (kinds)",
 }
 
 
@@ -268,3 +265,13 @@ def test_only_the_keras_front_end_imports_keras_at_module_level(module: str) -> 
            if t.split(".")[0] in ("keras", "tensorflow", "jax")
            or (t.startswith("seqacts.keras") and (t != "seqacts.keras" or names != ["is_keras_model"]))]
     assert not top, f"{module} imports {top} at module level"
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m.startswith("seqacts.viewer")])
+def test_viewer_needs_no_torch_and_nothing_above_analysis_but_the_cli_helpers(module: str) -> None:
+    bad = [t for t, _ in _imports(module) if t == "torch" or t.startswith((
+        "torch.", "seqacts.capture", "seqacts.interventions", "seqacts.viz", "seqacts.cli"))]
+    assert not bad, f"{module} imports {bad}"
+    users = [m for m in MODULES if not m.startswith("seqacts.viewer") and any(
+        t.startswith("seqacts.viewer") for t, _ in _imports(m))]
+    assert set(users) <= {"seqacts", "seqacts.cli"}, users

@@ -16,6 +16,7 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
     ("bench_capture.py", "extract()"),
     ("bench_internals.py", "extract()"),
     ("bench_interventions.py", "ablation_scan"),
+    ("bench_gradients.py", "gradients="),
     ("bench_cells.py", "extract(cells=)"),
 ])  # fmt: skip
 def test_benchmark_prints_ratios(script, shows):
@@ -87,3 +88,15 @@ def test_windows_benchmark_prints_its_table():
     ).stdout
     for name in ("open only", "match, default threshold", "match, threshold=0", "top_windows"):
         assert re.search(rf"\| {re.escape(name)}[^|]* \| \d+ MB[^|]* \| [\d.]+ s \| \d+ \|", out), out
+
+
+@pytest.mark.slow  # imports Panel, HoloViews and Bokeh in a subprocess, after writing the file
+def test_viewer_benchmark_prints_its_table():
+    pytest.importorskip("panel")
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_viewer.py"), "--quick"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    for step in ("open the file", "windows table", "first page", "trajectories", "brush"):
+        assert re.search(rf"\| {step}[^|]* \| [\d.]+ s \| \d+ MB \|", out), out
+    assert "open to first page" in out

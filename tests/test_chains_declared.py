@@ -2,7 +2,8 @@
 
 - a state transformed between steps (GRU-D / BRITS temporal decay ``h = cell(x_t, h * gamma_t)``,
   a norm on ``h``): warned when it splits the layout, one sample per series with the declared
-  continuation ``chain=``, which also records the received state as ``h_in``/``c_in``;
+  continuation ``chain=``, which also records the received state as ``h_in``/``c_in`` (torch
+  cells, a stepped ``nn.LSTM``, a Python cell given as ``cells=``);
 - dual-path layouts (asteroid DPRNN, demucs): layers alternate between two row counts and get
   two row sets, not one per layer.
 
@@ -277,3 +278,43 @@ def test_declared_continuation_streams_to_netcdf_and_is_checked_on_resume(tmp_pa
     assert ds.length.values[:, 0].tolist() == [T] * 4
     with pytest.raises(seqacts.StreamMismatchError, match="chain: file has \\['cell'\\]"):
         seqacts.extract_to_netcdf(model, batches, path, resume=True, progress=False)
+
+
+class Step(nn.Module):
+    def __init__(self, cell: nn.Linear) -> None:
+        super().__init__()
+        self.lin = cell
+
+    def forward(self, x_t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.lin(torch.cat([x_t, h], 1)))
+
+
+class DecayedPythonLoop(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = Step(nn.Linear(3 + 4, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, out = x.new_zeros(x.shape[0], 4), []
+        for t in range(x.shape[1]):
+            h = self.cell(x[:, t], h * 0.9)
+            out.append(h)
+        return torch.stack(out, 1)
+
+
+def test_declared_continuation_of_a_python_cell():
+    torch.manual_seed(5)
+    model, x = DecayedPythonLoop().eval(), torch.randn(B, T, 3)
+    steps = hooked_steps(model, x)
+    with pytest.warns(seqacts.RecordingWarning, match=r"chain=\{'cell': 'steps'\}"):
+        split = seqacts.extract(model, x, cells={"cell": "h"})
+    assert split.sizes["sample"] == B * T
+    ds = quiet(seqacts.extract, model, x, cells={"cell": "h"}, chain="cell")
+    assert ds.sizes["sample"] == B and ds.length.values[:, 0].tolist() == [T] * B
+    for t, (x_t, h_in, h_out) in enumerate(steps):
+        got = ds.isel(layer=0, direction=0, time=t)
+        np.testing.assert_array_equal(got.h.values, h_out.numpy())
+        np.testing.assert_array_equal(got.h_in.values, h_in.numpy())
+        w, b = (p.detach().double().numpy() for p in (model.cell.lin.weight, model.cell.lin.bias))
+        ref = np.tanh(np.concatenate([x_t.double().numpy(), h_in.double().numpy()], 1) @ w.T + b)
+        np.testing.assert_allclose(got.h.values, ref, atol=1e-6)

@@ -263,3 +263,7 @@ def test_demo_quick_writes_dataset_and_report(tmp_path: Path, capsys) -> None:
     assert (tmp_path / "out" / "report.html").exists()
     with xr.open_dataset(tmp_path / "out" / "acts.nc") as ds:
         assert ds["is_anomaly"].dtype == bool and "forget_gate" in ds
+        assert {"grad_h", "grad_c", "attribution"} <= set(ds.data_vars)
+        assert "anomaly_channel" in ds.coords
+    assert "pointing game" in out
+    assert (tmp_path / "out" / "explain_spike.png").exists()

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seqacts
-from seqacts.analysis import windows
+from seqacts.analysis import blocks
 from seqacts.analysis.percentile import column_percentile
 
 
@@ -211,19 +211,19 @@ def test_a_lazy_recording_is_read_block_by_block(tmp_path: Path) -> None:
     lazy = seqacts.open_dataset(path, chunks={"sample": 4})
     assert lazy["h"].chunks is not None
     read = []
-    original = windows.States.blocks
+    original = blocks.States.blocks
 
     def counting(self, unit=None):
         for first, values in original(self, unit):
             read.append(values.shape[0])
             yield first, values
 
-    windows.States.blocks = counting  # type: ignore[method-assign]
+    blocks.States.blocks = counting  # type: ignore[method-assign]
     try:
         got = seqacts.match(lazy, 0, "l1", slice(2, 5), top=10, threshold=0.0)
         top = lazy.seqacts.top_windows("l1", 3, width=4, top=5)
     finally:
-        windows.States.blocks = original  # type: ignore[method-assign]
+        blocks.States.blocks = original  # type: ignore[method-assign]
     assert set(read) == {4}  # one Dask chunk of samples at a time
     xr.testing.assert_identical(got, eager.seqacts.match(0, "l1", slice(2, 5), top=10,
                                                          threshold=0.0))  # fmt: skip

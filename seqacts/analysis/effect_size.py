@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["EFFECT_SIZES", "magnitude"]
+__all__ = ["EFFECT_SIZES", "d_interval", "magnitude"]
 
 #: Lower bounds of ``|d|`` and their names, largest first.
 EFFECT_SIZES: tuple[tuple[float, str], ...] = (
@@ -25,3 +25,14 @@ def magnitude(d: float | np.ndarray) -> str | np.ndarray:
     for bound, name in reversed(EFFECT_SIZES):
         out[arr >= bound] = name
     return str(out[()]) if out.ndim == 0 else out.astype(str)
+
+
+def d_interval(d: float, n1: int, n0: int) -> tuple[float, float]:
+    """The 95% confidence interval of Cohen's d for groups of ``n1`` and ``n0`` samples, by the
+    normal approximation of its standard error (Hedges & Olkin, 1985):
+    ``d +- 1.96 sqrt((n1 + n0) / (n1 n0) + d**2 / (2 (n1 + n0)))``; NaN for an empty group."""
+    if n1 < 1 or n0 < 1:
+        return float("nan"), float("nan")
+    se = float(np.sqrt((n1 + n0) / (n1 * n0) + d**2 / (2 * (n1 + n0))))
+    return d - 1.96 * se, d + 1.96 * se
+

@@ -8,6 +8,8 @@ folds but one" is a subtraction rather than another pass. :class:`Gaussian` scor
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +17,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..errors import ReferenceMaskError, ReferenceSetError
+from ..errors import ReferenceMaskError, ReferenceSetError, ReferenceWarning
 from .groups import group_labels
+
+#: Names of labels that mark anomalies rather than normal samples.
+ANOMALY_NAME = re.compile(r"anomal|outlier|fault|attack|abnormal|fraud", re.IGNORECASE)
 
 __all__ = ["Gaussian", "Moments", "fit_rows", "fold_ids", "ledoit_wolf", "reference_mask",
            "reference_set"]
@@ -151,7 +156,16 @@ def reference_mask(ds: xr.Dataset, reference: str | xr.DataArray | Sequence[Any]
             f"reference: expected a boolean mask along 'sample' or a Dataset, got dtype "
             f"{labels.dtype}; e.g. reference=~ds.is_anomaly"
         )
-    return np.asarray(labels.values)
+    mask = np.asarray(labels.values)
+    name = str(labels.name or "")
+    if (ANOMALY_NAME.search(name) and name in ds.variables and ds[name].dtype == bool
+            and mask.any() and np.array_equal(mask, np.asarray(ds[name].values))):
+        warnings.warn(
+            f"reference: the mask is the label {name!r} itself, so its {int(mask.sum())} of "
+            f"{mask.size} samples, those labelled as anomalies, would be the reference of "
+            f"normal; pass its complement, e.g. reference=~ds.{name}",
+            ReferenceWarning, stacklevel=4)
+    return mask
 
 
 def reference_set(ds: xr.Dataset, reference: xr.Dataset | str | xr.DataArray | Sequence[Any],

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ..errors import LayerSelectionError
 from ..schema import RECEIVED_VARS
 from .chains import Linker, chain_hint
-from .discovery import select_layers
+from .discovery import recurrent_layers, select_layers
 from .records import LayerRecord
 from .specs import LayerSpec
 
@@ -62,14 +62,17 @@ def declared_layers(model: nn.Module, chain: Iterable[str] | None,
     """
     if chain is None:
         return frozenset()
-    named = {s.label for _, found in select_layers(model, chain, option="chain") for s in found}
-    recorded = {s.label for s in specs}
-    if not named <= recorded:
+    try:  # the recorded layers, Python cells (cells=) included
+        found = select_layers(model, chain, [(model, list(specs))], option="chain")
+    except LayerSelectionError:
+        every = select_layers(model, chain, recurrent_layers(model, required=False),
+                              option="chain")  # raises for a name that matches no layer at all
+        named = {s.label for _, hit in every for s in hit} - {s.label for s in specs}
         raise LayerSelectionError(
-            f"chain: {', '.join(sorted(named - recorded))} not recorded; chain= names layers "
-            f"among the recorded ones: {', '.join(s.label for s in specs)} (or add them to "
-            "layers=)")
-    return frozenset(named)
+            f"chain: {', '.join(sorted(named))} not recorded; chain= names layers among the "
+            f"recorded ones: {', '.join(s.label for s in specs)} (or add them to layers=)"
+        ) from None
+    return frozenset(s.label for _, hit in found for s in hit)
 
 
 def step_splits(linker: Linker) -> dict[str, list[int]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -12,6 +12,8 @@ from torch import nn
 from ..keras import is_keras_model
 from ..options import RecordingOptions, split_options
 from ..signatures import keywords_from
+from . import explaining
+from .numpy_inputs import numpy_to_tensors
 from .recorder import Recorder
 from .training import warn_if_random
 
@@ -19,7 +21,8 @@ __all__ = ["extract", "extract_with", "record"]
 
 
 @keywords_from(RecordingOptions, rest=True)
-def extract(model: nn.Module, *args: Any, grad: bool = False, **kwargs: Any) -> xr.Dataset:
+def extract(model: nn.Module, *args: Any, grad: bool = False,
+            gradients: Callable[[Any], Any] | None = None, **kwargs: Any) -> xr.Dataset:
     """Run ``model(*args, **kwargs)`` once and return what every recurrent layer computed.
 
     The forward runs under ``torch.no_grad()`` (its output is not returned), in whatever
@@ -34,13 +37,24 @@ def extract(model: nn.Module, *args: Any, grad: bool = False, **kwargs: Any) -> 
     model : torch.nn.Module
         Any module holding ``nn.RNN/LSTM/GRU`` stacks or ``RNNCell/LSTMCell/GRUCell`` loops.
     *args, **kwargs
-        The model's own inputs, passed through unchanged.
+        The model's own inputs, passed through unchanged; NumPy arrays are converted to
+        tensors (floating ones to the dtype of the model's parameters, as the command line
+        does; see :mod:`seqacts.capture.numpy_inputs`).
     grad : bool, default False
         Run the forward under ``torch.enable_grad()``, recording what the model computes in a
         training step (PyTorch's training kernels; on the CPU their last bits can differ from
         no-grad ones from the second layer on). The graph is discarded. With ``internals``, the
         gates of LSTM layers on the CPU are then read from the kernel's own workspace rather
         than recomputed, which costs much less (see the README's Performance section).
+    gradients : callable, optional
+        ``score(outputs)`` -> one value per sample, a tensor computed from the model's outputs
+        with torch. Adds ``grad_h`` (and ``grad_c`` when a layer is an LSTM; NaN for the
+        others), with ``h``'s dims: ``d sum(score) / d h_t``, the total derivative with respect
+        to each layer's state after step t through all later steps, upper layers and the
+        output (``c_t`` as passed to step t+1, ``h_t`` held). The states recorded are those of
+        the model's own forward; the gradients come from a second forward run step by step
+        (:mod:`seqacts.interventions.gradients`). Parameters' ``.grad`` and torch's RNG are
+        left as one plain forward leaves them.
     layers : str or list of str, optional
         Labels, module paths or fnmatch patterns; default every layer (:func:`seqacts.layers`).
     internals : bool or list of str, default False
@@ -79,6 +93,9 @@ def extract(model: nn.Module, *args: Any, grad: bool = False, **kwargs: Any) -> 
 
         return keras_extract(model, options, args, inputs, grad=grad)
     warn_if_random(model)
+    if gradients is not None:
+        args, inputs = numpy_to_tensors(model, args, inputs)
+        return explaining.with_gradients(model, options, args, inputs, grad, gradients)
     return extract_with(model, options, args, inputs, grad=grad)
 
 
@@ -91,6 +108,7 @@ def extract_with(
     grad: bool = False,
 ) -> xr.Dataset:
     """:func:`extract` with its options as one :class:`~seqacts.options.RecordingOptions`."""
+    args, kwargs = numpy_to_tensors(model, args, kwargs)
     rec = Recorder(model, options)
     with torch.set_grad_enabled(grad), rec:
         model(*args, **kwargs)

@@ -194,21 +194,10 @@ class Recorder:
     def label(self, **labels: Any) -> AbstractContextManager[Recorder]:
         """Label the ``model(...)`` calls recorded from now on (``phase="val", epoch=3``).
 
-        Each label becomes a coordinate along ``sample`` holding, per sample, the value in
-        force when its ``model(...)`` call started; samples recorded without it get ``""``
-        (str), -1 (int) or NaN (float). The labels add to (and replace by name) those in force;
-        ``None`` removes one. Used as a context manager, the labels in force before are
-        restored when the ``with`` block exits.
-
-        Parameters
-        ----------
-        **labels : str, bool, int or float
-            Names that are not the dataset's dims, coordinates or variables.
-
-        Returns
-        -------
-        context manager
-            Entering it does nothing more; exiting restores the labels in force before.
+        Each label (str, bool, int or float; not a name of the schema) becomes a coordinate
+        along ``sample``: per sample, the value in force when its ``model(...)`` call started
+        (``""``, -1 or NaN without it). Labels add to and replace those in force by name;
+        ``None`` removes one. Returns a context manager whose exit restores the labels before.
         """
         before = dict(self._labels)
         updated = {k: v for k, v in self._labels.items() if k not in labels}

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..capture import editing, kernels
-from ..capture.calls import CellCall, LayerCall, StackCall
+from ..capture.calls import LayerCall
 from ..capture.discovery import by_first_weight, recurrent_layers
 from ..capture.modules import is_cell
 from ..capture.specs import LayerSpec
@@ -26,7 +26,7 @@ from ..errors import EditError, LayerSelectionError
 from ..keras import is_keras_model
 from ..kinds import has_cell_state
 from .edits import Edit, Plan, plan, step_flags
-from .runner import apply_plans, output_gate, run_edited_layer
+from .runner import WriteOnlySink, apply_plans, output_gate, run_edited_layer
 
 __all__ = ["Intervention", "intervene", "plans_for"]
 
@@ -34,7 +34,7 @@ _ACTIVE_LOCK = threading.Lock()
 _ACTIVE: list[Intervention] = []
 
 
-class Intervention:
+class Intervention(WriteOnlySink):
     """Applies resolved plans to a model's recurrent layers while active; see :func:`intervene`."""
 
     def __init__(self, model: nn.Module, plans: dict[str, list[Plan]]) -> None:
@@ -117,18 +117,6 @@ class Intervention:
     # -- kernels.Sink, editing -----------------------------------------------------------------
     def watches(self, weight: Tensor, owner: object) -> bool:
         return self._resolve(weight, owner) is not None
-
-    def wants_inputs(self) -> bool:
-        return False
-
-    def on_stack(self, call: StackCall) -> None:
-        return None
-
-    def on_cell(self, call: CellCall) -> None:
-        return None
-
-    def on_error(self, weight: Tensor, owner: object, error: BaseException) -> None:
-        return None  # an editor's own errors propagate (see kernels); nothing to keep here
 
     def run_layer(self, call: LayerCall) -> Any:
         specs = self._resolve(call.stack_weight, call.owner)

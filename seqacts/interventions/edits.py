@@ -8,7 +8,7 @@ scan builds plans directly (one unit per block of repeated samples).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from ..capture.specs import LayerSpec
 from ..errors import EditError
 from ..kinds import has_cell_state
 from ..schema import DIRECTIONS
+from .reference_values import check_value, draw_rows, from_reference
 
 __all__ = ["STATES", "Edit", "Plan", "ablate", "patch", "plan", "step_flags", "take_rows", "time_mask"]
 
@@ -40,6 +41,9 @@ class Edit:
     time: TimeSpec
     value: Any = 0.0  # ablate: float or tensor broadcast over (sample, units)
     source: Any = None  # patch: xr.Dataset or tensor (sample, time, unit)
+    reference: Any = None  # ablate(value="mean" | "resample"): the dataset the values come from
+    per_step: bool = False  # value="mean": one mean per step rather than over all steps
+    seed: int = 0  # value="resample": the draw of reference samples
 
     @property
     def is_patch(self) -> bool:
@@ -89,9 +93,12 @@ def ablate(
     units: int | Any,
     *,
     state: str = "h",
-    value: float | Any = 0.0,
+    value: float | str | Any = 0.0,
     time: TimeSpec = None,
     direction: str = "forward",
+    reference: xr.Dataset | None = None,
+    per_step: bool = False,
+    seed: int = 0,
 ) -> Edit:
     """Set units of a layer's state to a fixed value inside the recurrence.
 
@@ -106,20 +113,31 @@ def ablate(
         next layer receives at t and what the layer returns (sequence and final state).
         ``"c"`` (LSTM) replaces ``c_t`` and recomputes ``h_t = o_t * tanh(c_t)`` (projected
         when ``proj_size > 0``).
-    value : float or tensor, default 0.0
-        The value written; a tensor broadcasts over ``(sample, units)``.
+    value : float, tensor, "mean" or "resample", default 0.0
+        The value written; a tensor broadcasts over ``(sample, units)``. ``"mean"``, each
+        unit's mean over ``reference``'s valid steps, and ``"resample"``, its values in a
+        reference sample drawn per sample: see :mod:`seqacts.interventions.reference_values`.
     time : None, int, slice or boolean array, optional
         The edited steps: all (None), one step, a slice, or a mask over steps ``(time,)`` or
         per sample ``(sample, time)``. For cells, steps count the cell's calls in one forward.
     direction : {"forward", "backward"}, default "forward"
         The direction of a bidirectional layer to edit.
+    reference : xarray.Dataset, optional
+        For ``value="mean"`` / ``"resample"``: a recording of the same model (``c`` needs
+        ``internals=["c"]``); select known-normal samples with ``ds.isel(sample=mask)``.
+    per_step : bool, default False
+        ``value="mean"``: the mean at each step over the reference's samples valid there.
+    seed : int, default 0
+        ``value="resample"``: which reference samples are drawn.
 
     Returns
     -------
     Edit
         Pass it to :func:`seqacts.intervene`, :func:`seqacts.extract` (``edits=``).
     """
-    return _edit(layer, units, state, time, direction, value=value)
+    check_value(value, reference, per_step)
+    edit = _edit(layer, units, state, time, direction, value=value)
+    return replace(edit, reference=reference, per_step=bool(per_step), seed=int(seed))
 
 
 def patch(
@@ -173,6 +191,9 @@ class Plan:
     values: Tensor
     per_step: bool
     time: TimeSpec = None
+    #: ``value="resample"``: the reference rows ``(R, T, W)`` each run's samples are drawn from
+    pool: Tensor | None = None
+    seed: int = 0
     _converted: dict[tuple[Any, ...], tuple[Tensor, Tensor]] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -182,7 +203,13 @@ class Plan:
         return time_mask(self.time, steps, self.label)
 
     def check_samples(self, n: int, steps: Tensor | None = None) -> None:
-        """Raise unless every per-sample part of the plan has one row or ``n`` rows."""
+        """Raise unless every per-sample part of the plan has one row or ``n`` rows.
+
+        A resampling plan first draws its ``n`` rows from the reference pool.
+        """
+        if self.pool is not None and self.values.shape[0] != n:
+            self.values = draw_rows(self.pool, n, self.seed)
+            self._converted.clear()
         parts = {"values" if not self.per_step else "the patch source": self.values,
                  "units": self.unit_mask}  # fmt: skip
         if steps is not None:
@@ -358,9 +385,14 @@ def plan(edit: Edit, spec: LayerSpec) -> Plan:
         )
     mask = torch.zeros(1, width, dtype=torch.bool)
     mask[0, list(units)] = True
+    pool = None
     if edit.is_patch:
         values, per_step = _source_values(edit, spec, width), True
+    elif isinstance(edit.value, str):
+        values, pool = from_reference(edit, spec.label, width)
+        per_step = values.dim() == 3
     else:
         values, per_step = _values_over_units(edit.value, units, width), False
     return Plan(label=spec.label, direction=d, state=edit.state, unit_mask=mask,
-                values=values, per_step=per_step, time=edit.time)  # fmt: skip
+                values=values, per_step=per_step, time=edit.time, pool=pool,
+                seed=edit.seed)  # fmt: skip

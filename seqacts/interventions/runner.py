@@ -21,11 +21,27 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..capture.calls import LayerCall
+from ..capture.calls import CellCall, LayerCall, StackCall
 from ..kinds import has_cell_state
 from .edits import Plan, take_rows
 
-__all__ = ["apply_plans", "output_gate", "run_edited_layer"]
+__all__ = ["WriteOnlySink", "Layout", "Runner", "apply_plans", "output_gate", "run_edited_layer"]
+
+
+class WriteOnlySink:
+    """The reading half of a kernel sink, for editors that keep nothing of what they see."""
+
+    def wants_inputs(self) -> bool:
+        return False
+
+    def on_stack(self, call: StackCall) -> None:
+        return None
+
+    def on_cell(self, call: CellCall) -> None:
+        return None
+
+    def on_error(self, weight: Tensor, owner: object, error: BaseException) -> None:
+        return None  # an editor's own errors propagate (see kernels); nothing to keep here
 
 
 def output_gate(
@@ -75,7 +91,7 @@ def apply_plans(
     return h, c
 
 
-class _Layout:
+class Layout:
     """Steps of a layer input in time-major layout: padded ``(T, N, ...)`` or packed rows."""
 
     def __init__(self, call: LayerCall) -> None:
@@ -110,13 +126,13 @@ class _Layout:
         return step_value if self.packed else step_value.unsqueeze(0)
 
 
-class _Runner:
+class Runner:
     """Runs one layer (kernel layout in, kernel layout out) with its plans applied."""
 
     def __init__(self, call: LayerCall, plans: Sequence[Plan]) -> None:
         self.call = call
         self.lstm = has_cell_state(call.kind)
-        self.layout = _Layout(call)
+        self.layout = Layout(call)
         self.n_dir = 2 if call.bidirectional else 1
         per_dir = len(call.weights) // self.n_dir
         self.weights = [list(call.weights[d * per_dir : (d + 1) * per_dir])
@@ -304,5 +320,5 @@ class _Runner:
 
 def run_edited_layer(call: LayerCall, plans: Sequence[Plan]) -> Any:
     """The kernel's result for ``call`` with ``plans`` applied, or None when no step is edited."""
-    return _Runner(call, plans).run()
+    return Runner(call, plans).run()
 

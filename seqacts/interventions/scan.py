@@ -27,6 +27,7 @@ from ..kinds import has_cell_state
 from ..schema import DIRECTIONS
 from .context import Intervention
 from .edits import STATES, Plan
+from .reference_values import draw_rows, reference_values
 from .scan_inputs import Key, ScanInputs, scan_inputs
 
 __all__ = ["ablation_scan", "blocks", "default_batch_units"]
@@ -105,9 +106,10 @@ def _scanned_layers(model: nn.Module, layers: str | Iterable[str] | None,
 
 
 def _plans(part: list[tuple[str, int, int]], n: int, width_of: dict[str, int], state: str,
-           value: float) -> dict[str, list[Plan]]:
+           fills: dict[tuple[str, int], Tensor]) -> dict[str, list[Plan]]:
     """Plans ablating unit ``part[j]`` (label, direction, unit) in the ``j``-th copy of a batch
-    of ``n`` samples repeated ``len(part)`` times."""
+    of ``n`` samples repeated ``len(part)`` times, to ``fills[label, direction]``: ``(1, W)``,
+    per step ``(1, T, W)``, or per sample and step ``(n, T, W)``."""
     masks: dict[tuple[str, int], Tensor] = {}
     for j, (label, d, u) in enumerate(part):
         mask = masks.setdefault(
@@ -116,10 +118,12 @@ def _plans(part: list[tuple[str, int, int]], n: int, width_of: dict[str, int], s
         mask[j * n : (j + 1) * n, u] = True
     plans: dict[str, list[Plan]] = {}
     for (label, d), mask in masks.items():
-        values = torch.full((1, width_of[label]), float(value), dtype=torch.float64)
+        values = fills[label, d]
+        if values.shape[0] > 1:  # one row per sample: the same rows in every copy
+            values = values.repeat(len(part), *([1] * (values.dim() - 1)))
         plans.setdefault(label, []).append(
             Plan(label=label, direction=d, state=state, unit_mask=mask,
-                 values=values, per_step=False)  # fmt: skip
+                 values=values, per_step=values.dim() == 3)  # fmt: skip
         )
     return plans
 
@@ -131,10 +135,13 @@ def ablation_scan(
     *,
     layers: str | Iterable[str] | None = None,
     state: str = "h",
-    value: float = 0.0,
+    value: float | str = 0.0,
     batch_units: int | None = None,
     units: Mapping[str, Iterable[int]] | None = None,
     batch_dims: Mapping[Key, int | None] | None = None,
+    reference: xr.Dataset | None = None,
+    per_step: bool = False,
+    seed: int = 0,
 ) -> xr.Dataset:
     """The change of ``score(model(x))`` caused by ablating each unit at all steps.
 
@@ -167,8 +174,10 @@ def ablation_scan(
         (every LSTM layer for ``state="c"``).
     state : {"h", "c"}, default "h"
         The state ablated (see :func:`seqacts.ablate`).
-    value : float, default 0.0
-        The value written.
+    value : float, "mean" or "resample", default 0.0
+        The value written: a float, or values from ``reference`` as in :func:`seqacts.ablate`
+        (``"resample"`` draws one reference sample per sample of ``x``, the same in every
+        ablated copy).
     batch_units : int, optional
         Units ablated per forward (the batch is repeated that many times); default chosen so
         that the repeated batch fits in memory.
@@ -179,6 +188,8 @@ def ablation_scan(
         The dim holding the samples of an argument, by position (tuple, list, or ``0`` for a
         tensor ``x``) or name (dict), for all tensors in it; None passes it unchanged. Needed
         when a tensor has several dims of the batch's size; overrides the rule above.
+    reference, per_step, seed
+        For ``value="mean"`` / ``"resample"``, as in :func:`seqacts.ablate`.
 
     Returns
     -------
@@ -219,10 +230,13 @@ def ablation_scan(
     n_dir = max(s.n_directions for s in specs)
     width = max(max(s.n_units, s.n_cell_units) for s in specs)
     effect = np.full((n, len(specs), n_dir, width), np.nan)
+    fills = {(s.label, d): _fill(value, reference, s.label, d, state, width_of[s.label], n,
+                                 per_step, seed)
+             for s in specs for d in range(s.n_directions)}  # fmt: skip
     with tqdm(total=len(todo), desc="ablation scan", unit="unit") as bar:
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
-            plans = _plans([(s.label, d, u) for _, s, d, u in part], n, width_of, state, value)
+            plans = _plans([(s.label, d, u) for _, s, d, u in part], n, width_of, state, fills)
             repeated = inputs.repeated(len(part))
             with torch.no_grad(), Intervention(model, plans):
                 outputs = blocks(repeated(model), len(part), n, inputs.dim)
@@ -230,6 +244,16 @@ def ablation_scan(
                     effect[:, i, d, u] = _scores(score(outputs[j]), n) - base
             bar.update(len(part))
     return _dataset(effect, specs, state)
+
+
+def _fill(value: float | str, reference: xr.Dataset | None, label: str, d: int, state: str,
+          width: int, n: int, per_step: bool, seed: int) -> Tensor:
+    """What ablating a unit of ``label``'s direction ``d`` writes, over all its units."""
+    if not isinstance(value, str):
+        return torch.full((1, width), float(value), dtype=torch.float64)
+    values = reference_values(reference, label, DIRECTIONS[d], state, value, per_step)
+    values = values[..., :width]
+    return draw_rows(values, n, seed) if value == "resample" else values
 
 
 def _chosen_units(

@@ -68,6 +68,23 @@ class ScanInputs:
         kwargs = {k: self._repeat((k,), v, copies) for k, v in self.kwargs.items()}
         return ScanInputs(args, kwargs, self.n * copies, self.dim, self.first_path, self.dims)
 
+    def with_first(self, value: Tensor) -> ScanInputs:
+        """The same arguments with the first sample-holding tensor replaced by ``value``."""
+        path = self.first_path
+
+        def put(container: Any, rest: Path) -> Any:
+            if not rest:
+                return value
+            parts = [(k, put(v, rest[1:]) if k == rest[0] else v) for k, v in _children(container)]
+            return _rebuild(container, [v for _, v in parts])
+
+        args, kwargs = list(self.args), dict(self.kwargs)
+        if isinstance(path[0], int):
+            args[path[0]] = put(args[path[0]], path[1:])
+        else:
+            kwargs[path[0]] = put(kwargs[path[0]], path[1:])
+        return ScanInputs(tuple(args), kwargs, self.n, self.dim, path, self.dims)
+
     @property
     def nbytes(self) -> int:
         """Bytes of the tensors that are repeated, for one copy of the batch."""

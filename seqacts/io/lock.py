@@ -137,6 +137,19 @@ class StreamLock:
         grave.unlink(missing_ok=True)
         return True
 
+    def record(self, **fields: Any) -> None:
+        """Add ``fields`` (e.g. ``committed=3584``) to the lock's content, replaced atomically,
+        so that a reader is told how far the writer has got while HDF5 keeps the file shut."""
+        if not self.held:
+            return
+        info = {**(_read(self.lock) or {}), **fields}
+        tmp = self.lock.with_name(f"{self.lock.name}.new-{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(info))
+            os.replace(tmp, self.lock)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # the count is a courtesy: never fail the write for it
+
     def release(self) -> None:
         if self.held:
             self.held = False

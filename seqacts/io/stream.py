@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from ..capture.editing import digest
 from ..capture.extract import extract_with
+from ..capture.numpy_inputs import numpy_to_tensors
 from ..capture.provenance import model_class, model_weights
 from ..capture.recorder import Recorder
 from ..errors import (
@@ -234,9 +235,9 @@ def stream(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options, 
     check_destination(path)
     rec = Recorder(model, opts)  # resolves names; fails early on a bad one
     expected = fingerprint(model, rec, opts, first_sample)
-    with StreamLock(path):
+    with StreamLock(path) as lock:
         return _locked(model, batches, path, opts, expected, overwrite=overwrite, resume=resume,
-                       progress=progress, guard=guard)
+                       progress=progress, guard=guard, lock=lock)
 
 
 @dataclass
@@ -310,7 +311,7 @@ class Progress:
 
 def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options,
             expected: dict[str, Any], *, overwrite: bool, resume: bool, progress: bool,
-            guard: Callable[[], None] | None) -> Path:
+            guard: Callable[[], None] | None, lock: StreamLock | None = None) -> Path:
     if path.exists() and not (overwrite or resume):
         raise OutputExistsError(
             f"{path} exists; pass overwrite=True to replace it, or resume=True to finish an "
@@ -320,7 +321,8 @@ def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options,
     bar = Progress(batches, path, committed.samples, progress and not committed.complete)
     try:
         with Output(path, overwrite=overwrite, writer=writer) as out:
-            seen = _write_batches(model, batches, out, opts, expected, committed, bar, guard)
+            seen = _write_batches(model, batches, out, opts, expected, committed, bar, guard,
+                                  lock)
             if seen < committed.batches:
                 raise StreamMismatchError(
                     f"resume: {path} already holds {committed.batches} batches but batches "
@@ -337,19 +339,21 @@ def _locked(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options,
 
 def _write_batches(model: nn.Module, batches: Iterable[Any], out: Output, opts: Options,
                    expected: dict[str, Any], committed: Committed, bar: Progress,
-                   guard: Callable[[], None] | None) -> int:
+                   guard: Callable[[], None] | None, lock: StreamLock | None = None) -> int:
     """Record and append each batch not yet committed; return how many batches were seen.
 
     0-sample batches are logged without running the model; those before the file exists wait
     for its creation. When every batch is empty, the first one is recorded after all, for the
     variables and dims of a file of 0 samples.
+
+    The committed sample count is recorded in ``lock`` after each batch, for readers.
     """
     pending: list[dict[str, Any]] = []
     first_empty: tuple[tuple[Any, ...], dict[str, Any]] | None = None
     seen = 0
     calls = sum(int(e.get("calls", 0)) for e in committed.log)  # model(...) calls in the file
     for seen, batch in enumerate(batches, 1):
-        args, kwargs = _model_args(batch, opts.inputs)
+        args, kwargs = numpy_to_tensors(model, *_model_args(batch, opts.inputs))
         entry = batch_entry(args, kwargs)
         if check_skipped(out.path, seen - 1, committed, entry):
             continue
@@ -375,6 +379,8 @@ def _write_batches(model: nn.Module, batches: Iterable[Any], out: Output, opts: 
             for empty in pending:
                 writer.append(None, empty)
         bar.update(ds.sizes["sample"], writer.append(ds, entry))
+        if lock is not None:
+            lock.record(committed=writer.committed["sample"])
     if out.writer is None and first_empty is not None:
         ds = extract_with(model, replace(opts, time=None), *first_empty)
         if opts.time is not None:

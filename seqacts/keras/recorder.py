@@ -253,6 +253,15 @@ class KerasRecorder:
         ds = build_dataset(self.specs, self._blocks, self.internals, facts,  # type: ignore[arg-type]
                            self.time)
         ds = finish_dataset(ds, self.entries, self.specs, self._masks, self._deviation, facts)
+        off = [f"{s.label} ({d:.1e})" for s, d in zip(self.specs, self._deviation, strict=True)
+               if d != 0]
+        if off:
+            warnings.warn(
+                f"seqacts: the re-run of {', '.join(off)} is not bitwise the layer's own output "
+                "(its backend took a path seqacts does not replay): the recorded output differs "
+                "from the layer's by up to the value shown, the 'keras_deviation' coordinate; "
+                "please report the model (README, 'Keras')",
+                RecordingWarning, stacklevel=2)
         if self._failures:
             ds.attrs["failed_layers"] = " ".join(self._failures)
             text = "; ".join(f"{label}: {len(errs)} call(s), first error: {errs[0]}"

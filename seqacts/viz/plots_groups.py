@@ -59,7 +59,11 @@ def compare(
     ax.axvline(0, color="0.3", lw=0.8)
     a = result.attrs
     ax.set_xlabel(f"Cohen's d: {a.get('group')}={a.get('levels')} vs {a.get('baseline')}")
-    title = f"units ranked by |d| of {a.get('feature')} of {a.get('var')}"
+    feature = {"mean": f"each unit's mean {a.get('var')} over the window",
+               "h_n": "each unit's final state h_n", "c_n": "each unit's final cell state c_n",
+               "deviation": f"each unit's distance from normal ({a.get('var')})"}.get(
+                   str(a.get("feature")), f"{a.get('feature')} of {a.get('var')}")  # fmt: skip
+    title = f"units ranked by |d| of {feature}"
     ax.set_title(title, loc="left", fontsize="medium")
     return fig
 

@@ -25,7 +25,9 @@ from ..schema import SIGMOID_GATES
 from . import plots
 from .html_page import Page, table
 from .plots_time import bands
-from .report_kinds import Kinds, kinds_sections, ranked_table, resolve_kinds
+from .report_kinds import kinds_sections, ranked_table
+from .report_labels import Kinds, resolve_kinds
+from .report_summary import findings, summary_html, summary_text
 
 if TYPE_CHECKING:
     from .report_scan import ModelScan
@@ -104,16 +106,22 @@ def _compare_section(page: Page, ds: xr.Dataset, k: Kinds, top: int) -> None:
         results[feature] = result
         fig = plots.compare(ds, k.labels, result=result, top=top)
         page.figure(fig, f"compare_{feature}", f"ranked effect sizes of {feature}")
-        page.add(ranked_table(result.isel(rank=slice(0, top))))
+        page.add(ranked_table(result.isel(rank=slice(0, top)), k))
     ranked = results["mean"]
     if ranked.sizes["rank"]:
         best = str(ranked["magnitude"].values[0])
         if best in ("negligible", "small"):
             page.add(f"<p class=note>The largest whole-window effect is {best}: no unit's "
                      "average over the window responds clearly to the group.</p>")  # fmt: skip
-        fig = bands(ds, ranked.isel(rank=slice(0, 4)), k.labels, baseline=k.baseline)
-        page.figure(fig, "units_whole_window", "top units over time: group mean and "
-                    "interquartile band per group")  # fmt: skip
+        head = ranked.isel(rank=slice(0, 4))
+        levels = [k.baseline, *k.kinds]
+        if "level" in head.coords:  # the kind each unit was ranked for, not every band at once
+            shown = {str(v) for v in head["level"].values}
+            levels = [k.baseline, *[kind for kind in k.kinds if str(kind) in shown]]
+        fig = bands(ds, head, k.labels, levels=levels, baseline=k.baseline)
+        names = ", ".join(k.name(level) for level in levels)
+        page.figure(fig, "units_whole_window", "top units over time: mean and interquartile "
+                    f"band over the windows of each of {names}")  # fmt: skip
 
 
 def _activations(page: Page, ds: xr.Dataset) -> None:
@@ -145,16 +153,20 @@ def _kinds_part(
     scan: ModelScan | None,
     out: Path,
     top: int,
-) -> None:
-    """The sections per kind and the whole-window comparison; saves a scan the report ran."""
+    mask: str | None = None,
+    lead: str | None = None,
+) -> list[list[str]]:
+    """The sections per kind and the whole-window comparison; saves a scan the report ran.
+    Returns the summary's rows."""
     if reference is None:
         reference = xr.DataArray(k.labels.values == k.baseline, dims="sample")
-    used = kinds_sections(page, ds, k, reference, ablation, top, scan=scan)
-    if scan is not None and used is not None:
-        used.to_netcdf(out / "ablation.nc")
+    ctx = kinds_sections(page, ds, k, reference, ablation, top, scan=scan, mask=mask, lead=lead)
+    if scan is not None and ctx.ablation is not None:
+        ctx.ablation.to_netcdf(out / "ablation.nc")
     else:
         _remove_stale_scan(out, ablation)
     _compare_section(page, ds, k, top)
+    return findings(ctx)
 
 
 def _remove_stale_scan(out: Path, ablation: xr.Dataset | None) -> None:
@@ -209,6 +221,8 @@ def report(
     score: Callable[[Any], Any] | None = None,
     title: str | None = None,
     top: int = 15,
+    mask: str | None = None,
+    score_var: str | None = None,
 ) -> Path:
     """Write ``report.html`` and its figures (PNG) into ``out_dir``.
 
@@ -226,7 +240,7 @@ def report(
         default the baseline samples, each scored out of fold.
     kinds : str, optional
         With a boolean group: a categorical coordinate naming the kind of each flagged sample
-        (default: one found automatically, see :func:`seqacts.viz.report_kinds.resolve_kinds`).
+        (default: one found automatically, see :func:`seqacts.viz.report_labels.resolve_kinds`).
     baseline : optional
         The level the others are compared with; default ``False``, ``"normal"`` or the most
         frequent label.
@@ -250,6 +264,18 @@ def report(
         Heading; default names the model class.
     top : int
         How many units the rankings list.
+    mask : str, optional
+        The boolean (sample, time) variable marking the anomalous steps, on which the units
+        are localized and the onset is read; default the first such variable of ``ds`` (e.g.
+        ``anomaly_mask``), else the steps whose step distance exceeds the baseline's 99th
+        percentile.
+    score_var : str, optional
+        A per-sample variable of ``ds`` (e.g. a reconstruction error) listed first among the
+        scores.
+
+    The page leads with a summary per kind (best score and its ROC AUC, the units that carry
+    the kind with d and its 95% CI, when the state leaves normal relative to the onset),
+    also written as ``summary.txt`` beside it.
 
     Returns
     -------
@@ -276,15 +302,21 @@ def report(
                 "report: model= ablates the units that respond to a group; pass group= (e.g. "
                 "group='is_anomaly')"
             )
+    if score_var is not None:
+        if score_var not in ds.variables or "sample" not in ds[score_var].dims:
+            raise GroupError(f"score_var: ds has no per-sample variable {score_var!r}")
+        if score_var in ds.coords:
+            ds = ds.reset_coords(score_var)
     k = resolve_kinds(ds, group, kinds, baseline) if group is not None else None
     out = _out_dir(out_dir)
     page = Page(out)
     header = _header(ds)
     page.section("Layers")
     page.add(table(*summary_rows(summary(ds))))
+    rows = None
     if k is not None:
-        header += _legend(k)
-        _kinds_part(page, ds, k, reference, ablation, scan, out, top)
+        rows = _kinds_part(page, ds, k, reference, ablation, scan, out, top, mask, score_var)
+        header += summary_html(rows, k.name(k.baseline)) + _legend(k)
     else:
         _activations(page, ds)
     _gates_section(page, ds)
@@ -292,6 +324,10 @@ def report(
     _overview(page, ds, ds.encoding.get("source"))
     title = title or f"seqacts report: {ds.attrs.get('model_class', 'model')}"
     path = page.save("report.html", title, header)
+    if rows is not None and k is not None:
+        (out / "summary.txt").write_text(summary_text(rows, k.name(k.baseline)))
+    else:  # an earlier run's summary would describe another report
+        (out / "summary.txt").unlink(missing_ok=True)
     if k is None:
         _remove_stale_scan(out, ablation)
     return path

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,87 +17,27 @@ import xarray as xr
 
 from ..analysis.compare import compare, distance, roc_auc
 from ..analysis.core import step_change
-from ..analysis.groups import group_labels, is_boolean, split_levels
+from ..analysis.effect_size import d_interval
 from ..analysis.localized import deviation
 from ..analysis.step_distance import step_distance
-from ..errors import GroupError
 from . import plots
-from .figure_style import group_colors
 from .html_page import Page, table
 from .plots_time import bands
+from .report_explain import explain_window
+from .report_labels import Kinds
 
 __all__ = [
     "KindContext",
-    "Kinds",
     "anomaly_scores",
+    "kind_auc",
     "kind_section",
     "kinds_sections",
     "localized_where",
     "ranked_table",
     "ranked_units",
-    "resolve_kinds",
     "scores_section",
     "top_rows",
 ]
-
-
-@dataclass(frozen=True)
-class Kinds:
-    """Labels along sample, the baseline level, the kinds to report and every level's colour."""
-
-    labels: xr.DataArray
-    baseline: Any
-    kinds: list[Any]
-    colors: dict[Any, str]
-
-    def name(self, kind: Any) -> str:
-        return f"{self.labels.name}={kind}" if is_boolean(self.labels) else str(kind)
-
-    def swatch(self, kind: Any) -> str:
-        color = self.colors.get(kind, "#888")
-        return f'<span class=swatch style="background:{color}"></span>'
-
-
-def _detect_kinds(ds: xr.Dataset, flags: np.ndarray) -> str | None:
-    """A text coordinate along sample with one value on every unflagged sample, others else."""
-    for name, coord in ds.coords.items():
-        if coord.dims != ("sample",) or name == "sample" or coord.dtype.kind not in "OUS":
-            continue
-        values = coord.values
-        normal = set(values[~flags].tolist())
-        if len(normal) == 1 and not normal & set(values[flags].tolist()):
-            return str(name)
-    return None
-
-
-def resolve_kinds(
-    ds: xr.Dataset, group: Any, kinds: str | None = None, baseline: Any = None
-) -> Kinds:
-    """The kinds of a group: its own levels, or those of ``kinds`` (a categorical coordinate).
-
-    With a boolean group and no ``kinds``, a text coordinate along sample that takes one value
-    on every False sample and other values on the True samples (e.g. ``anomaly``: normal /
-    spike / ...) gives the kinds; else the group is one kind.
-    """
-    labels = group_labels(ds, group)
-    if is_boolean(labels) and isinstance(baseline, str):  # e.g. --baseline False
-        baseline = {"False": False, "True": True}.get(baseline, baseline)
-    if is_boolean(labels):
-        flags = labels.values.astype(bool)
-        kinds = kinds if kinds is not None else _detect_kinds(ds, flags)
-        if kinds is not None:
-            split = group_labels(ds, kinds)
-            normal = sorted(set(split.values[~flags].tolist()))
-            if len(normal) != 1:
-                raise GroupError(
-                    f"kinds: {kinds!r} takes {len(normal)} values on the samples where "
-                    f"{labels.name} is False ({normal}); expected one, the baseline"
-                )
-            labels, baseline = split, normal[0]
-    elif kinds is not None:
-        raise GroupError(f"kinds: {labels.name!r} is already categorical; drop kinds=")
-    baseline, tests = split_levels(labels, baseline)
-    return Kinds(labels, baseline, tests, group_colors(labels, baseline))
 
 
 def _attached_scores(ds: xr.Dataset) -> dict[str, xr.DataArray]:
@@ -129,11 +69,16 @@ def anomaly_scores(
         scores[f"final-state distance {layer}"] = final.sel(layer=layer)
         scores[f"max step distance {layer}"] = steps.sel(layer=layer).max("time")
         scores[f"max step change {layer}"] = change.sel(layer=layer)
-    scores.update(_attached_scores(ds))
+    for name, attached in _attached_scores(ds).items():  # not one repeating a score above
+        values = attached.values.astype(float)
+        if not any(np.allclose(values, np.asarray(v.values, float), equal_nan=True)
+                   for v in scores.values()):
+            scores[name] = attached
     return {k: v.reset_coords(drop=True).compute() for k, v in scores.items()}, steps
 
 
-def _auc(score: xr.DataArray, k: Kinds, kind: Any = None) -> float:
+def kind_auc(score: xr.DataArray, k: Kinds, kind: Any = None) -> float:
+    """ROC AUC of ``score`` for ``kind`` (default every kind) against the baseline."""
     keep = k.labels.values != k.baseline if kind is None else k.labels.values == kind
     keep = keep | (k.labels.values == k.baseline)
     sub = score.isel(sample=np.flatnonzero(keep))
@@ -155,8 +100,9 @@ def scores_section(page: Page, k: Kinds, scores: dict[str, xr.DataArray], where:
     )
     rows, best, best_auc = [], "", -1.0
     for name, score in scores.items():
-        overall = _auc(score, k)
-        rows.append([name, f"{overall:.3f}", *[f"{_auc(score, k, kind):.3f}" for kind in k.kinds]])
+        overall = kind_auc(score, k)
+        per_kind = [f"{kind_auc(score, k, kind):.3f}" for kind in k.kinds]
+        rows.append([name, f"{overall:.3f}", *per_kind])
         if name.startswith("max step distance") and overall > best_auc:
             best, best_auc = name.removeprefix("max step distance "), overall
     page.add(table(["score", "all kinds", *names], rows))
@@ -170,15 +116,24 @@ def top_rows(ranked: xr.Dataset, kind: Any, top: int) -> xr.Dataset:
     return ranked.isel(rank=slice(0, top))
 
 
-def ranked_table(head: xr.Dataset) -> str:
-    """Rows of a :func:`seqacts.compare` result as a table: unit, d, its size in words, means."""
-    rows = [
-        [int(i + 1), plots.unit_name(head.isel(rank=i)), f"{float(head['d'][i]):+.2f}",
-         str(head["magnitude"].values[i]), f"{float(head['mean'][i]):+.3f}",
-         f"{float(head['baseline_mean'][i]):+.3f}"]
-        for i in range(head.sizes["rank"])
-    ]  # fmt: skip
-    return table(["rank", "unit", "d", "effect size", "group mean", "baseline"], rows, (1, 3))
+def ranked_table(head: xr.Dataset, k: Kinds | None = None) -> str:
+    """Rows of a :func:`seqacts.compare` result as a table: unit, d, its size in words, means;
+    with ``k``, also d's 95% confidence interval from the group sizes, which tells units apart
+    when every effect is "large"."""
+    rows = []
+    for i in range(head.sizes["rank"]):
+        d = float(head["d"][i])
+        row = [int(i + 1), plots.unit_name(head.isel(rank=i)), f"{d:+.2f}"]
+        if k is not None:
+            level = head["level"].values[i] if "level" in head.coords else k.kinds[0]
+            n1 = int(np.sum(k.labels.astype(str).values == str(level)))
+            lo, hi = d_interval(d, n1, int(np.sum(k.labels.values == k.baseline)))
+            row.append(f"[{lo:+.2f}, {hi:+.2f}]")
+        rows.append(row + [str(head["magnitude"].values[i]), f"{float(head['mean'][i]):+.3f}",
+                           f"{float(head['baseline_mean'][i]):+.3f}"])  # fmt: skip
+    ci = ["d 95% CI"] if k is not None else []
+    headers = ["rank", "unit", "d", *ci, "effect size", "group mean", "baseline"]
+    return table(headers, rows, (1, 3, 4) if ci else (1, 3))
 
 
 def _mean_over(effect: xr.DataArray, k: Kinds, level: Any) -> xr.DataArray:
@@ -259,6 +214,7 @@ class KindContext:
     ranked: xr.Dataset
     ablation: xr.Dataset | None
     top: int
+    scores: dict[str, xr.DataArray] = field(default_factory=dict)
 
 
 def _typical_window(page: Page, ctx: KindContext, kind: Any) -> None:
@@ -283,6 +239,7 @@ def _typical_window(page: Page, ctx: KindContext, kind: Any) -> None:
         f"{ctx.where_text}",
         lead=k.swatch(kind),
     )
+    explain_window(page, ctx.ds, typical, ctx.best, ctx.where, name)
 
 
 def _carrying_units(page: Page, ctx: KindContext, kind: Any, head: xr.Dataset) -> None:
@@ -302,7 +259,7 @@ def _carrying_units(page: Page, ctx: KindContext, kind: Any, head: xr.Dataset) -
         page.add(f"<p class=note>No {html.escape(name)} window has a step in "
                  f"{where_text}: nothing to localize.</p>")  # fmt: skip
         return
-    page.add(ranked_table(head))
+    page.add(ranked_table(head, k))
     if str(head["magnitude"].values[0]) in ("negligible", "small"):
         page.add(f"<p class=note>No unit responds to {html.escape(name)} with even a medium "
                  "effect at these steps.</p>")  # fmt: skip
@@ -332,9 +289,11 @@ def _ablation_part(page: Page, ctx: KindContext, kind: Any, head: xr.Dataset) ->
         return
     scope = ctx.ablation.attrs.get("scope")
     among = f" Scanned: {html.escape(str(scope))}." if scope else ""
-    page.add("<p class=note>Change of the score when each unit is ablated, averaged over "
-             "the windows of this kind and of the baseline: first for the units above, then "
-             f"the units whose ablation changes it most for this kind.{among}</p>")  # fmt: skip
+    page.add("<p class=note>Change of the score when each unit is ablated: averaged over "
+             "the windows of this kind, and over those of the baseline, in the effect "
+             "columns; the mean effect column (a precomputed scan's) averages over every "
+             "sample, all kinds and the baseline together. First the units above, then the "
+             f"units whose ablation changes the score most for this kind.{among}</p>")  # fmt: skip
     if head.sizes["rank"]:
         _ablation_table(page, ctx.ablation, head, ctx.k, kind)
     _ablation_top(page, ctx.ablation, ctx.k, kind, ctx.top)
@@ -360,13 +319,16 @@ def ranked_units(ranked: xr.Dataset, k: Kinds, top: int) -> dict[str, list[int]]
 
 
 def localized_where(
-    ds: xr.Dataset, k: Kinds, steps: xr.DataArray, best: str
+    ds: xr.Dataset, k: Kinds, steps: xr.DataArray, best: str, mask: str | None = None
 ) -> tuple[xr.DataArray, str]:
-    """The steps to localize on: a boolean (sample, time) variable (the anomaly mask) if the
-    dataset has one, else the steps where ``step_distance`` of ``best`` exceeds the 99th
-    percentile of the baseline's."""
+    """The steps to localize on: the boolean (sample, time) variable ``mask`` or else the
+    first one of the dataset (the anomaly mask), else the steps where ``step_distance`` of
+    ``best`` exceeds the 99th percentile of the baseline's."""
     for name, var in ds.data_vars.items():
-        if set(var.dims) == {"sample", "time"} and var.dtype == bool:
+        if mask is not None and name != mask:
+            continue
+        if set(var.dims) == {"sample", "time"} and (var.dtype == bool or name == mask):
+            var = var.astype(bool)
             return var.transpose("sample", "time").reset_coords(drop=True).rename(str(name)), str(name)
     sd = steps.sel(layer=best, drop=True)
     base = sd.isel(sample=np.flatnonzero(k.labels.values == k.baseline)).values
@@ -385,22 +347,27 @@ def kinds_sections(
     ablation: xr.Dataset | None,
     top: int,
     scan: Callable[[dict[str, list[int]]], xr.Dataset] | None = None,
-) -> xr.Dataset | None:
+    mask: str | None = None,
+    lead: str | None = None,
+) -> KindContext:
     """Scores per kind, then one section per kind.
 
     With ``scan`` (e.g. a :class:`seqacts.viz.report_scan.ModelScan`), the ablation effects
-    shown are those of ``scan(units)`` for the ranked units of every kind; returns the
-    ablation scan used, if any.
+    shown are those of ``scan(units)`` for the ranked units of every kind. ``mask`` names the
+    boolean (sample, time) variable to localize on, ``lead`` an attached score listed first.
+    Returns what the sections read (its ``ablation``: the scan used, if any).
     """
     where = ("a separate reference dataset" if isinstance(reference, xr.Dataset)
              else f"the {k.name(k.baseline)} windows (each scored out of fold)")  # fmt: skip
     scores, steps = anomaly_scores(ds, reference)
+    if lead is not None:
+        scores = {n: v for n, v in scores.items() if n.startswith(f"{lead} ")} | scores
     best = scores_section(page, k, scores, where)
     fig = plots.distance(ds, scores=steps.max("time").assign_attrs(var="h, max over steps"),
                          group=k.labels, baseline=k.baseline)  # fmt: skip
     page.figure(fig, "step_distance", "max step distance per window, by group and layer")
-    mask, text = localized_where(ds, k, steps, best)
-    ranked = compare(ds, k.labels, baseline=k.baseline, where=mask, feature="deviation")
+    steps_at, text = localized_where(ds, k, steps, best, mask)
+    ranked = compare(ds, k.labels, baseline=k.baseline, where=steps_at, feature="deviation")
     if scan is not None:
         units = ranked_units(ranked, k, top)
         if units:
@@ -408,9 +375,9 @@ def kinds_sections(
             ablation = scan(units).assign_attrs(scope=scope)
     ctx = KindContext(
         ds=ds.assign(h_deviation=deviation(ds, "h", k.labels.values == k.baseline)),
-        k=k, steps=steps, best=best, where=mask, where_text=text, ranked=ranked,
-        ablation=ablation, top=top,
+        k=k, steps=steps, best=best, where=steps_at, where_text=text, ranked=ranked,
+        ablation=ablation, top=top, scores=scores,
     )  # fmt: skip
     for kind in k.kinds:
         kind_section(page, ctx, kind)
-    return ablation
+    return ctx

@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 import xarray as xr
 from keras import layers as L
-from reference_keras import run
 
 import seqacts
+
+sys.path.insert(0, str(Path(__file__).parent))  # no conftest here: the parent run loads those
+from reference_keras import run  # noqa: E402
 
 BACKEND = keras.backend.backend()
 RTOL, ATOL = 1e-4, 2e-5

@@ -1,0 +1,1 @@
+"""``seqacts view``: an interactive explorer of recordings (Panel + HoloViews on Bokeh)."""
