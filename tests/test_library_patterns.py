@@ -534,3 +534,144 @@ def test_pytorch_forecasting_packed_encoder_then_decoder(lengths: list[int]) -> 
         assert ds.sizes["sample"] == 6
         np.testing.assert_array_equal(ds.length.sel(layer="rnn.l1").values, [5, 3, 1, 2, 2, 2])
         np.testing.assert_array_equal(h[3:, :2, :3], expected.numpy())
+
+
+# --- xlstm sLSTMCell: a module returning (output, states) with states of shape (4, batch, hidden) ---
+
+
+class StatesFirst(nn.Module):
+    """xlstm's ``sLSTMCell.forward`` returns ``(output, state)``, ``state`` of shape
+    ``(num_states, batch, hidden)``: the batch is its *second* axis (an ``nn.LSTM``'s ``h_n`` has
+    the same shape, ``(layers * directions, batch, hidden)``)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.tanh(x), torch.stack([x[:, -1] * k for k in range(1, 5)])
+
+
+class StatesThenGRU(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = StatesFirst()
+        self.rnn = nn.GRU(8, 5, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y, states = self.cell(x)
+        return self.rnn(y)[0], states
+
+
+def test_xlstm_states_with_batch_second_are_transposed_not_extra_samples() -> None:
+    torch.manual_seed(0)
+    model = StatesThenGRU().eval()
+    x = torch.randn(3, 6, 8)
+    with torch.no_grad():
+        out, states = model(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", seqacts.RecordingWarning)
+        ds = seqacts.extract(model, x, modules=["cell"])
+    # 3 samples, not 4 (the states' first axis): every sample is one batch row
+    assert ds.sizes["sample"] == 3
+    assert ds["cell[1]"].dims == ("sample", "cell[1].dim1", "cell[1].dim2")
+    np.testing.assert_array_equal(ds["cell[1]"].values, states.transpose(0, 1).numpy())
+    np.testing.assert_array_equal(ds["cell[0]"].values, torch.tanh(x).numpy())
+    np.testing.assert_array_equal(ds.h.sel(layer="rnn.l0", direction="forward").values,
+                                  out.numpy())
+
+
+class FlatHead(nn.Module):
+    """A per-step head on ``out.reshape(-1, H)`` (batch * time rows, no axis of the batch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(3, 4, batch_first=True)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.rnn(x)[0]
+        return self.head(out.reshape(-1, 4)).reshape(x.shape[0], x.shape[1], 2)
+
+
+def test_output_with_more_rows_than_the_batch_is_left_nan_and_told() -> None:
+    torch.manual_seed(0)
+    model = FlatHead().eval()
+    x = torch.randn(3, 5, 3)
+    with torch.no_grad():
+        out = model.rnn(x)[0]
+    with seqacts.record(model, modules=["head"]) as rec, torch.no_grad():
+        model(x)
+    ds = told(rec, r"'head'.*one batch: call 0: its output \(15x2\) has more rows than the "
+                   r"batch of the recorded layers \(3\)")
+    # the batch's 3 samples, not 15 of which 12 would hold no layer row
+    assert ds.sizes["sample"] == 3
+    assert bool(ds["head"].isnull().all())
+    np.testing.assert_array_equal(ds.h.sel(layer="rnn.l0", direction="forward").values,
+                                  out.numpy())
+
+
+def test_modules_only_outputs_of_different_first_axes_are_told() -> None:
+    # xlstm's stack has no torch recurrent module: modules= alone, nothing tells the batch
+    torch.manual_seed(0)
+    model = StatesFirst()
+    x = torch.randn(3, 6, 8)
+    with pytest.warns(seqacts.RecordingWarning) as caught:
+        ds = seqacts.extract(model, x, modules=["model"])
+    messages = [str(w.message) for w in caught if issubclass(w.category, seqacts.RecordingWarning)]
+    mixed = [m for m in messages if "first axes of different sizes" in m]
+    assert len(mixed) == 1 and "'model[0]': 3; 'model[1]': 4" in mixed[0]
+    assert "cells=" in mixed[0]
+    assert any("no recurrent layer" in m for m in messages) and len(messages) == 2
+    # the values are still exactly the outputs, each from sample 0 along its first axis
+    np.testing.assert_array_equal(ds["model[1]"].values, torch.stack([x[:, -1] * k for k in range(1, 5)]).numpy())
+    np.testing.assert_array_equal(ds["model[0]"].values[:3], torch.tanh(x).numpy())
+
+
+# --- pypots CRLI MultiRNNCell: a ModuleList of cells, each layer fed the previous layer's h ---
+
+
+class MultiCell(nn.Module):
+    """pypots CRLI's ``MultiRNNCell`` (GRU): at each step layer ``i`` receives, as its state,
+    the ``h`` the layer below just returned (layer 0: the top layer's ``h`` of the last step)."""
+
+    def __init__(self, n_layers: int = 2) -> None:
+        super().__init__()
+        self.model = nn.ModuleList([nn.GRUCell(3 if i == 0 else 4, 4) for i in range(n_layers)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.zeros(x.shape[0], 4)
+        outs = []
+        for t in range(x.shape[1]):
+            for i, cell in enumerate(self.model):
+                h = cell(x[:, t] if i == 0 else h, h)
+            outs.append(h)
+        return torch.stack(outs, 1)
+
+
+def test_crli_cell_list_declared_by_its_container_path() -> None:
+    torch.manual_seed(0)
+    model = MultiCell().eval()
+    x = torch.randn(3, 5, 3)
+    calls: dict[int, list[tuple]] = {}
+    handles = [cell.register_forward_hook(outputs_hook(calls.setdefault(i, [])))
+               for i, cell in enumerate(model.model)]
+    with torch.no_grad():
+        expected = model(x)
+    for h in handles:
+        h.remove()
+    # layers= / chain= take the ModuleList's path: every cell inside it
+    with pytest.warns(seqacts.RecordingWarning, match=r"declare it: chain=\{'model.0': 'steps'"):
+        ds = seqacts.extract(model, x, layers="model")
+    assert list(ds.layer.values) == ["model.0", "model.1"]
+    before = model_state(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", seqacts.RecordingWarning)
+        with seqacts.record(model, chain="model") as rec, torch.no_grad():
+            got = model(x)
+        ds = rec.to_dataset()
+    assert torch.equal(got, expected) and model_state(model) == before
+    assert ds.sizes["sample"] == 3 and (ds.length.values == 5).all()
+    for i in range(2):
+        h = np.stack([out.numpy() for _, out in calls[i]], 1)
+        received = np.stack([args[1].numpy() for args, _ in calls[i]], 1)
+        np.testing.assert_array_equal(ds.h.sel(layer=f"model.{i}", direction="forward").values, h)
+        # the state each step received: the layer below's h (layer 0: the top layer's)
+        np.testing.assert_array_equal(
+            ds.h_in.sel(layer=f"model.{i}", direction="forward").values, received)

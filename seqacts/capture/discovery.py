@@ -150,9 +150,10 @@ def select_layers(
 ) -> list[tuple[nn.Module, list[LayerSpec]]]:
     """Resolve ``layers=`` into the recurrent modules to watch and their selected layer specs.
 
-    A name selects a layer by its label, every layer of a module by the module's path, or any
-    label or path matching it as an fnmatch pattern (``"encoder.*"``). ``found``: the model's
-    :func:`recurrent_layers`, when known; ``option`` names the option in errors.
+    A name selects a layer by its label, every layer of a module by the module's path (or a
+    container's path above it), or any label or path matching it as an fnmatch pattern
+    (``"encoder.*"``). ``found``: the model's :func:`recurrent_layers`, when known; ``option``
+    names the option in errors.
     """
     found = recurrent_layers(model) if found is None else found
     if names is None:
@@ -180,8 +181,11 @@ def select_layers(
 
 
 def _matches(name: str, spec: LayerSpec) -> bool:
+    """``name`` is the layer's label, its module's path or a container's path above it (a
+    ``ModuleList`` of cells, a ``Sequential`` of LSTMs), or an fnmatch pattern of either."""
     return (
         name in (spec.label, spec.module_path)
+        or (bool(name) and spec.module_path.startswith(name + "."))
         or fnmatchcase(spec.label, name)
         or (bool(spec.module_path) and fnmatchcase(spec.module_path, name))
     )

@@ -24,7 +24,7 @@ from .assembly import Block, build_block, build_dataset
 from .chains import End, Linker, lay_out, split_messages
 from .declared import step_splits, steps_message
 from .diagnose import report_problems
-from .module_rows import Flow, place_outputs, unplaced_message
+from .module_rows import Flow, mixed_rows_message, place_outputs, unplaced_message
 from .records import LayerRecord
 from .specs import LayerSpec
 
@@ -120,10 +120,13 @@ class Recording:
             block = build_block(self.specs, layout, outputs, self.internals + self.received)
             block.model_call, block.labels = self.groups, group.labels
             self.groups += 1
+            first = sum(b.n_samples for b in self.blocks)
             if unplaced:
-                first = sum(b.n_samples for b in self.blocks)
                 self.unplaced += unplaced_message(unplaced, len(self.blocks), first,
-                                                  first + block.n_samples - 1)
+                                                  first + block.n_samples - 1, layout.plain)
+            if not group.trace:
+                self.unplaced += mixed_rows_message(group.outputs, len(self.blocks), first,
+                                                    first + block.n_samples - 1)
             self.blocks.append(block)
             for label, splits in linker.splits.items():
                 seen = self.calls.get(label, 0)

@@ -36,7 +36,8 @@ from torch import Tensor
 
 from .chains import Layout
 
-__all__ = ["Flow", "Piece", "Storage", "Unplaced", "place_outputs", "storage_of", "unplaced_message"]
+__all__ = ["Flow", "Piece", "Storage", "Unplaced", "mixed_rows_message", "place_outputs", "storage_of",
+           "unplaced_message"]
 
 Piece = tuple[int | None, Tensor]  # first row (None: not placed, kept for its shape), output
 Storage = tuple[str, int]  # a tensor's device and the address of its storage
@@ -155,8 +156,10 @@ def place_outputs(
         The calls left NaN because no chain's rows provably hold them, and (``placed``) those
         placed by order and batch size alone although data flow was traced.
     """
-    if layout.plain or not trace:
+    if not trace:
         return {key: [[(0, t)] for t in ts] for key, ts in outputs.items()}, []
+    if layout.plain:
+        return _plain_slots(outputs, layout.n_samples)
     slots: dict[str, list[list[Piece]]] = {}
     unplaced: list[Unplaced] = []
     for key, tensors in outputs.items():
@@ -189,6 +192,31 @@ def place_outputs(
             slot = taken.get(start, 0)
             taken[start] = slot + 1
             _slot(out, slot).append((start, piece))
+        slots[key] = out
+    return slots, unplaced
+
+
+def _plain_slots(outputs: dict[str, list[Tensor]],
+                 n: int) -> tuple[dict[str, list[list[Piece]]], list[Unplaced]]:
+    """Each call at ``<path>.call`` = k from row 0 of a one-batch group of ``n`` rows: its
+    first axis is the batch, else its second (a time-major output, or a stack's ``h_n`` of
+    shape ``(layers * directions, batch, hidden)``: transposed); a call with more rows than
+    the batch and no axis of its size is left NaN rather than adding samples of its own."""
+    slots: dict[str, list[list[Piece]]] = {}
+    unplaced: list[Unplaced] = []
+    for key, tensors in outputs.items():
+        out: list[list[Piece]] = []
+        for k, t in enumerate(tensors):
+            if t.dim() > 1 and t.shape[0] != n and t.shape[1] == n:
+                out.append([(0, t.transpose(0, 1))])
+            elif t.dim() and t.shape[0] > n:
+                shape = "x".join(map(str, t.shape))
+                unplaced.append(Unplaced(key, k, f"its output ({shape}) has more rows than the "
+                                                 f"batch of the recorded layers ({n}) and no "
+                                                 "axis of that size"))
+                out.append([(None, t)])
+            else:
+                out.append([(0, t)])
         slots[key] = out
     return slots, unplaced
 
@@ -229,9 +257,11 @@ def _linked_reason(t: Tensor, blocks: list[tuple[int, int]]) -> str:
             f"from or to ({blocks[0][1]})")
 
 
-def unplaced_message(unplaced: list[Unplaced], group: int, first: int, last: int) -> list[str]:
+def unplaced_message(unplaced: list[Unplaced], group: int, first: int, last: int,
+                     plain: bool = False) -> list[str]:
     """One message per module output and kind of note in a group (samples ``first..last``):
-    calls left NaN, and calls placed by order and batch size alone."""
+    calls left NaN, and calls placed by order and batch size alone. ``plain``: the group is
+    one batch (its layers hold one chain each)."""
     by_key: dict[tuple[bool, str], list[Unplaced]] = {}
     for u in unplaced:
         by_key.setdefault((u.placed, u.key), []).append(u)
@@ -241,9 +271,31 @@ def unplaced_message(unplaced: list[Unplaced], group: int, first: int, last: int
         notes = "; ".join(f"call {u.call}{sep}{u.reason}" for u in items[:4])
         notes += f"; ... ({len(items)} calls)" if len(items) > 4 else ""
         head = (f"seqacts: module output {key!r} in group {group} (samples {first}..{last}), "
-                f"which holds several chains of calls: {notes}")
+                f"which holds {'one batch' if plain else 'several chains of calls'}: {notes}")
         messages.append(head + (_PLACED if placed else _LEFT_NAN))
     return messages
+
+
+def mixed_rows_message(outputs: dict[str, list[Tensor]], group: int, first: int,
+                       last: int) -> list[str]:
+    """One message when a group with no recorded layer call (nothing tells its batch) holds
+    module outputs whose first axes differ in size: each was placed from row 0 regardless."""
+    sizes: dict[int, list[str]] = {}
+    for key, tensors in outputs.items():
+        for t in tensors:
+            if t.dim() and key not in sizes.setdefault(t.shape[0], []):
+                sizes[t.shape[0]].append(key)
+    if len(sizes) < 2:
+        return []
+    listed = "; ".join(f"{', '.join(repr(k) for k in keys[:4])}"
+                       f"{f' (and {len(keys) - 4} more)' if len(keys) > 4 else ''}: {n}"
+                       for n, keys in sorted(sizes.items()))
+    return [f"seqacts: module outputs in group {group} (samples {first}..{last}) have first axes "
+            f"of different sizes ({listed}) and no recorded layer ran to tell the batch: each "
+            "was placed from sample 0 along its first axis, so their rows are not the same "
+            "samples (a state of shape (n_states, batch, hidden) has the batch second). Record "
+            "the recurrence itself (cells=) so that the batch is known, or keep to outputs with "
+            "the batch first (README, 'Other modules')"]
 
 
 _LEFT_NAN = (". These calls were left NaN rather than placed in rows they may not belong to; run "
