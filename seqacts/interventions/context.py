@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules import module as torch_module
 
 from ..capture import editing, kernels
 from ..capture.calls import CellCall, LayerCall, StackCall
@@ -62,9 +63,11 @@ class Intervention:
                 )
             _ACTIVE.append(self)
         try:
-            self._handles.append(self.model.register_forward_pre_hook(self._root_pre))
+            # global hooks filtered by identity: nothing on the model, so a copy or pickle made
+            # inside the block (or inside a record(edits=) block) carries no hook
+            self._handles.append(torch_module.register_module_forward_pre_hook(self._root_pre))
             self._handles.append(
-                self.model.register_forward_hook(self._root_post, always_call=True)
+                torch_module.register_module_forward_hook(self._root_post, always_call=True)
             )
             self._index_weights()
             self._calls.clear()
@@ -94,6 +97,8 @@ class Intervention:
         self._by_weight = by_first_weight(self._modules)
 
     def _root_pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if module is not self.model:
+            return
         if self._depth == 0:
             # cell steps count from 0 in each forward of the root, unless the root is the cell
             # itself: then the caller's loop is the sequence, counted from the block's start
@@ -103,6 +108,8 @@ class Intervention:
         self._depth += 1
 
     def _root_post(self, module: nn.Module, args: tuple[Any, ...], result: Any) -> None:
+        if module is not self.model:
+            return
         self._depth = max(self._depth - 1, 0)
 
     def _resolve(self, weight: Tensor, owner: object) -> list[LayerSpec] | None:
