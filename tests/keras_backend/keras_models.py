@@ -224,6 +224,8 @@ def test_no_recurrent_layer_and_selection_errors():
                         edits=seqacts.ablate("lstm", units=[0]))
     with pytest.raises(seqacts.OptionError, match="internals"):
         seqacts.record(rnn, internals=["reset_gate"])
+    with pytest.raises(seqacts.OptionError, match="chain"):  # not silently ignored
+        seqacts.extract(rnn, np.zeros((1, 3, 2), "float32"), chain="lstm")
 
 
 def test_nested_records_and_exceptions_clean_up():
