@@ -97,3 +97,26 @@ def test_edits_on_kernel_layers_still_run_on_empty_batches() -> None:
     ds = seqacts.extract(model, torch.randn(0, 3, 3), cells={"cell": "h"},
                          edits=[seqacts.ablate("rnn.l0", units=[0])])
     assert ds.sizes["sample"] == 0
+
+
+def test_edit_naming_a_cells_layer_says_it_is_a_python_cell() -> None:
+    model = _model()
+    with pytest.raises(seqacts.EditError, match="Python cell"):
+        seqacts.record(model, cells={"cell": "h"}, edits=[seqacts.ablate("cell", units=[0])])
+
+
+def test_a_torch_cell_named_in_cells_is_still_edited() -> None:
+    torch.manual_seed(0)
+    model, x = nn.Sequential(), torch.randn(2, 3, 3)
+    model.cell = nn.GRUCell(3, 4)
+
+    def loop(x: torch.Tensor) -> torch.Tensor:
+        h = torch.zeros(x.shape[0], 4)
+        for t in range(x.shape[1]):
+            h = model.cell(x[:, t], h)
+        return h
+
+    with seqacts.record(model, cells={"cell": "h"},
+                        edits=[seqacts.ablate("cell", units=[0])]) as rec:
+        loop(x)
+    assert (rec.to_dataset().h.sel(layer="cell", unit=0) == 0).all()
