@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as torch_module
 from torch.nn.utils.rnn import PackedSequence
 
-from ..errors import RecordingError
+from ..errors import EditError, RecordingError
 from ..kinds import has_cell_state
 from ..options import RecordingOptions
 from ..schema import base_kind
@@ -64,6 +64,7 @@ class Recorder:
         selected = sorted([*selected, *cells], key=lambda hit: order[id(hit[0])])
         hooked = [(m, s) for m, specs in selected for s in specs if s.hooked]
         watched = [(m, specs) for m, specs in selected if not specs[0].hooked]
+        _check_cell_edits(options.edits, cells, found)
         self._editing = applying(model, options.edits)  # checked now, entered with the block
         self.specs: list[LayerSpec] = [s for _, specs in selected for s in specs]
         self.internals: tuple[str, ...] = resolve_internals(
@@ -312,6 +313,20 @@ class Recorder:
                 "modules= outputs; name a per-step cell with cells={'<path>': 'h'} to record it")
         excused = [s.label for s in self.specs if s.module_path in bypassed]
         return recording.dataset(self.model, self.time, excused)
+
+
+def _check_cell_edits(edits: tuple[Any, ...], cells: list[tuple[nn.Module, list[LayerSpec]]],
+                      found: list[tuple[nn.Module, list[LayerSpec]]]) -> None:
+    """Refuse an edit of a ``cells=`` layer that no kernel runs (a torch cell named in
+    ``cells=`` is still edited in its kernel)."""
+    kernel = {s.label for _, specs in found for s in specs}
+    labels = {s.label for _, specs in cells for s in specs} - kernel
+    hit = next((e.layer for e in edits if getattr(e, "layer", None) in labels), None)
+    if hit is not None:
+        raise EditError(
+            f"{hit} is a Python cell (cells=), recorded from the state it returns: seqacts edits "
+            "states inside torch's recurrent kernels only; edit the cell's own code, or its "
+            "input or output")
 
 
 def _no_autocast(device_type: str) -> AbstractContextManager[Any]:

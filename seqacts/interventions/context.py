@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules import module as torch_module
 
 from ..capture import editing, kernels
 from ..capture.calls import LayerCall
@@ -45,6 +46,10 @@ class Intervention(WriteOnlySink):
         self._by_weight: dict[int, tuple[nn.Module, list[LayerSpec]]] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._calls: dict[str, int] = {}  # cell label -> calls made in this forward
+        # edited modules: id -> first label; kernel calls reached per label; open forwards
+        self._edited = {id(m): specs[0].label for m, specs in self._modules}
+        self._reached: dict[str, int] = {}
+        self._open: dict[int, list[int]] = {}
         self._depth = 0
         self._active = False
 
@@ -62,9 +67,11 @@ class Intervention(WriteOnlySink):
                 )
             _ACTIVE.append(self)
         try:
-            self._handles.append(self.model.register_forward_pre_hook(self._root_pre))
+            # global hooks filtered by identity: nothing on the model, so a copy or pickle made
+            # inside the block (or inside a record(edits=) block) carries no hook
+            self._handles.append(torch_module.register_module_forward_pre_hook(self._root_pre))
             self._handles.append(
-                self.model.register_forward_hook(self._root_post, always_call=True)
+                torch_module.register_module_forward_hook(self._root_post, always_call=True)
             )
             self._index_weights()
             self._calls.clear()
@@ -94,6 +101,11 @@ class Intervention(WriteOnlySink):
         self._by_weight = by_first_weight(self._modules)
 
     def _root_pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        label = self._edited.get(id(module))
+        if label is not None:
+            self._open.setdefault(id(module), []).append(self._reached.get(label, 0))
+        if module is not self.model:
+            return
         if self._depth == 0:
             # cell steps count from 0 in each forward of the root, unless the root is the cell
             # itself: then the caller's loop is the sequence, counted from the block's start
@@ -103,6 +115,11 @@ class Intervention(WriteOnlySink):
         self._depth += 1
 
     def _root_post(self, module: nn.Module, args: tuple[Any, ...], result: Any) -> None:
+        opened = self._open.get(id(module))
+        if opened:
+            self._check_reached(module, opened.pop(), result)
+        if module is not self.model:
+            return
         self._depth = max(self._depth - 1, 0)
 
     def _resolve(self, weight: Tensor, owner: object) -> list[LayerSpec] | None:
@@ -114,9 +131,24 @@ class Intervention(WriteOnlySink):
                 return specs
         return None
 
+    def _check_reached(self, module: nn.Module, before: int, result: Any) -> None:
+        """Refuse an edited module whose forward returned without running torch's kernel
+        (its own math): its edits would silently not apply."""
+        label = self._edited[id(module)]
+        if result is None or self._reached.get(label, 0) != before:
+            return  # the forward raised, or its kernel ran
+        raise EditError(
+            f"{label} ({type(module).__name__}) returned without running torch's recurrent "
+            "kernel (its forward computes its own steps), so the edits of it cannot be "
+            "applied; seqacts edits states inside torch's kernels only: edit the module's own "
+            "code, or its input or output")
+
     # -- kernels.Sink, editing -----------------------------------------------------------------
     def watches(self, weight: Tensor, owner: object) -> bool:
-        return self._resolve(weight, owner) is not None
+        specs = self._resolve(weight, owner)
+        if specs is not None:
+            self._reached[specs[0].label] = self._reached.get(specs[0].label, 0) + 1
+        return specs is not None
 
     def run_layer(self, call: LayerCall) -> Any:
         specs = self._resolve(call.stack_weight, call.owner)

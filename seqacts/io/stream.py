@@ -41,7 +41,9 @@ from ..errors import (
     OptionError,
     OutputExistsError,
     StreamMismatchError,
+    UnsupportedModelError,
 )
+from ..keras import is_keras_model
 from ..options import Options
 from ..signatures import keywords_from
 from .batchlog import batch_entry, difference, is_empty
@@ -232,6 +234,11 @@ def stream(model: nn.Module, batches: Iterable[Any], path: Path, opts: Options, 
     """
     if overwrite and resume:
         raise OptionError("overwrite=True and resume=True contradict each other; pick one")
+    if is_keras_model(model):
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: extract_to_netcdf takes PyTorch models only for now; "
+            "stream a Keras model's batches with "
+            "seqacts.write_stream(seqacts.extract(model, b) for b in batches)")
     check_destination(path)
     rec = Recorder(model, opts)  # resolves names; fails early on a bad one
     expected = fingerprint(model, rec, opts, first_sample)

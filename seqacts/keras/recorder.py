@@ -68,6 +68,9 @@ class KerasRecorder:
         if getattr(options, "cells", None):
             raise OptionError("cells: Python cells are recorded in PyTorch models only; a Keras "
                               "model's LSTM/GRU/SimpleRNN layers are found by themselves")
+        if options.chain:
+            raise OptionError("chain: declared continuation is PyTorch-only for now; a Keras "
+                              "layer's steps are recorded within its own call, so pass no chain=")
         self.model = model
         self.options = options
         self.entries: list[KerasLayer] = select_layers(model, options.layers)

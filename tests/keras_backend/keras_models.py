@@ -226,6 +226,11 @@ def test_no_recurrent_layer_and_selection_errors():
                         edits=seqacts.ablate("lstm", units=[0]))
     with pytest.raises(seqacts.OptionError, match="internals"):
         seqacts.record(rnn, internals=["reset_gate"])
+    with pytest.raises(seqacts.OptionError, match="chain"):  # not silently ignored
+        seqacts.extract(rnn, np.zeros((1, 3, 2), "float32"), chain="lstm")
+    with pytest.raises(seqacts.UnsupportedModelError, match="write_stream"):
+        seqacts.extract_to_netcdf(rnn, [np.zeros((1, 3, 2), "float32")], "unused.nc",
+                                  progress=False)
 
 
 def test_nested_records_and_exceptions_clean_up():
