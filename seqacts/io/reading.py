@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import DatasetNotFoundError, IncompleteStreamWarning, StreamMismatchError
+from ..schema import MODEL_CALL
 from .checkedread import CheckedStore
 from .chunking import disk_chunks
 from .integrity import damaged_metadata, explain_unreadable, is_damage
@@ -87,6 +88,7 @@ def open_dataset(
     parts = [_trim(_open(p, chunks, kwargs), warn=False) for p in paths]
     _same_run(parts, paths)
     parts.sort(key=lambda p: json.loads(p.attrs.get(OPTIONS, "{}")).get("first_sample", 0))
+    parts = _number_calls(parts)
     ds = xr.concat(parts, dim="sample", data_vars="minimal", coords="minimal",
                    compat="override", join="outer", combine_attrs="override")
     samples = ds["sample"].values
@@ -184,3 +186,15 @@ def _trim(ds: xr.Dataset, warn: bool = True) -> xr.Dataset:
             stacklevel=3,
         )
     return ds
+
+
+def _number_calls(parts: list[xr.Dataset]) -> list[xr.Dataset]:
+    """``model_call`` numbered on across shards, in sample order (each shard counts from 0)."""
+    out, offset = [], 0
+    for part in parts:
+        if MODEL_CALL in part.coords:
+            calls = np.asarray(part[MODEL_CALL].values)
+            part = part.assign_coords({MODEL_CALL: (part[MODEL_CALL].dims, calls + offset)})
+            offset += int(calls.max()) + 1 if calls.size else 0
+        out.append(part)
+    return out
